@@ -1,0 +1,145 @@
+"""The SQS client and the one place AWS calls are retried (tenacity, never handlers).
+
+botocore's own retries are switched off so that there is exactly one retry policy:
+exponential backoff with full jitter on throttling, 5xx and connection errors. Everything
+else (queue does not exist, access denied, invalid receipt handle) surfaces at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    stop_never,
+    wait_random_exponential,
+)
+
+from worker.logs import get_logger
+from worker.settings import AwsSettings
+
+TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "AWS.SimpleQueueService.ServiceUnavailable",
+        "KMS.ThrottlingException",
+    }
+)
+
+log = get_logger()
+
+
+class AwsError(Exception):
+    """A non-retryable AWS error, with a message fit for an operator."""
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return error_code(exc) in TRANSIENT_CODES or status >= 500
+    return isinstance(
+        exc,
+        EndpointConnectionError
+        | ConnectionClosedError
+        | ConnectTimeoutError
+        | ReadTimeoutError
+        | aiohttp.ClientError
+        | ConnectionError
+        | TimeoutError,
+    ) or (isinstance(exc, BotoCoreError) and "connect" in str(exc).lower())
+
+
+class Sqs:
+    """An SQS client whose calls retry transient errors; counts calls per operation."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls: Counter[str] = Counter()
+
+    async def call(
+        self,
+        operation: str,
+        *,
+        retry_for: float | None = 120.0,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Call ``operation`` (e.g. ``"receive_message"``), retrying transient errors with
+        backoff and jitter for up to ``retry_for`` seconds (``None``: until cancelled)."""
+        method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "aws_call_retry",
+                operation=operation,
+                attempt=state.attempt_number,
+                error=error_code(exc) if exc else None,
+                detail=str(exc)[:200] if exc else None,
+                sleep=round(state.upcoming_sleep, 2),
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_random_exponential(multiplier=0.2, max=20),
+            stop=stop_never if retry_for is None else stop_after_delay(retry_for),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self.calls[operation] += 1
+                return await method(**params)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def sqs_client(aws: AwsSettings, pool_size: int = 16) -> AsyncIterator[Sqs]:
+    config = AioConfig(
+        max_pool_connections=pool_size,
+        connect_timeout=aws.connect_timeout,
+        read_timeout=40,  # above the 20 s long poll
+        retries={"total_max_attempts": 1, "mode": "standard"},
+    )
+    session = get_session()
+    async with session.create_client(
+        "sqs",
+        region_name=aws.resolved_region(),
+        endpoint_url=aws.resolved_endpoint("sqs"),
+        config=config,
+    ) as client:
+        yield Sqs(client)

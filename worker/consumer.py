@@ -1,0 +1,175 @@
+"""Everything one queue needs: slots, pollers, in-flight tasks, heartbeat and acker.
+
+Standard queues run each received message as its own task. FIFO queues run the messages
+of one MessageGroupId from one receive strictly one after another (SQS hands a group to
+one consumer at a time, in order), different groups in parallel; when one message of a
+group fails or the worker stops, the group's later messages are not run and are made
+visible again at once, so the order holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from worker.acker import Acker
+from worker.aws import Sqs
+from worker.envelope import Message
+from worker.heartbeat import Heartbeat
+from worker.logs import get_logger
+from worker.poller import Poller, supervise
+from worker.processor import Processor
+from worker.routing import Registry
+from worker.settings import QueueSettings, WorkerSettings
+from worker.slots import Slots
+from worker.stats import QueueStats
+
+log = get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTarget:
+    """A configured queue as found on the server at start-up."""
+
+    key: str
+    name: str
+    url: str
+    fifo: bool
+    max_receive_count: int | None
+    dead_letter_arn: str | None
+
+
+class Consumer:
+    def __init__(
+        self,
+        target: QueueTarget,
+        settings: QueueSettings,
+        worker: WorkerSettings,
+        sqs: Sqs,
+        registry: Registry,
+        executor: Executor,
+    ) -> None:
+        self.target = target
+        self.settings = settings
+        self.stats = QueueStats()
+        self.slots = Slots(settings.max_in_flight)
+        name = target.key
+        self.acker = Acker(sqs, name, target.url, self.stats, worker.delete_flush_interval)
+        self.heartbeat = Heartbeat(
+            sqs, name, target.url, settings.visibility_timeout, settings.extend_every, self.stats
+        )
+        self.processor = Processor(
+            name, settings, registry, self.acker, self.stats, executor, target.max_receive_count
+        )
+        self.pollers = [
+            Poller(
+                sqs,
+                name,
+                target.url,
+                settings,
+                self.slots,
+                self.stats,
+                worker.message_type_attribute,
+                self._dispatch,
+            )
+            for _ in range(settings.pollers)
+        ]
+        self._poller_tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+
+    @property
+    def in_flight(self) -> int:
+        """Messages received and not yet settled (slots held by a pending receive excluded)."""
+        return len(self.heartbeat)
+
+    def start(self) -> None:
+        self.acker.start()
+        self.heartbeat.start()
+        for i, poller in enumerate(self.pollers):
+            task = asyncio.create_task(
+                supervise(f"poller:{self.target.key}:{i}", poller.poll_forever, self.stats),
+                name=f"poller:{self.target.key}:{i}",
+            )
+            self._poller_tasks.append(task)
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _dispatch(self, messages: list[Message], received_at: float) -> None:
+        for message in messages:
+            self.heartbeat.track(message, received_at)
+        if not self.target.fifo:
+            for message in messages:
+                self._spawn(self._run_one(message))
+            return
+        groups: dict[str | None, list[Message]] = {}
+        for message in messages:
+            groups.setdefault(message.group_id, []).append(message)
+        for group in groups.values():
+            self._spawn(self._run_group(group))
+
+    async def _run_one(self, message: Message) -> bool:
+        try:
+            return await self.processor.process(message)
+        finally:
+            self.heartbeat.untrack(message)
+            self.slots.release()
+
+    async def _run_group(self, messages: list[Message]) -> None:
+        for i, message in enumerate(messages):
+            if self.stopping:
+                self._release(messages[i:], "shutdown")
+                return
+            try:
+                ok = await self._run_one(message)
+            except asyncio.CancelledError:
+                self._release(messages[i + 1 :], "shutdown")
+                raise
+            if not ok:
+                self._release(messages[i + 1 :], "earlier message of the group failed")
+                return
+
+    def _release(self, messages: list[Message], reason: str) -> None:
+        """Give back messages that were received but will not run here: visible at once."""
+        for message in messages:
+            self.acker.change_visibility(message, 0)
+            self.heartbeat.untrack(message)
+            self.slots.release()
+            self.stats.released += 1
+            log.info(
+                "message_released",
+                queue=self.target.key,
+                message_id=message.message_id,
+                type=message.type,
+                group_id=message.group_id,
+                reason=reason,
+            )
+
+    async def stop_polling(self) -> None:
+        """Stop receiving now; long polls in progress are cancelled."""
+        self.stopping = True
+        for task in self._poller_tasks:
+            task.cancel()
+        await asyncio.gather(*self._poller_tasks, return_exceptions=True)
+
+    async def drain(self, grace: float) -> int:
+        """Let running handlers finish within ``grace``; cancel the rest. Returns how many
+        were cancelled (their messages are made visible again at once)."""
+        pending = set(self._tasks)
+        if pending:
+            _, pending = await asyncio.wait(pending, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    async def close(self) -> None:
+        await self.heartbeat.stop()
+        with contextlib.suppress(Exception):
+            await self.acker.close()

@@ -1,0 +1,112 @@
+"""Turn an SQS ``ReceiveMessage`` entry into one frozen ``Message``.
+
+Three shapes arrive on a queue:
+
+* a plain SQS message: body and MessageAttributes as sent;
+* an SNS notification with raw delivery: the same, SNS copied the attributes over;
+* an SNS notification without raw delivery: the body is SNS's JSON envelope
+  (``{"Type": "Notification", "Message": ..., "MessageAttributes": {...}}``), which is
+  unwrapped here so handlers see the published message and its attributes.
+
+The message type is the configured attribute (default ``type``), else the ``type`` field of
+a JSON object body. Nothing here raises: a body that is not JSON is found out by the
+processor when a handler needs JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+_SNS_TYPES = frozenset({"Notification"})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a handler may know about the message it handles (never the receipt handle's use)."""
+
+    message_id: str
+    body: str
+    """The message body; for SNS envelopes, the published message."""
+    attributes: dict[str, str]
+    """Message attributes as strings (SQS attributes, or the SNS envelope's)."""
+    type: str | None
+    receive_count: int
+    group_id: str | None = None
+    sent_timestamp_ms: int | None = None
+    topic_arn: str | None = None
+    """Set when the message came through SNS (envelope delivery)."""
+    receipt_handle: str = field(default="", repr=False)
+
+    def json(self) -> Any:
+        """The body decoded as JSON (raises ValueError when it is not JSON)."""
+        return json.loads(self.body)
+
+
+def _sqs_attributes(raw: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in (raw.get("MessageAttributes") or {}).items():
+        if "StringValue" in value:
+            out[name] = str(value["StringValue"])
+        elif "BinaryValue" in value:
+            binary = value["BinaryValue"]
+            out[name] = binary.decode("utf-8", "replace") if isinstance(binary, bytes) else str(binary)
+    return out
+
+
+def _sns_envelope(body: str) -> dict[str, Any] | None:
+    if not body.startswith("{") or '"TopicArn"' not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if (
+        isinstance(data, dict)
+        and data.get("Type") in _SNS_TYPES
+        and isinstance(data.get("Message"), str)
+        and "TopicArn" in data
+    ):
+        return data
+    return None
+
+
+def _body_type(body: str) -> str | None:
+    if not body.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    value = data.get("type") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
+    body = str(raw.get("Body", ""))
+    attributes = _sqs_attributes(raw)
+    system = raw.get("Attributes") or {}
+    topic_arn: str | None = None
+    envelope = _sns_envelope(body)
+    if envelope is not None:
+        body = envelope["Message"]
+        topic_arn = str(envelope["TopicArn"])
+        sns_attrs = envelope.get("MessageAttributes") or {}
+        if isinstance(sns_attrs, dict):
+            for name, value in sns_attrs.items():
+                if isinstance(value, dict) and "Value" in value:
+                    attributes.setdefault(name, str(value["Value"]))
+    message_type = attributes.get(type_attribute) or _body_type(body)
+    sent = system.get("SentTimestamp")
+    return Message(
+        message_id=str(raw["MessageId"]),
+        body=body,
+        attributes=attributes,
+        type=message_type,
+        receive_count=int(system.get("ApproximateReceiveCount", 1)),
+        group_id=system.get("MessageGroupId"),
+        sent_timestamp_ms=int(sent) if sent else None,
+        topic_arn=topic_arn,
+        receipt_handle=str(raw["ReceiptHandle"]),
+    )

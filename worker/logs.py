@@ -1,0 +1,57 @@
+"""structlog set-up: JSON lines off a TTY, a readable console on one.
+
+Event names are fixed (see ``worker.events``); per-message context (queue, message_id,
+type, receive_count) is bound by the processor, so every line about a message carries it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    stream: object | None = None,
+) -> None:
+    out = stream if stream is not None else sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and bool(getattr(out, "isatty", lambda: False)()))
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: list[structlog.typing.Processor]
+    if use_console:
+        renderer = [structlog.dev.ConsoleRenderer()]
+    else:
+        renderer = [
+            structlog.processors.dict_tracebacks,
+            structlog.processors.EventRenamer("event"),
+            structlog.processors.JSONRenderer(),
+        ]
+    structlog.configure(
+        processors=[*shared, *renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
+        cache_logger_on_first_use=False,
+    )
+    # botocore/aiohttp chatter stays out unless asked for.
+    logging.basicConfig(level=logging.WARNING, stream=out)  # type: ignore[arg-type]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded demo server
+
+
+def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("worker", **bound)
+    return logger

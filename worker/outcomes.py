@@ -1,0 +1,28 @@
+"""The closed set of exceptions a handler may raise to steer what happens to its message.
+
+A handler that returns normally has its message deleted. Any other exception is a
+transient failure: the message becomes visible again after the queue's retry backoff,
+and after the queue's ``maxReceiveCount`` SQS moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+
+class Retry(Exception):
+    """Retry this message after ``delay`` seconds (0-43200) instead of the backoff schedule."""
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        if not 0 <= delay <= 43_200:
+            raise ValueError("Retry delay must be between 0 and 43200 seconds")
+        super().__init__(reason or f"retry requested in {delay:g}s")
+        self.delay = delay
+        self.reason = reason
+
+
+class PermanentFailure(Exception):
+    """This message can never succeed: make it visible at once so the redrive policy
+    moves it to the dead-letter queue without waiting out the backoff schedule."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

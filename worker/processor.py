@@ -1,0 +1,157 @@
+"""One message through its handler, to exactly one outcome.
+
+=====================  =============================================================
+handler outcome        what happens to the message
+=====================  =============================================================
+returns                deleted (batched)
+raises ``Retry(d)``    visible again in ``d`` seconds
+raises PermanentFailure visible again at once; the redrive policy moves it to the DLQ
+unknown/missing type,  same as PermanentFailure, with the reason logged
+bad body, bad payload
+raises anything else   visible again after the queue's backoff for its receive count
+runs too long          cancelled at ``max_processing_time``; backoff as above
+worker shuts down      cancelled after the grace period; visible again at once
+=====================  =============================================================
+
+Nothing is ever deleted without its handler having returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import random
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+import structlog
+
+from worker.acker import Acker
+from worker.envelope import Message
+from worker.logs import get_logger
+from worker.outcomes import PermanentFailure, Retry
+from worker.routing import Registry, Route
+from worker.settings import QueueSettings
+from worker.stats import QueueStats
+
+log = get_logger()
+
+
+class Processor:
+    def __init__(
+        self,
+        queue: str,
+        settings: QueueSettings,
+        registry: Registry,
+        acker: Acker,
+        stats: QueueStats,
+        executor: Executor,
+        max_receive_count: int | None,
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.registry = registry
+        self.acker = acker
+        self.stats = stats
+        self.executor = executor
+        self.max_receive_count = max_receive_count
+
+    def backoff(self, receive_count: int) -> int:
+        schedule = self.settings.retry_backoff
+        base = schedule[min(max(receive_count, 1), len(schedule)) - 1]
+        return round(base * (1 + random.uniform(0, self.settings.retry_jitter)))
+
+    async def _invoke(self, route: Route, args: tuple[Any, ...]) -> None:
+        if route.is_async:
+            await route.fn(*args)
+            return
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, functools.partial(ctx.run, route.fn, *args))
+
+    async def process(self, message: Message) -> bool:
+        """Run the handler and settle the message; True when it succeeded."""
+        structlog.contextvars.bind_contextvars(
+            queue=self.queue,
+            message_id=message.message_id,
+            type=message.type,
+            receive_count=message.receive_count,
+        )
+        started = time.monotonic()
+        timeout = asyncio.timeout(self.settings.max_processing_time)
+        try:
+            route = self.registry.get(message.type)
+            if route is None:
+                reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
+                raise PermanentFailure(reason)
+            args = route.arguments(message)
+            async with timeout:
+                await self._invoke(route, args)
+        except PermanentFailure as exc:
+            self._fail(message, started, 0, "message_rejected", reason=exc.reason, permanent=True)
+        except Retry as exc:
+            self._fail(message, started, int(exc.delay), "message_retry_requested", reason=exc.reason)
+        except asyncio.CancelledError:
+            # Shutdown past its grace period: let another consumer have it now.
+            self.acker.change_visibility(message, 0)
+            self.stats.released += 1
+            log.warning("message_cancelled", duration=self._since(started))
+            raise
+        except TimeoutError as exc:
+            event = "message_timeout" if timeout.expired() else "message_failed"
+            self._fail(
+                message,
+                started,
+                self.backoff(message.receive_count),
+                event,
+                error=f"{type(exc).__name__}: {exc}"[:500] if not timeout.expired() else None,
+                exc_info=not timeout.expired(),
+            )
+        except Exception as exc:
+            self._fail(
+                message,
+                started,
+                self.backoff(message.receive_count),
+                "message_failed",
+                error=f"{type(exc).__name__}: {exc}"[:500],
+                exc_info=True,
+            )
+        else:
+            self.acker.delete(message)
+            self.stats.succeeded += 1
+            log.info("message_succeeded", duration=self._since(started))
+            return True
+        finally:
+            structlog.contextvars.unbind_contextvars("queue", "message_id", "type", "receive_count")
+        return False
+
+    def _fail(
+        self,
+        message: Message,
+        started: float,
+        visibility: int,
+        event: str,
+        *,
+        permanent: bool = False,
+        exc_info: bool = False,
+        **fields: Any,
+    ) -> None:
+        self.acker.change_visibility(message, visibility)
+        self.stats.failed += 1
+        if permanent:
+            self.stats.rejected += 1
+        last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
+        log.warning(
+            event,
+            duration=self._since(started),
+            retry_in=visibility,
+            dead_letter_next=last_try,
+            exc_info=exc_info,
+            **{k: v for k, v in fields.items() if v is not None},
+        )
+
+    @staticmethod
+    def _since(started: float) -> float:
+        return round(time.monotonic() - started, 4)

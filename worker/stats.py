@@ -1,0 +1,29 @@
+"""Per-queue counters: the periodic ``queue_summary`` event and tests read them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass
+class QueueStats:
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    """Handler raised, timed out, or the message was rejected (includes ``rejected``)."""
+    rejected: int = 0
+    """Permanent failures: unknown type, bad body, PermanentFailure."""
+    released: int = 0
+    """Received but not run (shutdown, FIFO group stopped by an earlier failure)."""
+    extended: int = 0
+    """Visibility extensions granted."""
+    delete_failed: int = 0
+    receives: int = 0
+    empty_receives: int = 0
+    poller_restarts: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+    def delta(self, before: dict[str, int]) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) - before.get(f.name, 0) for f in fields(self)}
