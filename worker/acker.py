@@ -65,6 +65,13 @@ class Acker:
     def change_visibility(self, message: Message, seconds: int) -> None:
         self._add(self._changes, _Entry(message, max(0, min(43_200, int(seconds)))))
 
+    async def change_visibility_now(self, messages: list[Message], seconds: int) -> None:
+        """Change visibility of ``messages`` in order, in as few requests as possible, now
+        (not buffered): a FIFO group's failed message and its followers."""
+        for start in range(0, len(messages), BATCH):
+            chunk = [_Entry(m, max(0, min(43_200, int(seconds)))) for m in messages[start : start + BATCH]]
+            await self._send(chunk)
+
     @property
     def pending(self) -> int:
         return len(self._deletes) + len(self._changes)

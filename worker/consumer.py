@@ -113,9 +113,9 @@ class Consumer:
         for group in groups.values():
             self._spawn(self._run_group(group))
 
-    async def _run_one(self, message: Message) -> bool:
+    async def _run_one(self, message: Message) -> None:
         try:
-            return await self.processor.process(message)
+            await self.processor.process(message)
         finally:
             self.heartbeat.untrack(message)
             self.slots.release()
@@ -126,18 +126,27 @@ class Consumer:
                 self._release(messages[i:], "shutdown")
                 return
             try:
-                ok = await self._run_one(message)
+                visibility = await self.processor.process(message, defer_failure=True)
             except asyncio.CancelledError:
                 self._release(messages[i + 1 :], "shutdown")
                 raise
-            if not ok:
-                self._release(messages[i + 1 :], "earlier message of the group failed")
+            finally:
+                self.heartbeat.untrack(message)
+                self.slots.release()
+            if visibility is not None:
+                # The failed message and its followers become visible together, the failed
+                # one first, so the group resumes in order (servers differ on whether a
+                # follower made visible earlier would unblock the group).
+                followers = messages[i + 1 :]
+                self._release(followers, "earlier message of the group failed", count_only=True)
+                await self.acker.change_visibility_now([message, *followers], visibility)
                 return
 
-    def _release(self, messages: list[Message], reason: str) -> None:
+    def _release(self, messages: list[Message], reason: str, count_only: bool = False) -> None:
         """Give back messages that were received but will not run here: visible at once."""
         for message in messages:
-            self.acker.change_visibility(message, 0)
+            if not count_only:
+                self.acker.change_visibility(message, 0)
             self.heartbeat.untrack(message)
             self.slots.release()
             self.stats.released += 1

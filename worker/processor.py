@@ -57,6 +57,7 @@ class Processor:
         self.stats = stats
         self.executor = executor
         self.max_receive_count = max_receive_count
+        self._defer = False
 
     def backoff(self, receive_count: int) -> int:
         schedule = self.settings.retry_backoff
@@ -71,8 +72,11 @@ class Processor:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.executor, functools.partial(ctx.run, route.fn, *args))
 
-    async def process(self, message: Message) -> bool:
-        """Run the handler and settle the message; True when it succeeded."""
+    async def process(self, message: Message, defer_failure: bool = False) -> int | None:
+        """Run the handler and settle the message. Returns None when it succeeded, else the
+        visibility (seconds) the failed message gets; with ``defer_failure`` the caller
+        applies that visibility itself (FIFO groups: together with the group's followers)."""
+        self._defer = defer_failure
         structlog.contextvars.bind_contextvars(
             queue=self.queue,
             message_id=message.message_id,
@@ -90,9 +94,9 @@ class Processor:
             async with timeout:
                 await self._invoke(route, args)
         except PermanentFailure as exc:
-            self._fail(message, started, 0, "message_rejected", reason=exc.reason, permanent=True)
+            return self._fail(message, started, 0, "message_rejected", reason=exc.reason, permanent=True)
         except Retry as exc:
-            self._fail(message, started, int(exc.delay), "message_retry_requested", reason=exc.reason)
+            return self._fail(message, started, int(exc.delay), "message_retry_requested", reason=exc.reason)
         except asyncio.CancelledError:
             # Shutdown past its grace period: let another consumer have it now.
             self.acker.change_visibility(message, 0)
@@ -101,7 +105,7 @@ class Processor:
             raise
         except TimeoutError as exc:
             event = "message_timeout" if timeout.expired() else "message_failed"
-            self._fail(
+            return self._fail(
                 message,
                 started,
                 self.backoff(message.receive_count),
@@ -110,7 +114,7 @@ class Processor:
                 exc_info=not timeout.expired(),
             )
         except Exception as exc:
-            self._fail(
+            return self._fail(
                 message,
                 started,
                 self.backoff(message.receive_count),
@@ -122,10 +126,9 @@ class Processor:
             self.acker.delete(message)
             self.stats.succeeded += 1
             log.info("message_succeeded", duration=self._since(started))
-            return True
+            return None
         finally:
             structlog.contextvars.unbind_contextvars("queue", "message_id", "type", "receive_count")
-        return False
 
     def _fail(
         self,
@@ -137,8 +140,9 @@ class Processor:
         permanent: bool = False,
         exc_info: bool = False,
         **fields: Any,
-    ) -> None:
-        self.acker.change_visibility(message, visibility)
+    ) -> int:
+        if not self._defer:
+            self.acker.change_visibility(message, visibility)
         self.stats.failed += 1
         if permanent:
             self.stats.rejected += 1
@@ -151,6 +155,7 @@ class Processor:
             exc_info=exc_info,
             **{k: v for k, v in fields.items() if v is not None},
         )
+        return visibility
 
     @staticmethod
     def _since(started: float) -> float:

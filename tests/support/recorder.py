@@ -1,0 +1,36 @@
+"""Handlers for tests that run the worker as a separate process.
+
+Each finished handler appends ``message_id`` to $RECORD_FILE (one line, flushed before the
+handler returns), so a test can tell exactly which messages completed. ``work`` sleeps
+$WORK_SECONDS; ``work_sync`` does the same as a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from worker import Message, Router
+
+router = Router()
+
+
+def _record(kind: str, message: Message) -> None:
+    with open(os.environ["RECORD_FILE"], "a", encoding="utf-8") as f:
+        f.write(f"{kind} {message.message_id} {message.attributes.get('seq', '')}\n")
+        f.flush()
+
+
+@router.handler("work")
+async def work(payload: dict[str, object], message: Message) -> None:
+    _record("start", message)
+    await asyncio.sleep(float(os.environ.get("WORK_SECONDS", "0.5")))
+    _record("done", message)
+
+
+@router.handler("work_sync")
+def work_sync(payload: dict[str, object], message: Message) -> None:
+    _record("start", message)
+    time.sleep(float(os.environ.get("WORK_SECONDS", "0.5")))
+    _record("done", message)
