@@ -61,6 +61,8 @@ def moto_endpoint() -> Iterator[str]:
 
 @dataclass
 class TestQueue:
+    __test__ = False
+
     name: str
     url: str
     arn: str

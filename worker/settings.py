@@ -158,7 +158,9 @@ def _describe(err: dict[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     msg = msg.removeprefix("Value error, ")
     value = err.get("input")
-    shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+    # Never echo what sits under an unknown key: it may be a misplaced secret.
+    hidden = err.get("type") == "extra_forbidden" or isinstance(value, dict | list) or value is None
+    shown = "" if hidden else f" (got {str(value)[:60]!r})"
     return f"{loc}: {msg}{shown}" if loc else msg
 
 

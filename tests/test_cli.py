@@ -1,0 +1,127 @@
+"""The ``worker`` command as an operator runs it: exit codes and messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import Aws
+from tests.servers import ROOT
+
+GOOD_QUEUE = {"handlers": ["handlers.billing"], "wait_time_seconds": 1}
+
+
+def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, data: dict[str, object]) -> str:
+    path = tmp_path / "worker.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+# An endpoint nothing listens on: a config error must be reported before any AWS call.
+UNREACHABLE = {"endpoint_url": "http://127.0.0.1:9", "region": "us-east-1"}
+
+
+@pytest.mark.parametrize(
+    ("queue", "field"),
+    [
+        ({**GOOD_QUEUE, "wait_time_seconds": 30}, "queues.orders.wait_time_seconds"),
+        ({**GOOD_QUEUE, "batch_size": 11}, "queues.orders.batch_size"),
+        ({**GOOD_QUEUE, "visibility_timeout": 10, "heartbeat_interval": 12}, "heartbeat_interval"),
+        ({**GOOD_QUEUE, "pollers": "many"}, "queues.orders.pollers"),
+        ({**GOOD_QUEUE, "max_in_flight": 5}, "max_in_flight"),
+        ({**GOOD_QUEUE, "visiblity_timeout": 10}, "queues.orders.visiblity_timeout"),
+        ({"wait_time_seconds": 1}, "queues.orders.handlers"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_field(tmp_path: Path, queue: dict[str, object], field: str) -> None:
+    config = write_config(tmp_path, {"aws": UNREACHABLE, "queues": {"orders": queue}})
+    result = run_worker(["run", "--config", config], timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert field in result.stderr
+    assert result.stderr.startswith("worker: error: invalid configuration")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_credentials_in_the_file_are_refused(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {"aws": {**UNREACHABLE, "aws_secret_access_key": "hunter2"}, "queues": {"orders": GOOD_QUEUE}},
+    )
+    result = run_worker(["run", "--config", config])
+    assert result.returncode == 2
+    assert "aws.aws_secret_access_key" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout  # never echoed
+
+
+def test_environment_overrides_the_file_and_is_validated(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {"aws": UNREACHABLE, "queues": {"orders": GOOD_QUEUE}})
+    result = run_worker(["run", "--config", config], env={"WORKER_QUEUES__ORDERS__POLLERS": "0"})
+    assert result.returncode == 2
+    assert "queues.orders.pollers" in result.stderr
+    ok = run_worker(["check", "--config", config], env={"WORKER_QUEUES__ORDERS__POLLERS": "3"})
+    assert ok.returncode == 0, ok.stderr
+    assert "configuration OK" in ok.stdout
+
+
+@pytest.mark.parametrize(
+    ("handlers", "message"),
+    [
+        (["handlers.does_not_exist"], "cannot import handler module 'handlers.does_not_exist'"),
+        (["handlers.billing", "tests.support.duplicate"], "two handlers for message type 'order.placed'"),
+        (["tests.support"], "has no `router = Router()`"),
+    ],
+)
+def test_bad_handler_modules_fail_at_start(tmp_path: Path, handlers: list[str], message: str) -> None:
+    config = write_config(
+        tmp_path, {"aws": UNREACHABLE, "queues": {"orders": {**GOOD_QUEUE, "handlers": handlers}}}
+    )
+    result = run_worker(["run", "--config", config])
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
+    missing = run_worker(["run", "--config", str(tmp_path / "nope.yaml")])
+    assert missing.returncode == 2
+    assert "cannot read config file" in missing.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("queues: [unclosed")
+    malformed = run_worker(["run", "--config", str(bad)])
+    assert malformed.returncode == 2
+    assert "not valid YAML" in malformed.stderr
+
+
+def test_missing_queue_is_a_clear_error_with_nonzero_exit(tmp_path: Path, aws: Aws) -> None:
+    config = write_config(
+        tmp_path,
+        {
+            "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
+            "queues": {"orders": {**GOOD_QUEUE, "name": "no-such-queue-here"}},
+        },
+    )
+    result = run_worker(["run", "--config", config])
+    assert result.returncode == 1
+    assert "queues.orders: queue 'no-such-queue-here' does not exist" in result.stderr
+
+
+def test_shipped_config_files_are_valid() -> None:
+    for name in ("worker.yaml", "demo.yaml"):
+        result = run_worker(["check", "--config", f"config/{name}"])
+        assert result.returncode == 0, result.stderr

@@ -1,0 +1,133 @@
+"""Graceful shutdown of the real process: SIGTERM in the middle of work loses nothing and
+redelivers nothing finished; received-but-not-started messages go back at once; a second
+signal exits at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Aws, TestQueue, eventually
+from tests.support.process import WorkerProcess, read_records
+
+
+def config(aws: Aws, queue: TestQueue, **overrides: object) -> dict[str, object]:
+    q: dict[str, object] = {
+        "name": queue.name,
+        "handlers": ["tests.support.recorder"],
+        "wait_time_seconds": 20,  # long polls in progress must be cancelled at once
+        "pollers": 2,
+        "max_in_flight": 10,
+        "visibility_timeout": 20,
+        "retry_backoff": [1],
+    }
+    q.update(overrides)
+    return {
+        "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
+        "shutdown_grace": 10,
+        "queues": {"q": q},
+    }
+
+
+@pytest.fixture
+def procs() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for p in started:
+        p.kill()
+
+
+async def test_sigterm_mid_work_loses_nothing_and_redelivers_nothing_finished(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    total = 40
+    await aws.send_many(queue.url, [{"n": i} for i in range(total)], "work")
+    env = {"RECORD_FILE": str(record), "WORK_SECONDS": "1.5"}
+    first = WorkerProcess(tmp_path, config(aws, queue), env).start()
+    procs.append(first)
+    await eventually(lambda: len(read_records(record)[1]) >= 10, timeout=30)
+    await eventually(lambda: len(read_records(record)[0]) > len(read_records(record)[1]), timeout=10)
+    first.signal(signal.SIGTERM)  # handlers are mid-way
+    stopped_at = time.monotonic()
+    assert await asyncio.to_thread(first.wait, 20) == 0, first.log()
+    assert time.monotonic() - stopped_at < 10  # within the grace period
+    started, done = read_records(record)
+    assert sorted(started) == sorted(done)  # every running handler was allowed to finish
+    events = [json.loads(line)["event"] for line in first.log().splitlines() if line.startswith("{")]
+    assert "shutdown_complete" in events
+    # Everything finished was deleted; everything else is still in the queue.
+    assert await aws.total(queue.url) == total - len(done)
+    # A second worker handles the rest; nothing finished by the first one runs again.
+    second = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=1), env).start()
+    procs.append(second)
+    await eventually(lambda: len(read_records(record)[1]) >= total, timeout=60)
+    second.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(second.wait, 20) == 0
+    _, done = read_records(record)
+    assert len(done) == total
+    assert len(set(done)) == total  # no duplicates
+    assert await aws.total(queue.url) == 0
+
+
+async def test_fifo_messages_received_but_not_started_are_visible_again_at_once(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue(fifo=True)
+    record = tmp_path / "record.txt"
+    for i in range(10):
+        await aws.send(queue.url, {"n": i}, "work", group="only-group")
+    worker = WorkerProcess(
+        tmp_path, config(aws, queue, visibility_timeout=60), {"RECORD_FILE": str(record), "WORK_SECONDS": "2"}
+    ).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
+    worker.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 20) == 0, worker.log()
+    started, done = read_records(record)
+    assert started == done
+    assert len(done) == 1
+    # The nine that were received with the first but never started are visible now,
+    # not after the 60 s visibility timeout.
+    counts = await aws.counts(queue.url)
+    assert counts == {"visible": 9, "in_flight": 0, "delayed": 0}, counts
+
+
+async def test_second_signal_exits_at_once(aws: Aws, tmp_path: Path, procs: list[WorkerProcess]) -> None:
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    await aws.send(queue.url, {"n": 1}, "work")
+    worker = WorkerProcess(
+        tmp_path, config(aws, queue), {"RECORD_FILE": str(record), "WORK_SECONDS": "60"}
+    ).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
+    worker.signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    worker.signal(signal.SIGINT)
+    started = time.monotonic()
+    assert await asyncio.to_thread(worker.wait, 10) == 1
+    assert time.monotonic() - started < 3
+    assert read_records(record)[1] == []  # not finished, so not deleted: it will come back
+    assert await aws.total(queue.url) == 1
+
+
+async def test_idle_worker_stops_at_once_despite_long_polls(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    worker = WorkerProcess(tmp_path, config(aws, queue), {"RECORD_FILE": str(tmp_path / "r")}).start()
+    procs.append(worker)
+    await eventually(lambda: "consumer_started" in worker.log(), timeout=30)
+    await asyncio.sleep(1)  # the 20 s long polls are in progress
+    worker.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert await asyncio.to_thread(worker.wait, 10) == 0
+    assert time.monotonic() - started < 3
