@@ -16,7 +16,9 @@ from tests.servers import ROOT
 GOOD_QUEUE = {"handlers": ["handlers.billing"], "wait_time_seconds": 1}
 
 
-def run_worker(args: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_worker(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
         cwd=ROOT,

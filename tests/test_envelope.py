@@ -67,14 +67,20 @@ async def test_sns_fan_out_enveloped_and_raw_reach_their_handler(aws: Aws) -> No
 
     @router.handler("order.placed")
     async def placed(order: Placed, message: Message) -> None:
-        seen.append((order.order_id, message.attributes.get("tenant", ""), message.topic_arn or "", message.type))
+        seen.append(
+            (order.order_id, message.attributes.get("tenant", ""), message.topic_arn or "", message.type)
+        )
 
     settings = load_settings(
         None,
         {
             "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
             "queues": {
-                "enveloped": {"name": enveloped.name, "handlers": ["tests.support.noop"], "wait_time_seconds": 1},
+                "enveloped": {
+                    "name": enveloped.name,
+                    "handlers": ["tests.support.noop"],
+                    "wait_time_seconds": 1,
+                },
                 "raw": {"name": raw.name, "handlers": ["tests.support.noop"], "wait_time_seconds": 1},
             },
         },

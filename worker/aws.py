@@ -115,7 +115,7 @@ class Sqs:
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
-            wait=wait_random_exponential(multiplier=0.2, max=20),
+            wait=wait_random_exponential(multiplier=0.2, max=10),
             stop=stop_never if retry_for is None else stop_after_delay(retry_for),
             before_sleep=before_sleep,
             reraise=True,

@@ -23,7 +23,16 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", "--config", str(self.config_path), "--log-format", "json"],
+            [
+                sys.executable,
+                "-m",
+                "worker",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--log-format",
+                "json",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,
