@@ -25,6 +25,9 @@ from worker.supervisor import Supervisor, load_registries
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 MAX_RECEIVE_COUNT = 3
+# billing: A-1001, A-1002 charged, A-1002 refunded; shipping: 4 reservations, 2 bookings.
+# DLQ: A-1003 (fails every time), A-1004 (permanent), an unknown type, a non-JSON body.
+EXPECTED = (9, 4)
 SUBSCRIPTIONS = {
     # queue: (raw delivery, message types it wants)
     "billing": (False, ["order.placed", "order.cancelled"]),
@@ -193,7 +196,10 @@ async def _run(settings: WorkerSettings) -> int:
             print(f"  {key}-dlq  type attribute={kind:<16} body={body[:60]}")
         ok = sum(c.stats.succeeded for c in supervisor.consumers)
         print(f"\n{ok} handled successfully, {len(dead)} dead-lettered; worker stopped cleanly.")
-        return 0 if dead else 1
+        if (ok, len(dead)) != EXPECTED:
+            print(f"demo: expected {EXPECTED[0]} handled and {EXPECTED[1]} dead-lettered", file=sys.stderr)
+            return 1
+        return 0
 
 
 def run_demo(endpoint_url: str | None = None, log_level: str = "info") -> int:

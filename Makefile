@@ -1,0 +1,18 @@
+# One word per habit. Everything runs through uv (python3 -m pip install uv).
+UV ?= python3 -m uv
+
+.PHONY: install lint typecheck test check demo run
+install:
+	$(UV) sync --locked
+lint:
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+typecheck:
+	$(UV) run mypy
+test:
+	$(UV) run pytest
+check: lint typecheck test
+demo:
+	$(UV) run worker demo
+run:
+	$(UV) run worker run --config config/worker.yaml
