@@ -11,7 +11,11 @@ from tests.servers import ROOT
 def test_demo_runs_end_to_end_on_the_embedded_server() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "worker", "demo", "--log-level", "warning"],
-        cwd=ROOT, capture_output=True, text=True, timeout=150, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
