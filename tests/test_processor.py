@@ -196,3 +196,35 @@ async def test_plain_functions_run_in_threads_without_blocking_the_loop(aws: Aws
     assert ticks >= 5
     assert all(name.startswith("handler") for name in threads)
     assert len(threads) > 1
+
+
+async def test_bodies_never_reach_the_logs(aws: Aws) -> None:
+    import io
+    import json as jsonlib
+
+    from worker.logs import configure_logging
+
+    queue = await aws.queue(max_receive_count=1)
+    router = Router()
+
+    @router.handler("secret")
+    async def secret(payload: dict[str, str], message: Message) -> None:
+        raise RuntimeError("failed")  # with a traceback whose frames hold the body
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        settings = settings_for(aws.endpoint, queue)
+        await aws.send(queue.url, {"card": "4111-1111-1111-1111"}, "secret")
+        await aws.send(queue.url, "4222-2222-2222-2222 not json", "secret")
+        async with running(settings, router) as worker:
+            await eventually(lambda: worker.consumers[0].stats.failed == 2, timeout=15)
+    finally:
+        configure_logging("info", "console")
+    lines = [jsonlib.loads(line) for line in out.getvalue().splitlines()]
+    assert {"message_failed", "message_rejected"} <= {line["event"] for line in lines}
+    failed = next(line for line in lines if line["event"] == "message_failed")
+    assert failed["exception"]  # the traceback is there, without locals
+    assert "4111" not in out.getvalue()
+    assert "4222" not in out.getvalue()
+    assert "ReceiptHandle" not in out.getvalue()

@@ -34,10 +34,13 @@ def configure_logging(
     ]
     renderer: list[structlog.typing.Processor]
     if use_console:
-        renderer = [structlog.dev.ConsoleRenderer()]
+        renderer = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
     else:
         renderer = [
-            structlog.processors.dict_tracebacks,
+            # Tracebacks without local variables: locals would carry message bodies.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.EventRenamer("event"),
             structlog.processors.JSONRenderer(),
         ]

@@ -57,7 +57,6 @@ class Processor:
         self.stats = stats
         self.executor = executor
         self.max_receive_count = max_receive_count
-        self._defer = False
 
     def backoff(self, receive_count: int) -> int:
         schedule = self.settings.retry_backoff
@@ -76,7 +75,7 @@ class Processor:
         """Run the handler and settle the message. Returns None when it succeeded, else the
         visibility (seconds) the failed message gets; with ``defer_failure`` the caller
         applies that visibility itself (FIFO groups: together with the group's followers)."""
-        self._defer = defer_failure
+        apply = not defer_failure
         structlog.contextvars.bind_contextvars(
             queue=self.queue,
             message_id=message.message_id,
@@ -94,9 +93,13 @@ class Processor:
             async with timeout:
                 await self._invoke(route, args)
         except PermanentFailure as exc:
-            return self._fail(message, started, 0, "message_rejected", reason=exc.reason, permanent=True)
+            return self._fail(
+                message, started, 0, "message_rejected", apply, reason=exc.reason, permanent=True
+            )
         except Retry as exc:
-            return self._fail(message, started, int(exc.delay), "message_retry_requested", reason=exc.reason)
+            return self._fail(
+                message, started, int(exc.delay), "message_retry_requested", apply, reason=exc.reason
+            )
         except asyncio.CancelledError:
             # Shutdown past its grace period: let another consumer have it now.
             self.acker.change_visibility(message, 0)
@@ -110,6 +113,7 @@ class Processor:
                 started,
                 self.backoff(message.receive_count),
                 event,
+                apply,
                 error=f"{type(exc).__name__}: {exc}"[:500] if not timeout.expired() else None,
                 exc_info=not timeout.expired(),
             )
@@ -119,6 +123,7 @@ class Processor:
                 started,
                 self.backoff(message.receive_count),
                 "message_failed",
+                apply,
                 error=f"{type(exc).__name__}: {exc}"[:500],
                 exc_info=True,
             )
@@ -136,12 +141,13 @@ class Processor:
         started: float,
         visibility: int,
         event: str,
+        apply: bool,
         *,
         permanent: bool = False,
         exc_info: bool = False,
         **fields: Any,
     ) -> int:
-        if not self._defer:
+        if apply:
             self.acker.change_visibility(message, visibility)
         self.stats.failed += 1
         if permanent:

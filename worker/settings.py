@@ -185,9 +185,11 @@ def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = No
     try:
         return WorkerSettings(**data)
     except ValidationError as exc:
-        errors = exc.errors()
-        lines = [_describe(dict(e)) for e in errors]
-        head = f"invalid configuration ({where}): {lines[0]}"
-        if len(lines) > 1:
-            head += "".join(f"\n  also: {line}" for line in lines[1:])
-        raise ConfigError(head) from None
+        raise ConfigError(format_validation_error(exc, where)) from None
+
+
+def format_validation_error(exc: ValidationError, where: str, what: str = "invalid configuration") -> str:
+    """One message naming the field (and any further ones on following lines)."""
+    lines = [_describe(dict(e)) for e in exc.errors()]
+    head = f"{what} ({where}): {lines[0]}"
+    return head + "".join(f"\n  also: {line}" for line in lines[1:])
