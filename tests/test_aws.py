@@ -79,7 +79,7 @@ def test_transient_errors_are_classified() -> None:
 
 async def test_throttling_is_retried_until_it_passes(aws: Aws) -> None:
     """A real call made to fail transiently twice (via botocore's event hooks) succeeds."""
-    from worker.aws import Sqs
+    from worker.aws import AwsClient
 
     queue = await aws.queue()
     failures = {"left": 2}
@@ -100,7 +100,7 @@ async def test_throttling_is_retried_until_it_passes(aws: Aws) -> None:
 
     aws.sqs.meta.events.register("before-send.sqs.GetQueueAttributes", throttle)
     try:
-        sqs = Sqs(aws.sqs)
+        sqs = AwsClient(aws.sqs)
         result = await sqs.call("get_queue_attributes", QueueUrl=queue.url, AttributeNames=["QueueArn"])
     finally:
         aws.sqs.meta.events.unregister("before-send.sqs.GetQueueAttributes", throttle)

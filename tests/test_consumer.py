@@ -82,7 +82,7 @@ async def test_pollers_never_hold_more_than_max_in_flight(aws: Aws) -> None:
 async def test_a_message_received_twice_is_deleted_without_batch_id_clash(moto: Aws) -> None:
     """Two receipts of one message in one DeleteMessageBatch: ids stay unique."""
     from worker.acker import Acker
-    from worker.aws import Sqs
+    from worker.aws import AwsClient
     from worker.envelope import parse_message
     from worker.stats import QueueStats
 
@@ -92,7 +92,7 @@ async def test_a_message_received_twice_is_deleted_without_batch_id_clash(moto: 
     second = (await moto.sqs.receive_message(QueueUrl=url, VisibilityTimeout=30))["Messages"][0]
     assert first["MessageId"] == second["MessageId"]
     stats = QueueStats()
-    acker = Acker(Sqs(moto.sqs), "dup", url, stats, flush_interval=0.01)
+    acker = Acker(AwsClient(moto.sqs), "dup", url, stats, flush_interval=0.01)
     acker.start()
     acker.delete(parse_message(first))
     acker.delete(parse_message(second))

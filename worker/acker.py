@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from worker.aws import Sqs
+from worker.aws import AwsClient
 from worker.envelope import Message
 from worker.logs import get_logger
 from worker.stats import QueueStats
@@ -41,7 +41,7 @@ class _Entry:
 
 class Acker:
     def __init__(
-        self, sqs: Sqs, queue: str, url: str, stats: QueueStats, flush_interval: float = 0.05
+        self, sqs: AwsClient, queue: str, url: str, stats: QueueStats, flush_interval: float = 0.05
     ) -> None:
         self._sqs = sqs
         self._queue = queue

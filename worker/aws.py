@@ -84,8 +84,8 @@ def is_transient(exc: BaseException) -> bool:
     ) or (isinstance(exc, BotoCoreError) and "connect" in str(exc).lower())
 
 
-class Sqs:
-    """An SQS client whose calls retry transient errors; counts calls per operation."""
+class AwsClient:
+    """An aiobotocore client (SQS or SNS) whose calls retry transient errors; counts calls."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -128,7 +128,8 @@ class Sqs:
 
 
 @contextlib.asynccontextmanager
-async def sqs_client(aws: AwsSettings, pool_size: int = 16) -> AsyncIterator[Sqs]:
+async def aws_client(service: str, aws: AwsSettings, pool_size: int = 16) -> AsyncIterator[AwsClient]:
+    """An SQS or SNS client for ``aws`` (credentials from the standard chain)."""
     config = AioConfig(
         max_pool_connections=pool_size,
         connect_timeout=aws.connect_timeout,
@@ -137,9 +138,30 @@ async def sqs_client(aws: AwsSettings, pool_size: int = 16) -> AsyncIterator[Sqs
     )
     session = get_session()
     async with session.create_client(
-        "sqs",
+        service,
         region_name=aws.resolved_region(),
-        endpoint_url=aws.resolved_endpoint("sqs"),
+        endpoint_url=aws.resolved_endpoint(service),
         config=config,
     ) as client:
-        yield Sqs(client)
+        yield AwsClient(client)
+
+
+def sqs_client(aws: AwsSettings, pool_size: int = 16) -> contextlib.AbstractAsyncContextManager[AwsClient]:
+    return aws_client("sqs", aws, pool_size)
+
+
+def next_page(token: str | None) -> dict[str, Any]:
+    return {"NextToken": token} if token else {}
+
+
+async def list_topics(sns: AwsClient) -> dict[str, str]:
+    """Every SNS topic of the account and region: name -> ARN."""
+    topics: dict[str, str] = {}
+    token: str | None = None
+    while True:
+        page = await sns.call("list_topics", **next_page(token))
+        for t in page.get("Topics", []):
+            topics[t["TopicArn"].rsplit(":", 1)[-1]] = t["TopicArn"]
+        token = page.get("NextToken")
+        if not token:
+            return topics

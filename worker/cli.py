@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--endpoint-url", help="use this SQS/SNS endpoint instead of the embedded server")
     demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     demo.set_defaults(func=cmd_demo)
+
+    from worker.admin_cli import add_commands, run_command
+
+    add_commands(sub)
+    for name in ("provision", "send", "publish", "dlq", "stats", "iam-policy"):
+        sub.choices[name].set_defaults(func=run_command)
     return parser
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from worker.acker import Acker
-from worker.aws import Sqs
+from worker.aws import AwsClient
 from worker.envelope import Message
 from worker.heartbeat import Heartbeat
 from worker.logs import get_logger
@@ -47,7 +47,7 @@ class Consumer:
         target: QueueTarget,
         settings: QueueSettings,
         worker: WorkerSettings,
-        sqs: Sqs,
+        sqs: AwsClient,
         registry: Registry,
         executor: Executor,
     ) -> None:

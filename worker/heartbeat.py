@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worker.aws import Sqs
+from worker.aws import AwsClient
 from worker.envelope import Message
 from worker.logs import get_logger
 from worker.stats import QueueStats
@@ -26,7 +26,7 @@ LOST_CODES = frozenset(
 class Heartbeat:
     def __init__(
         self,
-        sqs: Sqs,
+        sqs: AwsClient,
         queue: str,
         url: str,
         visibility_timeout: int,

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.aws import Sqs
+from worker.aws import AwsClient
 from worker.envelope import Message, parse_message
 from worker.logs import get_logger
 from worker.settings import QueueSettings
@@ -27,7 +27,7 @@ log = get_logger()
 class Poller:
     def __init__(
         self,
-        sqs: Sqs,
+        sqs: AwsClient,
         queue: str,
         url: str,
         settings: QueueSettings,

@@ -18,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsError, Sqs, error_code, is_transient, sqs_client
+from worker.aws import AwsClient, AwsError, error_code, is_transient, sqs_client
 from worker.consumer import Consumer, QueueTarget
 from worker.logs import get_logger
 from worker.routing import Registry
@@ -28,7 +28,7 @@ log = get_logger()
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
-async def resolve_queue(sqs: Sqs, key: str, settings: QueueSettings, retry_for: float) -> QueueTarget:
+async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry_for: float) -> QueueTarget:
     name = settings.queue_name(key)
     try:
         url = settings.url

@@ -1,0 +1,218 @@
+"""Read-only views for operators: queue statistics and the least-privilege IAM policy."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from worker.aws import AwsClient, list_topics
+from worker.settings import WorkerSettings
+from worker.topology import KmsEncryption, Topology
+
+
+@dataclass
+class QueueRow:
+    name: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dlq: str | None
+    dlq_depth: int | None
+    oldest_age: float | None
+    """Seconds; from CloudWatch's ApproximateAgeOfOldestMessage where the server reports it."""
+
+
+async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
+    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    a = (
+        await sqs.call(
+            "get_queue_attributes",
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+    )["Attributes"]
+    return (
+        int(a["ApproximateNumberOfMessages"]),
+        int(a["ApproximateNumberOfMessagesNotVisible"]),
+        int(a["ApproximateNumberOfMessagesDelayed"]),
+    )
+
+
+class OldestAge:
+    """ApproximateAgeOfOldestMessage from CloudWatch; gives up quietly where there is none."""
+
+    def __init__(self, cloudwatch: Any | None) -> None:
+        self.cloudwatch = cloudwatch
+
+    async def get(self, queue: str) -> float | None:
+        if self.cloudwatch is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        try:
+            r = await self.cloudwatch.get_metric_statistics(
+                Namespace="AWS/SQS",
+                MetricName="ApproximateAgeOfOldestMessage",
+                Dimensions=[{"Name": "QueueName", "Value": queue}],
+                StartTime=now - dt.timedelta(minutes=5),
+                EndTime=now,
+                Period=60,
+                Statistics=["Maximum"],
+            )
+        except Exception:
+            self.cloudwatch = None  # not available here (LocalStack without CloudWatch, no permission)
+            return None
+        points = sorted(r.get("Datapoints", []), key=lambda p: p["Timestamp"])
+        return float(points[-1]["Maximum"]) if points else None
+
+
+async def queue_stats(sqs: AwsClient, topology: Topology, oldest: OldestAge) -> list[QueueRow]:
+    rows: list[QueueRow] = []
+    dlqs = topology.dead_letter_queues()
+    for name, spec in topology.queues.items():
+        if name in dlqs:
+            continue  # shown in its source queue's row
+        visible, in_flight, delayed = await _counts(sqs, name)
+        dlq = spec.dead_letter.queue if spec.dead_letter else None
+        dlq_depth = sum(await _counts(sqs, dlq)) if dlq else None
+        rows.append(QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name)))
+    return rows
+
+
+def render_stats(rows: list[QueueRow]) -> str:
+    head = f"{'queue':<32}{'visible':>9}{'in flight':>11}{'delayed':>9}{'DLQ':>7}{'oldest':>9}  dlq"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        age = "-" if r.oldest_age is None else f"{r.oldest_age:.0f}s"
+        dlq_depth = "-" if r.dlq_depth is None else str(r.dlq_depth)
+        lines.append(
+            f"{r.name:<32}{r.visible:>9}{r.in_flight:>11}{r.delayed:>9}{dlq_depth:>7}{age:>9}  {r.dlq or '-'}"
+        )
+    return "\n".join(lines)
+
+
+async def _queue_arn(sqs: AwsClient, name: str) -> str:
+    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    a = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(a["Attributes"]["QueueArn"])
+
+
+async def iam_policies(
+    sqs: AwsClient,
+    sns: AwsClient,
+    topology: Topology,
+    worker: WorkerSettings | None,
+    account_id: str | None = None,
+    region: str | None = None,
+) -> dict[str, Any]:
+    """The worker's and the producer's least-privilege policies, on exactly these ARNs.
+
+    ARNs are resolved from AWS, or built from ``account_id`` and ``region`` when given
+    (no AWS call then)."""
+
+    async def queue_arn(name: str) -> str:
+        if account_id and region:
+            return f"arn:aws:sqs:{region}:{account_id}:{name}"
+        return await _queue_arn(sqs, name)
+
+    async def topic_arn(name: str) -> str:
+        if account_id and region:
+            return f"arn:aws:sns:{region}:{account_id}:{name}"
+        topics = await list_topics(sns)
+        if name not in topics:
+            raise KeyError(f"topic {name!r} does not exist")
+        return topics[name]
+
+    consumed = (
+        [q.queue_name(k) for k, q in worker.queues.items()]
+        if worker is not None
+        else [n for n in topology.queues if n not in topology.dead_letter_queues()]
+    )
+    produced = [n for n in topology.queues if n not in topology.dead_letter_queues()]
+    consumed_arns = sorted({await queue_arn(n) for n in consumed})
+    produced_arns = sorted({await queue_arn(n) for n in produced})
+    topic_arns = sorted({await topic_arn(n) for n in topology.topics})
+    kms_consumed = sorted(
+        {
+            spec.encryption.kms_key_id
+            for n, spec in topology.queues.items()
+            if n in consumed and isinstance(spec.encryption, KmsEncryption)
+        }
+    )
+    kms_produced = sorted(
+        {
+            spec.encryption.kms_key_id
+            for spec in topology.queues.values()
+            if isinstance(spec.encryption, KmsEncryption)
+        }
+        | {t.kms_key_id for t in topology.topics.values() if t.kms_key_id}
+    )
+    worker_statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ConsumeQueues",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ],
+            "Resource": consumed_arns,
+        }
+    ]
+    if kms_consumed:
+        worker_statements.append(
+            {"Sid": "DecryptMessages", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": kms_consumed}
+        )
+    producer_statements: list[dict[str, Any]] = []
+    if produced_arns:
+        producer_statements.append(
+            {
+                "Sid": "SendToQueues",
+                "Effect": "Allow",
+                "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                "Resource": produced_arns,
+            }
+        )
+    if topic_arns:
+        producer_statements.append(
+            {"Sid": "PublishToTopics", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}
+        )
+        producer_statements.append(
+            {"Sid": "FindTopicsByName", "Effect": "Allow", "Action": ["sns:ListTopics"], "Resource": "*"}
+        )
+    if kms_produced:
+        producer_statements.append(
+            {
+                "Sid": "EncryptMessages",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_produced,
+            }
+        )
+    return {
+        "worker": {"Version": "2012-10-17", "Statement": worker_statements},
+        "producer": {"Version": "2012-10-17", "Statement": producer_statements},
+    }
+
+
+def cloudwatch_context(aws_cfg: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    from aiobotocore.session import get_session
+
+    client: contextlib.AbstractAsyncContextManager[Any] = get_session().create_client(
+        "cloudwatch",
+        region_name=aws_cfg.resolved_region(),
+        endpoint_url=aws_cfg.resolved_endpoint("cloudwatch"),
+    )
+    return client
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=False)
