@@ -1,10 +1,11 @@
 """``worker demo``: the whole job end to end on an embedded SQS/SNS server.
 
-Starts moto's server in-process (unless an endpoint is given), creates the example
-topology (an ``orders`` topic fanning out to ``billing``, enveloped, and ``shipping``, raw
-delivery, each with a filter policy and a dead-letter queue), publishes sample orders and a
-few bad messages, runs the worker with the example handlers until every queue is drained,
-and prints what happened, including the messages that ended in a dead-letter queue.
+Starts moto's server in-process (unless an endpoint is given), provisions the example
+topology of config/topology.yaml (an ``orders`` topic fanning out to ``billing``, enveloped,
+``shipping``, raw, and ``invoicing``, filtered on the body, each with a dead-letter queue),
+publishes sample orders and a few bad messages, runs the worker with the example handlers
+until every queue is drained, and prints what happened, including the messages that ended
+in a dead-letter queue.
 """
 
 from __future__ import annotations
@@ -19,20 +20,20 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
+from worker.aws import AwsClient
 from worker.logs import configure_logging
+from worker.provision import Provisioner, render_plan
 from worker.settings import WorkerSettings, load_settings
 from worker.supervisor import Supervisor, load_registries
+from worker.topology import load_topology
 
 CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
-MAX_RECEIVE_COUNT = 3
-# billing: A-1001, A-1002 charged, A-1002 refunded; shipping: 4 reservations, 2 bookings.
+TOPOLOGY = CONFIG.with_name("topology.yaml")
+# billing: A-1001, A-1002 charged, A-1002 refunded; shipping: 4 reservations, 2 bookings;
+# invoicing: A-1002 (paid by invoice: the body filter matches).
 # DLQ: A-1003 (fails every time), A-1004 (permanent), an unknown type, a non-JSON body.
-EXPECTED = (9, 4)
-SUBSCRIPTIONS = {
-    # queue: (raw delivery, message types it wants)
-    "billing": (False, ["order.placed", "order.cancelled"]),
-    "shipping": (True, ["order.placed", "order.shipped"]),
-}
+EXPECTED = (10, 4)
+CONSUMED = ("billing", "shipping", "invoicing")
 
 
 def _order(order_id: str, payment: str = "card") -> dict[str, Any]:
@@ -56,47 +57,15 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 
 
 async def provision(sqs: Any, sns: Any) -> dict[str, str]:
-    topic_arn = (await sns.create_topic(Name="orders"))["TopicArn"]
-    urls: dict[str, str] = {}
-    for queue, (raw, types) in SUBSCRIPTIONS.items():
-        dlq_url = (await sqs.create_queue(QueueName=f"{queue}-dlq"))["QueueUrl"]
-        dlq_arn = await _arn(sqs, dlq_url)
-        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
-        url = (await sqs.create_queue(QueueName=queue, Attributes={"RedrivePolicy": json.dumps(redrive)}))[
-            "QueueUrl"
-        ]
-        arn = await _arn(sqs, url)
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }
-            ],
-        }
-        await sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
-        await sns.subscribe(
-            TopicArn=topic_arn,
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={
-                "RawMessageDelivery": "true" if raw else "false",
-                "FilterPolicy": json.dumps({"type": types}),
-            },
-        )
-        urls[queue] = url
-        urls[f"{queue}-dlq"] = dlq_url
-    urls["topic"] = topic_arn
+    """``worker provision`` on config/topology.yaml, the same code path as the command."""
+    topology = load_topology(TOPOLOGY)
+    provisioner = Provisioner(topology, AwsClient(sqs), AwsClient(sns))
+    changes = await provisioner.plan()
+    print(render_plan(changes))
+    await provisioner.apply(changes)
+    urls = dict(provisioner.existing.queue_urls)
+    urls["topic"] = provisioner.existing.topic_arns["orders"]
     return urls
-
-
-async def _arn(sqs: Any, url: str) -> str:
-    attrs = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
-    return str(attrs["Attributes"]["QueueArn"])
 
 
 async def publish(sqs: Any, sns: Any, urls: dict[str, str]) -> int:
@@ -154,14 +123,14 @@ async def _run(settings: WorkerSettings) -> int:
     ):
         urls = await provision(sqs, sns)
         sent = await publish(sqs, sns, urls)
-        print(f"demo: provisioned topic 'orders' -> billing, shipping (+ DLQs); published {sent} messages")
+        print(f"demo: provisioned config/topology.yaml; published {sent} messages to 'orders'")
         supervisor = Supervisor(settings, load_registries(settings))
         task = asyncio.create_task(supervisor.run())
         deadline = time.monotonic() + 90
         quiet = 0
         while time.monotonic() < deadline and not task.done():
             await asyncio.sleep(1)
-            depth = sum([await _depth(sqs, urls[q]) for q in SUBSCRIPTIONS])
+            depth = sum([await _depth(sqs, urls[q]) for q in CONSUMED])
             busy = sum(c.in_flight for c in supervisor.consumers)
             quiet = quiet + 1 if depth == 0 and busy == 0 else 0
             if quiet >= 2:
