@@ -210,7 +210,7 @@ async def moto(moto_endpoint: str) -> AsyncIterator[Aws]:
 
 
 def settings_for(endpoint: str, queue: TestQueue, **queue_overrides: Any) -> WorkerSettings:
-    worker_keys = {"shutdown_grace", "delete_flush_interval", "thread_pool_size"}
+    worker_keys = {"shutdown_grace", "delete_flush_interval", "thread_pool_size", "health"}
     top = {k: queue_overrides.pop(k) for k in list(queue_overrides) if k in worker_keys}
     q: dict[str, Any] = {
         "name": queue.name,

@@ -7,6 +7,7 @@ else (queue does not exist, access denied, invalid receipt handle) surfaces at o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -87,9 +88,10 @@ def is_transient(exc: BaseException) -> bool:
 class AwsClient:
     """An aiobotocore client (SQS or SNS) whose calls retry transient errors; counts calls."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, on_call: Callable[[str, str], None] | None = None) -> None:
         self.client = client
         self.calls: Counter[str] = Counter()
+        self.on_call = on_call
 
     async def call(
         self,
@@ -123,12 +125,27 @@ class AwsClient:
         async for attempt in retrying:
             with attempt:
                 self.calls[operation] += 1
-                return await method(**params)
+                try:
+                    result = await method(**params)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if self.on_call:
+                        self.on_call(operation, error_code(exc) or "error")
+                    raise
+                if self.on_call:
+                    self.on_call(operation, "ok")
+                return result
         raise AssertionError("unreachable")  # pragma: no cover
 
 
 @contextlib.asynccontextmanager
-async def aws_client(service: str, aws: AwsSettings, pool_size: int = 16) -> AsyncIterator[AwsClient]:
+async def aws_client(
+    service: str,
+    aws: AwsSettings,
+    pool_size: int = 16,
+    on_call: Callable[[str, str], None] | None = None,
+) -> AsyncIterator[AwsClient]:
     """An SQS or SNS client for ``aws`` (credentials from the standard chain)."""
     config = AioConfig(
         max_pool_connections=pool_size,
@@ -143,11 +160,13 @@ async def aws_client(service: str, aws: AwsSettings, pool_size: int = 16) -> Asy
         endpoint_url=aws.resolved_endpoint(service),
         config=config,
     ) as client:
-        yield AwsClient(client)
+        yield AwsClient(client, on_call)
 
 
-def sqs_client(aws: AwsSettings, pool_size: int = 16) -> contextlib.AbstractAsyncContextManager[AwsClient]:
-    return aws_client("sqs", aws, pool_size)
+def sqs_client(
+    aws: AwsSettings, pool_size: int = 16, on_call: Callable[[str, str], None] | None = None
+) -> contextlib.AbstractAsyncContextManager[AwsClient]:
+    return aws_client("sqs", aws, pool_size, on_call)
 
 
 def next_page(token: str | None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from worker.aws import AwsClient
 from worker.envelope import Message
 from worker.heartbeat import Heartbeat
 from worker.logs import get_logger
+from worker.metrics import Metrics
 from worker.poller import Poller, supervise
 from worker.processor import Processor
 from worker.routing import Registry
@@ -50,6 +51,7 @@ class Consumer:
         sqs: AwsClient,
         registry: Registry,
         executor: Executor,
+        metrics: Metrics,
     ) -> None:
         self.target = target
         self.settings = settings
@@ -57,11 +59,12 @@ class Consumer:
         self.slots = Slots(settings.max_in_flight)
         name = target.key
         self.acker = Acker(sqs, name, target.url, self.stats, worker.delete_flush_interval)
+        self.metrics = metrics
         self.heartbeat = Heartbeat(
-            sqs, name, target.url, settings.visibility_timeout, settings.extend_every, self.stats
+            sqs, name, target.url, settings.visibility_timeout, settings.extend_every, self.stats, metrics
         )
         self.processor = Processor(
-            name, settings, registry, self.acker, self.stats, executor, target.max_receive_count
+            name, settings, registry, self.acker, self.stats, executor, target.max_receive_count, metrics
         )
         self.pollers = [
             Poller(
@@ -73,12 +76,23 @@ class Consumer:
                 self.stats,
                 worker.message_type_attribute,
                 self._dispatch,
+                metrics,
+                self.processor.type_label,
             )
             for _ in range(settings.pollers)
         ]
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+
+    @property
+    def last_receive_ok(self) -> float | None:
+        times = [p.last_receive_ok for p in self.pollers if p.last_receive_ok is not None]
+        return max(times) if times else None
+
+    @property
+    def pollers_alive(self) -> int:
+        return sum(1 for t in self._poller_tasks if not t.done())
 
     @property
     def in_flight(self) -> int:
@@ -90,7 +104,12 @@ class Consumer:
         self.heartbeat.start()
         for i, poller in enumerate(self.pollers):
             task = asyncio.create_task(
-                supervise(f"poller:{self.target.key}:{i}", poller.poll_forever, self.stats),
+                supervise(
+                    f"poller:{self.target.key}:{i}",
+                    poller.poll_forever,
+                    self.stats,
+                    self.metrics.poller_restarts.labels(self.target.key).inc,
+                ),
                 name=f"poller:{self.target.key}:{i}",
             )
             self._poller_tasks.append(task)

@@ -15,6 +15,7 @@ import time
 from worker.aws import AwsClient
 from worker.envelope import Message
 from worker.logs import get_logger
+from worker.metrics import Metrics
 from worker.stats import QueueStats
 
 log = get_logger()
@@ -32,6 +33,7 @@ class Heartbeat:
         visibility_timeout: int,
         interval: float,
         stats: QueueStats,
+        metrics: Metrics,
     ) -> None:
         self._sqs = sqs
         self._queue = queue
@@ -39,6 +41,7 @@ class Heartbeat:
         self._visibility = visibility_timeout
         self._interval = interval
         self._stats = stats
+        self._metrics = metrics
         # receipt handle -> (message, time its current visibility was granted)
         self._tracked: dict[str, tuple[Message, float]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -100,6 +103,7 @@ class Heartbeat:
                 if failure is None:
                     self._tracked[message.receipt_handle] = (message, granted)
                     self._stats.extended += 1
+                    self._metrics.extensions.labels(self._queue).inc()
                     continue
                 code = str(failure.get("Code", ""))
                 log.warning(

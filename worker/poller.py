@@ -17,6 +17,7 @@ from typing import Any
 from worker.aws import AwsClient
 from worker.envelope import Message, parse_message
 from worker.logs import get_logger
+from worker.metrics import Metrics
 from worker.settings import QueueSettings
 from worker.slots import Slots
 from worker.stats import QueueStats
@@ -35,6 +36,8 @@ class Poller:
         stats: QueueStats,
         type_attribute: str,
         dispatch: Callable[[list[Message], float], None],
+        metrics: Metrics,
+        type_label: Callable[[Message], str],
     ) -> None:
         self._sqs = sqs
         self._queue = queue
@@ -44,11 +47,14 @@ class Poller:
         self._stats = stats
         self._type_attribute = type_attribute
         self._dispatch = dispatch
+        self._metrics = metrics
+        self._type_label = type_label
         self.last_receive_ok: float | None = None
 
     async def receive_once(self) -> int:
         wanted = await self._slots.acquire(self._settings.batch_size)
         got = 0
+        sent_at = time.monotonic()
         try:
             response = await self._sqs.call(
                 "receive_message",
@@ -62,11 +68,14 @@ class Poller:
             )
             received_at = time.monotonic()
             self.last_receive_ok = received_at
+            self._metrics.receive_latency.labels(self._queue).observe(received_at - sent_at)
             raw: list[dict[str, Any]] = response.get("Messages") or []
             messages = [parse_message(m, self._type_attribute) for m in raw]
             got = len(messages)
             self._stats.receives += 1
             self._stats.received += got
+            for m in messages:
+                self._metrics.received.labels(self._queue, self._type_label(m)).inc()
             if not got:
                 self._stats.empty_receives += 1
             self._dispatch(messages, received_at)
@@ -83,6 +92,7 @@ async def supervise(
     name: str,
     run: Callable[[], Awaitable[None]],
     stats: QueueStats,
+    on_restart: Callable[[], None] | None = None,
     max_backoff: float = 30.0,
 ) -> None:
     """Run ``run`` until cancelled; log and restart it with backoff when it dies."""
@@ -99,6 +109,8 @@ async def supervise(
                 failures = 0
             failures += 1
             stats.poller_restarts += 1
+            if on_restart:
+                on_restart()
             delay = min(max_backoff, 0.5 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
             log.error(
                 "poller_crashed",

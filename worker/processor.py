@@ -31,12 +31,19 @@ import structlog
 from worker.acker import Acker
 from worker.envelope import Message
 from worker.logs import get_logger
+from worker.metrics import Metrics
 from worker.outcomes import PermanentFailure, Retry
 from worker.routing import Registry, Route
 from worker.settings import QueueSettings
 from worker.stats import QueueStats
 
 log = get_logger()
+REASONS = {
+    "message_failed": "error",
+    "message_timeout": "timeout",
+    "message_retry_requested": "retry_requested",
+    "message_rejected": "rejected",
+}
 
 
 class Processor:
@@ -49,6 +56,7 @@ class Processor:
         stats: QueueStats,
         executor: Executor,
         max_receive_count: int | None,
+        metrics: Metrics,
     ) -> None:
         self.queue = queue
         self.settings = settings
@@ -57,6 +65,7 @@ class Processor:
         self.stats = stats
         self.executor = executor
         self.max_receive_count = max_receive_count
+        self.metrics = metrics
 
     def backoff(self, receive_count: int) -> int:
         schedule = self.settings.retry_backoff
@@ -130,7 +139,11 @@ class Processor:
         else:
             self.acker.delete(message)
             self.stats.succeeded += 1
-            log.info("message_succeeded", duration=self._since(started))
+            duration = self._since(started)
+            label = self.type_label(message)
+            self.metrics.succeeded.labels(self.queue, label).inc()
+            self.metrics.duration.labels(self.queue, label).observe(duration)
+            log.info("message_succeeded", duration=duration)
             return None
         finally:
             structlog.contextvars.unbind_contextvars("queue", "message_id", "type", "receive_count")
@@ -153,15 +166,24 @@ class Processor:
         if permanent:
             self.stats.rejected += 1
         last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
+        duration = self._since(started)
+        label = self.type_label(message)
+        self.metrics.failed.labels(self.queue, label, REASONS[event]).inc()
+        (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
+        self.metrics.duration.labels(self.queue, label).observe(duration)
         log.warning(
             event,
-            duration=self._since(started),
+            duration=duration,
             retry_in=visibility,
             dead_letter_next=last_try,
             exc_info=exc_info,
             **{k: v for k, v in fields.items() if v is not None},
         )
         return visibility
+
+    def type_label(self, message: Message) -> str:
+        known = message.type is not None and self.registry.get(message.type) is not None
+        return message.type if known and message.type else "unknown"
 
     @staticmethod
     def _since(started: float) -> float:

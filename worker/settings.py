@@ -109,6 +109,18 @@ class LogSettings(BaseModel):
     """Seconds between per-queue ``queue_summary`` events."""
 
 
+class HealthSettings(BaseModel):
+    """The HTTP endpoint: /healthz, /readyz, /metrics (on in the container image)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65_535)
+    ready_window: float = Field(default=60.0, gt=0)
+    """/readyz fails when a queue had no successful receive for this long."""
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -128,6 +140,7 @@ class WorkerSettings(BaseSettings):
     thread_pool_size: int = Field(default=32, ge=1, le=1024)
     """Threads for plain (non-async) handlers."""
     log: LogSettings = Field(default_factory=LogSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +159,11 @@ class WorkerSettings(BaseSettings):
         for key, q in self.queues.items():
             if q.url and q.name:
                 raise ValueError(f"queues.{key}: give either name or url, not both")
+            if self.health.ready_window <= q.wait_time_seconds:
+                raise ValueError(
+                    f"health.ready_window ({self.health.ready_window}) must be longer than "
+                    f"queues.{key}.wait_time_seconds ({q.wait_time_seconds})"
+                )
         return self
 
     def pool_size(self) -> int:

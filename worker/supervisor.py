@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,7 +21,9 @@ from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, AwsError, error_code, is_transient, sqs_client
 from worker.consumer import Consumer, QueueTarget
+from worker.health import HealthServer
 from worker.logs import get_logger
+from worker.metrics import Metrics
 from worker.routing import Registry
 from worker.settings import QueueSettings, WorkerSettings
 
@@ -66,9 +69,14 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
 
 
 class Supervisor:
-    def __init__(self, settings: WorkerSettings, registries: dict[str, Registry]) -> None:
+    def __init__(
+        self, settings: WorkerSettings, registries: dict[str, Registry], metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.registries = registries
+        self.metrics = metrics or Metrics()
+        self.health: HealthServer | None = None
+        self._started_at: float | None = None
         self.consumers: list[Consumer] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -77,18 +85,41 @@ class Supervisor:
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
+        self.stopping = True  # /readyz fails from now on
         self._stop.set()
+
+    def readiness(self, window: float) -> tuple[bool, dict[str, object]]:
+        now = time.monotonic()
+        queues: dict[str, object] = {}
+        ready = self.started.is_set() and not self.stopping
+        for c in self.consumers:
+            last = c.last_receive_ok or self._started_at or now
+            age = round(now - last, 1)
+            ok = c.pollers_alive > 0 and age <= window
+            ready = ready and ok
+            queues[c.target.key] = {"ready": ok, "pollers": c.pollers_alive, "last_receive_age": age}
+        return ready, {"ready": ready, "stopping": self.stopping, "queues": queues}
+
+    def update_gauges(self) -> None:
+        for c in self.consumers:
+            self.metrics.in_flight.labels(c.target.key).set(c.in_flight)
+            self.metrics.free_slots.labels(c.target.key).set(c.settings.max_in_flight - c.in_flight)
 
     async def run(self) -> None:
         s = self.settings
         executor = ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="handler")
         try:
-            async with sqs_client(s.aws, pool_size=s.pool_size()) as sqs:
+            if s.health.enabled:
+                self.health = HealthServer(self, s.health)
+                await self.health.start()
+                log.info("health_server_started", host=s.health.host, port=self.health.port)
+            async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
                 targets = [
                     await resolve_queue(sqs, key, q, s.aws.startup_timeout) for key, q in s.queues.items()
                 ]
                 self.consumers = [
-                    Consumer(t, s.queues[t.key], s, sqs, self.registries[t.key], executor) for t in targets
+                    Consumer(t, s.queues[t.key], s, sqs, self.registries[t.key], executor, self.metrics)
+                    for t in targets
                 ]
                 for consumer in self.consumers:
                     consumer.start()
@@ -102,6 +133,7 @@ class Supervisor:
                         max_receive_count=consumer.target.max_receive_count,
                         types=self.registries[consumer.target.key].types,
                     )
+                self._started_at = time.monotonic()
                 self.started.set()
                 summary = asyncio.create_task(self._summaries(), name="summaries")
                 try:
@@ -112,6 +144,8 @@ class Supervisor:
                     self._log_summary(final=True)
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
+            if self.health is not None:
+                await self.health.stop()
 
     async def _shutdown(self) -> None:
         self.stopping = True
