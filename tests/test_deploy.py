@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import yaml
 
 from tests.conftest import Aws, eventually
@@ -20,7 +20,7 @@ from tests.servers import ROOT, free_port
 from worker.metrics import Metrics
 
 BIN = Path(sys.executable).parent
-COMPOSE = Path(__import__("compose").__file__).parent / "docker-compose"
+COMPOSE = Path(str(__import__("compose").__file__)).parent / "docker-compose"
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess[str]:
