@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run
+.PHONY: install lint typecheck test check demo run bench
 install:
 	$(UV) sync --locked
 lint:
@@ -16,3 +16,5 @@ demo:
 	$(UV) run worker demo
 run:
 	$(UV) run worker run --config config/worker.yaml
+bench:
+	$(UV) run --group bench python -m bench --docs --json bench/results.json

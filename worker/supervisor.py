@@ -77,6 +77,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.health: HealthServer | None = None
         self._started_at: float | None = None
+        self._sqs: AwsClient | None = None
         self.consumers: list[Consumer] = []
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -114,6 +115,7 @@ class Supervisor:
                 await self.health.start()
                 log.info("health_server_started", host=s.health.host, port=self.health.port)
             async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
+                self._sqs = sqs
                 targets = [
                     await resolve_queue(sqs, key, q, s.aws.startup_timeout) for key, q in s.queues.items()
                 ]
@@ -158,7 +160,8 @@ class Supervisor:
         await asyncio.gather(*(c.stop_polling() for c in self.consumers))
         cancelled = await asyncio.gather(*(c.drain(grace) for c in self.consumers))
         await asyncio.gather(*(c.close() for c in self.consumers))
-        log.info("shutdown_complete", cancelled=sum(cancelled))
+        calls = dict(self._sqs.calls) if self._sqs is not None else {}
+        log.info("shutdown_complete", cancelled=sum(cancelled), api_calls=calls)
 
     async def _summaries(self) -> None:
         while True:
