@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run bench
+.PHONY: install lint typecheck test check demo run bench chaos soak audit
 install:
 	$(UV) sync --locked
 lint:
@@ -18,3 +18,10 @@ run:
 	$(UV) run worker run --config config/worker.yaml
 bench:
 	$(UV) run --group bench python -m bench --docs --json bench/results.json
+chaos:
+	$(UV) run python -m bench.chaos --docs --json bench/chaos-results.json
+soak:
+	$(UV) run python -m bench.chaos --scenarios soak --soak-minutes 30
+audit:
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .cache/requirements.txt
+	$(UV) run pip-audit --strict --disable-pip -r .cache/requirements.txt

@@ -93,7 +93,9 @@ class Proxy:
             # Hold the request until the outage ends, then drop the connection.
             await asyncio.sleep(self.blackhole_until - now)
             self.outcomes["blackholed"] += 1
-            raise ConnectionResetError("black hole")
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
         latency = float(self.faults.get("latency", 0) or 0)
         if latency:
             await asyncio.sleep(latency)
@@ -119,6 +121,29 @@ class Proxy:
                 status=500,
                 content_type="application/x-amz-json-1.0",
             )
+        injected: list[dict[str, Any]] = []
+        entry_rate = float(self.faults.get("batch_entry_fail_rate", 0) or 0)
+        if entry_rate and op == "DeleteMessageBatch":
+            data = json.loads(body)
+            keep = []
+            for entry in data.get("Entries", []):
+                if random.random() < entry_rate:
+                    injected.append(
+                        {
+                            "Id": entry["Id"],
+                            "SenderFault": False,
+                            "Code": "InternalError",
+                            "Message": "injected",
+                        }
+                    )
+                else:
+                    keep.append(entry)
+            self.outcomes["entry_failures"] += len(injected)
+            if not keep:
+                return web.json_response(
+                    {"Successful": [], "Failed": injected}, content_type="application/x-amz-json-1.0"
+                )
+            body = json.dumps({**data, "Entries": keep}).encode()
         assert self.session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
         async with self.session.request(
@@ -131,6 +156,10 @@ class Proxy:
         self.last[op] = time.monotonic()
         if status == 200:
             self._count_messages(op, payload)
+            if injected:
+                merged = json.loads(payload)
+                merged["Failed"] = [*merged.get("Failed", []), *injected]
+                payload = json.dumps(merged).encode()
         return web.Response(body=payload, status=status, headers=out_headers)
 
     def _count_messages(self, op: str, payload: bytes) -> None:

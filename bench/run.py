@@ -325,17 +325,24 @@ class Bench:
         await asyncio.sleep(3)  # started and long-polling
         total = int(rate * seconds)
         async with self._sqs() as sqs:
+            in_flight = asyncio.Semaphore(32)
+
+            async def send_one() -> None:
+                async with in_flight:
+                    await sqs.send_message(
+                        QueueUrl=url,
+                        MessageBody=json.dumps({"t": time.time()}),
+                        MessageAttributes={"type": {"DataType": "String", "StringValue": "latency"}},
+                    )
+
             start = time.monotonic()
-            for i in range(total):
-                target = start + i / rate
-                delay = target - time.monotonic()
+            sends = []
+            for i in range(total):  # a steady rate: each send starts at its own time
+                delay = start + i / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await sqs.send_message(
-                    QueueUrl=url,
-                    MessageBody=json.dumps({"t": time.time()}),
-                    MessageAttributes={"type": {"DataType": "String", "StringValue": "latency"}},
-                )
+                sends.append(asyncio.create_task(send_one()))
+            await asyncio.gather(*sends)
             sent_rate = total / (time.monotonic() - start)
         counts = self.wait_deleted(total, timeout=120)
         peak = hwm_mb(proc.pid)

@@ -68,6 +68,7 @@ class Consumer:
         )
         self.pollers = [
             Poller(
+                lambda: self.stopping,
                 sqs,
                 name,
                 target.url,
@@ -120,6 +121,10 @@ class Consumer:
         task.add_done_callback(self._tasks.discard)
 
     def _dispatch(self, messages: list[Message], received_at: float) -> None:
+        if self.stopping:
+            # A receive that completed during shutdown: nothing will run, give them back.
+            self._release(messages, "shutdown")
+            return
         for message in messages:
             self.heartbeat.track(message, received_at)
         if not self.target.fifo:
@@ -178,11 +183,18 @@ class Consumer:
                 reason=reason,
             )
 
-    async def stop_polling(self) -> None:
-        """Stop receiving now; long polls in progress are cancelled."""
+    async def stop_polling(self, settle: float = 1.0) -> None:
+        """Stop receiving: no new receive starts; one in progress gets ``settle`` seconds
+        to come back (what it brings is made visible again at once), then it is cancelled.
+
+        Cancelling a receive outright could lose a response the server has already sent:
+        its messages would stay invisible for a whole visibility timeout. Under load a
+        receive returns within milliseconds; an idle long poll is cancelled after ``settle``."""
         self.stopping = True
-        for task in self._poller_tasks:
-            task.cancel()
+        if self._poller_tasks:
+            _, pending = await asyncio.wait(self._poller_tasks, timeout=settle)
+            for task in pending:
+                task.cancel()
         await asyncio.gather(*self._poller_tasks, return_exceptions=True)
 
     async def drain(self, grace: float) -> int:

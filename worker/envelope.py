@@ -60,7 +60,7 @@ def _sns_envelope(body: str) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if (
         isinstance(data, dict)
@@ -77,7 +77,7 @@ def _body_type(body: str) -> str | None:
         return None
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting must not take the poller down
         return None
     value = data.get("type") if isinstance(data, dict) else None
     return value if isinstance(value, str) and value else None

@@ -67,6 +67,7 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.tasks = Gauge("asyncio_tasks", "asyncio tasks alive in the worker", namespace=NS, registry=r)
         self.poller_restarts = Counter(
             "poller_restarts",
             "Pollers restarted after an unexpected error",

@@ -28,6 +28,7 @@ log = get_logger()
 class Poller:
     def __init__(
         self,
+        stopping: Callable[[], bool],
         sqs: AwsClient,
         queue: str,
         url: str,
@@ -39,6 +40,7 @@ class Poller:
         metrics: Metrics,
         type_label: Callable[[Message], str],
     ) -> None:
+        self._stopping = stopping
         self._sqs = sqs
         self._queue = queue
         self._url = url
@@ -84,7 +86,7 @@ class Poller:
             self._slots.release(wanted - got)
 
     async def poll_forever(self) -> None:
-        while True:
+        while not self._stopping():
             await self.receive_once()
 
 

@@ -23,6 +23,7 @@ import contextvars
 import functools
 import random
 import time
+from collections import OrderedDict
 from concurrent.futures import Executor
 from typing import Any
 
@@ -38,6 +39,7 @@ from worker.settings import QueueSettings
 from worker.stats import QueueStats
 
 log = get_logger()
+REJECTED_MEMORY = 10_000
 REASONS = {
     "message_failed": "error",
     "message_timeout": "timeout",
@@ -66,6 +68,8 @@ class Processor:
         self.executor = executor
         self.max_receive_count = max_receive_count
         self.metrics = metrics
+        # Message ids rejected as permanent failures, so a redelivery is not logged again.
+        self._rejected: OrderedDict[str, None] = OrderedDict()
 
     def backoff(self, receive_count: int) -> int:
         schedule = self.settings.retry_backoff
@@ -94,6 +98,10 @@ class Processor:
         started = time.monotonic()
         timeout = asyncio.timeout(self.settings.max_processing_time)
         try:
+            if message.message_id in self._rejected:
+                # Rejected before (by this process): back to the queue at once, without
+                # running or logging it again, until the redrive policy moves it.
+                return self._reject_again(message, apply)
             route = self.registry.get(message.type)
             if route is None:
                 reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
@@ -102,6 +110,7 @@ class Processor:
             async with timeout:
                 await self._invoke(route, args)
         except PermanentFailure as exc:
+            self._remember_rejection(message.message_id)
             return self._fail(
                 message, started, 0, "message_rejected", apply, reason=exc.reason, permanent=True
             )
@@ -180,6 +189,23 @@ class Processor:
             **{k: v for k, v in fields.items() if v is not None},
         )
         return visibility
+
+    def _remember_rejection(self, message_id: str) -> None:
+        self._rejected[message_id] = None
+        if len(self._rejected) > REJECTED_MEMORY:
+            self._rejected.popitem(last=False)
+
+    def _reject_again(self, message: Message, apply: bool) -> int:
+        if apply:
+            self.acker.change_visibility(message, 0)
+        self.stats.failed += 1
+        self.stats.rejected += 1
+        label = self.type_label(message)
+        self.metrics.failed.labels(self.queue, label, "rejected").inc()
+        last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
+        (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
+        log.debug("message_rejected_again", dead_letter_next=last_try)
+        return 0
 
     def type_label(self, message: Message) -> str:
         known = message.type is not None and self.registry.get(message.type) is not None

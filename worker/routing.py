@@ -54,6 +54,8 @@ class Route:
             assert self.model is not None
             try:
                 payload = self.model.model_validate_json(message.body)
+            except RecursionError:
+                raise PermanentFailure("body is nested too deeply to decode") from None
             except ValidationError as exc:
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}"
@@ -65,6 +67,8 @@ class Route:
                 payload = json.loads(message.body)
             except json.JSONDecodeError as exc:
                 raise PermanentFailure(f"body is not valid JSON: {exc.msg}") from None
+            except RecursionError:
+                raise PermanentFailure("body is nested too deeply to decode") from None
         return (payload, message) if self.wants_message else (payload,)
 
 

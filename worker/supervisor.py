@@ -102,6 +102,7 @@ class Supervisor:
         return ready, {"ready": ready, "stopping": self.stopping, "queues": queues}
 
     def update_gauges(self) -> None:
+        self.metrics.tasks.set(len(asyncio.all_tasks()))
         for c in self.consumers:
             self.metrics.in_flight.labels(c.target.key).set(c.in_flight)
             self.metrics.free_slots.labels(c.target.key).set(c.settings.max_in_flight - c.in_flight)

@@ -1,0 +1,557 @@
+"""Fault injection with every message accounted for.
+
+    python -m bench.chaos                    # every scenario at full size, docs/reliability.md
+    python -m bench.chaos --quick            # the CI sizes
+    python -m bench.chaos --scenarios soak --soak-minutes 30
+
+Workers run as real processes behind the fault proxy (bench/proxy.py), against LocalStack.
+Each scenario ends with an accounting: every message sent is either handled successfully
+(recorded, flushed, by the handler before it returns) or sitting in the dead-letter queue;
+losses must be 0; duplicate successes are counted and explained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiobotocore.session import get_session
+
+from bench.run import PY, ROOT, Proxy, hwm_mb
+
+GRACE = 10
+
+
+@dataclass
+class Accounting:
+    scenario: str
+    sent: int
+    succeeded: int = 0
+    dead_lettered: int = 0
+    lost: int = 0
+    duplicate_successes: int = 0
+    explanation: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.succeeded + self.dead_lettered == self.sent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Run:
+    """One scenario: its queues, its proxy, its worker processes, its records."""
+
+    def __init__(self, endpoint: str, name: str) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.dir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
+        self.records = self.dir / "records"
+        self.records.mkdir()
+        self.proxy = Proxy(endpoint)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.health_port = 0
+
+    def sqs(self) -> Any:
+        return get_session().create_client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    async def queues(self, fifo: bool = False, max_receive_count: int = 3) -> None:
+        suffix = ".fifo" if fifo else ""
+        base = {"VisibilityTimeout": "10"} | ({"FifoQueue": "true"} if fifo else {})
+        stem = f"chaos-{uuid.uuid4().hex[:8]}"
+        async with self.sqs() as sqs:
+            self.dlq = (await sqs.create_queue(QueueName=f"{stem}-dlq{suffix}", Attributes=base))["QueueUrl"]
+            arn = (await sqs.get_queue_attributes(QueueUrl=self.dlq, AttributeNames=["QueueArn"]))[
+                "Attributes"
+            ]["QueueArn"]
+            redrive = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": str(max_receive_count)})
+            self.url = (
+                await sqs.create_queue(QueueName=stem + suffix, Attributes={**base, "RedrivePolicy": redrive})
+            )["QueueUrl"]
+        self.queue_name = stem + suffix
+
+    async def send(self, n: int, message_type: str = "job", groups: int = 0) -> list[str]:
+        ids: list[str] = []
+        async with self.sqs() as sqs:
+            for start in range(0, n, 10):
+                entries = []
+                for i in range(start, min(n, start + 10)):
+                    e: dict[str, Any] = {
+                        "Id": str(i - start),
+                        "MessageBody": json.dumps({"seq": i // groups if groups else i}),
+                        "MessageAttributes": {"type": {"DataType": "String", "StringValue": message_type}},
+                    }
+                    if groups:
+                        e |= {"MessageGroupId": f"g{i % groups}", "MessageDeduplicationId": uuid.uuid4().hex}
+                    entries.append(e)
+                r = await sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
+                assert not r.get("Failed"), r["Failed"]
+                ids += [s["MessageId"] for s in sorted(r["Successful"], key=lambda s: int(s["Id"]))]
+        return ids
+
+    def spawn(self, env: dict[str, str] | None = None, **queue: Any) -> subprocess.Popen[bytes]:
+        self.health_port = free_port()
+        config = {
+            "aws": {"endpoint_url": self.proxy.url, "region": "us-east-1", "startup_timeout": 60},
+            "shutdown_grace": GRACE,
+            "log": {"summary_interval": 10},
+            "health": {"enabled": True, "host": "127.0.0.1", "port": self.health_port, "ready_window": 5},
+            "queues": {
+                "q": {
+                    "name": self.queue_name,
+                    "handlers": ["bench.chaos_handlers"],
+                    "wait_time_seconds": 2,
+                    "visibility_timeout": 10,
+                    "retry_backoff": [1],
+                    "max_in_flight": 50,
+                    "pollers": 2,
+                    **queue,
+                }
+            },
+        }
+        path = self.dir / f"worker-{len(self.procs)}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        log = open(self.dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [PY, "-m", "worker", "run", "--config", str(path), "--log-format", "json"],
+            cwd=ROOT,
+            env={**os.environ, "CHAOS_RECORD_DIR": str(self.records), **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def successes(self) -> list[tuple[float, str, str, int]]:
+        out = []
+        for f in self.records.glob("*.log"):
+            for line in f.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[0] == "ok":
+                    out.append((f.stat().st_mtime, parts[1], parts[2], int(parts[3])))
+        return out
+
+    def done_count(self) -> int:
+        return len({s[1] for s in self.successes()})
+
+    async def depth(self, url: str) -> int:
+        async with self.sqs() as sqs:
+            a = (
+                await sqs.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed",
+                    ],
+                )
+            )["Attributes"]
+        return sum(int(v) for v in a.values())
+
+    async def settle(self, timeout: float) -> None:
+        """Until the source queue is empty (handled or dead-lettered) twice in a row."""
+        deadline = time.monotonic() + timeout
+        empty = 0
+        while time.monotonic() < deadline:
+            empty = empty + 1 if await self.depth(self.url) == 0 else 0
+            if empty >= 2:
+                return
+            await asyncio.sleep(1)
+        raise TimeoutError(
+            f"{self.name}: queue not settled in {timeout}s ({await self.depth(self.url)} left)"
+        )
+
+    async def dead_letters(self) -> list[str]:
+        ids: set[str] = set()
+        async with self.sqs() as sqs:
+            while True:
+                r = await sqs.receive_message(
+                    QueueUrl=self.dlq, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=1
+                )
+                msgs = r.get("Messages") or []
+                if not msgs:
+                    return sorted(ids)
+                ids |= {m["MessageId"] for m in msgs}
+
+    def ready(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+        except OSError:
+            return 0
+
+    def stop_all(self) -> list[float]:
+        """SIGTERM every live worker; seconds each took to exit."""
+        took = []
+        for p in self.procs:
+            if p.poll() is None:
+                start = time.monotonic()
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(GRACE + 15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                took.append(round(time.monotonic() - start, 2))
+        return took
+
+    async def account(self, sent: list[str], explanation: str = "", **extra: Any) -> Accounting:
+        took = self.stop_all()
+        self.proxy.stop()
+        counts = Counter(s[1] for s in self.successes())
+        dead = set(await self.dead_letters())
+        ok_ids = set(counts)
+        result = Accounting(
+            scenario=self.name,
+            sent=len(sent),
+            succeeded=len(ok_ids & set(sent)),
+            dead_lettered=len(dead - ok_ids),
+            lost=len(set(sent) - ok_ids - dead),
+            duplicate_successes=sum(c - 1 for c in counts.values() if c > 1),
+            explanation=explanation,
+            extra={**extra, "exit_seconds": took} if took else extra,
+        )
+        crashes = sum(p.read_text().count('"poller_crashed"') for p in self.dir.glob("worker-*.log"))
+        result.extra["poller_crashes"] = crashes
+        return result
+
+
+async def wait_for(pred: Any, timeout: float, every: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(every)
+    raise TimeoutError("condition not met")
+
+
+# -- scenarios -------------------------------------------------------------------------------
+async def random_failures(endpoint: str, n: int) -> Accounting:
+    run = Run(endpoint, "handler-failures-5pct")
+    await run.queues(max_receive_count=3)
+    sent = await run.send(n)
+    run.spawn({"CHAOS_FAIL_RATE": "0.05"}, max_in_flight=100, pollers=4, retry_backoff=[0])
+    await run.settle(timeout=60 + n / 20)
+    return await run.account(sent, "5% of handler calls raise; after 3 receives SQS dead-letters")
+
+
+async def sigkill(endpoint: str, n: int, kills: int = 2) -> Accounting:
+    run = Run(endpoint, f"sigkill-x{kills}")
+    await run.queues(max_receive_count=5)
+    sent = await run.send(n)
+    env = {"CHAOS_WORK_SECONDS": "0.02"}
+    proc = run.spawn(env, visibility_timeout=3, heartbeat_interval=1)
+    in_flight_at_kill = []
+    for k in range(kills):
+        target = n * (k + 1) // (kills + 1)
+        await wait_for(lambda t=target: run.done_count() >= t, timeout=120)
+        in_flight_at_kill.append(50)  # max_in_flight: the most that can be redone
+        proc.kill()
+        proc.wait()
+        proc = run.spawn(env, visibility_timeout=3, heartbeat_interval=1)
+    await run.settle(timeout=120 + n / 20)
+    return await run.account(
+        sent,
+        "duplicates: messages handled but not yet deleted when the process was killed",
+        kills=kills,
+        duplicate_bound=sum(in_flight_at_kill),
+    )
+
+
+async def sigterm_cycles(endpoint: str, n: int, cycles: int = 5) -> Accounting:
+    run = Run(endpoint, f"sigterm-x{cycles}")
+    await run.queues(max_receive_count=5)
+    sent = await run.send(n)
+    env = {"CHAOS_WORK_SECONDS": "0.5"}
+    exits: list[float] = []
+    not_visible_after: list[int] = []
+    step = 10
+    for _ in range(cycles):
+        proc = run.spawn(env, max_in_flight=50, pollers=4)
+        await wait_for(lambda: run.ready() == 200, timeout=60)
+        before = run.done_count()
+        await wait_for(lambda b=before: run.done_count() >= b + step, timeout=120)  # under load
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, GRACE + 15)
+        exits.append(round(time.monotonic() - start, 2))
+        async with run.sqs() as sqs:
+            a = await sqs.get_queue_attributes(
+                QueueUrl=run.url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+            )
+        not_visible_after.append(int(a["Attributes"]["ApproximateNumberOfMessagesNotVisible"]))
+    run.spawn(env, max_in_flight=50, pollers=4)
+    await run.settle(timeout=120 + n / 20)
+    result = await run.account(sent, "graceful: running handlers finish, deletes flushed, nothing redone")
+    result.extra |= {
+        "exit_seconds_per_cycle": exits,
+        "in_flight_right_after_exit": not_visible_after,
+        "grace": GRACE,
+    }
+    return result
+
+
+async def outage(endpoint: str, n: int, seconds: float, mode: str) -> Accounting:
+    run = Run(endpoint, f"outage-{mode}-{seconds:g}s")
+    await run.queues(max_receive_count=5)
+    sent = await run.send(n)
+    run.spawn({"CHAOS_WORK_SECONDS": "0.02"}, max_in_flight=20)
+    await wait_for(lambda: run.done_count() >= n // 4, timeout=120)
+    before = run.proxy.counts()["total"]
+    if mode == "blackhole":
+        run.proxy._call("faults", {"blackhole_seconds": seconds})
+    else:
+        run.proxy._call("faults", {"reset_rate": 1.0})
+    start = time.monotonic()
+    saw_unready = False
+    while time.monotonic() - start < seconds:
+        saw_unready = saw_unready or run.ready() == 503
+        await asyncio.sleep(0.5)
+    during = run.proxy.counts()["total"] - before
+    run.proxy._call("faults", {})
+    await wait_for(lambda: run.ready() == 200, timeout=60)
+    recovered = round(time.monotonic() - start - seconds, 1)
+    await run.settle(timeout=120 + n / 20)
+    alive = all(p.poll() is None for p in run.procs)
+    return await run.account(
+        sent,
+        "in-flight deletes retried after the outage; redelivery only if a visibility timeout passed",
+        requests_during_outage=during,
+        requests_per_second_during_outage=round(during / seconds, 2),
+        readiness_went_503=saw_unready,
+        ready_again_after_s=recovered,
+        worker_alive=alive,
+    )
+
+
+async def throttled(endpoint: str, n: int) -> Accounting:
+    run = Run(endpoint, "api-errors-20pct")
+    await run.queues(max_receive_count=5)
+    sent = await run.send(n)
+    run.proxy._call("faults", {"error_rate": 0.2, "error": "mixed", "batch_entry_fail_rate": 0.2})
+    run.spawn({"CHAOS_WORK_SECONDS": "0.01"}, max_in_flight=50)
+    await run.settle(timeout=120 + n / 10)
+    outcomes = run.proxy.counts()["outcomes"]
+    worker_log = "".join(p.read_text() for p in run.dir.glob("worker-*.log"))
+    return await run.account(
+        sent,
+        "20% of calls answered 400 Throttling or 500; 20% of delete entries failed inside the batch",
+        injected=outcomes,
+        delete_entries_retried=worker_log.count('"ack_entry_retry"'),
+    )
+
+
+async def hanging_handler(endpoint: str, n: int) -> Accounting:
+    run = Run(endpoint, "hanging-handler")
+    await run.queues(max_receive_count=5)
+    hung = await run.send(3, "hang")
+    sent = await run.send(n)
+    run.spawn({"CHAOS_WORK_SECONDS": "0.01"}, max_processing_time=3, max_in_flight=20)
+    await run.settle(timeout=60 + n / 20)
+    log = "".join(p.read_text() for p in run.dir.glob("worker-*.log"))
+    return await run.account(
+        hung + sent,
+        "hung handlers cancelled at max_processing_time (3 s) and retried; other work went on",
+        timeouts=log.count('"message_timeout"'),
+    )
+
+
+async def fifo_two_workers(endpoint: str, n: int, groups: int = 50) -> Accounting:
+    run = Run(endpoint, f"fifo-2-workers-{groups}-groups")
+    await run.queues(fifo=True, max_receive_count=10)
+    sent = await run.send(n, groups=groups)
+    env = {"CHAOS_WORK_SECONDS": "0.01", "CHAOS_FAIL_RATE": "0.05"}
+    run.spawn(env, max_in_flight=50)
+    run.spawn(env, max_in_flight=50)
+    await run.settle(timeout=120 + n / 10)
+    # Order is checked on the workers' own timestamped success lines, across both processes.
+    order_ok = await _fifo_order_from_logs(run)
+    return await run.account(
+        sent,
+        "5% handler failures; order checked across both processes",
+        groups=groups,
+        order_violations=order_ok,
+    )
+
+
+async def _fifo_order_from_logs(run: Run) -> int:
+    """Order violations from the workers' own success log lines (timestamped, both processes)."""
+    events: list[tuple[str, str]] = []
+    for log in sorted(run.dir.glob("worker-*.log")):
+        for line in log.read_text().splitlines():
+            if '"message_succeeded"' in line:
+                d = json.loads(line)
+                events.append((d["timestamp"], d["message_id"]))
+    events.sort()
+    seq_of: dict[str, tuple[str, int]] = {}
+    for f in run.records.glob("*.log"):
+        for line in f.read_text().splitlines():
+            _, message_id, group_id, seq_text = line.split()
+            seq_of[message_id] = (group_id, int(seq_text))
+    last: dict[str, int] = {}
+    violations = 0
+    for _, message_id in events:
+        if message_id not in seq_of:
+            continue
+        group_id, number = seq_of[message_id]
+        if number < last.get(group_id, -1):
+            violations += 1
+        last[group_id] = max(number, last.get(group_id, -1))
+    return violations
+
+
+async def soak(endpoint: str, minutes: float, rate: float = 50) -> Accounting:
+    run = Run(endpoint, f"soak-{minutes:g}min")
+    await run.queues(max_receive_count=3)
+    proc = run.spawn(
+        {"CHAOS_WORK_SECONDS": "0.02", "CHAOS_FAIL_RATE": "0.01"}, max_in_flight=50, retry_backoff=[1]
+    )
+    sent: list[str] = []
+    samples: list[dict[str, float]] = []
+    start = time.monotonic()
+    warm = min(120.0, minutes * 60 / 4)
+    while time.monotonic() - start < minutes * 60:
+        sent += await run.send(int(rate))
+        elapsed = time.monotonic() - start
+        if not samples or elapsed - samples[-1]["t"] >= 30:
+            samples.append({"t": elapsed, "rss_mb": _rss_mb(proc.pid), "fds": _fds(proc.pid), **_tasks(run)})
+        await asyncio.sleep(max(0.0, 1 - (time.monotonic() - start - elapsed)))
+    await run.settle(timeout=300)
+    after_warm = next(s for s in samples if s["t"] >= warm)
+    end = samples[-1]
+    return await run.account(
+        sent,
+        "steady load with 1% failures",
+        rss_after_warmup_mb=after_warm["rss_mb"],
+        rss_at_end_mb=end["rss_mb"],
+        rss_growth_pct=round((end["rss_mb"] / after_warm["rss_mb"] - 1) * 100, 1),
+        fds_after_warmup=after_warm["fds"],
+        fds_at_end=end["fds"],
+        tasks_after_warmup=after_warm.get("tasks"),
+        tasks_at_end=end.get("tasks"),
+        peak_rss_mb=hwm_mb(proc.pid),
+    )
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fds(pid: int) -> float:
+    return float(len(os.listdir(f"/proc/{pid}/fd")))
+
+
+def _tasks(run: Run) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.health_port}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("sqs_worker_asyncio_tasks "):
+                    return {"tasks": float(line.split()[1])}
+    except OSError:
+        pass
+    return {}
+
+
+# -- running ---------------------------------------------------------------------------------
+QUICK = {"n": 300, "outage": 8.0}
+FULL = {"n": 10_000, "outage": 30.0}
+ALL = ["failures", "sigkill", "sigterm", "blackhole", "refused", "throttled", "hang", "fifo", "soak"]
+
+
+async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes: float) -> list[Accounting]:
+    size = QUICK if quick else FULL
+    n = int(size["n"])
+    results: list[Accounting] = []
+    plan = {
+        "failures": lambda: random_failures(endpoint, n),
+        "sigkill": lambda: sigkill(endpoint, n),
+        "sigterm": lambda: sigterm_cycles(endpoint, max(n // 2, 600)),
+        "blackhole": lambda: outage(endpoint, max(n // 5, 200), size["outage"], "blackhole"),
+        "refused": lambda: outage(endpoint, max(n // 5, 200), size["outage"], "refused"),
+        "throttled": lambda: throttled(endpoint, max(n // 2, 200)),
+        "hang": lambda: hanging_handler(endpoint, max(n // 10, 100)),
+        "fifo": lambda: fifo_two_workers(endpoint, max(n // 5, 200)),
+        "soak": lambda: soak(endpoint, soak_minutes),
+    }
+    for name in scenarios:
+        result = await plan[name]()
+        results.append(result)
+        print(render([result], header=not results[:-1]), flush=True)
+    return results
+
+
+def render(results: list[Accounting], header: bool = True) -> str:
+    lines = []
+    if header:
+        lines.append(f"{'scenario':<28}{'sent':>7}{'ok':>7}{'DLQ':>5}{'lost':>5}{'dup':>5}  details")
+    for r in results:
+        extra = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        lines.append(
+            f"{r.scenario:<28}{r.sent:>7}{r.succeeded:>7}{r.dead_lettered:>5}{r.lost:>5}{r.duplicate_successes:>5}  {extra}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description="Fault injection with accounting.")
+    p.add_argument("--endpoint", help="SQS endpoint (default: start LocalStack)")
+    p.add_argument("--scenarios", default=",".join(s for s in ALL if s != "soak"))
+    p.add_argument("--quick", action="store_true", help="CI sizes")
+    p.add_argument("--soak-minutes", type=float, default=30)
+    p.add_argument("--json")
+    p.add_argument("--docs", action="store_true", help="write docs/reliability.md")
+    args = p.parse_args()
+    server = None
+    endpoint = args.endpoint
+    if endpoint is None:
+        sys.path.insert(0, str(ROOT))
+        from tests.servers import LocalStack
+
+        server = LocalStack()
+        server.start()
+        endpoint = server.endpoint
+    started = time.time()
+    try:
+        results = asyncio.run(run_all(endpoint, args.scenarios.split(","), args.quick, args.soak_minutes))
+    finally:
+        if server is not None:
+            server.cleanup()
+    print()
+    print(render(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if args.docs:
+        from bench.reliability_doc import write
+
+        write(results, args, started)
+    return 0 if all(r.lost == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
