@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -32,7 +31,7 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
-from bench.run import PY, ROOT, Proxy, hwm_mb
+from bench.run import PY, ROOT, Proxy, hwm_mb, sqs_endpoint
 
 GRACE = 10
 
@@ -527,21 +526,9 @@ def main() -> int:
     p.add_argument("--json")
     p.add_argument("--docs", action="store_true", help="write docs/reliability.md")
     args = p.parse_args()
-    server = None
-    endpoint = args.endpoint
-    if endpoint is None:
-        sys.path.insert(0, str(ROOT))
-        from tests.servers import LocalStack
-
-        server = LocalStack()
-        server.start()
-        endpoint = server.endpoint
     started = time.time()
-    try:
+    with sqs_endpoint(args.endpoint) as endpoint:
         results = asyncio.run(run_all(endpoint, args.scenarios.split(","), args.quick, args.soak_minutes))
-    finally:
-        if server is not None:
-            server.cleanup()
     print()
     print(render(results))
     if args.json:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,6 +400,23 @@ class Bench:
         return result
 
 
+@contextlib.contextmanager
+def sqs_endpoint(given: str | None) -> Iterator[str]:
+    """The endpoint given, or a LocalStack started (and stopped) for the run."""
+    if given:
+        yield given
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import LocalStack
+
+    server = LocalStack()
+    server.start()
+    try:
+        yield server.endpoint
+    finally:
+        server.cleanup()
+
+
 def render(results: list[Result], header: bool = True) -> str:
     lines = []
     if header:
@@ -427,7 +446,16 @@ async def run(args: argparse.Namespace, endpoint: str) -> list[Result]:
             await bench.raw([int(c) for c in args.raw_concurrency.split(",")])
         if "noop" in wanted:
             await bench.worker("no-op, default settings", "noop")
-            await bench.worker("no-op, best settings", "noop", pollers=8, max_in_flight=200)
+            best = [
+                await bench.worker(f"no-op, {p} pollers, {m} in flight", "noop", pollers=p, max_in_flight=m)
+                for p, m in ((8, 200), (16, 320))
+            ]
+            for r in best:  # report the better one as "best settings"
+                bench.results.remove(r)
+            top = max(best, key=lambda r: r.rate)
+            top.extra["best_of"] = [r.scenario.removeprefix("no-op, ") for r in best]
+            top.scenario = "no-op, best settings"
+            bench.results.append(top)
         if "io" in wanted:
             for inflight in (100, 500, 1000):
                 await bench.worker(
@@ -473,21 +501,9 @@ def main() -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
     args = p.parse_args()
-    server = None
-    endpoint = args.endpoint
-    if endpoint is None:
-        sys.path.insert(0, str(ROOT))
-        from tests.servers import LocalStack
-
-        server = LocalStack()
-        server.start()
-        endpoint = server.endpoint
     started = time.time()
-    try:
+    with sqs_endpoint(args.endpoint) as endpoint:
         results = asyncio.run(run(args, endpoint))
-    finally:
-        if server is not None:
-            server.cleanup()
     print()
     print(render(results))
     if args.json:

@@ -46,6 +46,17 @@ def endpoint() -> Iterator[str]:
         server.cleanup()
 
 
+@pytest.fixture
+async def own_server() -> AsyncIterator[LocalStack]:
+    """A LocalStack of the test's own, to kill and restart (it keeps no state across restarts)."""
+    server = LocalStack()
+    await asyncio.to_thread(server.start)
+    try:
+        yield server
+    finally:
+        await asyncio.to_thread(server.cleanup)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.conftest import Aws, aws_clients, eventually, running, settings_for
 from tests.servers import LocalStack
 from worker import Router
 from worker.aws import is_transient
-
-
-@pytest.fixture
-async def own_server() -> AsyncIterator[LocalStack]:
-    server = LocalStack()
-    await asyncio.to_thread(server.start)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.cleanup)
 
 
 async def test_server_killed_and_restarted_mid_run_the_worker_recovers(own_server: LocalStack) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Aws, aws_clients, eventually, running, settings_for
@@ -105,16 +103,6 @@ async def test_sigterm_makes_readyz_fail_at_once_while_work_finishes(aws: Aws, t
         assert len(read_records(record)[1]) == 1  # and it finished
     finally:
         worker.kill()
-
-
-@pytest.fixture
-async def own_server() -> AsyncIterator[LocalStack]:
-    server = LocalStack()
-    await asyncio.to_thread(server.start)
-    try:
-        yield server
-    finally:
-        await asyncio.to_thread(server.cleanup)
 
 
 async def test_readyz_follows_the_sqs_endpoint(own_server: LocalStack) -> None:

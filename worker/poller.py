@@ -51,6 +51,7 @@ class Poller:
         self._dispatch = dispatch
         self._metrics = metrics
         self._type_label = type_label
+        self._received: dict[str, Any] = {}
         self.last_receive_ok: float | None = None
 
     async def receive_once(self) -> int:
@@ -77,7 +78,11 @@ class Poller:
             self._stats.receives += 1
             self._stats.received += got
             for m in messages:
-                self._metrics.received.labels(self._queue, self._type_label(m)).inc()
+                label = self._type_label(m)
+                counter = self._received.get(label)
+                if counter is None:
+                    counter = self._received[label] = self._metrics.received.labels(self._queue, label)
+                counter.inc()
             if not got:
                 self._stats.empty_receives += 1
             self._dispatch(messages, received_at)

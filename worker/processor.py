@@ -38,7 +38,6 @@ from worker.routing import Registry, Route
 from worker.settings import QueueSettings
 from worker.stats import QueueStats
 
-log = get_logger()
 REJECTED_MEMORY = 10_000
 REASONS = {
     "message_failed": "error",
@@ -68,6 +67,9 @@ class Processor:
         self.executor = executor
         self.max_receive_count = max_receive_count
         self.metrics = metrics
+        # Resolved once: the per-message path should not look loggers or labels up again.
+        self.log = get_logger().bind()
+        self._success_children: dict[str, tuple[Any, Any]] = {}
         # Message ids rejected as permanent failures, so a redelivery is not logged again.
         self._rejected: OrderedDict[str, None] = OrderedDict()
 
@@ -122,7 +124,7 @@ class Processor:
             # Shutdown past its grace period: let another consumer have it now.
             self.acker.change_visibility(message, 0)
             self.stats.released += 1
-            log.warning("message_cancelled", duration=self._since(started))
+            self.log.warning("message_cancelled", duration=self._since(started))
             raise
         except TimeoutError as exc:
             event = "message_timeout" if timeout.expired() else "message_failed"
@@ -149,13 +151,11 @@ class Processor:
             self.acker.delete(message)
             self.stats.succeeded += 1
             duration = self._since(started)
-            label = self.type_label(message)
-            self.metrics.succeeded.labels(self.queue, label).inc()
-            self.metrics.duration.labels(self.queue, label).observe(duration)
-            log.info("message_succeeded", duration=duration)
+            succeeded, timing = self._success_metrics(self.type_label(message))
+            succeeded.inc()
+            timing.observe(duration)
+            self.log.info("message_succeeded", duration=duration)
             return None
-        finally:
-            structlog.contextvars.unbind_contextvars("queue", "message_id", "type", "receive_count")
 
     def _fail(
         self,
@@ -180,7 +180,7 @@ class Processor:
         self.metrics.failed.labels(self.queue, label, REASONS[event]).inc()
         (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
         self.metrics.duration.labels(self.queue, label).observe(duration)
-        log.warning(
+        self.log.warning(
             event,
             duration=duration,
             retry_in=visibility,
@@ -189,6 +189,16 @@ class Processor:
             **{k: v for k, v in fields.items() if v is not None},
         )
         return visibility
+
+    def _success_metrics(self, label: str) -> tuple[Any, Any]:
+        children = self._success_children.get(label)
+        if children is None:
+            children = (
+                self.metrics.succeeded.labels(self.queue, label),
+                self.metrics.duration.labels(self.queue, label),
+            )
+            self._success_children[label] = children
+        return children
 
     def _remember_rejection(self, message_id: str) -> None:
         self._rejected[message_id] = None
@@ -204,7 +214,7 @@ class Processor:
         self.metrics.failed.labels(self.queue, label, "rejected").inc()
         last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
         (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
-        log.debug("message_rejected_again", dead_letter_next=last_try)
+        self.log.debug("message_rejected_again", dead_letter_next=last_try)
         return 0
 
     def type_label(self, message: Message) -> str:
