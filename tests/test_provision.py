@@ -21,6 +21,7 @@ from worker.topology import Topology, load_topology
 
 def fan_out_topology(p: str) -> dict[str, Any]:
     return {
+        "name": p,
         "queues": {
             f"{p}-a-dlq": {"message_retention": 1209600, "redrive_allow": [f"{p}-a"]},
             f"{p}-a": {
@@ -158,3 +159,28 @@ def test_malformed_topologies(tmp_path: Path, data: dict[str, Any], needle: str)
 def test_shipped_topology_is_valid() -> None:
     topology = load_topology(Path(__file__).resolve().parent.parent / "config" / "topology.yaml")
     assert topology.queue_order().index("billing-dlq") < topology.queue_order().index("billing")
+
+
+async def test_prune_deletes_only_managed_resources_the_file_dropped(aws: Aws) -> None:
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    full = fan_out_topology(prefix)
+    await provision(aws, Topology(**full))
+    unmanaged = await aws.queue(prefix=f"{prefix}-mine")  # created by someone else, untagged
+    smaller = fan_out_topology(prefix)
+    del smaller["queues"][f"{prefix}-c"]
+    smaller["subscriptions"] = [s for s in smaller["subscriptions"] if s["queue"] != f"{prefix}-c"]
+    p = Provisioner(Topology(**smaller), AwsClient(aws.sqs), AwsClient(aws.sns))
+    changes = await p.plan()
+    assert [c for c in changes if c.action != "unchanged"] == []
+    prune = await p.plan_prune()
+    deleted = {(c.kind, c.name) for c in prune}
+    assert ("queue", f"{prefix}-c") in deleted
+    assert ("subscription", f"{prefix}-orders -> arn:aws:sqs:us-east-1:000000000000:{prefix}-c") in deleted
+    assert not any(unmanaged.name in name for _, name in deleted)
+    assert all(name.startswith(prefix) for _, name in deleted)  # other topologies untouched
+    await p.apply_prune(prune)
+    queues = (await aws.sqs.list_queues(QueueNamePrefix=prefix)).get("QueueUrls", [])
+    names = {u.rsplit("/", 1)[-1] for u in queues}
+    assert f"{prefix}-c" not in names
+    assert unmanaged.name in names
+    assert f"{prefix}-a" in names

@@ -3,8 +3,8 @@
 ``plan()`` reads what exists and compares it with the file, attribute by attribute;
 ``apply()`` creates and updates in dependency order (topics, then dead-letter queues before
 the queues that use them, then subscriptions), filling in ARNs as resources come into
-being. Nothing is deleted unless pruning is asked for, and then only resources tagged as
-managed by this tool.
+being. Nothing is deleted unless pruning is asked for, and then only resources this tool
+tagged for the same topology name.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, error_code, list_topics, next_page
 from worker.topology import (
-    MANAGED_TAG,
-    MANAGED_VALUE,
     Topology,
     queue_attributes,
     queue_policy,
@@ -189,7 +187,7 @@ class Provisioner:
 
     async def apply(self, changes: list[Change]) -> None:
         ex = self.existing
-        tags = {MANAGED_TAG: MANAGED_VALUE}
+        tags = self.topology.tags()
         for c in (c for c in changes if c.kind == "topic"):
             desired = topic_attributes(self.topology, c.name)
             if c.action == "create":
@@ -266,7 +264,7 @@ class Provisioner:
                 if name in self.topology.queues:
                     continue
                 qtags = (await self.sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
-                if qtags.get(MANAGED_TAG) == MANAGED_VALUE:
+                if self._ours(qtags):
                     changes.append(Change("queue", name, "delete", ref=url))
             token = page.get("NextToken")
             if not token:
@@ -275,7 +273,7 @@ class Provisioner:
             if name in self.topology.topics:
                 continue
             ttags = (await self.sns.call("list_tags_for_resource", ResourceArn=arn)).get("Tags", [])
-            if {t["Key"]: t["Value"] for t in ttags}.get(MANAGED_TAG) == MANAGED_VALUE:
+            if self._ours({t["Key"]: t["Value"] for t in ttags}):
                 changes.append(Change("topic", name, "delete", ref=arn))
         wanted = {(s.topic, s.queue) for s in self.topology.subscriptions}
         for (topic, queue), (sub_arn, _) in self.existing.subscriptions.items():
@@ -295,6 +293,10 @@ class Provisioner:
                         )
                     )
         return changes
+
+    def _ours(self, tags: dict[str, str]) -> bool:
+        wanted = self.topology.tags()
+        return all(tags.get(k) == v for k, v in wanted.items())
 
     async def apply_prune(self, changes: list[Change]) -> None:
         for c in changes:

@@ -19,6 +19,7 @@ from worker.settings import ConfigError, format_validation_error
 
 MANAGED_TAG = "managed-by"
 MANAGED_VALUE = "sqs-worker"
+TOPOLOGY_TAG = "sqs-worker-topology"
 
 
 class _Model(BaseModel):
@@ -66,6 +67,8 @@ class SubscriptionSpec(_Model):
 
 
 class Topology(_Model):
+    name: str = Field(default="default", min_length=1, max_length=128)
+    """Tagged on what provision creates; --prune only touches resources of this name."""
     queues: dict[str, QueueSpec] = Field(default_factory=dict)
     topics: dict[str, TopicSpec] = Field(default_factory=dict)
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
@@ -122,6 +125,9 @@ class Topology(_Model):
         for name in self.queues:
             visit(name)
         return ordered
+
+    def tags(self) -> dict[str, str]:
+        return {MANAGED_TAG: MANAGED_VALUE, TOPOLOGY_TAG: self.name}
 
     def dead_letter_queues(self) -> set[str]:
         return {q.dead_letter.queue for q in self.queues.values() if q.dead_letter}
@@ -238,6 +244,7 @@ def load_topology(path: str | Path) -> Topology:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
+    data.setdefault("name", Path(path).stem)
     try:
         return Topology(**data)
     except ValidationError as exc:
