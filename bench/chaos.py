@@ -460,7 +460,7 @@ async def soak(endpoint: str, minutes: float, rate: float = 50) -> Accounting:
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+            return round(int(line.split()[1]) / 1024, 1)
     return 0.0
 
 
