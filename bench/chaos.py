@@ -32,6 +32,8 @@ import yaml
 from aiobotocore.session import get_session
 
 from bench.run import PY, ROOT, Proxy, hwm_mb, sqs_endpoint
+from worker.aws import AwsClient
+from worker.inspect_ops import queue_counts
 
 GRACE = 10
 
@@ -157,17 +159,7 @@ class Run:
 
     async def depth(self, url: str) -> int:
         async with self.sqs() as sqs:
-            a = (
-                await sqs.get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=[
-                        "ApproximateNumberOfMessages",
-                        "ApproximateNumberOfMessagesNotVisible",
-                        "ApproximateNumberOfMessagesDelayed",
-                    ],
-                )
-            )["Attributes"]
-        return sum(int(v) for v in a.values())
+            return sum(await queue_counts(AwsClient(sqs), url))
 
     async def settle(self, timeout: float) -> None:
         """Until the source queue is empty (handled or dead-lettered) twice in a row."""

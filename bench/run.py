@@ -34,6 +34,9 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
+from worker.aws import AwsClient
+from worker.inspect_ops import queue_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
@@ -150,13 +153,7 @@ class Bench:
 
     async def depth(self, url: str) -> int:
         async with self._sqs() as sqs:
-            a = (
-                await sqs.get_queue_attributes(
-                    QueueUrl=url,
-                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-                )
-            )["Attributes"]
-        return sum(int(v) for v in a.values())
+            return sum(await queue_counts(AwsClient(sqs), url))
 
     # -- processes -----------------------------------------------------------------------
     def worker_config(self, name: str, **queue: Any) -> Path:

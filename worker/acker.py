@@ -14,21 +14,13 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from worker.aws import AwsClient
+from worker.aws import STALE_RECEIPT_CODES, AwsClient
 from worker.envelope import Message
 from worker.logs import get_logger
 from worker.stats import QueueStats
 
 BATCH = 10
 MAX_ATTEMPTS = 5
-EXPIRED_CODES = frozenset(
-    {
-        "ReceiptHandleIsInvalid",
-        "InvalidParameterValue",
-        "MessageNotInflight",
-        "AWS.SimpleQueueService.MessageNotInflight",
-    }
-)
 log = get_logger()
 
 
@@ -154,7 +146,7 @@ class Acker:
                 "detail": str(failure.get("Message", ""))[:200],
                 "attempt": entry.attempt,
             }
-            if code in EXPIRED_CODES or entry.attempt >= MAX_ATTEMPTS:
+            if code in STALE_RECEIPT_CODES or entry.attempt >= MAX_ATTEMPTS:
                 if deleting:
                     self._stats.delete_failed += 1
                     # The message will be delivered again: say so loudly.

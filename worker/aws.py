@@ -56,6 +56,17 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
+# A receipt handle that no longer works: the message expired back to the queue (or was
+# received again elsewhere). LocalStack reports some of these as InvalidParameterValue.
+STALE_RECEIPT_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "InvalidParameterValue",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+    }
+)
+
 log = get_logger()
 
 

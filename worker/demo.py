@@ -21,6 +21,7 @@ from typing import Any
 from aiobotocore.session import get_session
 
 from worker.aws import AwsClient
+from worker.inspect_ops import queue_counts
 from worker.logs import configure_logging
 from worker.provision import Provisioner, render_plan
 from worker.settings import WorkerSettings, load_settings
@@ -89,17 +90,7 @@ async def publish(sqs: Any, sns: Any, urls: dict[str, str]) -> int:
 
 
 async def _depth(sqs: Any, url: str) -> int:
-    attrs = (
-        await sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )
-    )["Attributes"]
-    return sum(int(v) for v in attrs.values())
+    return sum(await queue_counts(AwsClient(sqs), url))
 
 
 async def _dlq_messages(sqs: Any, url: str) -> list[dict[str, Any]]:

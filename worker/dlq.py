@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, error_code
 from worker.envelope import parse_message
+from worker.inspect_ops import queue_counts
 
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 UNSUPPORTED = frozenset(
@@ -146,12 +147,7 @@ async def _make_visible(sqs: AwsClient, url: str, receipts: list[str]) -> None:
 
 
 async def depth(sqs: AwsClient, url: str) -> int:
-    a = await sqs.call(
-        "get_queue_attributes",
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )
-    return sum(int(v) for v in a["Attributes"].values())
+    return sum(await queue_counts(sqs, url))
 
 
 async def redrive(

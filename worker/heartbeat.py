@@ -12,16 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worker.aws import AwsClient
+from worker.aws import STALE_RECEIPT_CODES, AwsClient
 from worker.envelope import Message
 from worker.logs import get_logger
 from worker.metrics import Metrics
 from worker.stats import QueueStats
 
 log = get_logger()
-LOST_CODES = frozenset(
-    {"ReceiptHandleIsInvalid", "MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight"}
-)
 
 
 class Heartbeat:
@@ -113,5 +110,5 @@ class Heartbeat:
                     code=code,
                     detail=str(failure.get("Message", ""))[:200],
                 )
-                if code in LOST_CODES:
+                if code in STALE_RECEIPT_CODES:
                     self._tracked.pop(message.receipt_handle, None)

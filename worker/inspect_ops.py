@@ -25,8 +25,8 @@ class QueueRow:
     """Seconds; from CloudWatch's ApproximateAgeOfOldestMessage where the server reports it."""
 
 
-async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
-    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+async def queue_counts(sqs: AwsClient, url: str) -> tuple[int, int, int]:
+    """(visible, in flight, delayed) of one queue: the one place these attributes are read."""
     a = (
         await sqs.call(
             "get_queue_attributes",
@@ -43,6 +43,11 @@ async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
         int(a["ApproximateNumberOfMessagesNotVisible"]),
         int(a["ApproximateNumberOfMessagesDelayed"]),
     )
+
+
+async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
+    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    return await queue_counts(sqs, url)
 
 
 class OldestAge:

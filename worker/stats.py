@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -24,6 +24,3 @@ class QueueStats:
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
-
-    def delta(self, before: dict[str, int]) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) - before.get(f.name, 0) for f in fields(self)}

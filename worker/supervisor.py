@@ -185,9 +185,6 @@ class Supervisor:
             )
             self._last_summary[c.target.key] = snap
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        return {c.target.key: c.stats.snapshot() for c in self.consumers}
-
 
 def load_registries(settings: WorkerSettings) -> dict[str, Registry]:
     """Import every queue's handler modules (raises HandlerError at start, not mid-run)."""
