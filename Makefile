@@ -7,6 +7,7 @@ install:
 lint:
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+	$(UV) run lint-imports
 typecheck:
 	$(UV) run mypy
 test:

@@ -24,34 +24,20 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiobotocore.session import get_session
 
-from bench.run import PY, ROOT, Proxy, hwm_mb, sqs_endpoint
+from bench.accounting import Accounting, render
+from bench.result import ROOT
+from bench.run import PY, Proxy, hwm_mb, sqs_endpoint
 from worker.aws import AwsClient
-from worker.inspect_ops import queue_counts
+from worker.ops.queue_stats import queue_counts
 
 GRACE = 10
-
-
-@dataclass
-class Accounting:
-    scenario: str
-    sent: int
-    succeeded: int = 0
-    dead_lettered: int = 0
-    lost: int = 0
-    duplicate_successes: int = 0
-    explanation: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.lost == 0 and self.succeeded + self.dead_lettered == self.sent
 
 
 def free_port() -> int:
@@ -497,18 +483,6 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
         results.append(result)
         print(render([result], header=not results[:-1]), flush=True)
     return results
-
-
-def render(results: list[Accounting], header: bool = True) -> str:
-    lines = []
-    if header:
-        lines.append(f"{'scenario':<28}{'sent':>7}{'ok':>7}{'DLQ':>5}{'lost':>5}{'dup':>5}  details")
-    for r in results:
-        extra = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(
-            f"{r.scenario:<28}{r.sent:>7}{r.succeeded:>7}{r.dead_lettered:>5}{r.lost:>5}{r.duplicate_successes:>5}  {extra}"
-        )
-    return "\n".join(lines)
 
 
 def main() -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.chaos import Accounting, render
-from bench.run import ROOT
+from bench.accounting import Accounting, render
+from bench.result import ROOT
 
 SCENARIOS = """\
 | scenario | what is done | expected |
@@ -37,7 +37,7 @@ lose the record) or in the dead-letter queue. `lost` must be 0; `dup` counts mes
 handled successfully more than once, explained per scenario.
 
     make chaos                                        # python -m bench.chaos --docs ({size} here)
-    python -m bench.chaos --quick                     # the sizes CI runs (tests/test_reliability.py)
+    python -m bench.chaos --quick                     # the sizes CI runs (tests/bench/test_reliability.py)
     python -m bench.chaos --scenarios soak --soak-minutes 30
 
 {SCENARIOS}

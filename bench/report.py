@@ -8,7 +8,7 @@ import platform
 import time
 from pathlib import Path
 
-from bench.run import ROOT, Result, render
+from bench.result import ROOT, Result, render
 
 NOTES = """
 ## Reading the numbers

@@ -27,37 +27,21 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiobotocore.session import get_session
 
+from bench.result import ROOT, Result, render
 from worker.aws import AwsClient
-from worker.inspect_ops import queue_counts
+from worker.ops.queue_stats import queue_counts
 
-ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-
-@dataclass
-class Result:
-    scenario: str
-    messages: int
-    seconds: float
-    rate: float
-    ratio: float | None = None
-    requests_per_message: float = 0.0
-    worker_requests_per_message: float | None = None
-    cpu_per_1000: float = 0.0
-    peak_rss_mb: float = 0.0
-    duplicates: int = 0
-    losses: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def hwm_mb(pid: int) -> float:
@@ -412,22 +396,6 @@ def sqs_endpoint(given: str | None) -> Iterator[str]:
         yield server.endpoint
     finally:
         server.cleanup()
-
-
-def render(results: list[Result], header: bool = True) -> str:
-    lines = []
-    if header:
-        lines.append(
-            f"{'scenario':<44}{'msg/s':>9}{'x raw':>7}{'req/msg':>9}{'cpu s/1k':>9}{'RSS MB':>8}{'dup':>5}{'lost':>5}  notes"
-        )
-    for r in results:
-        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}"
-        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items() if k not in ("config", "concurrency_tried"))
-        lines.append(
-            f"{r.scenario:<44}{r.rate:>9.0f}{ratio:>7}{r.requests_per_message:>9.3f}{r.cpu_per_1000:>9.3f}"
-            f"{r.peak_rss_mb:>8.1f}{r.duplicates:>5}{r.losses:>5}  {notes}"
-        )
-    return "\n".join(lines)
 
 
 ALL = ["raw", "noop", "io", "block", "fifo", "latency", "idle", "scale"]

@@ -16,9 +16,9 @@ import pytest
 from aiobotocore.session import get_session
 
 from tests.servers import LocalStack
-from worker.routing import Registry, Router
+from worker.messages.routing import Registry, Router
+from worker.runtime.supervisor import Supervisor
 from worker.settings import WorkerSettings, load_settings
-from worker.supervisor import Supervisor
 
 # Local servers accept any credentials; never real ones in tests.
 for _k, _v in {

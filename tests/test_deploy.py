@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import Aws, eventually
 from tests.servers import ROOT, free_port
-from worker.metrics import Metrics
+from worker.observe.metrics import Metrics
 
 BIN = Path(sys.executable).parent
 COMPOSE = Path(str(__import__("compose").__file__)).parent / "docker-compose"

@@ -33,7 +33,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from worker.logs import get_logger
+from worker.observe.logs import get_logger
 from worker.settings import AwsSettings
 
 TRANSIENT_CODES = frozenset(

@@ -1,0 +1,71 @@
+"""Fault injection at CI sizes (python -m bench.chaos --quick): every message accounted for.
+
+Full sizes, the soak, and docs/reliability.md: ``make chaos`` / ``make soak``."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import chaos
+from bench.accounting import Accounting, render
+from tests.conftest import Aws
+
+N = chaos.QUICK["n"]
+
+
+def check(result: Accounting) -> None:
+    print(render([result]))
+    assert result.lost == 0, result
+    assert result.succeeded + result.dead_lettered == result.sent, result
+    assert result.extra["poller_crashes"] == 0
+
+
+async def test_random_handler_failures(aws: Aws) -> None:
+    result = await chaos.random_failures(aws.endpoint, int(N))
+    check(result)
+    assert result.duplicate_successes == 0
+
+
+async def test_sigkill_twice(aws: Aws) -> None:
+    result = await chaos.sigkill(aws.endpoint, int(N))
+    check(result)
+    assert result.duplicate_successes <= result.extra["duplicate_bound"]
+
+
+async def test_sigterm_five_times_under_load(aws: Aws) -> None:
+    result = await chaos.sigterm_cycles(aws.endpoint, 600)
+    check(result)
+    assert result.duplicate_successes == 0
+    assert all(t < chaos.GRACE for t in result.extra["exit_seconds_per_cycle"])
+    # Nothing received-but-unfinished stays hidden after an exit (another worker may take it).
+    assert all(n == 0 for n in result.extra["in_flight_right_after_exit"]), result.extra
+
+
+@pytest.mark.parametrize("mode", ["blackhole", "refused"])
+async def test_outage(aws: Aws, mode: str) -> None:
+    result = await chaos.outage(aws.endpoint, 200, chaos.QUICK["outage"], mode)
+    check(result)
+    assert result.extra["worker_alive"]
+    assert result.extra["readiness_went_503"]
+    # Backoff, not a spin: a few requests per second at most for two pollers and the acker.
+    assert result.extra["requests_per_second_during_outage"] < 5, result.extra
+
+
+async def test_api_errors_and_failed_batch_entries(aws: Aws) -> None:
+    result = await chaos.throttled(aws.endpoint, 200)
+    check(result)
+    assert result.duplicate_successes == 0
+    assert result.extra["injected"].get("entry_failures", 0) > 0
+    assert result.extra["delete_entries_retried"] > 0
+
+
+async def test_hanging_handler(aws: Aws) -> None:
+    result = await chaos.hanging_handler(aws.endpoint, 100)
+    check(result)
+    assert result.extra["timeouts"] == 3
+
+
+async def test_fifo_order_across_two_workers(aws: Aws) -> None:
+    result = await chaos.fifo_two_workers(aws.endpoint, 200)
+    check(result)
+    assert result.extra["order_violations"] == 0

@@ -1,0 +1,177 @@
+"""The operator's CLI against LocalStack: send, dlq show / redrive, stats, iam-policy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import yaml
+
+from tests.cli.test_cli import run_worker
+from tests.conftest import Aws, eventually, running, settings_for
+from tests.ops.test_provision import fan_out_topology, provision
+from worker import Message, Router
+from worker.ops.topology import Topology
+
+
+def cli(aws: Aws, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = run_worker([*args, "--endpoint-url", aws.endpoint, "--region", "us-east-1"], timeout=120)
+    return result.returncode, result.stdout, result.stderr
+
+
+async def test_send_of_1000_json_lines_arrives_complete(aws: Aws, tmp_path: Path) -> None:
+    queue = await aws.queue()
+    lines = tmp_path / "orders.jsonl"
+    lines.write_text("".join(json.dumps({"n": i}) + "\n" for i in range(1000)))
+    code, out, err = await asyncio.to_thread(
+        cli, aws, "send", queue.name, "--type", "job", "--file", str(lines)
+    )
+    assert code == 0, err
+    assert "sent 1000, failed 0" in out
+    assert "1000/1000" in err  # progress
+    assert (await aws.counts(queue.url))["visible"] == 1000
+    got = sorted(json.loads(m["Body"])["n"] for m in await aws.drain(queue.url))
+    assert got == list(range(1000))
+
+
+async def test_bad_send_input_is_one_line_and_nonzero(aws: Aws, tmp_path: Path) -> None:
+    queue = await aws.queue()
+    code, _, err = await asyncio.to_thread(cli, aws, "send", queue.name, "--body", "{not json")
+    assert code == 2
+    assert "body is not valid JSON" in err
+    assert len(err.strip().splitlines()) == 1
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"blob": "x" * 300_000}))
+    code, _, err = await asyncio.to_thread(cli, aws, "send", queue.name, "--body", f"@{big}")
+    assert code == 2
+    assert "over the 256 KiB limit" in err
+    code, _, err = await asyncio.to_thread(cli, aws, "send", "no-such-queue-x", "--body", "{}")
+    assert code != 0
+    assert "queue 'no-such-queue-x' does not exist" in err
+    assert await aws.total(queue.url) == 0
+
+
+async def test_dlq_show_does_not_consume(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=2)
+    assert queue.dlq_url
+    for i in range(3):
+        await aws.send(queue.dlq_url, {"order_id": str(i)}, "order.placed")
+    code, out, err = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert sorted(m["excerpt"] for m in shown) == sorted(json.dumps({"order_id": str(i)}) for i in range(3))
+    assert {m["type"] for m in shown} == {"order.placed"}
+    await eventually(lambda: aws.counts(queue.dlq_url), timeout=5)
+    assert (await aws.counts(queue.dlq_url))["visible"] == 3  # still there, visible
+    code, out, _ = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name)
+    assert "3 message(s)" in out
+    plain = await aws.queue()
+    code, _, err = await asyncio.to_thread(cli, aws, "dlq", "show", plain.name)
+    assert code == 1
+    assert "has no redrive policy" in err
+
+
+async def test_redrive_moves_messages_back_and_the_worker_handles_them(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=1)
+    assert queue.dlq_url
+    broken = True
+    handled: list[str] = []
+    router = Router()
+
+    @router.handler("order.placed")
+    async def placed(payload: dict[str, str], message: Message) -> None:
+        if broken:
+            raise RuntimeError("downstream outage")
+        handled.append(payload["order_id"])
+
+    @router.handler("order.shipped")
+    async def shipped(payload: dict[str, str]) -> None:
+        if broken:
+            raise RuntimeError("downstream outage")
+        handled.append("shipped-" + payload["order_id"])
+
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[0])
+    async with running(settings, router):
+        for i in range(4):
+            await aws.send(queue.url, {"order_id": str(i)}, "order.placed")
+        await aws.send(queue.url, {"order_id": "9"}, "order.shipped")
+        await eventually(lambda: aws.counts(queue.dlq_url), timeout=5)
+
+        async def all_dead() -> bool:
+            return (await aws.counts(queue.dlq_url))["visible"] == 5  # type: ignore[arg-type]
+
+        await eventually(all_dead, timeout=30)
+        broken = False
+        # Only one type first (moved by the CLI itself), then the rest (StartMessageMoveTask).
+        code, out, err = await asyncio.to_thread(
+            cli, aws, "dlq", "redrive", queue.name, "--type", "order.shipped"
+        )
+        assert code == 0, err
+        assert "moved 1, failed 0, left in DLQ 4 (manual)" in out
+        await eventually(lambda: "shipped-9" in handled, timeout=15)
+        code, out, err = await asyncio.to_thread(cli, aws, "dlq", "redrive", queue.name)
+        assert code == 0, err
+        assert "moved 4" in out
+        assert "StartMessageMoveTask" in out
+        await eventually(lambda: len(handled) == 5, timeout=20)
+    assert sorted(handled) == ["0", "1", "2", "3", "shipped-9"]
+    assert await aws.total(queue.dlq_url) == 0
+
+
+async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: Aws, tmp_path: Path) -> None:
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    data = fan_out_topology(prefix)
+    await provision(aws, Topology(**data))
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(data))
+    a_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a"))["QueueUrl"]
+    await aws.send(a_url, {"x": 1}, "t")
+    await aws.send(a_url, {"x": 2}, "t")
+    code, out, err = await asyncio.to_thread(cli, aws, "stats", "-c", str(path), "--json")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert set(rows) == {
+        f"{prefix}-a",
+        f"{prefix}-b",
+        f"{prefix}-c",
+        f"{prefix}-l.fifo",
+    }  # DLQs in their rows
+    assert rows[f"{prefix}-a"]["visible"] == 2
+    assert rows[f"{prefix}-a"]["dlq"] == f"{prefix}-a-dlq"
+    assert rows[f"{prefix}-a"]["dlq_depth"] == 0
+
+    code, out, err = await asyncio.to_thread(cli, aws, "iam-policy", "-c", str(path))
+    assert code == 0, err
+    policies = json.loads(out)
+    arn = "arn:aws:sqs:us-east-1:000000000000:"
+    sources = sorted(arn + n for n in (f"{prefix}-a", f"{prefix}-b", f"{prefix}-c", f"{prefix}-l.fifo"))
+    [consume] = policies["worker"]["Statement"]
+    assert consume["Resource"] == sources
+    assert set(consume["Action"]) == {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+    producer = {s["Sid"]: s for s in policies["producer"]["Statement"]}
+    assert producer["SendToQueues"]["Resource"] == sources
+    assert producer["PublishToTopics"]["Resource"] == [f"arn:aws:sns:us-east-1:000000000000:{prefix}-orders"]
+    # Offline, for another account: no AWS call at all.
+    offline = run_worker(
+        [
+            "iam-policy",
+            "-c",
+            str(path),
+            "--account-id",
+            "123456789012",
+            "--region",
+            "eu-west-1",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+        ]
+    )
+    assert offline.returncode == 0, offline.stderr
+    assert f"arn:aws:sqs:eu-west-1:123456789012:{prefix}-a" in offline.stdout

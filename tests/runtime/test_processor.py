@@ -1,0 +1,230 @@
+"""Handler outcomes against LocalStack: retries spaced by the schedule, DLQ after
+maxReceiveCount and not before, permanent failures, bad input, timeouts, blocking handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from pydantic import BaseModel
+
+from tests.conftest import Aws, eventually, running, settings_for
+from worker import Message, PermanentFailure, Retry, Router
+
+
+class Order(BaseModel):
+    order_id: str
+    amount: float
+
+
+async def test_failing_message_reaches_dlq_after_max_receive_count_and_not_before(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=3)
+    assert queue.dlq_url
+    attempts: list[int] = []
+    router = Router()
+
+    @router.handler("boom")
+    async def boom(payload: dict[str, str], message: Message) -> None:
+        attempts.append(message.receive_count)
+        raise RuntimeError("downstream is down")
+
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[1])
+    await aws.send(queue.url, {"x": 1}, "boom")
+    async with running(settings, router):
+        await eventually(lambda: len(attempts) == 2, timeout=15)
+        assert await aws.total(queue.dlq_url) == 0  # not before maxReceiveCount
+        await eventually(lambda: len(attempts) == 3, timeout=15)
+        assert await aws.total(queue.dlq_url) == 0
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=15)
+        await asyncio.sleep(1.5)
+    assert attempts == [1, 2, 3]
+    dead = await aws.drain(queue.dlq_url)
+    assert len(dead) == 1
+    assert dead[0]["Body"] == '{"x": 1}'
+    assert await aws.total(queue.url) == 0
+
+
+async def test_retries_are_spaced_by_the_backoff_schedule(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    seen: list[float] = []
+    router = Router()
+
+    @router.handler("flaky")
+    async def flaky(payload: dict[str, str], message: Message) -> None:
+        seen.append(time.monotonic())
+        if message.receive_count < 3:
+            raise RuntimeError("not yet")
+
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[1, 4], retry_jitter=0)
+    await aws.send(queue.url, {"x": 1}, "flaky")
+    async with running(settings, router) as worker:
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=20)
+    assert len(seen) == 3
+    first_gap, second_gap = seen[1] - seen[0], seen[2] - seen[1]
+    # LocalStack's visibility expiry runs up to ~1 s late; wait_time_seconds=1 adds up to 1 s.
+    assert 1 <= first_gap < 3.5
+    assert 4 <= second_gap < 6.5
+
+
+async def test_retry_exception_sets_the_delay(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    seen: list[float] = []
+    router = Router()
+
+    @router.handler("later")
+    async def later(payload: dict[str, str], message: Message) -> None:
+        seen.append(time.monotonic())
+        if message.receive_count == 1:
+            raise Retry(delay=3, reason="rate limited")
+
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[20])
+    await aws.send(queue.url, {"x": 1}, "later")
+    async with running(settings, router) as worker:
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=15)
+    assert 3 <= seen[1] - seen[0] < 6  # the requested 3 s, not the 20 s schedule
+
+
+async def test_permanent_failure_goes_to_dlq_without_backoff(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=2)
+    assert queue.dlq_url
+    router = Router()
+    calls: list[int] = []
+
+    @router.handler("never")
+    async def never(payload: dict[str, str], message: Message) -> None:
+        calls.append(message.receive_count)
+        raise PermanentFailure("customer does not exist")
+
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[300])
+    started = time.monotonic()
+    await aws.send(queue.url, {"x": 1}, "never")
+    async with running(settings, router):
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=15)
+    assert time.monotonic() - started < 15  # the 300 s backoff was not applied
+    assert calls == [1]  # not run (nor logged) again when redelivered on its way to the DLQ
+
+
+async def test_bad_messages_end_in_dlq_and_the_worker_keeps_running(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=2)
+    assert queue.dlq_url
+    handled: list[str] = []
+    router = Router()
+
+    @router.handler("order")
+    async def order(payload: Order) -> None:
+        handled.append(payload.order_id)
+
+    settings = settings_for(aws.endpoint, queue)
+    async with running(settings, router) as worker:
+        await aws.send(queue.url, {"order_id": "1", "amount": 3}, "order")
+        await aws.send(queue.url, "this is not JSON", "order")  # undecodable body
+        await aws.send(queue.url, {"order_id": "2"}, "order")  # invalid payload (no amount)
+        await aws.send(queue.url, {"order_id": "3", "amount": 1}, "refund")  # unknown type
+        await aws.send(queue.url, {"order_id": "4", "amount": 1})  # no type at all
+        await aws.send(queue.url, {"type": "order", "order_id": "5", "amount": 2})  # type in body
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=20)
+
+        async def settled() -> bool:
+            return await aws.total(queue.dlq_url) == 4 and await aws.total(queue.url) == 0  # type: ignore[arg-type]
+
+        await eventually(settled, timeout=20)
+        # Still alive and serving after the poison messages.
+        await aws.send(queue.url, {"order_id": "6", "amount": 1}, "order")
+        await eventually(lambda: "6" in handled, timeout=10)
+        assert worker.consumers[0].counters.poller_restarts == 0
+    assert sorted(handled) == ["1", "5", "6"]
+    bodies = sorted(m["Body"] for m in await aws.drain(queue.dlq_url))
+    assert bodies == sorted(
+        [
+            "this is not JSON",
+            '{"order_id": "2"}',
+            '{"order_id": "3", "amount": 1}',
+            '{"order_id": "4", "amount": 1}',
+        ]
+    )
+
+
+async def test_handler_over_max_processing_time_is_cancelled_and_retried(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    router = Router()
+    attempts: list[int] = []
+    cancelled = asyncio.Event()
+
+    @router.handler("hang")
+    async def hang(payload: dict[str, str], message: Message) -> None:
+        attempts.append(message.receive_count)
+        if message.receive_count == 1:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    settings = settings_for(
+        aws.endpoint, queue, max_processing_time=2, visibility_timeout=5, retry_backoff=[1]
+    )
+    await aws.send(queue.url, {"x": 1}, "hang")
+    async with running(settings, router) as worker:
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=20)
+    assert cancelled.is_set()
+    assert attempts == [1, 2]
+
+
+async def test_plain_functions_run_in_threads_without_blocking_the_loop(aws: Aws) -> None:
+    queue = await aws.queue()
+    router = Router()
+    threads: set[str] = set()
+
+    @router.handler("block")
+    def block(payload: dict[str, int]) -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(1)
+
+    settings = settings_for(aws.endpoint, queue, max_in_flight=10, thread_pool_size=10)
+    await aws.send_many(queue.url, [{"n": i} for i in range(10)], "block")
+    async with running(settings, router) as worker:
+        stats = worker.consumers[0].counters
+        await eventually(lambda: stats.received == 10, timeout=10)
+        started = time.monotonic()
+        ticks = 0
+        while stats.succeeded < 10:  # the loop keeps ticking while handlers block
+            await asyncio.sleep(0.05)
+            ticks += 1
+        elapsed = time.monotonic() - started
+    assert elapsed < 3  # ten 1 s handlers overlapped
+    assert ticks >= 5
+    assert all(name.startswith("handler") for name in threads)
+    assert len(threads) > 1
+
+
+async def test_bodies_never_reach_the_logs(aws: Aws) -> None:
+    import io
+    import json as jsonlib
+
+    from worker.observe.logs import configure_logging
+
+    queue = await aws.queue(max_receive_count=1)
+    router = Router()
+
+    @router.handler("secret")
+    async def secret(payload: dict[str, str], message: Message) -> None:
+        raise RuntimeError("failed")  # with a traceback whose frames hold the body
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        settings = settings_for(aws.endpoint, queue)
+        await aws.send(queue.url, {"card": "4111-1111-1111-1111"}, "secret")
+        await aws.send(queue.url, "4222-2222-2222-2222 not json", "secret")
+        async with running(settings, router) as worker:
+            await eventually(lambda: worker.consumers[0].counters.failed == 2, timeout=15)
+    finally:
+        configure_logging("info", "console")
+    lines = [jsonlib.loads(line) for line in out.getvalue().splitlines()]
+    assert {"message_failed", "message_rejected"} <= {line["event"] for line in lines}
+    failed = next(line for line in lines if line["event"] == "message_failed")
+    assert failed["exception"]  # the traceback is there, without locals
+    assert "4111" not in out.getvalue()
+    assert "4222" not in out.getvalue()
+    assert "ReceiptHandle" not in out.getvalue()

@@ -1,0 +1,116 @@
+"""Least-privilege IAM policies for the worker and for producers, on exactly the ARNs of a
+topology (and the queues a worker configuration consumes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from worker.aws import AwsClient, list_topics
+from worker.ops.topology import KmsEncryption, Topology
+from worker.settings import WorkerSettings
+
+
+async def _queue_arn(sqs: AwsClient, name: str) -> str:
+    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    a = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(a["Attributes"]["QueueArn"])
+
+
+async def iam_policies(
+    sqs: AwsClient,
+    sns: AwsClient,
+    topology: Topology,
+    worker: WorkerSettings | None,
+    account_id: str | None = None,
+    region: str | None = None,
+) -> dict[str, Any]:
+    """The worker's and the producer's least-privilege policies, on exactly these ARNs.
+
+    ARNs are resolved from AWS, or built from ``account_id`` and ``region`` when given
+    (no AWS call then)."""
+
+    async def queue_arn(name: str) -> str:
+        if account_id and region:
+            return f"arn:aws:sqs:{region}:{account_id}:{name}"
+        return await _queue_arn(sqs, name)
+
+    async def topic_arn(name: str) -> str:
+        if account_id and region:
+            return f"arn:aws:sns:{region}:{account_id}:{name}"
+        topics = await list_topics(sns)
+        if name not in topics:
+            raise KeyError(f"topic {name!r} does not exist")
+        return topics[name]
+
+    consumed = (
+        [q.queue_name(k) for k, q in worker.queues.items()]
+        if worker is not None
+        else [n for n in topology.queues if n not in topology.dead_letter_queues()]
+    )
+    produced = [n for n in topology.queues if n not in topology.dead_letter_queues()]
+    consumed_arns = sorted({await queue_arn(n) for n in consumed})
+    produced_arns = sorted({await queue_arn(n) for n in produced})
+    topic_arns = sorted({await topic_arn(n) for n in topology.topics})
+    kms_consumed = sorted(
+        {
+            spec.encryption.kms_key_id
+            for n, spec in topology.queues.items()
+            if n in consumed and isinstance(spec.encryption, KmsEncryption)
+        }
+    )
+    kms_produced = sorted(
+        {
+            spec.encryption.kms_key_id
+            for spec in topology.queues.values()
+            if isinstance(spec.encryption, KmsEncryption)
+        }
+        | {t.kms_key_id for t in topology.topics.values() if t.kms_key_id}
+    )
+    worker_statements: list[dict[str, Any]] = [
+        {
+            "Sid": "ConsumeQueues",
+            "Effect": "Allow",
+            "Action": [
+                "sqs:ChangeMessageVisibility",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:GetQueueUrl",
+                "sqs:ReceiveMessage",
+            ],
+            "Resource": consumed_arns,
+        }
+    ]
+    if kms_consumed:
+        worker_statements.append(
+            {"Sid": "DecryptMessages", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": kms_consumed}
+        )
+    producer_statements: list[dict[str, Any]] = []
+    if produced_arns:
+        producer_statements.append(
+            {
+                "Sid": "SendToQueues",
+                "Effect": "Allow",
+                "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                "Resource": produced_arns,
+            }
+        )
+    if topic_arns:
+        producer_statements.append(
+            {"Sid": "PublishToTopics", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": topic_arns}
+        )
+        producer_statements.append(
+            {"Sid": "FindTopicsByName", "Effect": "Allow", "Action": ["sns:ListTopics"], "Resource": "*"}
+        )
+    if kms_produced:
+        producer_statements.append(
+            {
+                "Sid": "EncryptMessages",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_produced,
+            }
+        )
+    return {
+        "worker": {"Version": "2012-10-17", "Statement": worker_statements},
+        "producer": {"Version": "2012-10-17", "Statement": producer_statements},
+    }

@@ -1,0 +1,111 @@
+"""Queue statistics as SQS and CloudWatch report them: depth, in flight, DLQ depth, oldest age."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from worker.aws import AwsClient
+from worker.ops.topology import Topology
+
+
+@dataclass
+class QueueRow:
+    name: str
+    visible: int
+    in_flight: int
+    delayed: int
+    dlq: str | None
+    dlq_depth: int | None
+    oldest_age: float | None
+    """Seconds; from CloudWatch's ApproximateAgeOfOldestMessage where the server reports it."""
+
+
+async def queue_counts(sqs: AwsClient, url: str) -> tuple[int, int, int]:
+    """(visible, in flight, delayed) of one queue: the one place these attributes are read."""
+    a = (
+        await sqs.call(
+            "get_queue_attributes",
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+    )["Attributes"]
+    return (
+        int(a["ApproximateNumberOfMessages"]),
+        int(a["ApproximateNumberOfMessagesNotVisible"]),
+        int(a["ApproximateNumberOfMessagesDelayed"]),
+    )
+
+
+async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
+    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    return await queue_counts(sqs, url)
+
+
+class OldestAge:
+    """ApproximateAgeOfOldestMessage from CloudWatch; gives up quietly where there is none."""
+
+    def __init__(self, cloudwatch: Any | None) -> None:
+        self.cloudwatch = cloudwatch
+
+    async def get(self, queue: str) -> float | None:
+        if self.cloudwatch is None:
+            return None
+        now = dt.datetime.now(dt.UTC)
+        try:
+            r = await self.cloudwatch.get_metric_statistics(
+                Namespace="AWS/SQS",
+                MetricName="ApproximateAgeOfOldestMessage",
+                Dimensions=[{"Name": "QueueName", "Value": queue}],
+                StartTime=now - dt.timedelta(minutes=5),
+                EndTime=now,
+                Period=60,
+                Statistics=["Maximum"],
+            )
+        except Exception:
+            self.cloudwatch = None  # not available here (LocalStack without CloudWatch, no permission)
+            return None
+        points = sorted(r.get("Datapoints", []), key=lambda p: p["Timestamp"])
+        return float(points[-1]["Maximum"]) if points else None
+
+
+async def queue_stats(sqs: AwsClient, topology: Topology, oldest: OldestAge) -> list[QueueRow]:
+    rows: list[QueueRow] = []
+    dlqs = topology.dead_letter_queues()
+    for name, spec in topology.queues.items():
+        if name in dlqs:
+            continue  # shown in its source queue's row
+        visible, in_flight, delayed = await _counts(sqs, name)
+        dlq = spec.dead_letter.queue if spec.dead_letter else None
+        dlq_depth = sum(await _counts(sqs, dlq)) if dlq else None
+        rows.append(QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name)))
+    return rows
+
+
+def render_stats(rows: list[QueueRow]) -> str:
+    head = f"{'queue':<32}{'visible':>9}{'in flight':>11}{'delayed':>9}{'DLQ':>7}{'oldest':>9}  dlq"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        age = "-" if r.oldest_age is None else f"{r.oldest_age:.0f}s"
+        dlq_depth = "-" if r.dlq_depth is None else str(r.dlq_depth)
+        lines.append(
+            f"{r.name:<32}{r.visible:>9}{r.in_flight:>11}{r.delayed:>9}{dlq_depth:>7}{age:>9}  {r.dlq or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def cloudwatch_context(aws_cfg: Any) -> contextlib.AbstractAsyncContextManager[Any]:
+    from aiobotocore.session import get_session
+
+    client: contextlib.AbstractAsyncContextManager[Any] = get_session().create_client(
+        "cloudwatch",
+        region_name=aws_cfg.resolved_region(),
+        endpoint_url=aws_cfg.resolved_endpoint("cloudwatch"),
+    )
+    return client

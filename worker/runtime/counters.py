@@ -1,0 +1,29 @@
+"""Per-queue counters of this process (the periodic ``queue_summary`` log event reads them).
+
+Not Prometheus metrics (those are ``worker.observe.metrics``) and not the queue's own
+statistics as SQS reports them (``worker.ops.queue_stats``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class QueueCounters:
+    received: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    """Handler raised, timed out, or the message was rejected (includes ``rejected``)."""
+    rejected: int = 0
+    """Permanent failures: unknown type, bad body, PermanentFailure."""
+    released: int = 0
+    """Received but not run (shutdown, FIFO group stopped by an earlier failure)."""
+    extended: int = 0
+    """Visibility extensions granted."""
+    delete_failed: int = 0
+    receives: int = 0
+    empty_receives: int = 0
+    poller_restarts: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)

@@ -1,0 +1,191 @@
+"""The worker's lifecycle: start-up, main loop, two-stage shutdown.
+
+``Supervisor.run()`` resolves every configured queue (a missing queue or a denied call is a
+clear error before anything is received), starts one ``Consumer`` per queue and a periodic
+summary, then waits for ``request_stop()``. Shutdown stops polling at once, gives running
+handlers ``shutdown_grace`` seconds while their visibility keeps being extended, cancels
+what is left (those messages become visible again at once), then flushes pending deletes
+and visibility changes. Signals are not handled here: the CLI wires them to
+``request_stop()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from worker.aws import AwsClient, AwsError, error_code, is_transient, sqs_client
+from worker.messages.routing import Registry
+from worker.observe.health import HealthServer
+from worker.observe.logs import get_logger
+from worker.observe.metrics import Metrics
+from worker.runtime.consumer import Consumer, QueueTarget
+from worker.settings import QueueSettings, WorkerSettings
+
+log = get_logger()
+MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry_for: float) -> QueueTarget:
+    name = settings.queue_name(key)
+    try:
+        url = settings.url
+        if url is None:
+            url = str((await sqs.call("get_queue_url", retry_for=retry_for, QueueName=name))["QueueUrl"])
+        attributes: dict[str, Any] = (
+            await sqs.call("get_queue_attributes", retry_for=retry_for, QueueUrl=url, AttributeNames=["All"])
+        ).get("Attributes", {})
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in MISSING_QUEUE:
+            raise AwsError(f"queues.{key}: queue {name!r} does not exist") from None
+        raise AwsError(f"queues.{key}: cannot use queue {name!r}: {code}: {exc}") from None
+    except Exception as exc:
+        if is_transient(exc):
+            raise AwsError(f"cannot reach SQS (gave up after {retry_for:g}s): {exc}") from None
+        raise
+    redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
+    fifo = attributes.get("FifoQueue") == "true"
+    target = QueueTarget(
+        key=key,
+        name=name,
+        url=url,
+        fifo=fifo,
+        max_receive_count=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
+        dead_letter_arn=redrive.get("deadLetterTargetArn"),
+    )
+    if target.max_receive_count is None:
+        log.warning(
+            "queue_without_dlq",
+            queue=key,
+            detail="no redrive policy: failing messages are retried until retention expires",
+        )
+    return target
+
+
+class Supervisor:
+    def __init__(
+        self, settings: WorkerSettings, registries: dict[str, Registry], metrics: Metrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.registries = registries
+        self.metrics = metrics or Metrics()
+        self.health: HealthServer | None = None
+        self._started_at: float | None = None
+        self._sqs: AwsClient | None = None
+        self.consumers: list[Consumer] = []
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.stopping = False
+        self._last_summary: dict[str, dict[str, int]] = {}
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (idempotent; safe from a signal handler)."""
+        self.stopping = True  # /readyz fails from now on
+        self._stop.set()
+
+    def readiness(self, window: float) -> tuple[bool, dict[str, object]]:
+        now = time.monotonic()
+        queues: dict[str, object] = {}
+        ready = self.started.is_set() and not self.stopping
+        for c in self.consumers:
+            last = c.last_receive_ok or self._started_at or now
+            age = round(now - last, 1)
+            ok = c.pollers_alive > 0 and age <= window
+            ready = ready and ok
+            queues[c.target.key] = {"ready": ok, "pollers": c.pollers_alive, "last_receive_age": age}
+        return ready, {"ready": ready, "stopping": self.stopping, "queues": queues}
+
+    def update_gauges(self) -> None:
+        self.metrics.tasks.set(len(asyncio.all_tasks()))
+        for c in self.consumers:
+            self.metrics.in_flight.labels(c.target.key).set(c.in_flight)
+            self.metrics.free_slots.labels(c.target.key).set(c.settings.max_in_flight - c.in_flight)
+
+    async def run(self) -> None:
+        s = self.settings
+        executor = ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="handler")
+        try:
+            if s.health.enabled:
+                self.health = HealthServer(self, s.health)
+                await self.health.start()
+                log.info("health_server_started", host=s.health.host, port=self.health.port)
+            async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
+                self._sqs = sqs
+                targets = [
+                    await resolve_queue(sqs, key, q, s.aws.startup_timeout) for key, q in s.queues.items()
+                ]
+                self.consumers = [
+                    Consumer(t, s.queues[t.key], s, sqs, self.registries[t.key], executor, self.metrics)
+                    for t in targets
+                ]
+                for consumer in self.consumers:
+                    consumer.start()
+                    log.info(
+                        "consumer_started",
+                        queue=consumer.target.key,
+                        url=consumer.target.url,
+                        fifo=consumer.target.fifo,
+                        pollers=consumer.settings.pollers,
+                        max_in_flight=consumer.settings.max_in_flight,
+                        max_receive_count=consumer.target.max_receive_count,
+                        types=self.registries[consumer.target.key].types,
+                    )
+                self._started_at = time.monotonic()
+                self.started.set()
+                summary = asyncio.create_task(self._summaries(), name="summaries")
+                try:
+                    await self._stop.wait()
+                finally:
+                    summary.cancel()
+                    await self._shutdown()
+                    self._log_summary(final=True)
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            if self.health is not None:
+                await self.health.stop()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        grace = self.settings.shutdown_grace
+        log.info(
+            "shutdown_started",
+            grace=grace,
+            in_flight={c.target.key: c.in_flight for c in self.consumers},
+        )
+        await asyncio.gather(*(c.stop_polling() for c in self.consumers))
+        cancelled = await asyncio.gather(*(c.drain(grace) for c in self.consumers))
+        await asyncio.gather(*(c.close() for c in self.consumers))
+        calls = dict(self._sqs.calls) if self._sqs is not None else {}
+        log.info("shutdown_complete", cancelled=sum(cancelled), api_calls=calls)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.log.summary_interval)
+            self._log_summary()
+
+    def _log_summary(self, final: bool = False) -> None:
+        for c in self.consumers:
+            snap = c.counters.snapshot()
+            previous = self._last_summary.get(c.target.key, {})
+            totals = {k: snap[k] for k in ("received", "succeeded", "failed", "extended")}
+            log.info(
+                "queue_summary",
+                queue=c.target.key,
+                final=final,
+                in_flight=c.in_flight,
+                free_slots=c.settings.max_in_flight - c.in_flight,
+                **{k: snap[k] - previous.get(k, 0) for k in totals},
+                totals=totals,
+            )
+            self._last_summary[c.target.key] = snap
+
+
+def load_registries(settings: WorkerSettings) -> dict[str, Registry]:
+    """Import every queue's handler modules (raises HandlerError at start, not mid-run)."""
+    return {key: Registry.from_modules(q.handlers) for key, q in settings.queues.items()}
