@@ -6,14 +6,17 @@
 
 Workers run as real processes behind the fault proxy (bench/proxy.py), against LocalStack.
 Each scenario ends with an accounting: every message sent is either handled successfully
-(recorded, flushed, by the handler before it returns) or sitting in the dead-letter queue;
-losses must be 0; duplicate successes are counted and explained.
+(recorded, flushed, by the handler before it returns) or sitting in the dead-letter queue
+after its own handler failed or rejected it; losses (which include messages dead-lettered
+without their handler ever failing them) must be 0; duplicate successes are counted and
+explained.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -38,6 +41,7 @@ from worker.aws import AwsClient
 from worker.ops.queue_stats import queue_counts
 
 GRACE = 10
+ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
 
 
 def free_port() -> int:
@@ -60,6 +64,8 @@ class Run:
         self.proxy = Proxy(endpoint)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.health_port = 0
+        self.dead: set[str] = set()
+        """Original ids of the messages found in the DLQ (set by ``account``)."""
 
     def sqs(self) -> Any:
         return get_session().create_client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
@@ -100,23 +106,29 @@ class Run:
 
     def spawn(self, env: dict[str, str] | None = None, **queue: Any) -> subprocess.Popen[bytes]:
         self.health_port = free_port()
+        q = {
+            "name": self.queue_name,
+            "handlers": ["bench.chaos_handlers"],
+            "wait_time_seconds": 2,
+            "visibility_timeout": 10,
+            "retry_backoff": [1],
+            "max_in_flight": 50,
+            "pollers": 2,
+            **queue,
+        }
+        # The worker requires the readiness window to be longer than a long poll.
+        ready_window = max(5, int(q["wait_time_seconds"]) + 5)
         config = {
             "aws": {"endpoint_url": self.proxy.url, "region": "us-east-1", "startup_timeout": 60},
             "shutdown_grace": GRACE,
             "log": {"summary_interval": 10},
-            "health": {"enabled": True, "host": "127.0.0.1", "port": self.health_port, "ready_window": 5},
-            "queues": {
-                "q": {
-                    "name": self.queue_name,
-                    "handlers": ["bench.chaos_handlers"],
-                    "wait_time_seconds": 2,
-                    "visibility_timeout": 10,
-                    "retry_backoff": [1],
-                    "max_in_flight": 50,
-                    "pollers": 2,
-                    **queue,
-                }
+            "health": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": self.health_port,
+                "ready_window": ready_window,
             },
+            "queues": {"q": q},
         }
         path = self.dir / f"worker-{len(self.procs)}.yaml"
         path.write_text(yaml.safe_dump(config))
@@ -140,6 +152,35 @@ class Run:
                     out.append((f.stat().st_mtime, parts[1], parts[2], int(parts[3])))
         return out
 
+    def outcomes(self, *kinds: str) -> list[list[tuple[str, str, int]]]:
+        """The handler calls recorded as one of ``kinds`` (ok, fail, reject): per worker
+        process, in the order that process made them, as (message id, group, seq)."""
+        out = []
+        for f in sorted(self.records.glob("*.log")):
+            calls = []
+            for line in f.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 4 and parts[0] in kinds:
+                    calls.append((parts[1], parts[2], int(parts[3])))
+            out.append(calls)
+        return out
+
+    def ids(self, *kinds: str) -> set[str]:
+        """Ids of the messages with at least one handler call recorded as one of ``kinds``."""
+        return {c[0] for calls in self.outcomes(*kinds) for c in calls}
+
+    def order_violations(self) -> int:
+        """Successes out of seq order within their FIFO group, per worker process (in the
+        order it recorded them; exact for a single worker process)."""
+        violations = 0
+        for calls in self.outcomes("ok"):
+            last: dict[str, int] = {}
+            for _, group, seq in calls:
+                if seq < last.get(group, -1):
+                    violations += 1
+                last[group] = max(seq, last.get(group, -1))
+        return violations
+
     def done_count(self) -> int:
         return len({s[1] for s in self.successes()})
 
@@ -161,16 +202,32 @@ class Run:
         )
 
     async def dead_letters(self) -> list[str]:
-        ids: set[str] = set()
+        """Drain the DLQ: for each message in it, the id of the message sent. A copy the worker
+        moved there itself (SendMessage, a new MessageId) carries the original id in the
+        ``worker.original_message_id`` attribute; one SQS moved keeps its MessageId. A message
+        id appears more than once when it was dead-lettered more than once."""
+        ids: list[str] = []
         async with self.sqs() as sqs:
             while True:
+                # Deleted as read: a FIFO queue hands out nothing more of a group while a
+                # message of it is in flight.
                 r = await sqs.receive_message(
-                    QueueUrl=self.dlq, MaxNumberOfMessages=10, VisibilityTimeout=60, WaitTimeSeconds=1
+                    QueueUrl=self.dlq,
+                    MaxNumberOfMessages=10,
+                    VisibilityTimeout=60,
+                    WaitTimeSeconds=1,
+                    MessageAttributeNames=["All"],
                 )
                 msgs = r.get("Messages") or []
                 if not msgs:
                     return sorted(ids)
-                ids |= {m["MessageId"] for m in msgs}
+                for m in msgs:
+                    original = (m.get("MessageAttributes") or {}).get(ORIGINAL_ID_ATTRIBUTE, {})
+                    ids.append(str(original.get("StringValue") or m["MessageId"]))
+                await sqs.delete_message_batch(
+                    QueueUrl=self.dlq,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+                )
 
     def ready(self) -> int:
         try:
@@ -199,18 +256,29 @@ class Run:
         took = self.stop_all()
         self.proxy.stop()
         counts = Counter(s[1] for s in self.successes())
-        dead = set(await self.dead_letters())
+        copies = await self.dead_letters()
+        self.dead = dead = set(copies)
         ok_ids = set(counts)
+        sent_ids = set(sent)
+        # In the DLQ and never handled successfully: accounted for only when its own handler
+        # failed or rejected it at least once.
+        in_dlq = (dead & sent_ids) - ok_ids
+        unrun = in_dlq - self.ids("fail", "reject")
         result = Accounting(
             scenario=self.name,
             sent=len(sent),
-            succeeded=len(ok_ids & set(sent)),
-            dead_lettered=len(dead - ok_ids),
-            lost=len(set(sent) - ok_ids - dead),
+            succeeded=len(ok_ids & sent_ids),
+            dead_lettered=len(in_dlq - unrun),
+            dead_lettered_unrun=len(unrun),
+            lost=len(sent_ids - ok_ids - (in_dlq - unrun)),
             duplicate_successes=sum(c - 1 for c in counts.values() if c > 1),
             explanation=explanation,
-            extra={**extra, "exit_seconds": took} if took else extra,
+            extra={**extra, "exit_seconds": took} if took else dict(extra),
         )
+        if len(copies) > len(dead):
+            result.extra["dlq_copies_extra"] = len(copies) - len(dead)
+        if dead - sent_ids:
+            result.extra["dlq_unknown_ids"] = len(dead - sent_ids)
         crashes = sum(p.read_text().count('"poller_crashed"') for p in self.dir.glob("worker-*.log"))
         result.extra["poller_crashes"] = crashes
         return result
@@ -299,16 +367,16 @@ async def outage(endpoint: str, n: int, seconds: float, mode: str) -> Accounting
     await wait_for(lambda: run.done_count() >= n // 4, timeout=120)
     before = run.proxy.counts()["total"]
     if mode == "blackhole":
-        run.proxy._call("faults", {"blackhole_seconds": seconds})
+        run.proxy.faults(blackhole_seconds=seconds)
     else:
-        run.proxy._call("faults", {"reset_rate": 1.0})
+        run.proxy.faults(reset_rate=1.0)
     start = time.monotonic()
     saw_unready = False
     while time.monotonic() - start < seconds:
         saw_unready = saw_unready or run.ready() == 503
         await asyncio.sleep(0.5)
     during = run.proxy.counts()["total"] - before
-    run.proxy._call("faults", {})
+    run.proxy.faults()
     await wait_for(lambda: run.ready() == 200, timeout=60)
     recovered = round(time.monotonic() - start - seconds, 1)
     await run.settle(timeout=120 + n / 20)
@@ -329,7 +397,7 @@ async def throttled(endpoint: str, n: int) -> Accounting:
     run = Run(endpoint, "api-errors-20pct")
     await run.queues(max_receive_count=5)
     sent = await run.send(n)
-    run.proxy._call("faults", {"error_rate": 0.2, "error": "mixed", "batch_entry_fail_rate": 0.2})
+    run.proxy.faults(error_rate=0.2, error="mixed", batch_entry_fail_rate=0.2)
     run.spawn({"CHAOS_WORK_SECONDS": "0.01"}, max_in_flight=50)
     await run.settle(timeout=120 + n / 10)
     outcomes = run.proxy.counts()["outcomes"]
@@ -402,6 +470,94 @@ async def _fifo_order_from_logs(run: Run) -> int:
     return violations
 
 
+async def fifo_failures(endpoint: str, groups: int, per_group: int) -> Accounting:
+    """One worker on a FIFO queue, 5% of handler calls fail, maxReceiveCount 3."""
+    run = Run(endpoint, "fifo-failures")
+    await run.queues(fifo=True, max_receive_count=3)
+    n = groups * per_group
+    sent = await run.send(n, groups=groups)
+    run.spawn({"CHAOS_FAIL_RATE": "0.05"}, retry_backoff=[0])
+    await run.settle(timeout=60 + n / 10)
+    result = await run.account(
+        sent,
+        "5% of handler calls raise (backoff 0 s, maxReceiveCount 3); only a message that failed"
+        " itself may reach the DLQ, never a follower of its group; successes in group order",
+        groups=groups,
+        per_group=per_group,
+    )
+    result.extra["failed_calls"] = sum(len(c) for c in run.outcomes("fail"))
+    result.extra["order_violations"] = run.order_violations()
+    return result
+
+
+async def send_after_stop(endpoint: str, n: int = 10) -> Accounting:
+    """Messages sent right after a worker stopped go to the next worker at once.
+
+    A long poll that the stopping worker abandons stays open at the server, which hands it
+    the next messages sent; nobody reads that answer, so they stay invisible for the
+    visibility timeout (30 s here, the default) before another worker can have them."""
+    run = Run(endpoint, "send-after-stop")
+    await run.queues(max_receive_count=3)
+    first = run.spawn(wait_time_seconds=20, visibility_timeout=30)
+    await wait_for(lambda: run.ready() == 200, timeout=60)
+    # Both pollers' long polls are at the server (the queue is empty: each lasts 20 s).
+    await wait_for(lambda: run.proxy.counts()["ops"].get("ReceiveMessage", 0) >= 2, timeout=30)
+    await asyncio.sleep(0.5)
+    start = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.to_thread(first.wait, GRACE + 15)
+    except subprocess.TimeoutExpired:
+        first.kill()
+    first_exit = round(time.monotonic() - start, 2)
+    await asyncio.sleep(0.5)
+    open_at_send = run.proxy.counts()["open"].get("ReceiveMessage", 0)
+    sent = await run.send(n)
+    sent_at = time.monotonic()
+    run.spawn()
+    wanted = set(sent)
+    with contextlib.suppress(TimeoutError):  # reported as handled_in_time < n
+        await wait_for(lambda: wanted <= {s[1] for s in run.successes()}, timeout=60, every=0.1)
+    handled_after = round(time.monotonic() - sent_at, 2)
+    handled = len(wanted & {s[1] for s in run.successes()})
+    await run.settle(timeout=60)
+    return await run.account(
+        sent,
+        "a worker on an empty queue (20 s long polls) stops; 0.5 s later messages are sent and a"
+        " second worker starts: they should be handled within seconds, not after the visibility"
+        " timeout of messages handed to a long poll the first worker abandoned",
+        handled_after_s=handled_after,
+        handled_in_time=handled,
+        first_exit_seconds=first_exit,
+        receives_open_at_send=open_at_send,
+    )
+
+
+async def permanent_fifo(endpoint: str, groups: int, per_group: int) -> Accounting:
+    """A FIFO queue where 5% of the messages are rejected (PermanentFailure)."""
+    run = Run(endpoint, "permanent-fifo")
+    await run.queues(fifo=True, max_receive_count=3)
+    n = groups * per_group
+    sent = await run.send(n, groups=groups)
+    run.spawn({"CHAOS_PERMANENT_RATE": "0.05"}, retry_backoff=[0])
+    await run.settle(timeout=60 + n / 10)
+    result = await run.account(
+        sent,
+        "5% of the messages raise PermanentFailure (decided per message id): exactly those are"
+        " dead-lettered, and the rest of their group is handled, in order",
+        groups=groups,
+        per_group=per_group,
+    )
+    rejected = run.ids("reject") & set(sent)
+    result.extra |= {
+        "rejected": len(rejected),
+        "rejected_not_in_dlq": len(rejected - run.dead),
+        "followers_dead_lettered": len((run.dead & set(sent)) - rejected),
+        "order_violations": run.order_violations(),
+    }
+    return result
+
+
 async def soak(endpoint: str, minutes: float, rate: float = 50) -> Accounting:
     run = Run(endpoint, f"soak-{minutes:g}min")
     await run.queues(max_receive_count=3)
@@ -458,14 +614,28 @@ def _tasks(run: Run) -> dict[str, float]:
 
 
 # -- running ---------------------------------------------------------------------------------
-QUICK = {"n": 300, "outage": 8.0}
-FULL = {"n": 10_000, "outage": 30.0}
-ALL = ["failures", "sigkill", "sigterm", "blackhole", "refused", "throttled", "hang", "fifo", "soak"]
+QUICK = {"n": 300, "outage": 8.0, "fifo_groups": 10, "fifo_per_group": 20}
+FULL = {"n": 10_000, "outage": 30.0, "fifo_groups": 20, "fifo_per_group": 50}
+ALL = [
+    "failures",
+    "sigkill",
+    "sigterm",
+    "blackhole",
+    "refused",
+    "throttled",
+    "hang",
+    "fifo",
+    "fifo-failures",
+    "send-after-stop",
+    "permanent-fifo",
+    "soak",
+]
 
 
 async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes: float) -> list[Accounting]:
     size = QUICK if quick else FULL
     n = int(size["n"])
+    groups, per_group = int(size["fifo_groups"]), int(size["fifo_per_group"])
     results: list[Accounting] = []
     plan = {
         "failures": lambda: random_failures(endpoint, n),
@@ -476,6 +646,9 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
         "throttled": lambda: throttled(endpoint, max(n // 2, 200)),
         "hang": lambda: hanging_handler(endpoint, max(n // 10, 100)),
         "fifo": lambda: fifo_two_workers(endpoint, max(n // 5, 200)),
+        "fifo-failures": lambda: fifo_failures(endpoint, groups, per_group),
+        "send-after-stop": lambda: send_after_stop(endpoint),
+        "permanent-fifo": lambda: permanent_fifo(endpoint, groups, per_group),
         "soak": lambda: soak(endpoint, soak_minutes),
     }
     for name in scenarios:
@@ -505,7 +678,7 @@ def main() -> int:
         from bench.reliability_doc import write
 
         write(results, args, started)
-    return 0 if all(r.lost == 0 for r in results) else 1
+    return 0 if all(r.lost == 0 and r.dead_lettered_unrun == 0 for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -1,17 +1,31 @@
-"""Handlers for the fault-injection runs. A success is appended (and flushed) to
-$CHAOS_RECORD_DIR/<pid>.log before the handler returns, so even a SIGKILL cannot lose the
-record of a message that was handled."""
+"""Handlers for the fault-injection runs. Every outcome is appended (and flushed) to
+$CHAOS_RECORD_DIR/<pid>.log before the handler returns or raises, so even a SIGKILL cannot
+lose the record of a message that was handled. One line per handler call:
+
+    ok <message_id> <group|-> <seq>        returned (the message is to be deleted)
+    fail <message_id> <group|-> <seq>      raised an injected failure (retried)
+    reject <message_id> <group|-> <seq>    raised PermanentFailure (to the DLQ)
+
+Environment:
+
+- ``CHAOS_WORK_SECONDS`` (default 0.01): time each call takes.
+- ``CHAOS_FAIL_RATE`` (default 0): share of calls that raise, decided at random per call.
+- ``CHAOS_PERMANENT_RATE`` (default 0): share of messages rejected with PermanentFailure,
+  decided per message id (a hash of it), so every delivery of a message decides the same.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 
-from worker import Message, Router
+from worker import Message, PermanentFailure, Router
 
 router = Router()
 FAIL_RATE = float(os.environ.get("CHAOS_FAIL_RATE", "0"))
+PERMANENT_RATE = float(os.environ.get("CHAOS_PERMANENT_RATE", "0"))
 WORK_SECONDS = float(os.environ.get("CHAOS_WORK_SECONDS", "0.01"))
 _record = None
 
@@ -28,16 +42,33 @@ def record(line: str) -> None:
     _record.write(line + "\n")
 
 
+def permanent(message_id: str, rate: float = PERMANENT_RATE) -> bool:
+    """Whether this message is one to reject: the same answer on every delivery."""
+    if rate <= 0:
+        return False
+    digest = hashlib.sha256(message_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < rate
+
+
 @router.handler("job")
 async def job(payload: dict[str, int], message: Message) -> None:
     await asyncio.sleep(WORK_SECONDS)
+    what = f"{message.message_id} {message.group_id or '-'} {payload.get('seq', -1)}"
+    if permanent(message.message_id):
+        record(f"reject {what}")
+        raise PermanentFailure("injected permanent")
     if FAIL_RATE and random.random() < FAIL_RATE:
+        record(f"fail {what}")
         raise RuntimeError("injected handler failure")
-    record(f"ok {message.message_id} {message.group_id or '-'} {payload.get('seq', -1)}")
+    record(f"ok {what}")
 
 
 @router.handler("hang")
 async def hang(payload: dict[str, int], message: Message) -> None:
     if message.receive_count == 1:
-        await asyncio.Event().wait()  # forever; max_processing_time cancels it
+        try:
+            await asyncio.Event().wait()  # forever; max_processing_time cancels it
+        except asyncio.CancelledError:
+            record(f"fail {message.message_id} - -1")
+            raise
     record(f"ok {message.message_id} - -1")

@@ -9,7 +9,29 @@ adds latency, answers a share of calls with ThrottlingException (400) or Interna
 Run: ``python -m bench.proxy --port 0 --upstream http://127.0.0.1:4566`` (prints the port).
 Control: ``GET /__proxy/counts``, ``POST /__proxy/reset``, ``POST /__proxy/faults`` with
 ``{"latency": 0.05, "error_rate": 0.2, "error": "throttle"|"500"|"mixed", "reset_rate": 0.0,
-"blackhole_seconds": 30}``.
+"blackhole_seconds": 30, "batch_entry_fail_rate": 0.2, "op_latency": {...},
+"blackhole_ops": {...}, "blackhole_op_seconds": 60}``. Each POST replaces every fault set
+before; ``{}`` clears them all.
+
+- ``latency``: seconds added to every request.
+- ``op_latency``: ``{"ChangeMessageVisibilityBatch": 0.3}``, seconds added to requests of
+  that SQS operation, on top of ``latency``.
+- ``error_rate`` / ``error``: share of requests answered ThrottlingException (400),
+  InternalError (500), or either at random (``mixed``), without reaching the server.
+- ``reset_rate``: share of connections reset without an answer.
+- ``batch_entry_fail_rate``: share of DeleteMessageBatch entries answered as failed inside
+  the batch (the others are deleted).
+- ``blackhole_seconds``: every request is held until this long after the POST, then its
+  connection is dropped (``outcomes["blackholed"]``); nothing reaches the server.
+- ``blackhole_ops``: ``{"ChangeMessageVisibilityBatch": 1}``, black-hole the next N requests
+  of that operation: each is held ``blackhole_op_seconds`` (default 60), then its connection
+  is dropped, and it never reaches the server; counted in ``outcomes["blackholed_op"]`` when
+  it is taken (and per operation in ``outcomes["blackholed_op:<Operation>"]``). Other
+  requests pass normally meanwhile.
+
+``ops`` in the counts is the number of requests per operation, including those faulted;
+``open`` the requests per operation the proxy holds right now (a long poll whose client has
+gone stays open until the server answers it, as it does at the server).
 """
 
 from __future__ import annotations
@@ -38,6 +60,9 @@ class Proxy:
         self.reset()
         self.faults: dict[str, Any] = {}
         self.blackhole_until = 0.0
+        self.op_latency: dict[str, float] = {}
+        self.op_blackholes: Counter[str] = Counter()
+        self.open: Counter[str] = Counter()  # not reset: requests still in flight
 
     def reset(self) -> None:
         self.ops: Counter[str] = Counter()
@@ -50,6 +75,7 @@ class Proxy:
     def counts(self) -> dict[str, Any]:
         return {
             "ops": dict(self.ops),
+            "open": {op: n for op, n in self.open.items() if n},
             "outcomes": dict(self.outcomes),
             "total": sum(self.ops.values()),
             "deleted": self.deleted,
@@ -69,6 +95,10 @@ class Proxy:
             self.faults = await request.json()
             seconds = float(self.faults.get("blackhole_seconds", 0) or 0)
             self.blackhole_until = time.monotonic() + seconds if seconds else 0.0
+            self.op_latency = {str(op): float(v) for op, v in (self.faults.get("op_latency") or {}).items()}
+            self.op_blackholes = Counter(
+                {str(op): int(n) for op, n in (self.faults.get("blackhole_ops") or {}).items()}
+            )
             return web.json_response({"ok": True})
         raise web.HTTPNotFound()
 
@@ -86,6 +116,13 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         op = self.operation(request, body)
+        self.open[op] += 1
+        try:
+            return await self._handle(request, op, body)
+        finally:
+            self.open[op] -= 1
+
+    async def _handle(self, request: web.Request, op: str, body: bytes) -> web.StreamResponse:
         now = time.monotonic()
         self.ops[op] += 1
         self.first.setdefault(op, now)
@@ -96,7 +133,16 @@ class Proxy:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=503)
-        latency = float(self.faults.get("latency", 0) or 0)
+        if self.op_blackholes[op] > 0:
+            # This one request goes nowhere: held, then its connection dropped.
+            self.op_blackholes[op] -= 1
+            self.outcomes["blackholed_op"] += 1
+            self.outcomes[f"blackholed_op:{op}"] += 1
+            await asyncio.sleep(float(self.faults.get("blackhole_op_seconds", 60) or 0))
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=503)
+        latency = float(self.faults.get("latency", 0) or 0) + self.op_latency.get(op, 0.0)
         if latency:
             await asyncio.sleep(latency)
         if random.random() < float(self.faults.get("reset_rate", 0) or 0):

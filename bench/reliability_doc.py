@@ -19,6 +19,9 @@ SCENARIOS = """\
 | api-errors-20pct | 20% of calls answered ThrottlingException (400) or InternalError (500); 20% of DeleteMessageBatch entries failed inside the batch | slower, nothing lost, failed delete entries retried |
 | hanging-handler | three handlers that never return, among normal work | cancelled at max_processing_time, retried, the rest goes on |
 | fifo-2-workers | two worker processes on one FIFO queue, 50 groups, 5% failures | per-group order holds across processes |
+| fifo-failures | one worker on a FIFO queue, 20 groups x 50, 5% handler failures (backoff 0 s, maxReceiveCount 3) | only messages whose own handler failed reach the DLQ; successes in group order |
+| send-after-stop | a worker on an empty queue (20 s long polls) stops; 0.5 s later 10 messages are sent and a second worker starts | handled within seconds, not after the visibility timeout of a long poll the first worker abandoned |
+| permanent-fifo | a FIFO queue where 5% of the messages raise PermanentFailure | exactly the rejected messages in the DLQ; no follower dead-lettered; the rest in order |
 | soak | steady load with 1% failures for 30 minutes | RSS at the end within 10% of after warm-up; no growth in tasks or open files |
 """
 
@@ -33,8 +36,10 @@ def write(results: list[Accounting], args: argparse.Namespace, started: float) -
 Every scenario runs real worker processes behind a fault proxy (`bench/proxy.py`, aiohttp)
 against LocalStack and ends with an accounting: each message sent is either handled
 successfully (recorded and flushed by the handler before it returns, so even SIGKILL cannot
-lose the record) or in the dead-letter queue. `lost` must be 0; `dup` counts messages
-handled successfully more than once, explained per scenario.
+lose the record) or in the dead-letter queue after its own handler failed or rejected it.
+A message in the DLQ that its handler never failed is `DLQ unrun` and counts as lost.
+`lost` must be 0; `dup` counts messages handled successfully more than once, explained per
+scenario.
 
     make chaos                                        # python -m bench.chaos --docs ({size} here)
     python -m bench.chaos --quick                     # the sizes CI runs (tests/bench/test_reliability.py)

@@ -82,6 +82,12 @@ class Proxy:
     def reset(self) -> None:
         self._call("reset", {})
 
+    def faults(self, **faults: Any) -> None:
+        """Replace the faults (bench/proxy.py lists them), e.g. ``faults(latency=0.05,
+        op_latency={"ChangeMessageVisibilityBatch": 0.3}, blackhole_ops={"DeleteMessageBatch": 1})``;
+        ``faults()`` clears them all."""
+        self._call("faults", faults)
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)

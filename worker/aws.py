@@ -104,6 +104,25 @@ class AwsClient:
         self.calls: Counter[str] = Counter()
         self.on_call = on_call
 
+    async def once(self, operation: str, limit: float, **params: Any) -> dict[str, Any]:
+        """One attempt of ``operation`` that gives up after ``limit`` seconds (raises
+        TimeoutError). For callers that retry with fresh arguments themselves: the lease's
+        heartbeat and acker, whose entries change between attempts."""
+        method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
+        self.calls[operation] += 1
+        try:
+            async with asyncio.timeout(limit):
+                result = await method(**params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.on_call:
+                self.on_call(operation, error_code(exc) or "error")
+            raise
+        if self.on_call:
+            self.on_call(operation, "ok")
+        return result
+
     async def call(
         self,
         operation: str,

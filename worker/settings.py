@@ -60,10 +60,17 @@ class QueueSettings(BaseModel):
     max_in_flight: int = Field(default=20, ge=1, le=10_000)
     wait_time_seconds: int = Field(default=20, ge=1, le=20)
     batch_size: int = Field(default=10, ge=1, le=10)
+    batch_wait: float = Field(default=0.05, ge=0, le=5)
+    """Seconds a poller waits for ``batch_size`` free slots before it receives what fits."""
     visibility_timeout: int = Field(default=30, ge=2, le=43_200)
     """Seconds of visibility each receive and each extension grants."""
     heartbeat_interval: float | None = Field(default=None, gt=0)
-    """Seconds between extensions of a running message; default a third of visibility_timeout."""
+    """Seconds between extensions of a leased message; default a third of visibility_timeout,
+    at most half of it (the other half is the margin for a slow or failed extension call)."""
+    heartbeat_calls: int = Field(default=8, ge=1, le=64)
+    """ChangeMessageVisibilityBatch calls in flight at once for this queue (ten messages each)."""
+    ack_calls: int = Field(default=4, ge=1, le=64)
+    """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once."""
     max_processing_time: float = Field(default=900.0, gt=0, le=43_200)
     """A handler running longer is cancelled and its message left for retry."""
     retry_backoff: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0], min_length=1)
@@ -73,10 +80,17 @@ class QueueSettings(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> QueueSettings:
-        if self.heartbeat_interval is not None and self.heartbeat_interval >= self.visibility_timeout:
+        if self.heartbeat_interval is not None and self.heartbeat_interval > self.visibility_timeout / 2:
             raise ValueError(
-                f"heartbeat_interval ({self.heartbeat_interval}) must be shorter than "
-                f"visibility_timeout ({self.visibility_timeout})"
+                f"heartbeat_interval ({self.heartbeat_interval}) must be at most half of "
+                f"visibility_timeout ({self.visibility_timeout}): the rest is the margin for a late extension"
+            )
+        capacity = self.heartbeat_capacity(1.0)
+        if self.max_in_flight > capacity:
+            raise ValueError(
+                f"max_in_flight ({self.max_in_flight}) is more than the heartbeat keeps alive at 1 s per "
+                f"call ({capacity} = 10 x heartbeat_calls {self.heartbeat_calls} x heartbeat interval "
+                f"{self.extend_every:g}s); raise heartbeat_calls or visibility_timeout"
             )
         if any(d < 0 or d > 43_200 for d in self.retry_backoff):
             raise ValueError("retry_backoff: every delay must be between 0 and 43200 seconds")
@@ -89,6 +103,10 @@ class QueueSettings(BaseModel):
     @property
     def extend_every(self) -> float:
         return self.heartbeat_interval or max(1.0, self.visibility_timeout / 3)
+
+    def heartbeat_capacity(self, seconds_per_call: float) -> int:
+        """Messages in flight the heartbeat keeps extended when each call takes this long."""
+        return int(10 * self.heartbeat_calls * self.extend_every / seconds_per_call)
 
     def queue_name(self, key: str) -> str:
         if self.url:
@@ -135,6 +153,10 @@ class WorkerSettings(BaseSettings):
     """Message attribute that carries the message type; the JSON body's ``type`` is the fallback."""
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds running handlers get to finish after SIGTERM before they are cancelled."""
+    shutdown_flush: float = Field(default=10.0, ge=0, le=300)
+    """Seconds after the grace for the last deletes and releases to be confirmed (and for
+    plain-function handlers still running to finish). The whole stop takes at most
+    ``shutdown_grace + shutdown_flush``; set the orchestrator's termination grace above it."""
     delete_flush_interval: float = Field(default=0.05, gt=0, le=10)
     """Longest time a finished message waits to be deleted in a batch of up to ten."""
     thread_pool_size: int = Field(default=32, ge=1, le=1024)
@@ -159,6 +181,12 @@ class WorkerSettings(BaseSettings):
         for key, q in self.queues.items():
             if q.url and q.name:
                 raise ValueError(f"queues.{key}: give either name or url, not both")
+            if q.wait_time_seconds > self.shutdown_grace + self.shutdown_flush:
+                raise ValueError(
+                    f"queues.{key}.wait_time_seconds ({q.wait_time_seconds}) must not exceed "
+                    f"shutdown_grace + shutdown_flush ({self.shutdown_grace + self.shutdown_flush:g}): a long "
+                    "poll in progress at a stop must be able to return"
+                )
             if self.health.ready_window <= q.wait_time_seconds:
                 raise ValueError(
                     f"health.ready_window ({self.health.ready_window}) must be longer than "
@@ -167,8 +195,8 @@ class WorkerSettings(BaseSettings):
         return self
 
     def pool_size(self) -> int:
-        """HTTP connections: every long poll holds one, plus room for deletes and extensions."""
-        return sum(q.pollers for q in self.queues.values()) + 4 * len(self.queues) + 4
+        """HTTP connections: every long poll, extension and settle call in flight holds one."""
+        return sum(q.pollers + q.heartbeat_calls + q.ack_calls + 2 for q in self.queues.values()) + 2
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -13,8 +13,9 @@ from tests.conftest import Aws
 N = chaos.QUICK["n"]
 
 
-def check(result: Accounting) -> None:
-    print(render([result]))
+def check(result: Accounting, printed: bool = False) -> None:
+    if not printed:
+        print(render([result]))
     assert result.lost == 0, result
     assert result.succeeded + result.dead_lettered == result.sent, result
     assert result.extra["poller_crashes"] == 0
@@ -69,3 +70,38 @@ async def test_fifo_order_across_two_workers(aws: Aws) -> None:
     result = await chaos.fifo_two_workers(aws.endpoint, 200)
     check(result)
     assert result.extra["order_violations"] == 0
+
+
+def check_dead_letters(result: Accounting) -> None:
+    """No message reached the DLQ without its own handler failing it (checked before ``lost``,
+    which includes them, so that a failure names the cause)."""
+    print(render([result]))
+    assert result.dead_lettered_unrun == 0, result
+    check(result, printed=True)
+
+
+async def test_fifo_failures(aws: Aws) -> None:
+    result = await chaos.fifo_failures(
+        aws.endpoint, int(chaos.QUICK["fifo_groups"]), int(chaos.QUICK["fifo_per_group"])
+    )
+    check_dead_letters(result)
+    assert result.extra["failed_calls"] > 0, result.extra
+    assert result.extra["order_violations"] == 0, result.extra
+
+
+async def test_send_after_stop(aws: Aws) -> None:
+    result = await chaos.send_after_stop(aws.endpoint)
+    check_dead_letters(result)
+    # Seconds, not the 30 s visibility timeout of messages handed to an abandoned long poll.
+    assert result.extra["handled_after_s"] < 10, result.extra
+
+
+async def test_permanent_failures_fifo(aws: Aws) -> None:
+    result = await chaos.permanent_fifo(
+        aws.endpoint, int(chaos.QUICK["fifo_groups"]), int(chaos.QUICK["fifo_per_group"])
+    )
+    check_dead_letters(result)
+    assert result.extra["rejected"] > 0, result.extra
+    assert result.extra["rejected_not_in_dlq"] == 0, result.extra
+    assert result.extra["followers_dead_lettered"] == 0, result.extra
+    assert result.extra["order_violations"] == 0, result.extra

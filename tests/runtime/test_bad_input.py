@@ -29,6 +29,12 @@ SQS_TEXT = st.text(
 )
 
 
+def original_id(dead: dict[str, Any]) -> str:
+    """The id of the message a DLQ entry stands for (the worker's own moves carry it)."""
+    attribute = (dead.get("MessageAttributes") or {}).get("worker.original_message_id")
+    return str(attribute["StringValue"]) if attribute else str(dead["MessageId"])
+
+
 class Order(BaseModel):
     order_id: str
     amount: float
@@ -119,7 +125,7 @@ async def _scenario(endpoint: str, bad: list[dict[str, Any]]) -> None:
                 await eventually(settled, timeout=60)
                 assert worker.consumers[0].counters.poller_restarts == 0
                 assert all(not t.done() for t in worker.consumers[0]._poller_tasks)
-            dead = {m["MessageId"] for m in await aws.drain(queue.dlq_url)}
+            dead = {original_id(m) for m in await aws.drain(queue.dlq_url)}
     finally:
         configure_logging("info", "console")
     assert sorted(handled) == sorted(f"good-{i}" for i in range(len(bad)))

@@ -48,7 +48,11 @@ async def test_fifo_order_per_group_holds_under_failures_while_groups_run_in_par
     for group, seqs in done.items():
         assert seqs == list(range(per_group)), group
     assert stats.failed == 1
-    assert stats.released >= 1  # g1's later messages from the same receive went back
+    # Retried in place: g1's later messages were held, never given back or dead-lettered.
+    assert stats.released == 0
+    assert stats.dead_lettered == 0
+    assert queue.dlq_url
+    assert await aws.total(queue.dlq_url) == 0
 
 
 async def test_pollers_never_hold_more_than_max_in_flight(aws: Aws) -> None:
@@ -83,8 +87,10 @@ async def test_a_message_received_twice_is_deleted_without_batch_id_clash(moto: 
     """Two receipts of one message in one DeleteMessageBatch: ids stay unique."""
     from worker.aws import AwsClient
     from worker.messages.envelope import parse_message
+    from worker.observe.metrics import Metrics
     from worker.runtime.acker import Acker
     from worker.runtime.counters import QueueCounters
+    from worker.runtime.lease import Leases
 
     url = (await moto.sqs.create_queue(QueueName=f"dup-{time.time_ns()}"))["QueueUrl"]
     await moto.sqs.send_message(QueueUrl=url, MessageBody="{}")
@@ -92,12 +98,16 @@ async def test_a_message_received_twice_is_deleted_without_batch_id_clash(moto: 
     second = (await moto.sqs.receive_message(QueueUrl=url, VisibilityTimeout=30))["Messages"][0]
     assert first["MessageId"] == second["MessageId"]
     stats = QueueCounters()
-    acker = Acker(AwsClient(moto.sqs), "dup", url, stats, flush_interval=0.01)
+    acker = Acker(AwsClient(moto.sqs), "dup", url, stats, Metrics(), flush_interval=0.01)
+    leases = Leases(lambda lease: None)
     acker.start()
-    acker.delete(parse_message(first))
-    acker.delete(parse_message(second))
-    await acker.close()
+    for raw in (first, second):
+        lease = leases.open(parse_message(raw), raw, time.monotonic(), 30)
+        lease.settle_delete()
+        acker.submit(lease)
+    await acker.close(time.monotonic() + 10)
     assert acker.pending == 0
+    assert len(leases) == 0
     attrs = await moto.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
     assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "0"
     assert attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"

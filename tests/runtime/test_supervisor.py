@@ -21,7 +21,7 @@ def config(aws: Aws, queue: TestQueue, **overrides: object) -> dict[str, object]
     q: dict[str, object] = {
         "name": queue.name,
         "handlers": ["tests.support.recorder"],
-        "wait_time_seconds": 20,  # long polls in progress must be cancelled at once
+        "wait_time_seconds": 20,
         "pollers": 2,
         "max_in_flight": 10,
         "visibility_timeout": 20,
@@ -119,15 +119,80 @@ async def test_second_signal_exits_at_once(aws: Aws, tmp_path: Path, procs: list
     assert await aws.total(queue.url) == 1
 
 
-async def test_idle_worker_stops_at_once_despite_long_polls(
+async def test_stop_lets_long_polls_return_so_messages_sent_right_after_are_not_hidden(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    # A long poll cancelled on our side stays open on the server, which hands it the next
+    # messages: invisible to everyone for a visibility timeout (20 s here).
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    env = {"RECORD_FILE": str(record), "WORK_SECONDS": "0"}
+    worker = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=4), env).start()
+    procs.append(worker)
+    await eventually(lambda: "consumer_started" in worker.log(), timeout=30)
+    await asyncio.sleep(1)  # the long polls are in progress
+    worker.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    await asyncio.sleep(0.5)
+    await aws.send_many(queue.url, [{"n": i} for i in range(5)], "work")
+    sent_at = time.monotonic()
+    assert await asyncio.to_thread(worker.wait, 15) == 0, worker.log()
+    assert time.monotonic() - stopped_at < 4 + 3  # the polls' wait time, not the grace
+    second = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=1), env).start()
+    procs.append(second)
+    await eventually(lambda: len(read_records(record)[1]) == 5, timeout=30)
+    assert time.monotonic() - sent_at < 15  # not after a 20 s visibility timeout
+
+
+async def test_plain_function_handler_finishing_after_the_grace_is_deleted_not_redone(
     aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
 ) -> None:
     queue = await aws.queue()
-    worker = WorkerProcess(tmp_path, config(aws, queue), {"RECORD_FILE": str(tmp_path / "r")}).start()
+    record = tmp_path / "record.txt"
+    await aws.send(queue.url, {"n": 1}, "work_sync")
+    cfg = config(aws, queue)
+    cfg |= {"shutdown_grace": 1, "shutdown_flush": 8}
+    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "4"}).start()
     procs.append(worker)
-    await eventually(lambda: "consumer_started" in worker.log(), timeout=30)
-    await asyncio.sleep(1)  # the 20 s long polls are in progress
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
     worker.signal(signal.SIGTERM)
-    started = time.monotonic()
+    stopped_at = time.monotonic()
+    await asyncio.sleep(2)  # past the grace, the thread still runs
+    counts = await aws.counts(queue.url)
+    assert counts["visible"] == 0, counts  # never released while its thread runs
+    assert await asyncio.to_thread(worker.wait, 15) == 0, worker.log()
+    assert time.monotonic() - stopped_at < 1 + 8 + 2
+    assert read_records(record)[1] == read_records(record)[0]
+    assert await aws.total(queue.url) == 0  # finished, so deleted
+
+
+async def test_plain_function_handler_past_the_final_deadline_is_left_to_reappear(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    await aws.send(queue.url, {"n": 1}, "work_sync")
+    cfg = config(aws, queue, visibility_timeout=6)
+    cfg |= {"shutdown_grace": 1, "shutdown_flush": 1}
+    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "30"}).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
+    worker.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert await asyncio.to_thread(worker.wait, 10) == 0, worker.log()
+    assert time.monotonic() - stopped_at < 1 + 1 + 3  # the thread does not keep the process up
+    assert "handler_thread_abandoned" in worker.log()
+    counts = await aws.counts(queue.url)
+    assert counts["visible"] == 0, counts  # not released: it reappears after its visibility
+
+
+async def test_sigterm_works_when_nobody_reads_the_log(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    worker = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=1), {"RECORD_FILE": "/dev/null"})
+    worker.start(closed_log=True)
+    procs.append(worker)
+    await asyncio.sleep(4)  # started; its stderr pipe is closed
+    worker.signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 10) == 0
-    assert time.monotonic() - started < 3

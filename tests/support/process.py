@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,7 +22,11 @@ class WorkerProcess:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self, closed_log: bool = False) -> WorkerProcess:
+        """Start the worker; ``closed_log``: its stderr is a pipe whose reader is gone."""
+        stderr: Any = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
+        if closed_log:
+            stderr = subprocess.PIPE
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -36,8 +41,11 @@ class WorkerProcess:
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.DEVNULL,
-            stderr=open(self.log_path, "wb"),  # noqa: SIM115 - closed with the process
+            stderr=stderr,
         )
+        if closed_log:
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()  # every write of the worker now raises BrokenPipeError
         return self
 
     def signal(self, sig: int) -> None:

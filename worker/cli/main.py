@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, NoRegionError
@@ -39,12 +40,20 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
     received: list[int] = []
 
     def on_signal(sig: signal.Signals) -> None:
+        # Act first, log after: a log write can fail (a closed pipe) and must not keep the
+        # signal from working.
         received.append(sig)
-        if len(received) == 1:
-            log.info("signal_received", signal=sig.name, action="graceful_shutdown")
+        first = len(received) == 1
+        if first:
             supervisor.request_stop()
-        else:
-            log.warning("shutdown_forced", signal=sig.name)
+        try:
+            if first:
+                log.info("signal_received", signal=sig.name, action="graceful_shutdown")
+            else:
+                log.warning("shutdown_forced", signal=sig.name)
+        except Exception:
+            pass
+        if not first:
             os._exit(EXIT_ERROR)
 
     wired: list[signal.Signals] = []
@@ -79,7 +88,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         load_registries(settings)  # fail on bad handler modules before any AWS call
     except (ConfigError, HandlerError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
-    return asyncio.run(serve(settings))
+    code = asyncio.run(serve(settings))
+    if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
+        # A plain-function handler is still running past the final deadline; its message
+        # was never released and reappears after its visibility timeout. Do not wait.
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def cmd_check(args: argparse.Namespace) -> int:

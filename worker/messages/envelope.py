@@ -33,6 +33,8 @@ class Message:
     """Message attributes as strings (SQS attributes, or the SNS envelope's)."""
     type: str | None
     receive_count: int
+    """Which attempt this is: SQS's ApproximateReceiveCount, plus the retries in place of a
+    FIFO message (the worker retries a FIFO group's failed message without giving it back)."""
     group_id: str | None = None
     sent_timestamp_ms: int | None = None
     topic_arn: str | None = None

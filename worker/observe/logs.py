@@ -6,6 +6,7 @@ type, receive_count) is bound by the processor, so every line about a message ca
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Literal
@@ -25,7 +26,7 @@ def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     stream: object | None = None,
 ) -> None:
-    out = stream if stream is not None else sys.stderr
+    out = _Tolerant(stream if stream is not None else sys.stderr)
     use_console = fmt == "console" or (fmt == "auto" and bool(getattr(out, "isatty", lambda: False)()))
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -51,8 +52,32 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     # botocore/aiohttp chatter stays out unless asked for.
-    logging.basicConfig(level=logging.WARNING, stream=out)  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.WARNING, stream=out)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded demo server
+
+
+class _Tolerant:
+    """A log stream whose failures (a closed pipe, a full disk) never reach the caller: a
+    worker must go on handling messages, and signals, when nobody reads its log."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.flush()  # type: ignore[attr-defined]
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 def get_logger(**bound: object) -> structlog.typing.FilteringBoundLogger:

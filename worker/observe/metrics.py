@@ -30,7 +30,7 @@ class Metrics:
         )
         self.dead_lettered = Counter(
             "messages_dead_lettered",
-            "Failed messages on their last attempt (the redrive policy moves them to the DLQ)",
+            "Messages moved to the DLQ by the worker, or failed on their last attempt before redrive",
             qt,
             namespace=NS,
             registry=r,
@@ -47,7 +47,11 @@ class Metrics:
             "in_flight", "Messages received and not settled", ["queue"], namespace=NS, registry=r
         )
         self.free_slots = Gauge(
-            "free_slots", "max_in_flight minus in flight", ["queue"], namespace=NS, registry=r
+            "free_slots",
+            "Slots free for receiving (max_in_flight minus slots taken)",
+            ["queue"],
+            namespace=NS,
+            registry=r,
         )
         self.extensions = Counter(
             "visibility_extensions", "Visibility extensions granted", ["queue"], namespace=NS, registry=r
@@ -64,6 +68,27 @@ class Metrics:
             "ReceiveMessage round trip (long polls included)",
             ["queue"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30),
+            namespace=NS,
+            registry=r,
+        )
+        self.released = Counter(
+            "messages_released",
+            "Messages made visible again without a handler outcome (shutdown)",
+            ["queue"],
+            namespace=NS,
+            registry=r,
+        )
+        self.delete_failed = Counter(
+            "delete_failed",
+            "Deletes SQS refused for good (receipt handle expired): the message will run again",
+            ["queue"],
+            namespace=NS,
+            registry=r,
+        )
+        self.lease_overdue = Counter(
+            "lease_overdue",
+            "Leases whose visibility ran out before an extension or settle (should stay 0)",
+            ["queue"],
             namespace=NS,
             registry=r,
         )

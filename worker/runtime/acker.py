@@ -1,170 +1,227 @@
-"""Buffered acknowledgement: DeleteMessageBatch and ChangeMessageVisibilityBatch.
+"""Settling leases: DeleteMessageBatch and ChangeMessageVisibilityBatch.
 
-Entries are flushed when ten are waiting or ``flush_interval`` after the first one, and all
-of them on ``close()``. Entry ids inside one request are positional (``"0"``..``"9"``), so
-they are unique even when one message was received twice. Entries that fail inside a batch
-are retried unless the failure says the receipt handle is no longer valid: that is logged
-(the message will be delivered again), never hidden.
+A lease the processor settled is buffered here and sent when ten of a kind are ready or
+``flush_interval`` after the first, at most ``max_calls`` requests at once (a full set of
+requests makes the next flush wait: slow deletes slow receiving, because a lease keeps its
+slot until SQS confirms). Each request is tried once with a timeout; what fails, whole or
+per entry, goes back into the buffer after a backoff that doubles up to ``MAX_BACKOFF``,
+for as long as the lease lives (the heartbeat keeps extending a lease whose delete is
+pending). An entry whose receipt handle no longer works ends its lease as lapsed and, for a
+delete, is logged as ``delete_failed`` with ``redelivery_expected``: never hidden.
+Entry ids are positional, so they are unique even when one message was received twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
-from typing import Any
+import time
 
-from worker.aws import STALE_RECEIPT_CODES, AwsClient
-from worker.messages.envelope import Message
+from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
 from worker.observe.logs import get_logger
+from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease, State
 
 BATCH = 10
-MAX_ATTEMPTS = 5
+FIRST_BACKOFF = 0.2
+MAX_BACKOFF = 5.0
 log = get_logger()
-
-
-@dataclass(slots=True)
-class _Entry:
-    message: Message
-    visibility: int | None  # None: delete
-    attempt: int = 1
 
 
 class Acker:
     def __init__(
-        self, sqs: AwsClient, queue: str, url: str, counters: QueueCounters, flush_interval: float = 0.05
+        self,
+        sqs: AwsClient,
+        queue: str,
+        url: str,
+        counters: QueueCounters,
+        metrics: Metrics,
+        flush_interval: float = 0.05,
+        max_calls: int = 4,
+        call_timeout: float = 10.0,
     ) -> None:
         self._sqs = sqs
         self._queue = queue
         self._url = url
         self._counters = counters
         self._interval = flush_interval
-        self._deletes: list[_Entry] = []
-        self._changes: list[_Entry] = []
-        self._pending = asyncio.Event()
-        self._full = asyncio.Event()
+        self._call_timeout = call_timeout
+        self._calls = asyncio.Semaphore(max_calls)
+        self._deletes: list[Lease] = []
+        self._changes: list[Lease] = []
+        self._open: dict[int, Lease] = {}
+        self._retries: dict[int, int] = {}
+        self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._limit = asyncio.Semaphore(4)
+        self._timers: dict[asyncio.TimerHandle, Lease] = {}
         self._task: asyncio.Task[None] | None = None
+        self._delete_failed = metrics.delete_failed.labels(queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"acker:{self._queue}")
 
-    def delete(self, message: Message) -> None:
-        self._add(self._deletes, _Entry(message, None))
-
-    def change_visibility(self, message: Message, seconds: int) -> None:
-        self._add(self._changes, _Entry(message, max(0, min(43_200, int(seconds)))))
-
-    async def change_visibility_now(self, messages: list[Message], seconds: int) -> None:
-        """Change visibility of ``messages`` in order, in as few requests as possible, now
-        (not buffered): a FIFO group's failed message and its followers."""
-        for start in range(0, len(messages), BATCH):
-            chunk = [_Entry(m, max(0, min(43_200, int(seconds)))) for m in messages[start : start + BATCH]]
-            await self._send(chunk)
+    def submit(self, lease: Lease) -> None:
+        """Send what ``lease`` was settled to (it must be SETTLING)."""
+        assert lease.state is State.SETTLING
+        self._open[id(lease)] = lease
+        (self._deletes if lease.target is None else self._changes).append(lease)
+        self._wake.set()
 
     @property
     def pending(self) -> int:
-        return len(self._deletes) + len(self._changes)
-
-    def _add(self, buffer: list[_Entry], entry: _Entry) -> None:
-        buffer.append(entry)
-        self._pending.set()
-        if len(buffer) >= BATCH:
-            self._full.set()
+        """Leases handed to the acker and not yet ended (confirmed or lapsed)."""
+        for key in [key for key, lease in self._open.items() if not lease.live]:
+            del self._open[key]
+            self._retries.pop(key, None)
+        return len(self._open)
 
     async def _run(self) -> None:
         while True:
-            await self._pending.wait()
-            if len(self._deletes) < BATCH and len(self._changes) < BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
-            self._flush_buffers(full_only=False)
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._full():
+                await asyncio.sleep(self._interval)
+            await self._flush()
+            if self._deletes or self._changes:
+                self._wake.set()  # leases not ready yet (an extension in flight): look again
 
-    def _flush_buffers(self, full_only: bool) -> None:
+    def _full(self) -> bool:
+        return len(self._deletes) >= BATCH or len(self._changes) >= BATCH
+
+    async def _flush(self) -> None:
         for buffer in (self._deletes, self._changes):
-            while buffer and (len(buffer) >= BATCH or not full_only):
-                chunk = buffer[:BATCH]
-                del buffer[:BATCH]
+            ready = [lease for lease in buffer if lease.ready_to_send]
+            if not ready:
+                continue
+            taken = {id(lease) for lease in ready}
+            buffer[:] = [lease for lease in buffer if id(lease) not in taken and lease.live]
+            for start in range(0, len(ready), BATCH):
+                await self._calls.acquire()
+                chunk = ready[start : start + BATCH]
+                for lease in chunk:
+                    lease.sending = True
                 task = asyncio.create_task(self._send(chunk))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
-        self._full.clear()
-        if not self._deletes and not self._changes:
-            self._pending.clear()
 
-    async def _send(self, chunk: list[_Entry]) -> None:
-        deleting = chunk[0].visibility is None
-        async with self._limit:
-            try:
-                if deleting:
-                    response = await self._sqs.call(
-                        "delete_message_batch",
-                        QueueUrl=self._url,
-                        Entries=[
-                            {"Id": str(i), "ReceiptHandle": e.message.receipt_handle}
-                            for i, e in enumerate(chunk)
-                        ],
-                    )
-                else:
-                    response = await self._sqs.call(
-                        "change_message_visibility_batch",
-                        QueueUrl=self._url,
-                        Entries=[
-                            {
-                                "Id": str(i),
-                                "ReceiptHandle": e.message.receipt_handle,
-                                "VisibilityTimeout": e.visibility,
-                            }
-                            for i, e in enumerate(chunk)
-                        ],
-                    )
-            except Exception as exc:
-                # Transient errors were already retried for two minutes; the messages
-                # will reappear after their visibility timeout and be handled again.
-                log.error(
-                    "ack_batch_failed",
-                    queue=self._queue,
-                    operation="delete" if deleting else "change_visibility",
-                    entries=len(chunk),
-                    error=f"{type(exc).__name__}: {exc}"[:300],
+    async def _send(self, chunk: list[Lease]) -> None:
+        deleting = chunk[0].target is None
+        try:
+            if deleting:
+                response = await self._sqs.once(
+                    "delete_message_batch",
+                    self._call_timeout,
+                    QueueUrl=self._url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": lease.receipt_handle} for i, lease in enumerate(chunk)
+                    ],
                 )
-                if deleting:
-                    self._counters.delete_failed += len(chunk)
-                return
-        self._handle_failed(chunk, response.get("Failed") or [], deleting)
-
-    def _handle_failed(self, chunk: list[_Entry], failed: list[dict[str, Any]], deleting: bool) -> None:
-        for failure in failed:
-            entry = chunk[int(failure["Id"])]
+            else:
+                response = await self._sqs.once(
+                    "change_message_visibility_batch",
+                    self._call_timeout,
+                    QueueUrl=self._url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": lease.receipt_handle,
+                            "VisibilityTimeout": lease.target,
+                        }
+                        for i, lease in enumerate(chunk)
+                    ],
+                )
+        except asyncio.CancelledError:
+            for lease in chunk:
+                lease.sending = False
+            raise
+        except Exception as exc:
+            log.warning(
+                "ack_batch_retry",
+                queue=self._queue,
+                operation="delete" if deleting else "change_visibility",
+                entries=len(chunk),
+                error=error_code(exc),
+                detail=str(exc)[:200],
+            )
+            for lease in chunk:
+                self._again(lease)
+            return
+        finally:
+            self._calls.release()
+        failed = {int(f["Id"]): f for f in response.get("Failed") or []}
+        for i, lease in enumerate(chunk):
+            failure = failed.get(i)
+            if failure is None:
+                self._forget(lease)
+                lease.confirmed()
+                continue
             code = str(failure.get("Code", ""))
             fields = {
                 "queue": self._queue,
-                "message_id": entry.message.message_id,
+                "message_id": lease.message.message_id,
                 "code": code,
                 "detail": str(failure.get("Message", ""))[:200],
-                "attempt": entry.attempt,
             }
-            if code in STALE_RECEIPT_CODES or entry.attempt >= MAX_ATTEMPTS:
+            if code in STALE_RECEIPT_CODES:
                 if deleting:
                     self._counters.delete_failed += 1
+                    self._delete_failed.inc()
                     # The message will be delivered again: say so loudly.
                     log.warning("delete_failed", **fields, redelivery_expected=True)
                 else:
                     log.info("visibility_change_failed", **fields)
+                self._forget(lease)
+                lease.lapsed()
                 continue
-            entry.attempt += 1
-            log.info("ack_entry_retry", **fields, operation="delete" if deleting else "change_visibility")
-            self._add(self._deletes if deleting else self._changes, entry)
+            log.info("ack_entry_retry", **fields, attempt=self._retries.get(id(lease), 0) + 1)
+            self._again(lease)
 
-    async def close(self) -> None:
-        """Flush everything still buffered and wait for every request in flight."""
+    def _forget(self, lease: Lease) -> None:
+        self._open.pop(id(lease), None)
+        self._retries.pop(id(lease), None)
+
+    def _again(self, lease: Lease) -> None:
+        """Back into the buffer after a backoff, while the lease lives."""
+        lease.sending = False
+        attempt = self._retries.get(id(lease), 0) + 1
+        self._retries[id(lease)] = attempt
+        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+
+        def requeue() -> None:
+            self._timers.pop(handle, None)
+            if lease.live:
+                self.submit(lease)
+
+        handle = asyncio.get_running_loop().call_later(delay, requeue)
+        self._timers[handle] = lease
+
+    async def close(self, deadline: float) -> int:
+        """Send everything still pending until ``deadline`` (monotonic); returns how many
+        leases were left unconfirmed (their messages will be delivered again)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        while self._deletes or self._changes or self._inflight:
-            self._flush_buffers(full_only=False)
-            if self._inflight:
-                await asyncio.gather(*list(self._inflight), return_exceptions=True)
+        while self.pending and time.monotonic() < deadline:
+            for handle, lease in list(self._timers.items()):  # retry now: there is no later
+                handle.cancel()
+                del self._timers[handle]
+                if lease.live:
+                    self.submit(lease)
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._flush()
+                    if self._inflight:
+                        await asyncio.wait(list(self._inflight), timeout=0.05)
+                    else:
+                        await asyncio.sleep(0.01)
+            except TimeoutError:
+                break
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
+        left = self.pending
+        if left:
+            log.warning("ack_flush_incomplete", queue=self._queue, unconfirmed=left)
+        return left

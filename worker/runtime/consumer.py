@@ -1,29 +1,41 @@
-"""Everything one queue needs: slots, pollers, in-flight tasks, heartbeat and acker.
+"""Everything one queue needs: slots, leases, pollers, handler tasks, heartbeat and acker,
+and what happens to a message after its handler ran.
 
-Standard queues run each received message as its own task. FIFO queues run the messages
-of one MessageGroupId from one receive strictly one after another (SQS hands a group to
-one consumer at a time, in order), different groups in parallel; when one message of a
-group fails or the worker stops, the group's later messages are not run and are made
-visible again at once, so the order holds.
+Standard queues run each message as its own task. A failure makes it visible again after
+the backoff (SQS's redrive policy moves it to the DLQ after maxReceiveCount failed
+deliveries); a rejection moves it to the DLQ at once. Without a DLQ, both follow the
+backoff schedule (no spinning on a poison message).
+
+FIFO queues run the messages of one MessageGroupId from one receive strictly one after
+another, different groups in parallel. While a group's message is in flight SQS hands no
+other message of that group to anyone, so a failed message is retried *in place*: the
+worker keeps the group's leases, waits out the backoff and runs it again. Only when its
+own attempts are used up (or it is rejected) is it moved to the DLQ, by the worker, and
+the group goes on with the next message. The followers are never given back because of
+another message's failure, so their receive counts do not rise and none of them reaches
+the DLQ without having run.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 from worker.aws import AwsClient
-from worker.messages.envelope import Message
 from worker.messages.routing import Registry
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker
 from worker.runtime.counters import QueueCounters
+from worker.runtime.deadletter import DeadLetters
 from worker.runtime.heartbeat import Heartbeat
+from worker.runtime.lease import Lease, Leases, State
 from worker.runtime.poller import Poller, supervise
-from worker.runtime.processor import Processor
+from worker.runtime.processor import Outcome, Processor
 from worker.runtime.slots import Slots
 from worker.settings import QueueSettings, WorkerSettings
 
@@ -40,6 +52,7 @@ class QueueTarget:
     fifo: bool
     max_receive_count: int | None
     dead_letter_arn: str | None
+    dead_letter_url: str | None = None
 
 
 class Consumer:
@@ -56,24 +69,43 @@ class Consumer:
         self.target = target
         self.settings = settings
         self.counters = QueueCounters()
-        self.slots = Slots(settings.max_in_flight)
-        name = target.key
-        self.acker = Acker(sqs, name, target.url, self.counters, worker.delete_flush_interval)
         self.metrics = metrics
+        name = target.key
+        self.slots = Slots(settings.max_in_flight)
+        self.leases = Leases(self._lease_ended)
+        self.acker = Acker(
+            sqs,
+            name,
+            target.url,
+            self.counters,
+            metrics,
+            worker.delete_flush_interval,
+            max_calls=settings.ack_calls,
+        )
         self.heartbeat = Heartbeat(
-            sqs, name, target.url, settings.visibility_timeout, settings.extend_every, self.counters, metrics
+            sqs,
+            name,
+            target.url,
+            self.leases,
+            settings.extend_every,
+            settings.heartbeat_calls,
+            self.counters,
+            metrics,
         )
-        self.processor = Processor(
-            name, settings, registry, self.acker, self.counters, executor, target.max_receive_count, metrics
-        )
+        self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
+        self.processor = Processor(name, settings, registry, self.counters, executor, metrics)
+        self._released = metrics.released.labels(name)
+        self._dead_lettered = metrics.dead_lettered
         self.pollers = [
             Poller(
                 lambda: self.stopping,
                 sqs,
                 name,
                 target.url,
+                target.fifo,
                 settings,
                 self.slots,
+                self.leases,
                 self.counters,
                 worker.message_type_attribute,
                 self._dispatch,
@@ -84,8 +116,10 @@ class Consumer:
         ]
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
         self.stopping = False
 
+    # -- state read by health, metrics and summaries ----------------------------------------
     @property
     def last_receive_ok(self) -> float | None:
         times = [p.last_receive_ok for p in self.pollers if p.last_receive_ok is not None]
@@ -97,9 +131,15 @@ class Consumer:
 
     @property
     def in_flight(self) -> int:
-        """Messages received and not yet settled (slots held by a pending receive excluded)."""
-        return len(self.heartbeat)
+        """Messages received whose lease has not ended (handler running or settle pending)."""
+        return len(self.leases)
 
+    @property
+    def busy(self) -> bool:
+        """Every slot is taken: no receive can start, which is not a stall."""
+        return self.slots.free == 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.acker.start()
         self.heartbeat.start()
@@ -115,101 +155,196 @@ class Consumer:
             )
             self._poller_tasks.append(task)
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro)  # type: ignore[arg-type]
+    def _lease_ended(self, lease: Lease) -> None:
+        self.slots.release()
+        if lease.state is State.LAPSED:
+            self.counters.lapsed += 1
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _dispatch(self, messages: list[Message], received_at: float) -> None:
+    def _dispatch(self, leases: list[Lease]) -> None:
         if self.stopping:
             # A receive that completed during shutdown: nothing will run, give them back.
-            self._release(messages, "shutdown")
+            self._release(leases, "shutdown")
             return
-        for message in messages:
-            self.heartbeat.track(message, received_at)
         if not self.target.fifo:
-            for message in messages:
-                self._spawn(self._run_one(message))
+            for lease in leases:
+                self._spawn(self._run_one(lease))
             return
-        groups: dict[str | None, list[Message]] = {}
-        for message in messages:
-            groups.setdefault(message.group_id, []).append(message)
+        groups: dict[str | None, list[Lease]] = {}
+        for lease in leases:
+            groups.setdefault(lease.message.group_id, []).append(lease)
         for group in groups.values():
             self._spawn(self._run_group(group))
 
-    async def _run_one(self, message: Message) -> None:
+    # -- standard queues ---------------------------------------------------------------------
+    async def _run_one(self, lease: Lease) -> None:
+        outcome = await self.processor.run(lease)
+        kind = outcome.kind
+        if kind == "succeeded":
+            self._settle(lease, None)
+        elif kind == "cancelled":
+            self._release([lease], "shutdown")
+        elif kind == "abandoned":
+            return  # the thread still runs: the lease is left to lapse, never released
+        elif kind == "rejected" and await self._dead_letter(lease, outcome):
+            return
+        else:
+            self._retry_later(lease, outcome)
+
+    def _retry_later(self, lease: Lease, outcome: Outcome) -> None:
+        visibility = outcome.visibility
+        if outcome.kind == "rejected" and self.target.max_receive_count is None:
+            # No DLQ to move it to: back off instead of spinning.
+            visibility = self.processor.backoff(lease.message.receive_count)
+        # (With a DLQ whose move failed, visible at once: the redrive policy moves it.)
+        max_count = self.target.max_receive_count
+        last_try = max_count is not None and lease.message.receive_count >= max_count
+        label = self.processor.type_label(lease.message)
+        (self._dead_lettered if last_try else self.metrics.retried).labels(self.target.key, label).inc()
+        log.info(
+            "message_retry_scheduled",
+            queue=self.target.key,
+            message_id=lease.message.message_id,
+            retry_in=visibility,
+            dead_letter_next=last_try,
+        )
+        self._settle(lease, visibility)
+
+    # -- FIFO queues -------------------------------------------------------------------------
+    async def _run_group(self, leases: list[Lease]) -> None:
+        for i, lease in enumerate(leases):
+            while True:
+                if self.stopping:
+                    self._release(leases[i:], "shutdown")
+                    return
+                outcome = await self.processor.run(lease)
+                if outcome.kind == "succeeded":
+                    self._settle(lease, None)
+                    break
+                if outcome.kind == "cancelled":
+                    self._release(leases[i:], "shutdown")
+                    return
+                if outcome.kind == "abandoned":
+                    return  # the thread still runs: every lease of the group is left to lapse
+                if self._exhausted(lease, outcome) and await self._dead_letter(lease, outcome):
+                    break
+                delay = (
+                    outcome.visibility if outcome.kind == "failed" else self.processor.backoff(lease.attempts)
+                )
+                self.metrics.retried.labels(self.target.key, self.processor.type_label(lease.message)).inc()
+                log.info(
+                    "message_retry_in_place",
+                    queue=self.target.key,
+                    message_id=lease.message.message_id,
+                    group_id=lease.message.group_id,
+                    retry_in=delay,
+                    attempt=lease.message.receive_count + lease.attempts - 1,
+                    held=len(leases) - i - 1,
+                )
+                if await self._wait_or_stop(delay):
+                    self._release(leases[i:], "shutdown")
+                    return
+
+    def _exhausted(self, lease: Lease, outcome: Outcome) -> bool:
+        if outcome.kind == "rejected":
+            return True
+        max_count = self.target.max_receive_count
+        return max_count is not None and lease.message.receive_count + lease.attempts - 1 >= max_count
+
+    async def _wait_or_stop(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True when the worker began stopping meanwhile."""
+        if self.stopping:
+            return True
         try:
-            await self.processor.process(message)
-        finally:
-            self.heartbeat.untrack(message)
-            self.slots.release()
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            return False
+        return True
 
-    async def _run_group(self, messages: list[Message]) -> None:
-        for i, message in enumerate(messages):
-            if self.stopping:
-                self._release(messages[i:], "shutdown")
-                return
-            try:
-                visibility = await self.processor.process(message, defer_failure=True)
-            except asyncio.CancelledError:
-                self._release(messages[i + 1 :], "shutdown")
-                raise
-            finally:
-                self.heartbeat.untrack(message)
-                self.slots.release()
-            if visibility is not None:
-                # The failed message and its followers become visible together, the failed
-                # one first, so the group resumes in order (servers differ on whether a
-                # follower made visible earlier would unblock the group).
-                followers = messages[i + 1 :]
-                self._release(followers, "earlier message of the group failed", count_only=True)
-                await self.acker.change_visibility_now([message, *followers], visibility)
-                return
+    # -- settling ----------------------------------------------------------------------------
+    def _settle(self, lease: Lease, visibility: int | None) -> None:
+        if visibility is None:
+            lease.settle_delete()
+        else:
+            lease.settle_visibility(visibility)
+        self.acker.submit(lease)
 
-    def _release(self, messages: list[Message], reason: str, count_only: bool = False) -> None:
-        """Give back messages that were received but will not run here: visible at once."""
-        for message in messages:
-            if not count_only:
-                self.acker.change_visibility(message, 0)
-            self.heartbeat.untrack(message)
-            self.slots.release()
+    async def _dead_letter(self, lease: Lease, outcome: Outcome) -> bool:
+        """Move the message to the DLQ and delete it; False when there is no DLQ or the
+        move failed (the caller backs off and tries again later)."""
+        if not await self.dead_letters.move(lease, outcome.reason):
+            return False
+        self.counters.dead_lettered += 1
+        self._dead_lettered.labels(self.target.key, self.processor.type_label(lease.message)).inc()
+        log.warning(
+            "message_dead_lettered",
+            queue=self.target.key,
+            message_id=lease.message.message_id,
+            group_id=lease.message.group_id,
+            reason=outcome.reason,
+            attempts=lease.message.receive_count + lease.attempts - 1,
+        )
+        self._settle(lease, None)
+        return True
+
+    def _release(self, leases: list[Lease], reason: str) -> None:
+        """Give back messages that will not run here: visible at once, in order."""
+        for lease in leases:
+            if lease.state is not State.RUNNING:
+                continue
+            self._settle(lease, 0)
             self.counters.released += 1
+            self._released.inc()
             log.info(
                 "message_released",
                 queue=self.target.key,
-                message_id=message.message_id,
-                type=message.type,
-                group_id=message.group_id,
+                message_id=lease.message.message_id,
+                group_id=lease.message.group_id,
                 reason=reason,
             )
 
-    async def stop_polling(self, settle: float = 1.0) -> None:
-        """Stop receiving: no new receive starts; one in progress gets ``settle`` seconds
-        to come back (what it brings is made visible again at once), then it is cancelled.
-
-        Cancelling a receive outright could lose a response the server has already sent:
-        its messages would stay invisible for a whole visibility timeout. Under load a
-        receive returns within milliseconds; an idle long poll is cancelled after ``settle``."""
+    # -- shutdown ----------------------------------------------------------------------------
+    async def stop_polling(self, deadline: float) -> None:
+        """Stop receiving: no new receive starts; one in progress is let finish until
+        ``deadline`` (what it brings is released at once), then it is cancelled."""
         self.stopping = True
+        self._stop.set()
         if self._poller_tasks:
-            _, pending = await asyncio.wait(self._poller_tasks, timeout=settle)
+            _, pending = await asyncio.wait(self._poller_tasks, timeout=_until(deadline))
             for task in pending:
                 task.cancel()
         await asyncio.gather(*self._poller_tasks, return_exceptions=True)
 
-    async def drain(self, grace: float) -> int:
-        """Let running handlers finish within ``grace``; cancel the rest. Returns how many
-        were cancelled (their messages are made visible again at once)."""
+    async def drain(self, grace_deadline: float, final_deadline: float) -> int:
+        """Let handlers finish until ``grace_deadline``; then cancel them (async handlers
+        stop, their messages are released; threads go on until ``final_deadline``).
+        Returns how many were cancelled."""
         pending = set(self._tasks)
         if pending:
-            _, pending = await asyncio.wait(pending, timeout=grace)
+            _, pending = await asyncio.wait(pending, timeout=_until(grace_deadline))
         for task in pending:
             task.cancel()
         if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+            _, still = await asyncio.wait(pending, timeout=_until(final_deadline))
+            for task in still:
+                task.cancel()  # a plain-function handler still running: abandoned
+            if still:
+                await asyncio.wait(still, timeout=1.0)
         return len(pending)
 
-    async def close(self) -> None:
+    async def close(self, deadline: float) -> int:
+        """Flush pending settles until ``deadline`` while the heartbeat keeps their leases;
+        returns how many leases were left unconfirmed."""
+        left = await self.acker.close(deadline)
         await self.heartbeat.stop()
-        with contextlib.suppress(Exception):
-            await self.acker.close()
+        return left
+
+
+def _until(deadline: float) -> float:
+    """Seconds from now to ``deadline`` (``time.monotonic()``), never negative."""
+    return max(0.0, deadline - time.monotonic())

@@ -17,7 +17,13 @@ class QueueCounters:
     rejected: int = 0
     """Permanent failures: unknown type, bad body, PermanentFailure."""
     released: int = 0
-    """Received but not run (shutdown, FIFO group stopped by an earlier failure)."""
+    """Made visible again without a handler outcome (shutdown)."""
+    dead_lettered: int = 0
+    """Moved to the DLQ by the worker (rejected, or a FIFO message out of attempts)."""
+    lapsed: int = 0
+    """Leases whose receipt handle stopped working before they were settled."""
+    overdue: int = 0
+    """Leases whose visibility ran out while live (the heartbeat did not keep up)."""
     extended: int = 0
     """Visibility extensions granted."""
     delete_failed: int = 0

@@ -1,10 +1,16 @@
-"""Visibility extension for messages being worked on, batched per queue.
+"""Visibility extension for every live lease of a queue, built to keep up.
 
-A message is tracked from the moment it is received until its outcome is settled. One task
-per queue wakes up often, picks every message whose last extension is ``interval`` old, and
-extends them with ChangeMessageVisibilityBatch, ten per call, so a slow handler's message
-never becomes visible to another consumer while it runs. The processor caps how long that
-lasts (``max_processing_time``).
+Every ``tick`` the heartbeat takes the leases that are due (their visibility was granted
+``interval`` or more ago and no extension is in flight), most urgent first, and extends
+them with ChangeMessageVisibilityBatch, ten per call, up to ``max_calls`` calls at once.
+A call is tried once, with a timeout below the visibility its most urgent lease has left;
+a failed or timed-out call is not retried as such: its leases are due again at the next
+tick and go out in a fresh request, so an entry of a lease settled meanwhile is never sent
+again. The visibility granted counts from the moment the request was sent.
+
+Capacity: a lease is due every ``interval`` seconds, so at ``L`` seconds per call the
+heartbeat keeps ``10 * max_calls * interval / L`` messages alive (``QueueSettings`` checks
+``max_in_flight`` against it at 1 s per call).
 """
 
 from __future__ import annotations
@@ -12,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worker.aws import STALE_RECEIPT_CODES, AwsClient
-from worker.messages.envelope import Message
+from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease, Leases
 
+BATCH = 10
+MIN_CALL_TIMEOUT = 0.5
+MAX_CALL_TIMEOUT = 10.0
 log = get_logger()
 
 
@@ -27,43 +36,37 @@ class Heartbeat:
         sqs: AwsClient,
         queue: str,
         url: str,
-        visibility_timeout: int,
+        leases: Leases,
         interval: float,
+        max_calls: int,
         counters: QueueCounters,
         metrics: Metrics,
     ) -> None:
         self._sqs = sqs
         self._queue = queue
         self._url = url
-        self._visibility = visibility_timeout
+        self._leases = leases
         self._interval = interval
+        self._tick = min(0.5, interval / 4)
+        self._calls = asyncio.Semaphore(max_calls)
         self._counters = counters
-        self._metrics = metrics
-        # receipt handle -> (message, time its current visibility was granted)
-        self._tracked: dict[str, tuple[Message, float]] = {}
+        self._extensions = metrics.extensions.labels(queue)
+        self._lapses = metrics.lease_overdue.labels(queue)
+        self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-
-    def track(self, message: Message, granted_at: float) -> None:
-        self._tracked[message.receipt_handle] = (message, granted_at)
-
-    def untrack(self, message: Message) -> None:
-        self._tracked.pop(message.receipt_handle, None)
-
-    def __len__(self) -> int:
-        return len(self._tracked)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"heartbeat:{self._queue}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
-        tick = min(1.0, self._interval / 4)
         while True:
-            await asyncio.sleep(tick)
+            await asyncio.sleep(self._tick)
             try:
                 await self.extend_due()
             except asyncio.CancelledError:
@@ -71,44 +74,98 @@ class Heartbeat:
             except Exception as exc:  # keep beating: the next tick tries again
                 log.error("visibility_extend_error", queue=self._queue, error=repr(exc)[:300])
 
+    def due(self, now: float) -> list[Lease]:
+        """Leases to extend now, most urgent (least visibility left) first."""
+        due = []
+        for lease in self._leases.live():
+            if lease.expires_at < now:
+                self._lapsed_by_clock(lease)
+            if lease.wants_extension(now, self._interval):
+                due.append(lease)
+        due.sort(key=lambda lease: lease.expires_at)
+        return due
+
     async def extend_due(self) -> None:
-        now = time.monotonic()
-        due = [m for m, at in self._tracked.values() if now - at >= self._interval]
-        if not due:
-            return
-        for start in range(0, len(due), 10):
-            chunk = due[start : start + 10]
-            response = await self._sqs.call(
+        """Start calls for every due lease, as many as ``max_calls`` allows; returns once
+        they are under way (a full semaphore makes it wait for a free call)."""
+        due = self.due(time.monotonic())
+        for start in range(0, len(due), BATCH):
+            chunk = [lease for lease in due[start : start + BATCH] if lease.live and not lease.extending]
+            if not chunk:
+                continue
+            await self._calls.acquire()
+            for lease in chunk:
+                lease.extension_sent()
+            task = asyncio.create_task(self._extend(chunk))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _extend(self, chunk: list[Lease]) -> None:
+        sent_at = time.monotonic()
+        granted: set[int] = set()
+        try:
+            timeout = min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, chunk[0].left(sent_at) / 2))
+            response = await self._sqs.once(
                 "change_message_visibility_batch",
-                retry_for=self._interval,
+                timeout,
                 QueueUrl=self._url,
                 Entries=[
                     {
                         "Id": str(i),
-                        "ReceiptHandle": m.receipt_handle,
-                        "VisibilityTimeout": self._visibility,
+                        "ReceiptHandle": lease.receipt_handle,
+                        "VisibilityTimeout": lease.visibility,
                     }
-                    for i, m in enumerate(chunk)
+                    for i, lease in enumerate(chunk)
                 ],
             )
-            granted = time.monotonic()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(
+                "visibility_extend_retry",
+                queue=self._queue,
+                entries=len(chunk),
+                error=error_code(exc),
+                detail=str(exc)[:200],
+                left=round(chunk[0].left(), 2),
+            )
+        else:
             failed = {int(f["Id"]): f for f in response.get("Failed") or []}
-            for i, message in enumerate(chunk):
-                if message.receipt_handle not in self._tracked:
-                    continue  # finished while the call was in flight
+            for i, lease in enumerate(chunk):
                 failure = failed.get(i)
                 if failure is None:
-                    self._tracked[message.receipt_handle] = (message, granted)
-                    self._counters.extended += 1
-                    self._metrics.extensions.labels(self._queue).inc()
+                    granted.add(i)
                     continue
                 code = str(failure.get("Code", ""))
+                if not lease.live:
+                    continue  # settled while the call was in flight: nothing to say
                 log.warning(
                     "visibility_extend_failed",
                     queue=self._queue,
-                    message_id=message.message_id,
+                    message_id=lease.message.message_id,
                     code=code,
                     detail=str(failure.get("Message", ""))[:200],
                 )
                 if code in STALE_RECEIPT_CODES:
-                    self._tracked.pop(message.receipt_handle, None)
+                    lease.lapsed()
+        finally:
+            for i, lease in enumerate(chunk):
+                lease.extension_done(sent_at, i in granted)
+            self._calls.release()
+        if granted:
+            self._counters.extended += len(granted)
+            self._extensions.inc(len(granted))
+
+    def _lapsed_by_clock(self, lease: Lease) -> None:
+        if lease.overdue:
+            return
+        lease.overdue = True
+        self._counters.overdue += 1
+        self._lapses.inc()
+        log.warning(
+            "lease_overdue",
+            queue=self._queue,
+            message_id=lease.message.message_id,
+            late=round(-lease.left(), 2),
+            state=lease.state.value,
+        )

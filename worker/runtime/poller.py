@@ -1,8 +1,8 @@
 """Long-poll ReceiveMessage for as many messages as there are free slots.
 
 A poller takes its slots before it asks, so a message is only received when it can start
-at once. Transient AWS errors are retried inside the call (backoff with jitter, forever);
-anything else ends ``poll_forever``, and ``supervise`` logs it and starts it again with
+at once; each message received gets its lease at once. Transient AWS errors are retried
+(backoff with jitter, forever); anything else ends ``poll_forever``, and ``supervise`` logs it and starts it again with
 backoff, so a poller is never silently lost.
 """
 
@@ -11,32 +11,44 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.aws import AwsClient
+from worker.aws import AwsClient, error_code, is_transient
 from worker.messages.envelope import Message, parse_message
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease, Leases
 from worker.runtime.slots import Slots
 from worker.settings import QueueSettings
 
 log = get_logger()
+RECEIVE_SLACK = 10.0
+"""Seconds past ``wait_time_seconds`` before a receive is given up as lost."""
 
 
 class Poller:
+    """Receives for one queue, one long poll at a time, and hands each message to
+    ``dispatch`` with its lease open. A receive that was started is always let finish (a
+    long poll abandoned mid-flight stays open on the server, which may hand it the next
+    messages, hidden from everyone for a visibility timeout); ``stop`` only keeps a new
+    one from starting."""
+
     def __init__(
         self,
         stopping: Callable[[], bool],
         sqs: AwsClient,
         queue: str,
         url: str,
+        fifo: bool,
         settings: QueueSettings,
         slots: Slots,
+        leases: Leases,
         counters: QueueCounters,
         type_attribute: str,
-        dispatch: Callable[[list[Message], float], None],
+        dispatch: Callable[[list[Lease]], None],
         metrics: Metrics,
         type_label: Callable[[Message], str],
     ) -> None:
@@ -44,51 +56,96 @@ class Poller:
         self._sqs = sqs
         self._queue = queue
         self._url = url
+        self._fifo = fifo
         self._settings = settings
         self._slots = slots
+        self._leases = leases
         self._counters = counters
         self._type_attribute = type_attribute
         self._dispatch = dispatch
         self._metrics = metrics
         self._type_label = type_label
+        self._latency = metrics.receive_latency.labels(queue)
         self._received: dict[str, Any] = {}
         self.last_receive_ok: float | None = None
+        self.receiving = False
 
     async def receive_once(self) -> int:
-        wanted = await self._slots.acquire(self._settings.batch_size)
+        wanted = await self._slots.acquire(self._settings.batch_size, self._settings.batch_wait)
+        if self._stopping():
+            self._slots.release(wanted)
+            return 0
         got = 0
-        sent_at = time.monotonic()
+        self.receiving = True
         try:
-            response = await self._sqs.call(
-                "receive_message",
-                retry_for=None,
-                QueueUrl=self._url,
-                MaxNumberOfMessages=wanted,
-                WaitTimeSeconds=self._settings.wait_time_seconds,
-                VisibilityTimeout=self._settings.visibility_timeout,
-                MessageAttributeNames=["All"],
-                MessageSystemAttributeNames=["All"],
-            )
+            raw, sent_at = await self._receive(wanted)
             received_at = time.monotonic()
             self.last_receive_ok = received_at
-            self._metrics.receive_latency.labels(self._queue).observe(received_at - sent_at)
-            raw: list[dict[str, Any]] = response.get("Messages") or []
-            messages = [parse_message(m, self._type_attribute) for m in raw]
-            got = len(messages)
-            self._counters.receives += 1
-            self._counters.received += got
-            for m in messages:
-                label = self._type_label(m)
-                counter = self._received.get(label)
-                if counter is None:
-                    counter = self._received[label] = self._metrics.received.labels(self._queue, label)
-                counter.inc()
-            if not got:
-                self._counters.empty_receives += 1
-            self._dispatch(messages, received_at)
+            self._latency.observe(received_at - sent_at)
+            visibility = self._settings.visibility_timeout
+            leases = [
+                self._leases.open(parse_message(m, self._type_attribute), m, sent_at, visibility) for m in raw
+            ]
+            got = len(leases)
+            self._count(leases)
+            self._dispatch(leases)
             return got
         finally:
+            self.receiving = False
             self._slots.release(wanted - got)
+
+    async def _receive(self, wanted: int) -> tuple[list[dict[str, Any]], float]:
+        """ReceiveMessage, retrying transient errors with backoff until it works. Returns
+        the messages and when the request that got them was sent (their visibility counts
+        from then). FIFO: every attempt of one receive carries the same
+        ReceiveRequestAttemptId, so a retry after a lost response gets the same messages
+        back instead of leaving them invisible."""
+        params: dict[str, Any] = {
+            "QueueUrl": self._url,
+            "MaxNumberOfMessages": wanted,
+            "WaitTimeSeconds": self._settings.wait_time_seconds,
+            "VisibilityTimeout": self._settings.visibility_timeout,
+            "MessageAttributeNames": ["All"],
+            "MessageSystemAttributeNames": ["All"],
+        }
+        if self._fifo:
+            params["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+        failures = 0
+        while True:
+            sent_at = time.monotonic()
+            try:
+                response = await self._sqs.once(
+                    "receive_message", self._settings.wait_time_seconds + RECEIVE_SLACK, **params
+                )
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                failures += 1
+                delay = min(10.0, 0.2 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "aws_call_retry",
+                    operation="receive_message",
+                    queue=self._queue,
+                    attempt=failures,
+                    error=error_code(exc),
+                    detail=str(exc)[:200],
+                    sleep=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            return list(response.get("Messages") or []), sent_at
+
+    def _count(self, leases: list[Lease]) -> None:
+        self._counters.receives += 1
+        self._counters.received += len(leases)
+        if not leases:
+            self._counters.empty_receives += 1
+        for lease in leases:
+            label = self._type_label(lease.message)
+            counter = self._received.get(label)
+            if counter is None:
+                counter = self._received[label] = self._metrics.received.labels(self._queue, label)
+            counter.inc()
 
     async def poll_forever(self) -> None:
         while not self._stopping():

@@ -1,31 +1,38 @@
-"""One message through its handler, to exactly one outcome.
+"""One run of a message's handler, to exactly one ``Outcome``.
 
-=====================  =============================================================
-handler outcome        what happens to the message
-=====================  =============================================================
-returns                deleted (batched)
-raises ``Retry(d)``    visible again in ``d`` seconds
-raises PermanentFailure visible again at once; the redrive policy moves it to the DLQ
-unknown/missing type,  same as PermanentFailure, with the reason logged
+=======================  ===========================================================
+handler                  outcome
+=======================  ===========================================================
+returns                  ``succeeded``: the message is deleted
+raises ``Retry(d)``      ``failed`` with ``d`` seconds before the next attempt
+raises PermanentFailure  ``rejected``: to the dead-letter queue at once, with the reason
+unknown/missing type,    ``rejected``, with the reason logged once
 bad body, bad payload
-raises anything else   visible again after the queue's backoff for its receive count
-runs too long          cancelled at ``max_processing_time``; backoff as above
-worker shuts down      cancelled after the grace period; visible again at once
-=====================  =============================================================
+raises anything else     ``failed`` with the queue's backoff for the attempt number
+(its own CancelledError
+included)
+async, runs too long     cancelled at ``max_processing_time``: ``failed``
+shutdown past the grace  async: cancelled, ``cancelled`` (made visible at once);
+                         plain function: the thread cannot be stopped, so the lease is
+                         kept while it runs and its result counts when it returns
+=======================  ===========================================================
 
-Nothing is ever deleted without its handler having returned.
+What happens to the message then is the consumer's business (``worker.runtime.consumer``);
+nothing here talks to SQS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextvars
 import functools
 import random
 import time
 from collections import OrderedDict
 from concurrent.futures import Executor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 
@@ -34,17 +41,44 @@ from worker.messages.outcomes import PermanentFailure, Retry
 from worker.messages.routing import Registry, Route
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
-from worker.runtime.acker import Acker
 from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease
 from worker.settings import QueueSettings
 
-REJECTED_MEMORY = 10_000
-REASONS = {
-    "message_failed": "error",
-    "message_timeout": "timeout",
-    "message_retry_requested": "retry_requested",
-    "message_rejected": "rejected",
-}
+MEMORY = 10_000
+Kind = Literal["succeeded", "failed", "rejected", "cancelled", "abandoned"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    kind: Kind
+    visibility: int = 0
+    """For ``failed``: seconds until the next attempt."""
+    reason: str = ""
+
+
+SUCCEEDED = Outcome("succeeded")
+CANCELLED = Outcome("cancelled")
+ABANDONED = Outcome("abandoned")
+
+
+class _Memory:
+    """The last ``MEMORY`` message ids seen for something (bounded)."""
+
+    def __init__(self) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, message_id: str) -> bool:
+        """Remember ``message_id``; True when it was new."""
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = None
+        if len(self._ids) > MEMORY:
+            self._ids.popitem(last=False)
+        return True
+
+    def __contains__(self, message_id: str) -> bool:
+        return message_id in self._ids
 
 
 class Processor:
@@ -53,169 +87,165 @@ class Processor:
         queue: str,
         settings: QueueSettings,
         registry: Registry,
-        acker: Acker,
         counters: QueueCounters,
         executor: Executor,
-        max_receive_count: int | None,
         metrics: Metrics,
     ) -> None:
         self.queue = queue
         self.settings = settings
         self.registry = registry
-        self.acker = acker
         self.counters = counters
         self.executor = executor
-        self.max_receive_count = max_receive_count
         self.metrics = metrics
         # Resolved once: the per-message path should not look loggers or labels up again.
         self.log = get_logger().bind()
-        self._success_children: dict[str, tuple[Any, Any]] = {}
-        # Message ids rejected as permanent failures, so a redelivery is not logged again.
-        self._rejected: OrderedDict[str, None] = OrderedDict()
+        self._children: dict[tuple[str, str], Any] = {}
+        self._failed = _Memory()
+        self.rejected = _Memory()
+        """Ids rejected by this process: a redelivery is neither run nor logged again."""
 
-    def backoff(self, receive_count: int) -> int:
+    def backoff(self, attempt: int) -> int:
         schedule = self.settings.retry_backoff
-        base = schedule[min(max(receive_count, 1), len(schedule)) - 1]
+        base = schedule[min(max(attempt, 1), len(schedule)) - 1]
         return round(base * (1 + random.uniform(0, self.settings.retry_jitter)))
 
-    async def _invoke(self, route: Route, args: tuple[Any, ...]) -> None:
-        if route.is_async:
-            await route.fn(*args)
-            return
-        ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, functools.partial(ctx.run, route.fn, *args))
-
-    async def process(self, message: Message, defer_failure: bool = False) -> int | None:
-        """Run the handler and settle the message. Returns None when it succeeded, else the
-        visibility (seconds) the failed message gets; with ``defer_failure`` the caller
-        applies that visibility itself (FIFO groups: together with the group's followers)."""
-        apply = not defer_failure
+    async def run(self, lease: Lease) -> Outcome:
+        """Run the handler once for ``lease``'s message; never raises (shutdown included)."""
+        message = lease.message
+        lease.attempts += 1
+        attempt = message.receive_count + lease.attempts - 1
+        if attempt != message.receive_count:
+            # Retried in place (FIFO): the handler sees which attempt this is.
+            message = dataclasses.replace(message, receive_count=attempt)
         structlog.contextvars.bind_contextvars(
             queue=self.queue,
             message_id=message.message_id,
             type=message.type,
-            receive_count=message.receive_count,
+            receive_count=attempt,
+            group_id=message.group_id,
         )
         started = time.monotonic()
-        timeout = asyncio.timeout(self.settings.max_processing_time)
+        if message.message_id in self.rejected:
+            return Outcome("rejected", 0, "rejected before")
         try:
-            if message.message_id in self._rejected:
-                # Rejected before (by this process): back to the queue at once, without
-                # running or logging it again, until the redrive policy moves it.
-                return self._reject_again(message, apply)
             route = self.registry.get(message.type)
             if route is None:
                 reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
                 raise PermanentFailure(reason)
             args = route.arguments(message)
-            async with timeout:
-                await self._invoke(route, args)
+            if route.is_async:
+                await self._run_async(route, args)
+            else:
+                outcome = await self._run_sync(route, args, started)
+                if outcome is not None:
+                    return outcome
         except PermanentFailure as exc:
-            self._remember_rejection(message.message_id)
-            return self._fail(
-                message, started, 0, "message_rejected", apply, reason=exc.reason, permanent=True
-            )
+            self.rejected.add(message.message_id)
+            return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
         except Retry as exc:
-            return self._fail(
-                message, started, int(exc.delay), "message_retry_requested", apply, reason=exc.reason
-            )
+            outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))
+            return self._failed_with(message, started, outcome, "message_retry_requested")
         except asyncio.CancelledError:
-            # Shutdown past its grace period: let another consumer have it now.
-            self.acker.change_visibility(message, 0)
-            self.counters.released += 1
-            self.log.warning("message_cancelled", duration=self._since(started))
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Shutdown past its grace period: another consumer may have it now.
+                task.uncancel()
+                self.log.warning("message_cancelled", duration=self._since(started))
+                return CANCELLED
+            # The handler's own CancelledError (an inner task it cancelled): a failure.
+            outcome = Outcome("failed", self.backoff(attempt), "CancelledError raised by the handler")
+            return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
         except TimeoutError as exc:
-            event = "message_timeout" if timeout.expired() else "message_failed"
-            return self._fail(
-                message,
-                started,
-                self.backoff(message.receive_count),
-                event,
-                apply,
-                error=f"{type(exc).__name__}: {exc}"[:500] if not timeout.expired() else None,
-                exc_info=not timeout.expired(),
+            timed_out = isinstance(exc, _Overdue)
+            outcome = Outcome(
+                "failed",
+                self.backoff(attempt),
+                f"ran longer than max_processing_time ({self.settings.max_processing_time:g}s)"
+                if timed_out
+                else f"TimeoutError: {exc}"[:500],
             )
+            event = "message_timeout" if timed_out else "message_failed"
+            return self._failed_with(message, started, outcome, event, exc_info=not timed_out)
         except Exception as exc:
-            return self._fail(
-                message,
-                started,
-                self.backoff(message.receive_count),
-                "message_failed",
-                apply,
-                error=f"{type(exc).__name__}: {exc}"[:500],
-                exc_info=True,
-            )
-        else:
-            self.acker.delete(message)
-            self.counters.succeeded += 1
-            duration = self._since(started)
-            succeeded, timing = self._success_metrics(self.type_label(message))
-            succeeded.inc()
-            timing.observe(duration)
-            self.log.info("message_succeeded", duration=duration)
-            return None
-
-    def _fail(
-        self,
-        message: Message,
-        started: float,
-        visibility: int,
-        event: str,
-        apply: bool,
-        *,
-        permanent: bool = False,
-        exc_info: bool = False,
-        **fields: Any,
-    ) -> int:
-        if apply:
-            self.acker.change_visibility(message, visibility)
-        self.counters.failed += 1
-        if permanent:
-            self.counters.rejected += 1
-        last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
+            outcome = Outcome("failed", self.backoff(attempt), f"{type(exc).__name__}: {exc}"[:500])
+            return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
+        self.counters.succeeded += 1
         duration = self._since(started)
         label = self.type_label(message)
-        self.metrics.failed.labels(self.queue, label, REASONS[event]).inc()
-        (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
-        self.metrics.duration.labels(self.queue, label).observe(duration)
+        self._child("succeeded", label).inc()
+        self._child("duration", label).observe(duration)
+        self.log.info("message_succeeded", duration=duration)
+        return SUCCEEDED
+
+    async def _run_async(self, route: Route, args: tuple[Any, ...]) -> None:
+        try:
+            async with asyncio.timeout(self.settings.max_processing_time) as timeout:
+                await route.fn(*args)
+        except TimeoutError:
+            if timeout.expired():
+                raise _Overdue() from None
+            raise
+
+    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> Outcome | None:
+        """A plain function in the thread pool. A thread cannot be stopped, so its message
+        stays leased while it runs: cancelled at shutdown, the coroutine goes on waiting
+        for the thread (the result still counts) until it is cancelled a second time."""
+        ctx = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.executor, functools.partial(ctx.run, route.fn, *args))
+        cancelled = overdue = False
+        while True:
+            try:
+                limit = None if overdue else self.settings.max_processing_time - (time.monotonic() - started)
+                async with asyncio.timeout(limit):
+                    await asyncio.shield(future)
+                return None
+            except TimeoutError:
+                if future.done():
+                    raise
+                overdue = True
+                self.log.warning(
+                    "message_overdue", duration=self._since(started), detail="thread still running"
+                )
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or not task.cancelling() or future.done():
+                    raise
+                task.uncancel()
+                if cancelled:
+                    # The final deadline: leave the lease alone; the message reappears
+                    # after its visibility timeout, never while the thread still runs.
+                    self.log.warning("handler_thread_abandoned", duration=self._since(started))
+                    return ABANDONED
+                cancelled = True
+                self.log.info("handler_thread_still_running", duration=self._since(started))
+
+    def _failed_with(
+        self, message: Message, started: float, outcome: Outcome, event: str, *, exc_info: bool = False
+    ) -> Outcome:
+        self.counters.failed += 1
+        if outcome.kind == "rejected":
+            self.counters.rejected += 1
+        duration = self._since(started)
+        label = self.type_label(message)
+        if self._failed.add(message.message_id):
+            self.metrics.failed.labels(self.queue, label, _REASONS[event]).inc()
+        self._child("duration", label).observe(duration)
         self.log.warning(
             event,
             duration=duration,
-            retry_in=visibility,
-            dead_letter_next=last_try,
+            retry_in=outcome.visibility if outcome.kind == "failed" else None,
+            reason=outcome.reason,
             exc_info=exc_info,
-            **{k: v for k, v in fields.items() if v is not None},
         )
-        return visibility
+        return outcome
 
-    def _success_metrics(self, label: str) -> tuple[Any, Any]:
-        children = self._success_children.get(label)
-        if children is None:
-            children = (
-                self.metrics.succeeded.labels(self.queue, label),
-                self.metrics.duration.labels(self.queue, label),
-            )
-            self._success_children[label] = children
-        return children
-
-    def _remember_rejection(self, message_id: str) -> None:
-        self._rejected[message_id] = None
-        if len(self._rejected) > REJECTED_MEMORY:
-            self._rejected.popitem(last=False)
-
-    def _reject_again(self, message: Message, apply: bool) -> int:
-        if apply:
-            self.acker.change_visibility(message, 0)
-        self.counters.failed += 1
-        self.counters.rejected += 1
-        label = self.type_label(message)
-        self.metrics.failed.labels(self.queue, label, "rejected").inc()
-        last_try = self.max_receive_count is not None and message.receive_count >= self.max_receive_count
-        (self.metrics.dead_lettered if last_try else self.metrics.retried).labels(self.queue, label).inc()
-        self.log.debug("message_rejected_again", dead_letter_next=last_try)
-        return 0
+    def _child(self, metric: str, label: str) -> Any:
+        child = self._children.get((metric, label))
+        if child is None:
+            child = getattr(self.metrics, metric).labels(self.queue, label)
+            self._children[(metric, label)] = child
+        return child
 
     def type_label(self, message: Message) -> str:
         known = message.type is not None and self.registry.get(message.type) is not None
@@ -224,3 +254,15 @@ class Processor:
     @staticmethod
     def _since(started: float) -> float:
         return round(time.monotonic() - started, 4)
+
+
+class _Overdue(TimeoutError):
+    """An async handler ran past ``max_processing_time`` and was cancelled."""
+
+
+_REASONS = {
+    "message_failed": "error",
+    "message_timeout": "timeout",
+    "message_retry_requested": "retry_requested",
+    "message_rejected": "rejected",
+}

@@ -1,4 +1,9 @@
-"""The bound on messages in flight that a queue's pollers share (backpressure)."""
+"""The bound on messages in flight that a queue's pollers share (backpressure).
+
+A slot is taken before ReceiveMessage and given back when the message's lease ends: when
+SQS has confirmed its delete or its visibility change, not when the handler returns. So
+slow deletes slow receiving, and the messages waiting for a delete are bounded too.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,10 @@ import asyncio
 
 
 class Slots:
-    """Counts messages received and not yet finished; pollers take slots before receiving.
-
-    ``acquire(n)`` waits until ``n`` slots are free (``n`` is capped at the limit) and takes
-    them, so each receive asks for a full batch when it can and nothing sits in memory
-    waiting for a slot while its visibility timeout burns.
-    """
+    """``acquire(n, wait)`` takes ``n`` slots as soon as they are free, or, once ``wait``
+    seconds have passed, whatever is free then (at least one): a full batch keeps
+    requests per message low under load, and free slots never sit idle for longer than
+    ``wait`` while a few slow messages hold the rest."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -22,13 +25,24 @@ class Slots:
     def free(self) -> int:
         return self.limit - self.used
 
-    async def acquire(self, wanted: int) -> int:
+    async def acquire(self, wanted: int, wait: float = 0.0) -> int:
         wanted = max(1, min(wanted, self.limit))
-        while self.free < wanted:
+        if self.free < wanted and wait > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            while self.free < wanted and (left := deadline - loop.time()) > 0:
+                self._freed.clear()
+                try:
+                    async with asyncio.timeout(left):
+                        await self._freed.wait()
+                except TimeoutError:
+                    break
+        while self.free < 1:
             self._freed.clear()
             await self._freed.wait()
-        self.used += wanted
-        return wanted
+        took = min(wanted, self.free)
+        self.used += took
+        return took
 
     def release(self, count: int = 1) -> None:
         if count <= 0:

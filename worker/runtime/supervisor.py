@@ -51,21 +51,40 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
         raise
     redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
     fifo = attributes.get("FifoQueue") == "true"
+    dlq_arn = redrive.get("deadLetterTargetArn")
+    dlq_url = await _dead_letter_url(sqs, key, dlq_arn, retry_for) if dlq_arn else None
     target = QueueTarget(
         key=key,
         name=name,
         url=url,
         fifo=fifo,
         max_receive_count=int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
-        dead_letter_arn=redrive.get("deadLetterTargetArn"),
+        dead_letter_arn=dlq_arn,
+        dead_letter_url=dlq_url,
     )
     if target.max_receive_count is None:
         log.warning(
             "queue_without_dlq",
             queue=key,
-            detail="no redrive policy: failing messages are retried until retention expires",
+            detail="no redrive policy: failed and rejected messages are retried on the backoff "
+            "schedule (its last delay repeating) until the queue's retention period drops them",
         )
     return target
+
+
+async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float) -> str:
+    """The DLQ's URL from its ARN (``arn:aws:sqs:region:account:name``): the worker moves
+    rejected messages there itself."""
+    parts = arn.split(":")
+    try:
+        response = await sqs.call(
+            "get_queue_url", retry_for=retry_for, QueueName=parts[-1], QueueOwnerAWSAccountId=parts[4]
+        )
+    except ClientError as exc:
+        raise AwsError(
+            f"queues.{key}: cannot use its dead-letter queue {arn}: {error_code(exc)}: {exc}"
+        ) from None
+    return str(response["QueueUrl"])
 
 
 class Supervisor:
@@ -96,16 +115,22 @@ class Supervisor:
         for c in self.consumers:
             last = c.last_receive_ok or self._started_at or now
             age = round(now - last, 1)
-            ok = c.pollers_alive > 0 and age <= window
+            # Every slot taken means busy, not stalled: no receive can start until one frees.
+            ok = c.pollers_alive > 0 and (age <= window or c.busy)
             ready = ready and ok
-            queues[c.target.key] = {"ready": ok, "pollers": c.pollers_alive, "last_receive_age": age}
+            queues[c.target.key] = {
+                "ready": ok,
+                "pollers": c.pollers_alive,
+                "last_receive_age": age,
+                "busy": c.busy,
+            }
         return ready, {"ready": ready, "stopping": self.stopping, "queues": queues}
 
     def update_gauges(self) -> None:
         self.metrics.tasks.set(len(asyncio.all_tasks()))
         for c in self.consumers:
             self.metrics.in_flight.labels(c.target.key).set(c.in_flight)
-            self.metrics.free_slots.labels(c.target.key).set(c.settings.max_in_flight - c.in_flight)
+            self.metrics.free_slots.labels(c.target.key).set(c.slots.free)
 
     async def run(self) -> None:
         s = self.settings
@@ -117,9 +142,7 @@ class Supervisor:
                 log.info("health_server_started", host=s.health.host, port=self.health.port)
             async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
                 self._sqs = sqs
-                targets = [
-                    await resolve_queue(sqs, key, q, s.aws.startup_timeout) for key, q in s.queues.items()
-                ]
+                targets = await self._resolve(sqs)
                 self.consumers = [
                     Consumer(t, s.queues[t.key], s, sqs, self.registries[t.key], executor, self.metrics)
                     for t in targets
@@ -150,19 +173,44 @@ class Supervisor:
             if self.health is not None:
                 await self.health.stop()
 
+    async def _resolve(self, sqs: AwsClient) -> list[QueueTarget]:
+        """Every configured queue, within ``aws.startup_timeout`` in all."""
+        timeout = self.settings.aws.startup_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return [await resolve_queue(sqs, key, q, timeout) for key, q in self.settings.queues.items()]
+        except TimeoutError:
+            raise AwsError(f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)") from None
+
     async def _shutdown(self) -> None:
+        """Stop receiving and let handlers finish within ``shutdown_grace``; then
+        ``shutdown_flush`` more for the last settles to be confirmed, while every lease is
+        still extended. Receives in progress are let finish (a long poll left open on the
+        server could swallow the next messages), within the same overall deadline."""
         self.stopping = True
-        grace = self.settings.shutdown_grace
+        s = self.settings
+        started = time.monotonic()
+        grace_deadline = started + s.shutdown_grace
+        final_deadline = grace_deadline + s.shutdown_flush
         log.info(
             "shutdown_started",
-            grace=grace,
+            grace=s.shutdown_grace,
+            flush=s.shutdown_flush,
             in_flight={c.target.key: c.in_flight for c in self.consumers},
         )
-        await asyncio.gather(*(c.stop_polling() for c in self.consumers))
-        cancelled = await asyncio.gather(*(c.drain(grace) for c in self.consumers))
-        await asyncio.gather(*(c.close() for c in self.consumers))
+        _, cancelled = await asyncio.gather(
+            asyncio.gather(*(c.stop_polling(final_deadline) for c in self.consumers)),
+            asyncio.gather(*(c.drain(grace_deadline, final_deadline) for c in self.consumers)),
+        )
+        unconfirmed = await asyncio.gather(*(c.close(final_deadline) for c in self.consumers))
         calls = dict(self._sqs.calls) if self._sqs is not None else {}
-        log.info("shutdown_complete", cancelled=sum(cancelled), api_calls=calls)
+        log.info(
+            "shutdown_complete",
+            seconds=round(time.monotonic() - started, 2),
+            cancelled=sum(cancelled),
+            unconfirmed=sum(unconfirmed),
+            api_calls=calls,
+        )
 
     async def _summaries(self) -> None:
         while True:
@@ -179,7 +227,7 @@ class Supervisor:
                 queue=c.target.key,
                 final=final,
                 in_flight=c.in_flight,
-                free_slots=c.settings.max_in_flight - c.in_flight,
+                free_slots=c.slots.free,
                 **{k: snap[k] - previous.get(k, 0) for k in totals},
                 totals=totals,
             )

@@ -1,0 +1,178 @@
+"""The message lease: the one owner of a received message's visibility.
+
+A lease is created when ReceiveMessage returns the message and ends when SQS has confirmed
+what happens to it: the delete went through (``SETTLED``), its visibility was changed for a
+retry or a release (``RELEASED``), or its receipt handle stopped working (``LAPSED``: SQS
+will deliver it again). Until then the lease holds one of the queue's slots and keeps being
+extended, also while the delete is waiting or being retried, so finished work is never
+handed to another consumer before its delete is confirmed.
+
+States::
+
+    RUNNING --settle_delete()------> SETTLING(delete) --confirmed--> SETTLED
+    RUNNING --settle_visibility(s)-> SETTLING(change) --confirmed--> RELEASED
+    any live state --receipt handle no longer valid-----------------> LAPSED
+
+Rules the heartbeat and the acker follow by asking the lease, never by keeping state of
+their own:
+
+* an extension is sent only for a live lease (``wants_extension``), and never for one
+  whose visibility change is pending: the change sets the visibility itself;
+* a visibility change is sent only while no extension of the same lease is in flight
+  (``ready_to_send``), so a late extension cannot re-hide a message that was just given a
+  retry delay or made visible;
+* the visibility granted by an extension counts from the moment the request was sent.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.messages.envelope import Message
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    SETTLING = "settling"
+    SETTLED = "settled"
+    RELEASED = "released"
+    LAPSED = "lapsed"
+
+
+LIVE = frozenset({State.RUNNING, State.SETTLING})
+
+
+class Lease:
+    __slots__ = (
+        "_on_end",
+        "attempts",
+        "expires_at",
+        "extending",
+        "granted_at",
+        "message",
+        "overdue",
+        "raw",
+        "sending",
+        "state",
+        "target",
+        "visibility",
+    )
+
+    def __init__(
+        self,
+        message: Message,
+        raw: dict[str, Any],
+        granted_at: float,
+        visibility: int,
+        on_end: Callable[[Lease], None],
+    ) -> None:
+        self.message = message
+        self.raw = raw
+        """The ReceiveMessage entry as SQS returned it (body and attributes, for the DLQ)."""
+        self.visibility = visibility
+        self.granted_at = granted_at
+        """When the request that granted the current visibility was sent (monotonic)."""
+        self.expires_at = granted_at + visibility
+        self.state = State.RUNNING
+        self.target: int | None = None
+        """While SETTLING: None to delete, else the visibility (seconds) to set."""
+        self.extending = False
+        """An extension request for this lease is in flight."""
+        self.sending = False
+        """A settle request for this lease is in flight."""
+        self.overdue = False
+        """Its visibility ran out while it was live (the heartbeat did not keep up)."""
+        self.attempts = 0
+        """Handler runs during this delivery (FIFO retries in place run more than once)."""
+        self._on_end = on_end
+
+    @property
+    def receipt_handle(self) -> str:
+        return self.message.receipt_handle
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE
+
+    def left(self, now: float | None = None) -> float:
+        """Seconds until SQS makes the message visible again, as far as we know."""
+        return self.expires_at - (time.monotonic() if now is None else now)
+
+    # -- the heartbeat's side ---------------------------------------------------------------
+    def wants_extension(self, now: float, interval: float) -> bool:
+        if self.state is State.RUNNING:
+            pass
+        elif self.state is not State.SETTLING or self.target is not None:
+            return False  # ended, or a visibility change will set the visibility itself
+        return not self.extending and now - self.granted_at >= interval
+
+    def extension_sent(self) -> None:
+        self.extending = True
+
+    def extension_done(self, sent_at: float, granted: bool) -> None:
+        """An extension request sent at ``sent_at`` came back (``granted``) or failed."""
+        self.extending = False
+        if granted and self.live and sent_at > self.granted_at:
+            self.granted_at = sent_at
+            self.expires_at = sent_at + self.visibility
+
+    # -- the processor's side ---------------------------------------------------------------
+    def settle_delete(self) -> None:
+        self._settle(None)
+
+    def settle_visibility(self, seconds: float) -> None:
+        self._settle(max(0, min(43_200, int(seconds))))
+
+    def _settle(self, target: int | None) -> None:
+        if self.state is not State.RUNNING:
+            raise RuntimeError(f"lease of {self.message.message_id} settled twice ({self.state.value})")
+        self.state = State.SETTLING
+        self.target = target
+
+    # -- the acker's side -------------------------------------------------------------------
+    @property
+    def ready_to_send(self) -> bool:
+        if self.state is not State.SETTLING or self.sending:
+            return False
+        return self.target is None or not self.extending
+
+    def confirmed(self) -> None:
+        """SQS confirmed the settle request: the lease ends."""
+        self._end(State.SETTLED if self.target is None else State.RELEASED)
+
+    def lapsed(self) -> None:
+        """The receipt handle no longer works: SQS will deliver the message again."""
+        self._end(State.LAPSED)
+
+    def _end(self, state: State) -> None:
+        if not self.live:
+            return
+        self.state = state
+        self.sending = False
+        self._on_end(self)
+
+
+class Leases:
+    """The live leases of one queue. A lease's end frees its slot (``on_end``)."""
+
+    def __init__(self, on_end: Callable[[Lease], None]) -> None:
+        self._live: dict[int, Lease] = {}
+        self._on_end = on_end
+
+    def open(self, message: Message, raw: dict[str, Any], granted_at: float, visibility: int) -> Lease:
+        lease = Lease(message, raw, granted_at, visibility, self._ended)
+        self._live[id(lease)] = lease
+        return lease
+
+    def _ended(self, lease: Lease) -> None:
+        if self._live.pop(id(lease), None) is not None:
+            self._on_end(lease)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def live(self) -> list[Lease]:
+        return list(self._live.values())
