@@ -10,12 +10,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiobotocore.session import get_session
 
 from tests.servers import LocalStack
+
+if TYPE_CHECKING:
+    from bench.run import Proxy
 from worker.messages.routing import Registry, Router
 from worker.runtime.supervisor import Supervisor
 from worker.settings import WorkerSettings, load_settings
@@ -55,6 +58,19 @@ async def own_server() -> AsyncIterator[LocalStack]:
         yield server
     finally:
         await asyncio.to_thread(server.cleanup)
+
+
+@pytest.fixture
+async def proxy(endpoint: str) -> AsyncIterator[Proxy]:
+    """The fault proxy (bench/proxy.py) in front of LocalStack: slow calls, throttling,
+    black holes. Point a worker at ``proxy.url``."""
+    from bench.run import Proxy
+
+    started = await asyncio.to_thread(Proxy, endpoint)
+    try:
+        yield started
+    finally:
+        await asyncio.to_thread(started.stop)
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +237,7 @@ async def moto(moto_endpoint: str) -> AsyncIterator[Aws]:
 
 
 def settings_for(endpoint: str, queue: TestQueue, **queue_overrides: Any) -> WorkerSettings:
-    worker_keys = {"shutdown_grace", "delete_flush_interval", "thread_pool_size", "health"}
+    worker_keys = {"shutdown_grace", "shutdown_flush", "delete_flush_interval", "thread_pool_size", "health"}
     top = {k: queue_overrides.pop(k) for k in list(queue_overrides) if k in worker_keys}
     q: dict[str, Any] = {
         "name": queue.name,

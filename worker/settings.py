@@ -67,7 +67,7 @@ class QueueSettings(BaseModel):
     heartbeat_interval: float | None = Field(default=None, gt=0)
     """Seconds between extensions of a leased message; default a third of visibility_timeout,
     at most half of it (the other half is the margin for a slow or failed extension call)."""
-    heartbeat_calls: int = Field(default=8, ge=1, le=64)
+    heartbeat_calls: int = Field(default=16, ge=1, le=64)
     """ChangeMessageVisibilityBatch calls in flight at once for this queue (ten messages each)."""
     ack_calls: int = Field(default=4, ge=1, le=64)
     """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once."""

@@ -4,7 +4,6 @@ backpressure on messages in flight."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
@@ -81,33 +80,3 @@ async def test_pollers_never_hold_more_than_max_in_flight(aws: Aws) -> None:
     assert peak <= 12
     assert in_flight_seen <= 12
     assert peak >= 10  # and the bound is used
-
-
-async def test_a_message_received_twice_is_deleted_without_batch_id_clash(moto: Aws) -> None:
-    """Two receipts of one message in one DeleteMessageBatch: ids stay unique."""
-    from worker.aws import AwsClient
-    from worker.messages.envelope import parse_message
-    from worker.observe.metrics import Metrics
-    from worker.runtime.acker import Acker
-    from worker.runtime.counters import QueueCounters
-    from worker.runtime.lease import Leases
-
-    url = (await moto.sqs.create_queue(QueueName=f"dup-{time.time_ns()}"))["QueueUrl"]
-    await moto.sqs.send_message(QueueUrl=url, MessageBody="{}")
-    first = (await moto.sqs.receive_message(QueueUrl=url, VisibilityTimeout=0))["Messages"][0]
-    second = (await moto.sqs.receive_message(QueueUrl=url, VisibilityTimeout=30))["Messages"][0]
-    assert first["MessageId"] == second["MessageId"]
-    stats = QueueCounters()
-    acker = Acker(AwsClient(moto.sqs), "dup", url, stats, Metrics(), flush_interval=0.01)
-    leases = Leases(lambda lease: None)
-    acker.start()
-    for raw in (first, second):
-        lease = leases.open(parse_message(raw), raw, time.monotonic(), 30)
-        lease.settle_delete()
-        acker.submit(lease)
-    await acker.close(time.monotonic() + 10)
-    assert acker.pending == 0
-    assert len(leases) == 0
-    attrs = await moto.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
-    assert attrs["Attributes"]["ApproximateNumberOfMessages"] == "0"
-    assert attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "0"

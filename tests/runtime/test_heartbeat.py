@@ -1,11 +1,18 @@
-"""Visibility extension against LocalStack: a slow handler must run exactly once."""
+"""The heartbeat against LocalStack and the fault proxy: slow handlers run exactly once,
+extension keeps up with 1,000 leases at 300 ms per call and through a black-holed call,
+and never re-hides a message that was meanwhile given a retry delay."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
+from typing import Any
 
+from bench.run import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
-from worker import Message, Router
+from worker import Message, Retry, Router
+from worker.runtime.supervisor import Supervisor
 
 
 async def test_handler_slower_than_visibility_timeout_runs_exactly_once(aws: Aws) -> None:
@@ -54,3 +61,88 @@ async def test_extensions_are_batched_per_queue(aws: Aws) -> None:
     # 20 messages, ~3 ticks: ~6 batch calls, not ~60 single ones.
     assert extended >= 40
     assert worker_calls - before <= extended / 10 + 3
+
+
+async def _hold_many(
+    aws: Aws, proxy: Proxy, n: int, hold: float, **settings: Any
+) -> tuple[Counter[str], Supervisor]:
+    """``n`` messages held by a handler for ``hold`` seconds behind the fault proxy; the
+    ids each handler call saw."""
+    queue = await aws.queue(visibility=int(settings.get("visibility_timeout", 30)))
+    runs: Counter[str] = Counter()
+    release = asyncio.Event()
+    router = Router()
+
+    @router.handler("hold")
+    async def hold_it(payload: dict[str, int], message: Message) -> None:
+        runs[message.message_id] += 1
+        await release.wait()
+
+    await aws.send_many(queue.url, [{"n": i} for i in range(n)], "hold")
+    cfg = settings_for(proxy.url, queue, max_in_flight=n, pollers=4, **settings)
+    async with running(cfg, router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.in_flight == n, timeout=60)
+        await asyncio.sleep(hold)
+        release.set()
+        await eventually(lambda: consumer.counters.succeeded == n, timeout=60)
+        await eventually(lambda: consumer.in_flight == 0, timeout=30)
+    return runs, worker
+
+
+async def test_keeps_1000_leases_at_300ms_per_call(aws: Aws, proxy: Proxy) -> None:
+    # 100 calls per interval of 3.3 s at 0.3 s each: more than one connection can carry,
+    # less than the 32 calls in flight the heartbeat may use.
+    await asyncio.to_thread(proxy.faults, op_latency={"ChangeMessageVisibilityBatch": 0.3})
+    runs, worker = await _hold_many(aws, proxy, 1000, 12, visibility_timeout=10, heartbeat_calls=32)
+    counters = worker.consumers[0].counters
+    assert counters.overdue == 0
+    assert counters.lapsed == 0
+    assert len(runs) == 1000
+    assert max(runs.values()) == 1  # no message ran twice
+    assert counters.extended >= 2 * 1000  # every lease was extended (12 s / 3.3 s)
+
+
+async def test_a_black_holed_extension_call_is_given_up_and_sent_again_in_time(
+    aws: Aws, proxy: Proxy
+) -> None:
+    await asyncio.to_thread(proxy.faults, blackhole_ops={"ChangeMessageVisibilityBatch": 1})
+    runs, worker = await _hold_many(aws, proxy, 10, 10, visibility_timeout=4, heartbeat_interval=1)
+    counters = worker.consumers[0].counters
+    counts = await asyncio.to_thread(proxy.counts)
+    assert (
+        counts["outcomes"].get("blackholed_op", 0)
+        + counts.get("open", {}).get("ChangeMessageVisibilityBatch", 0)
+        >= 1
+    )
+    assert counters.overdue == 0
+    assert max(runs.values()) == 1
+
+
+async def test_a_message_given_a_retry_delay_is_not_hidden_again_by_a_late_extension(
+    aws: Aws, proxy: Proxy
+) -> None:
+    # Each extension takes 1.5 s. The handler fails while one is in flight and asks to be
+    # retried at once: the visibility change must wait for the extension to come back and
+    # then win, instead of the extension re-hiding the message for a whole visibility.
+    await asyncio.to_thread(proxy.faults, op_latency={"ChangeMessageVisibilityBatch": 1.5})
+    queue = await aws.queue(visibility=8)
+    attempts: list[float] = []
+    failed_at: list[float] = []
+    router = Router()
+
+    @router.handler("once")
+    async def once(payload: dict[str, int], message: Message) -> None:
+        attempts.append(time.monotonic())
+        if message.receive_count == 1:
+            await asyncio.sleep(1.5)  # the extension sent at ~1 s is in flight now
+            failed_at.append(time.monotonic())
+            raise Retry(0)
+
+    await aws.send(queue.url, {"n": 1}, "once")
+    cfg = settings_for(proxy.url, queue, visibility_timeout=8, heartbeat_interval=1)
+    async with running(cfg, router) as worker:
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=30)
+    assert len(attempts) == 2
+    # Visible again once the change went through (~1.5 s later), not after 8 s.
+    assert attempts[1] - failed_at[0] < 5, attempts[1] - failed_at[0]

@@ -136,8 +136,10 @@ class Consumer:
 
     @property
     def busy(self) -> bool:
-        """Every slot is taken: no receive can start, which is not a stall."""
-        return self.slots.free == 0
+        """Every slot is held by a running handler: no receive can start, which is not a
+        stall (slots held by settles that SQS does not confirm are one)."""
+        running = sum(1 for lease in self.leases.live() if lease.state is State.RUNNING)
+        return running >= self.settings.max_in_flight
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:

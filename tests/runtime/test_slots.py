@@ -1,0 +1,73 @@
+"""The in-flight bound: full batches when they come quickly, what fits after a short wait."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.conftest import Aws, eventually, running, settings_for
+from worker import Message, Router
+from worker.runtime.slots import Slots
+
+
+async def test_takes_a_full_batch_when_free() -> None:
+    slots = Slots(20)
+    assert await slots.acquire(10, wait=1) == 10
+    assert slots.free == 10
+
+
+async def test_waits_for_a_full_batch_then_takes_what_fits() -> None:
+    slots = Slots(10)
+    await slots.acquire(7)
+    started = time.monotonic()
+    took = await slots.acquire(10, wait=0.2)
+    assert took == 3
+    assert 0.15 <= time.monotonic() - started < 1
+    assert slots.free == 0
+
+
+async def test_a_full_batch_freed_within_the_wait_is_taken_whole() -> None:
+    slots = Slots(10)
+    await slots.acquire(10)
+    asyncio.get_running_loop().call_later(0.05, slots.release, 10)
+    assert await slots.acquire(10, wait=1) == 10
+
+
+async def test_never_takes_more_than_the_limit_and_waits_for_at_least_one() -> None:
+    slots = Slots(5)
+    await slots.acquire(5)
+    waiter = asyncio.create_task(slots.acquire(10, wait=0.01))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()  # nothing free: waits however long it takes
+    slots.release(2)
+    assert await waiter == 2
+    assert slots.used == 5
+
+
+async def test_free_slots_are_used_while_slow_messages_hold_the_rest(aws: Aws) -> None:
+    # max_in_flight 20, batch 10: 11 slow messages hold 11 slots; the 9 free ones must
+    # take the fast messages at once, not after the slow ones finish.
+    queue = await aws.queue()
+    release = asyncio.Event()
+    fast_done: list[float] = []
+    router = Router()
+
+    @router.handler("slow")
+    async def slow(payload: dict[str, int]) -> None:
+        await release.wait()
+
+    @router.handler("fast")
+    async def fast(payload: dict[str, int], message: Message) -> None:
+        fast_done.append(time.monotonic())
+
+    await aws.send_many(queue.url, [{"n": i} for i in range(11)], "slow")
+    settings = settings_for(aws.endpoint, queue, max_in_flight=20, pollers=2)
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.in_flight == 11, timeout=20)
+        sent = time.monotonic()
+        await aws.send_many(queue.url, [{"n": i} for i in range(9)], "fast")
+        await eventually(lambda: len(fast_done) == 9, timeout=10)
+        assert max(fast_done) - sent < 5
+        release.set()
+        await eventually(lambda: consumer.counters.succeeded == 20, timeout=20)
