@@ -24,8 +24,8 @@ nothing here talks to SQS.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextvars
+import dataclasses
 import functools
 import random
 import time
