@@ -4,9 +4,10 @@ backpressure on messages in flight."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from tests.conftest import Aws, eventually, running, settings_for
-from worker import Message, Router
+from worker import Message, PermanentFailure, Router
 
 
 async def test_fifo_order_per_group_holds_under_failures_while_groups_run_in_parallel(aws: Aws) -> None:
@@ -80,3 +81,82 @@ async def test_pollers_never_hold_more_than_max_in_flight(aws: Aws) -> None:
     assert peak <= 12
     assert in_flight_seen <= 12
     assert peak >= 10  # and the bound is used
+
+
+async def test_fifo_rejected_head_goes_to_the_dlq_alone_and_its_group_goes_on(aws: Aws) -> None:
+    # maxReceiveCount 2: followers given back with the head would reach the DLQ unrun.
+    queue = await aws.queue(fifo=True, max_receive_count=2)
+    done: list[int] = []
+    router = Router()
+
+    @router.handler("step")
+    async def step(payload: dict[str, int]) -> None:
+        if payload["seq"] == 0:
+            raise PermanentFailure("the first one is bad")
+        done.append(payload["seq"])
+
+    for seq in range(6):
+        await aws.send(queue.url, {"seq": seq}, "step", group="g")
+    settings = settings_for(aws.endpoint, queue)
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        await eventually(lambda: counters.succeeded == 5, timeout=30)
+        await eventually(lambda: worker.consumers[0].in_flight == 0, timeout=10)
+    assert done == [1, 2, 3, 4, 5]
+    assert queue.dlq_url
+    dead = await aws.drain(queue.dlq_url)
+    assert len(dead) == 1
+    assert json.loads(dead[0]["Body"]) == {"seq": 0}
+    attributes = dead[0]["MessageAttributes"]
+    assert attributes["worker.failure_reason"]["StringValue"] == "the first one is bad"
+    assert attributes["type"]["StringValue"] == "step"  # the original's attributes are kept
+    assert dead[0]["Attributes"]["MessageGroupId"] == "g"
+    assert await aws.total(queue.url) == 0
+
+
+async def test_fifo_head_is_retried_in_place_then_dead_lettered_alone(aws: Aws) -> None:
+    queue = await aws.queue(fifo=True, max_receive_count=3)
+    attempts: list[int] = []
+    done: list[int] = []
+    router = Router()
+
+    @router.handler("step")
+    async def step(payload: dict[str, int], message: Message) -> None:
+        if payload["seq"] == 0:
+            attempts.append(message.receive_count)
+            raise RuntimeError("always fails")
+        done.append(payload["seq"])
+
+    for seq in range(4):
+        await aws.send(queue.url, {"seq": seq}, "step", group="g")
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[0.5])
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        await eventually(lambda: counters.succeeded == 3, timeout=30)
+    assert attempts == [1, 2, 3]  # its own attempts, counted in place
+    assert done == [1, 2, 3]  # after the head, in order
+    assert counters.released == 0
+    assert counters.dead_lettered == 1
+    assert queue.dlq_url
+    assert len(await aws.drain(queue.dlq_url)) == 1
+
+
+async def test_standard_queue_rejection_goes_to_the_dlq_at_once_with_its_reason(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    router = Router()
+
+    @router.handler("bad")
+    async def bad(payload: dict[str, int]) -> None:
+        raise PermanentFailure("unknown customer")
+
+    message_id = await aws.send(queue.url, {"n": 1}, "bad")
+    settings = settings_for(aws.endpoint, queue)
+    async with running(settings, router) as worker:
+        assert queue.dlq_url
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=20)
+        counters = worker.consumers[0].counters
+    assert counters.received == 1
+    dead = await aws.drain(queue.dlq_url)
+    attributes = dead[0]["MessageAttributes"]
+    assert attributes["worker.original_message_id"]["StringValue"] == message_id
+    assert attributes["worker.failure_reason"]["StringValue"] == "unknown customer"

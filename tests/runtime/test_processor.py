@@ -228,3 +228,68 @@ async def test_bodies_never_reach_the_logs(aws: Aws) -> None:
     assert "4111" not in out.getvalue()
     assert "4222" not in out.getvalue()
     assert "ReceiptHandle" not in out.getvalue()
+
+
+async def test_a_handlers_own_cancelled_error_is_a_failure_not_a_shutdown(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    attempts: list[int] = []
+    router = Router()
+
+    @router.handler("inner")
+    async def inner(payload: dict[str, int], message: Message) -> None:
+        attempts.append(message.receive_count)
+        if message.receive_count == 1:
+            task = asyncio.create_task(asyncio.sleep(10))
+            task.cancel()
+            await task  # raises CancelledError inside the handler
+
+    await aws.send(queue.url, {"n": 1}, "inner")
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[1])
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        await eventually(lambda: counters.succeeded == 1, timeout=20)
+    assert attempts == [1, 2]
+    assert counters.failed == 1
+    assert counters.released == 0
+
+
+async def test_a_body_that_json_cannot_convert_is_rejected_not_retried(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    router = Router()
+
+    @router.handler("num")
+    async def num(payload: object) -> None:
+        raise AssertionError("never runs")
+
+    await aws.sqs.send_message(
+        QueueUrl=queue.url,
+        MessageBody="1" * 5000,  # ValueError (too many digits), not a JSONDecodeError
+        MessageAttributes={"type": {"DataType": "String", "StringValue": "num"}},
+    )
+    settings = settings_for(aws.endpoint, queue)
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        assert queue.dlq_url
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=20)
+    assert counters.rejected == 1
+    assert counters.received == 1  # moved to the DLQ at once, not after five receives
+
+
+async def test_rejections_without_a_dlq_follow_the_backoff_instead_of_spinning(aws: Aws) -> None:
+    queue = await aws.queue()  # no redrive policy
+    runs: list[float] = []
+    router = Router()
+
+    @router.handler("bad")
+    async def bad(payload: dict[str, int]) -> None:
+        runs.append(time.monotonic())
+        raise PermanentFailure("never valid")
+
+    await aws.send(queue.url, {"n": 1}, "bad")
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[3])
+    async with running(settings, router) as worker:
+        await asyncio.sleep(5)
+        counters = worker.consumers[0].counters
+    assert len(runs) == 1  # ran once; its redelivery is not run again by this process
+    assert counters.received <= 3  # back after 3 s, not hundreds of receives per second
+    assert await aws.total(queue.url) == 1  # kept: nothing is lost without a DLQ

@@ -69,6 +69,8 @@ class Route:
                 raise PermanentFailure(f"body is not valid JSON: {exc.msg}") from None
             except RecursionError:
                 raise PermanentFailure("body is nested too deeply to decode") from None
+            except ValueError as exc:  # e.g. numbers too long to convert: still bad input
+                raise PermanentFailure(f"body cannot be decoded: {exc}"[:300]) from None
         return (payload, message) if self.wants_message else (payload,)
 
 
