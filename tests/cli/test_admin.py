@@ -147,8 +147,11 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     policies = json.loads(out)
     arn = "arn:aws:sqs:us-east-1:000000000000:"
     sources = sorted(arn + n for n in (f"{prefix}-a", f"{prefix}-b", f"{prefix}-c", f"{prefix}-l.fifo"))
-    [consume] = policies["worker"]["Statement"]
+    consume, move = policies["worker"]["Statement"]
     assert consume["Resource"] == sources
+    assert move["Sid"] == "MoveToDeadLetterQueues"
+    assert set(move["Action"]) == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+    assert all(r.startswith(arn) and "-dlq" in r for r in move["Resource"])
     assert set(consume["Action"]) == {
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",

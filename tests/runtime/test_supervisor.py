@@ -196,3 +196,32 @@ async def test_sigterm_works_when_nobody_reads_the_log(
     await asyncio.sleep(4)  # started; its stderr pipe is closed
     worker.signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 10) == 0
+
+
+@pytest.mark.parametrize("silent", [False, True])
+async def test_startup_timeout_is_a_real_upper_bound(silent: bool) -> None:
+    # Refused at once (port 9), or a server that accepts and never answers.
+    from worker.aws import AwsError
+    from worker.messages.routing import Registry, Router
+    from worker.runtime.supervisor import Supervisor
+    from worker.settings import load_settings
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(60)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1] if silent else 9
+    settings = load_settings(
+        None,
+        {
+            "aws": {"endpoint_url": f"http://127.0.0.1:{port}", "region": "us-east-1", "startup_timeout": 2},
+            "queues": {"q": {"handlers": ["tests.support.noop"]}},
+        },
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(AwsError, match="startup_timeout"):
+            await Supervisor(settings, {"q": Registry(Router().routes)}).run()
+    finally:
+        server.close()
+    assert time.monotonic() - started < 2 + 1

@@ -49,6 +49,14 @@ async def iam_policies(
     )
     produced = [n for n in topology.queues if n not in topology.dead_letter_queues()]
     consumed_arns = sorted({await queue_arn(n) for n in consumed})
+    dead_letter = sorted(
+        {
+            spec.dead_letter.queue
+            for n, spec in topology.queues.items()
+            if n in consumed and spec.dead_letter is not None
+        }
+    )
+    dead_letter_arns = sorted({await queue_arn(n) for n in dead_letter})
     produced_arns = sorted({await queue_arn(n) for n in produced})
     topic_arns = sorted({await topic_arn(n) for n in topology.topics})
     kms_consumed = sorted(
@@ -80,6 +88,16 @@ async def iam_policies(
             "Resource": consumed_arns,
         }
     ]
+    if dead_letter_arns:
+        # The worker moves rejected messages (and FIFO messages out of attempts) itself.
+        worker_statements.append(
+            {
+                "Sid": "MoveToDeadLetterQueues",
+                "Effect": "Allow",
+                "Action": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+                "Resource": dead_letter_arns,
+            }
+        )
     if kms_consumed:
         worker_statements.append(
             {"Sid": "DecryptMessages", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": kms_consumed}
