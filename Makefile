@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run bench chaos soak audit
+.PHONY: install lint typecheck test check demo run bench chaos soak audit mutation
 install:
 	$(UV) sync --locked
 lint:
@@ -26,3 +26,10 @@ soak:
 audit:
 	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .cache/requirements.txt
 	$(UV) run pip-audit --strict --disable-pip -r .cache/requirements.txt
+# Mutation testing of worker/runtime/{lease,slots}.py ([tool.mutmut] in pyproject.toml).
+# Needs a running LocalStack: SQS_WORKER_TEST_ENDPOINT=http://127.0.0.1:4566 make mutation
+mutation:
+	@test -n "$(SQS_WORKER_TEST_ENDPOINT)" || { echo "set SQS_WORKER_TEST_ENDPOINT to a running LocalStack"; exit 2; }
+	rm -rf mutants
+	SQS_WORKER_TEST_ENDPOINT=$(SQS_WORKER_TEST_ENDPOINT) $(UV) run mutmut run
+	$(UV) run mutmut results

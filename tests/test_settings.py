@@ -59,3 +59,28 @@ def test_cross_field_and_range_rules(queue: dict[str, object], needle: str) -> N
 def test_no_queues_is_an_error() -> None:
     with pytest.raises(ConfigError, match="queues"):
         load_settings(None, {"queues": {}})
+
+
+@pytest.mark.parametrize(
+    ("queue", "top", "message"),
+    [
+        ({"visibility_timeout": 10, "heartbeat_interval": 6}, {}, "at most half of visibility_timeout"),
+        ({"max_in_flight": 2000}, {}, "more than the heartbeat keeps alive at 1 s per call (1600"),
+        ({"wait_time_seconds": 20}, {"shutdown_grace": 5, "shutdown_flush": 5}, "must not exceed"),
+    ],
+)
+def test_lease_rules_are_checked_at_start(
+    queue: dict[str, object], top: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(None, {"queues": {"q": {"handlers": ["m"], **queue}}, **top})
+
+
+def test_heartbeat_capacity_follows_calls_interval_and_latency() -> None:
+    q = load_settings(None, {"queues": {"q": {"handlers": ["m"]}}}).queues["q"]
+    assert q.heartbeat_capacity(1.0) == 10 * 16 * 10
+    assert q.heartbeat_capacity(0.3) == 5333
+    bigger = load_settings(
+        None, {"queues": {"q": {"handlers": ["m"], "max_in_flight": 2000, "heartbeat_calls": 32}}}
+    )
+    assert bigger.queues["q"].max_in_flight == 2000

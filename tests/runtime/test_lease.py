@@ -4,6 +4,8 @@ in test_heartbeat.py, test_acker.py and test_consumer.py)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from worker.messages.envelope import Message
@@ -18,6 +20,29 @@ def make(at: float = 100.0) -> tuple[Lease, list[Lease]]:
     leases = Leases(ended.append)
     message = Message("m-1", "{}", {}, "t", 1, receipt_handle="r-1")
     return leases.open(message, {"Body": "{}"}, at, VISIBILITY), ended
+
+
+def test_a_new_lease_is_running_and_untouched() -> None:
+    lease, ended = make()
+    assert lease.state is State.RUNNING
+    assert lease.live
+    assert lease.attempts == 0  # no handler has run yet in this delivery
+    assert not lease.overdue
+    assert not lease.extending
+    assert not lease.sending
+    assert ended == []
+
+
+def test_the_receive_entry_is_kept_for_the_dead_letter_queue() -> None:
+    leases = Leases(lambda _: None)
+    raw = {"Body": '{"n": 1}', "MessageAttributes": {"type": {"DataType": "String", "StringValue": "t"}}}
+    lease = leases.open(Message("m", "{}", {}, "t", 1, receipt_handle="r"), raw, 0.0, VISIBILITY)
+    assert lease.raw == raw
+
+
+def test_left_without_a_time_uses_the_monotonic_clock() -> None:
+    lease, _ = make(at=time.monotonic())
+    assert VISIBILITY - 5 < lease.left() <= VISIBILITY
 
 
 def test_visibility_counts_from_the_receive_request() -> None:
@@ -152,3 +177,13 @@ def test_a_lapsed_lease_frees_its_slot_and_leaves_the_table() -> None:
     assert not lease.live
     assert len(leases) == 0
     assert ended == [lease]
+
+
+def test_the_table_lists_only_the_live_leases() -> None:
+    leases = Leases(lambda _: None)
+    first = leases.open(Message("m-1", "{}", {}, "t", 1, receipt_handle="r-1"), {}, 0.0, VISIBILITY)
+    second = leases.open(Message("m-2", "{}", {}, "t", 1, receipt_handle="r-2"), {}, 0.0, VISIBILITY)
+    assert leases.live() == [first, second]
+    first.settle_delete()
+    first.confirmed()
+    assert leases.live() == [second]

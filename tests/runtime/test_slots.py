@@ -26,11 +26,35 @@ async def test_waits_for_a_full_batch_then_takes_what_fits() -> None:
     assert slots.free == 0
 
 
-async def test_a_full_batch_freed_within_the_wait_is_taken_whole() -> None:
+async def test_a_full_batch_freed_within_the_wait_is_taken_whole_at_once() -> None:
     slots = Slots(10)
     await slots.acquire(10)
     asyncio.get_running_loop().call_later(0.05, slots.release, 10)
-    assert await slots.acquire(10, wait=1) == 10
+    started = time.monotonic()
+    assert await slots.acquire(10, wait=5) == 10
+    assert time.monotonic() - started < 2  # as soon as the batch is free, not at the deadline
+
+
+async def test_without_a_wait_takes_what_fits_at_once() -> None:
+    slots = Slots(10)
+    await slots.acquire(7)
+    started = time.monotonic()
+    assert await slots.acquire(10) == 3
+    assert time.monotonic() - started < 0.5
+
+
+async def test_asks_for_at_least_one_and_takes_no_more_than_asked() -> None:
+    slots = Slots(5)
+    assert await slots.acquire(1) == 1
+    assert await slots.acquire(0) == 1
+    assert slots.free == 3
+
+
+async def test_the_last_free_slot_is_taken() -> None:
+    slots = Slots(5)
+    await slots.acquire(4)
+    assert await asyncio.wait_for(slots.acquire(10, wait=0.05), 2) == 1
+    assert slots.free == 0
 
 
 async def test_never_takes_more_than_the_limit_and_waits_for_at_least_one() -> None:
@@ -42,6 +66,27 @@ async def test_never_takes_more_than_the_limit_and_waits_for_at_least_one() -> N
     slots.release(2)
     assert await waiter == 2
     assert slots.used == 5
+
+
+async def test_release_gives_back_exactly_what_it_is_told() -> None:
+    slots = Slots(5)
+    await slots.acquire(5)
+    slots.release()  # a lease's end frees one slot
+    assert slots.free == 1
+    slots.release(1)
+    slots.release(0)
+    assert slots.free == 2
+    slots.release(3)
+    assert slots.free == 5
+
+
+async def test_an_extra_release_never_raises_the_bound() -> None:
+    slots = Slots(3)
+    await slots.acquire(2)
+    slots.release(5)  # a bookkeeping bug: more given back than was taken
+    assert slots.free == 3
+    assert await slots.acquire(10) == 3
+    assert slots.free == 0
 
 
 async def test_free_slots_are_used_while_slow_messages_hold_the_rest(aws: Aws) -> None:

@@ -150,7 +150,7 @@ async def test_plain_function_handler_finishing_after_the_grace_is_deleted_not_r
     queue = await aws.queue()
     record = tmp_path / "record.txt"
     await aws.send(queue.url, {"n": 1}, "work_sync")
-    cfg = config(aws, queue)
+    cfg = config(aws, queue, wait_time_seconds=5)
     cfg |= {"shutdown_grace": 1, "shutdown_flush": 8}
     worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "4"}).start()
     procs.append(worker)
@@ -172,7 +172,7 @@ async def test_plain_function_handler_past_the_final_deadline_is_left_to_reappea
     queue = await aws.queue()
     record = tmp_path / "record.txt"
     await aws.send(queue.url, {"n": 1}, "work_sync")
-    cfg = config(aws, queue, visibility_timeout=6)
+    cfg = config(aws, queue, visibility_timeout=6, wait_time_seconds=2)
     cfg |= {"shutdown_grace": 1, "shutdown_flush": 1}
     worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "30"}).start()
     procs.append(worker)
