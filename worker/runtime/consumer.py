@@ -162,10 +162,21 @@ class Consumer:
         if lease.state is State.LAPSED:
             self.counters.lapsed += 1
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], leases: list[Lease]) -> None:
+        task = asyncio.create_task(self._guarded(coro, leases))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None], leases: list[Lease]) -> None:
+        """A bug of ours must not leave a lease running forever (its slot lost, its
+        message extended for good): log it and give the message back after the backoff."""
+        try:
+            await coro
+        except Exception:
+            log.exception("consumer_error", queue=self.target.key)
+            for lease in leases:
+                if lease.state is State.RUNNING:
+                    self._settle(lease, self.processor.backoff(lease.message.receive_count))
 
     def _dispatch(self, leases: list[Lease]) -> None:
         if self.stopping:
@@ -174,13 +185,13 @@ class Consumer:
             return
         if not self.target.fifo:
             for lease in leases:
-                self._spawn(self._run_one(lease))
+                self._spawn(self._run_one(lease), [lease])
             return
         groups: dict[str | None, list[Lease]] = {}
         for lease in leases:
             groups.setdefault(lease.message.group_id, []).append(lease)
         for group in groups.values():
-            self._spawn(self._run_group(group))
+            self._spawn(self._run_group(group), group)
 
     # -- standard queues ---------------------------------------------------------------------
     async def _run_one(self, lease: Lease) -> None:
@@ -270,6 +281,8 @@ class Consumer:
 
     # -- settling ----------------------------------------------------------------------------
     def _settle(self, lease: Lease, visibility: int | None) -> None:
+        if lease.state is not State.RUNNING:
+            return  # ended already (its receipt lapsed)
         if visibility is None:
             lease.settle_delete()
         else:

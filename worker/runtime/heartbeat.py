@@ -22,7 +22,7 @@ from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
-from worker.runtime.lease import Lease, Leases
+from worker.runtime.lease import Lease, Leases, State
 
 BATCH = 10
 MIN_CALL_TIMEOUT = 0.5
@@ -147,7 +147,10 @@ class Heartbeat:
                     detail=str(failure.get("Message", ""))[:200],
                 )
                 if code in STALE_RECEIPT_CODES:
-                    lease.lapsed()
+                    if lease.state is State.RUNNING:
+                        lease.lost = True  # its handler still runs and keeps the slot
+                    else:
+                        lease.lapsed()
         finally:
             for i, lease in enumerate(chunk):
                 lease.extension_done(sent_at, i in granted)

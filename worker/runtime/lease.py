@@ -52,6 +52,7 @@ class Lease:
         "expires_at",
         "extending",
         "granted_at",
+        "lost",
         "message",
         "overdue",
         "raw",
@@ -83,6 +84,9 @@ class Lease:
         """An extension request for this lease is in flight."""
         self.sending = False
         """A settle request for this lease is in flight."""
+        self.lost = False
+        """SQS refused an extension as stale while the handler runs: extending stops; the
+        settle is still tried, and its answer ends the lease."""
         self.overdue = False
         """Its visibility ran out while it was live (the heartbeat did not keep up)."""
         self.attempts = 0
@@ -103,6 +107,8 @@ class Lease:
 
     # -- the heartbeat's side ---------------------------------------------------------------
     def wants_extension(self, now: float, interval: float) -> bool:
+        if self.lost:
+            return False
         if self.state is State.RUNNING:
             pass
         elif self.state is not State.SETTLING or self.target is not None:

@@ -63,22 +63,22 @@ ABANDONED = Outcome("abandoned")
 
 
 class _Memory:
-    """The last ``MEMORY`` message ids seen for something (bounded)."""
+    """The last ``MEMORY`` message ids seen for something, with a note (bounded)."""
 
     def __init__(self) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, str] = OrderedDict()
 
-    def add(self, message_id: str) -> bool:
+    def add(self, message_id: str, note: str = "") -> bool:
         """Remember ``message_id``; True when it was new."""
         if message_id in self._ids:
             return False
-        self._ids[message_id] = None
+        self._ids[message_id] = note
         if len(self._ids) > MEMORY:
             self._ids.popitem(last=False)
         return True
 
-    def __contains__(self, message_id: str) -> bool:
-        return message_id in self._ids
+    def get(self, message_id: str) -> str | None:
+        return self._ids.get(message_id)
 
 
 class Processor:
@@ -125,8 +125,9 @@ class Processor:
             group_id=message.group_id,
         )
         started = time.monotonic()
-        if message.message_id in self.rejected:
-            return Outcome("rejected", 0, "rejected before")
+        reason = self.rejected.get(message.message_id)
+        if reason is not None:
+            return Outcome("rejected", 0, reason)
         try:
             route = self.registry.get(message.type)
             if route is None:
@@ -140,7 +141,7 @@ class Processor:
                 if outcome is not None:
                     return outcome
         except PermanentFailure as exc:
-            self.rejected.add(message.message_id)
+            self.rejected.add(message.message_id, exc.reason)
             return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
         except Retry as exc:
             outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))

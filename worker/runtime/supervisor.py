@@ -47,7 +47,9 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
         raise AwsError(f"queues.{key}: cannot use queue {name!r}: {code}: {exc}") from None
     except Exception as exc:
         if is_transient(exc):
-            raise AwsError(f"cannot reach SQS (gave up after aws.startup_timeout {retry_for:g}s): {exc}") from None
+            raise AwsError(
+                f"cannot reach SQS (gave up after aws.startup_timeout {retry_for:g}s): {exc}"
+            ) from None
         raise
     redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
     fifo = attributes.get("FifoQueue") == "true"
