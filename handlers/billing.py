@@ -3,6 +3,8 @@
 Shows an async handler with a typed payload, a plain (blocking) function that the worker
 runs in a thread, and the two ways a handler reports failure: any exception means "try
 again later" (the queue's backoff, then the DLQ), ``PermanentFailure`` means "never".
+Also a start-up hook that provides a resource to the handlers (a payment client, opened
+once per process) and a middleware around every handler call (timing).
 """
 
 from __future__ import annotations
@@ -13,10 +15,45 @@ import time
 import structlog
 
 from handlers.models import OrderCancelled, OrderPlaced
-from worker import Message, PermanentFailure, Router
+from worker import CallNext, Message, PermanentFailure, Resources, Router
 
 router = Router()
 log = structlog.get_logger("handlers.billing")
+
+
+class PaymentClient:
+    """Stands for a real provider's client: opened once per process, shared by handlers."""
+
+    def __init__(self) -> None:
+        self.open = True
+
+    async def charge(self, order_id: str, total: float) -> None:
+        assert self.open, "the client is closed"
+        await asyncio.sleep(0.05)  # the call to the payment provider
+
+    async def close(self) -> None:
+        self.open = False
+
+
+@router.on_startup
+async def open_payments(resources: Resources) -> None:
+    resources.add(PaymentClient())
+
+
+@router.on_shutdown
+async def close_payments(resources: Resources) -> None:
+    await resources.get(PaymentClient).close()
+
+
+@router.middleware
+async def timing(message: Message, call_next: CallNext) -> None:
+    started = time.perf_counter()
+    try:
+        await call_next()
+    finally:
+        log.debug(
+            "billing_handler_timing", type=message.type, seconds=round(time.perf_counter() - started, 4)
+        )
 
 
 class PaymentDeclined(Exception):
@@ -24,13 +61,13 @@ class PaymentDeclined(Exception):
 
 
 @router.handler("order.placed")
-async def charge(order: OrderPlaced, message: Message) -> None:
+async def charge(order: OrderPlaced, message: Message, payments: PaymentClient) -> None:
     if order.payment_method == "expired-card":
         # Fails on every attempt: retried on the backoff schedule, then dead-lettered.
         raise PaymentDeclined(f"card expired for order {order.order_id}")
     if order.payment_method not in {"card", "invoice"}:
         raise PermanentFailure(f"unsupported payment method {order.payment_method!r}")
-    await asyncio.sleep(0.05)  # the call to the payment provider
+    await payments.charge(order.order_id, order.total)
     log.info("order_charged", order_id=order.order_id, total=order.total, attempt=message.receive_count)
 
 

@@ -7,7 +7,8 @@ Handler modules import what they need from here::
 
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
-from worker.messages.routing import Router
+from worker.messages.resources import Resources
+from worker.messages.routing import CallNext, Middleware, Router
 
-__all__ = ["Message", "PermanentFailure", "Retry", "Router"]
+__all__ = ["CallNext", "Message", "Middleware", "PermanentFailure", "Resources", "Retry", "Router"]
 __version__ = "0.1.0"

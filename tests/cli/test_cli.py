@@ -127,3 +127,65 @@ def test_shipped_config_files_are_valid() -> None:
     for name in ("worker.yaml", "demo.yaml"):
         result = run_worker(["check", "--config", f"config/{name}"])
         assert result.returncode == 0, result.stderr
+
+
+GREET = """
+import logging
+
+from worker import Message, Router
+
+router = Router()
+log = logging.getLogger("greet")
+
+
+@router.handler("greet")
+async def greet(payload: dict[str, str], message: Message) -> None:
+    log.info("hello %s", payload["name"])
+"""
+
+
+def console_script() -> str:
+    """The installed ``worker`` command (not ``python -m worker``, which puts the current
+    directory on the path by itself)."""
+    return str(Path(sys.executable).parent / "worker")
+
+
+def test_handlers_of_your_own_project_directory_are_found(tmp_path: Path) -> None:
+    project = tmp_path / "myservice"
+    project.mkdir()
+    (project / "greet.py").write_text(GREET)
+    (project / "worker.yaml").write_text(
+        yaml.safe_dump({"aws": UNREACHABLE, "queues": {"greetings": {"handlers": ["greet"]}}})
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    here = subprocess.run(
+        [console_script(), "check", "-c", "worker.yaml"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert here.returncode == 0, here.stderr
+    assert "greetings: greetings <- greet" in here.stdout
+    elsewhere = subprocess.run(
+        [console_script(), "check", "-c", str(project / "worker.yaml"), "--app-dir", str(project)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    missing = subprocess.run(
+        [console_script(), "check", "-c", str(project / "worker.yaml")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert missing.returncode == 2
+    assert "no such module on the import path" in missing.stderr
+    assert "--app-dir" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1

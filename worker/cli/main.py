@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 from worker.aws import AwsError
 from worker.messages.routing import HandlerError
 from worker.observe.logs import configure_logging, get_logger
-from worker.runtime.supervisor import Supervisor, load_registries
+from worker.runtime.supervisor import StartupError, Supervisor, load_registries
 from worker.settings import ConfigError, WorkerSettings, load_settings
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
@@ -63,7 +63,7 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
             wired.append(sig)
     try:
         await supervisor.run()
-    except AwsError as exc:
+    except (AwsError, StartupError) as exc:
         return _fail(str(exc), EXIT_ERROR)
     except NoRegionError:
         return _fail("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION", EXIT_CONFIG)
@@ -75,7 +75,16 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
     return EXIT_OK
 
 
+def _import_path(args: argparse.Namespace) -> None:
+    """Handler modules are imported from ``--app-dir`` (default: the current directory), as
+    uvicorn's --app-dir and dramatiq's --path do; the console script alone would not."""
+    app_dir = os.path.abspath(args.app_dir)
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+
+
 def _load(args: argparse.Namespace) -> WorkerSettings:
+    _import_path(args)
     settings = load_settings(args.config)
     log_cfg = settings.log
     configure_logging(args.log_level or log_cfg.level, args.log_format or log_cfg.format)
@@ -98,6 +107,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    _import_path(args)
     try:
         settings = load_settings(args.config)
         registries = load_registries(settings)
@@ -128,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
             "-c",
             default=DEFAULT_CONFIG,
             help="worker YAML file (default: $WORKER_CONFIG or config/worker.yaml)",
+        )
+        p.add_argument(
+            "--app-dir",
+            default=os.environ.get("WORKER_APP_DIR", "."),
+            help="directory your handler modules are imported from (default: $WORKER_APP_DIR or .)",
         )
 
     run = sub.add_parser("run", help="consume the configured queues until SIGTERM/SIGINT")

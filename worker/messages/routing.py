@@ -7,8 +7,14 @@ A handler module exposes ``router = Router()`` and decorates one function per me
 
 The first parameter's annotation says what the handler receives: a pydantic model (the body
 is parsed and validated into it), ``str`` (the raw body), ``Message`` (the whole message),
-or anything else (the body decoded as JSON). A second parameter, if present, gets the
-``Message``. Plain functions run in a thread pool; coroutines are awaited.
+or anything else (the body decoded as JSON). Further parameters are filled by their
+annotation: ``Message`` gets the message, any other class the resource of that class a
+start-up hook provided (``Resources``). Plain functions run in a thread pool; coroutines are
+awaited. The decorators return the function unchanged, so type checkers keep its signature.
+
+A router also carries start-up and shutdown hooks (``@router.on_startup``,
+``@router.on_shutdown``: async functions taking ``Resources``) and middleware
+(``@router.middleware``: ``async def mw(message, call_next)`` around every handler call).
 """
 
 from __future__ import annotations
@@ -16,17 +22,27 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, get_type_hints
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, ParamSpec, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure
+from worker.messages.resources import Resources
 
 Decode = Literal["model", "json", "str", "message"]
 HandlerFn = Callable[..., Any]
+P = ParamSpec("P")
+R = TypeVar("R")
+CallNext = Callable[[], Awaitable[None]]
+Middleware = Callable[[Message, CallNext], Awaitable[None]]
+"""``async def mw(message, call_next)``: ``await call_next()`` runs the rest of the chain and
+the handler; raising (``Retry``, ``PermanentFailure``, anything) or returning decides the
+outcome as a handler would."""
+Hook = Callable[[Resources], Awaitable[None]]
 
 
 class HandlerError(Exception):
@@ -40,10 +56,11 @@ class Route:
     is_async: bool
     decode: Decode
     model: type[BaseModel] | None
-    wants_message: bool
+    extras: tuple[type | None, ...]
+    """Parameters after the payload: None for the ``Message``, else a resource's class."""
     source: str
 
-    def arguments(self, message: Message) -> tuple[Any, ...]:
+    def arguments(self, message: Message, resources: Resources | None = None) -> tuple[Any, ...]:
         """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
         payload: Any
         if self.decode == "message":
@@ -71,7 +88,19 @@ class Route:
                 raise PermanentFailure("body is nested too deeply to decode") from None
             except ValueError as exc:  # e.g. numbers too long to convert: still bad input
                 raise PermanentFailure(f"body cannot be decoded: {exc}"[:300]) from None
-        return (payload, message) if self.wants_message else (payload,)
+        if not self.extras:
+            return (payload,)
+        return (payload, *(message if kind is None else _resource(resources, kind) for kind in self.extras))
+
+    @property
+    def resources(self) -> list[type]:
+        return [kind for kind in self.extras if kind is not None]
+
+
+def _resource(resources: Resources | None, kind: type) -> Any:
+    if resources is None:
+        raise LookupError(f"no resources: nothing provides {kind.__name__}")
+    return resources.get(kind)
 
 
 def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> Route:
@@ -83,8 +112,8 @@ def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> R
         for p in inspect.signature(fn).parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
-    if not 1 <= len(params) <= 2:
-        raise HandlerError(f"{source}: a handler takes (payload) or (payload, message)")
+    if not params:
+        raise HandlerError(f"{source}: a handler takes the payload first: (payload, ...)")
     try:
         hints = get_type_hints(fn)
     except Exception as exc:
@@ -94,29 +123,46 @@ def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> R
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         decode, model = "model", annotation
     elif annotation is Message:
-        if len(params) == 2:
-            raise HandlerError(f"{source}: a handler taking the Message takes nothing else")
         decode = "message"
     elif annotation is str:
         decode = "str"
     else:
         decode = "json"
+    extras: list[type | None] = []
+    for param in params[1:]:
+        kind = hints.get(param.name)
+        if kind is Message:
+            extras.append(None)
+        elif len(params) == 2 and kind is None and decode != "message":
+            extras.append(None)  # (payload, message) without annotations, as before
+        elif isinstance(kind, type):
+            extras.append(kind)
+        else:
+            raise HandlerError(
+                f"{source}: parameter {param.name!r} needs a class annotation: Message, "
+                "or the class of a resource a start-up hook provides"
+            )
+    if decode == "message" and None in extras:
+        raise HandlerError(f"{source}: a handler taking the Message first takes no second Message")
     return Route(
         message_type=message_type,
         fn=fn,
         is_async=inspect.iscoroutinefunction(fn),
         decode=decode,
         model=model if decode == "model" else None,
-        wants_message=len(params) == 2,
+        extras=tuple(extras),
         source=source,
     )
 
 
+@dataclass
 class Router:
-    """Collects a module's handlers, one per message type."""
+    """Collects a module's handlers (one per message type), hooks and middleware."""
 
-    def __init__(self) -> None:
-        self._routes: dict[str, Route] = {}
+    _routes: dict[str, Route] = field(default_factory=dict)
+    startup: list[Hook] = field(default_factory=list)
+    shutdown: list[Hook] = field(default_factory=list)
+    middlewares: list[Middleware] = field(default_factory=list)
 
     def add(self, message_type: str, fn: HandlerFn, *, model: type[BaseModel] | None = None) -> None:
         if not message_type:
@@ -131,12 +177,32 @@ class Router:
 
     def handler(
         self, message_type: str, *, model: type[BaseModel] | None = None
-    ) -> Callable[[HandlerFn], HandlerFn]:
-        def register(fn: HandlerFn) -> HandlerFn:
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register the decorated function for ``message_type``; the function is returned
+        as it is, signature and all."""
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
             self.add(message_type, fn, model=model)
             return fn
 
         return register
+
+    def on_startup(self, hook: Hook) -> Hook:
+        """Run ``hook(resources)`` once per process before the first receive (a failure
+        stops the worker with exit code 1 and the error)."""
+        self.startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``hook(resources)`` once per process after the last message is settled."""
+        self.shutdown.append(hook)
+        return hook
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Wrap every handler call of the queues this module serves (in registration order:
+        the first registered is the outermost)."""
+        self.middlewares.append(fn)
+        return fn
 
     @property
     def routes(self) -> dict[str, Route]:
@@ -146,24 +212,22 @@ class Router:
 class Registry:
     """The message types one queue serves, from the handler modules configured for it."""
 
-    def __init__(self, routes: dict[str, Route]) -> None:
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        middlewares: list[Middleware] | None = None,
+        routers: list[Router] | None = None,
+    ) -> None:
         self._routes = routes
+        self.middlewares = list(middlewares or [])
+        self.routers = list(routers or [])
+        """The routers it was built from (their start-up and shutdown hooks)."""
 
     @classmethod
-    def from_modules(cls, modules: list[str]) -> Registry:
+    def of(cls, *routers: Router) -> Registry:
+        """A registry of these routers (tests, the testing kit, embedding)."""
         routes: dict[str, Route] = {}
-        for name in modules:
-            try:
-                module = importlib.import_module(name)
-            except HandlerError as exc:
-                raise HandlerError(f"handler module {name!r}: {exc}") from None
-            except Exception as exc:
-                raise HandlerError(
-                    f"cannot import handler module {name!r}: {type(exc).__name__}: {exc}"
-                ) from None
-            router = getattr(module, "router", None)
-            if not isinstance(router, Router):
-                raise HandlerError(f"handler module {name!r} has no `router = Router()`")
+        for router in routers:
             for message_type, route in router.routes.items():
                 if message_type in routes:
                     raise HandlerError(
@@ -171,9 +235,42 @@ class Registry:
                         f"{routes[message_type].source} and {route.source}"
                     )
                 routes[message_type] = route
-        if not routes:
+        return cls(routes, [m for r in routers for m in r.middlewares], list(routers))
+
+    @classmethod
+    def from_modules(cls, modules: list[str]) -> Registry:
+        routers: list[Router] = []
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except HandlerError as exc:
+                raise HandlerError(f"handler module {name!r}: {exc}") from None
+            except ModuleNotFoundError as exc:
+                if exc.name is not None and name.split(".")[0] == exc.name.split(".")[0]:
+                    raise HandlerError(
+                        f"cannot import handler module {name!r}: no such module on the import path "
+                        f"(searched: {', '.join(p or '.' for p in sys.path[:4])}, ...); run the worker "
+                        "from your project's directory or pass --app-dir DIR"
+                    ) from None
+                raise HandlerError(
+                    f"cannot import handler module {name!r}: {type(exc).__name__}: {exc}"
+                ) from None
+            except Exception as exc:
+                raise HandlerError(
+                    f"cannot import handler module {name!r}: {type(exc).__name__}: {exc}"
+                ) from None
+            router = getattr(module, "router", None)
+            if not isinstance(router, Router):
+                raise HandlerError(f"handler module {name!r} has no `router = Router()`")
+            routers.append(router)
+        registry = cls.of(*routers)
+        if not registry.types:
             raise HandlerError(f"handler modules {modules} register no message type")
-        return cls(routes)
+        return registry
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        return dict(self._routes)
 
     def get(self, message_type: str | None) -> Route | None:
         return self._routes.get(message_type) if message_type else None

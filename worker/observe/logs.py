@@ -27,7 +27,7 @@ def configure_logging(
     stream: object | None = None,
 ) -> None:
     out = _Tolerant(stream if stream is not None else sys.stderr)
-    use_console = fmt == "console" or (fmt == "auto" and bool(getattr(out, "isatty", lambda: False)()))
+    use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -51,9 +51,32 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(file=out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    # The standard library's loggers (handler code, libraries) go through the same
+    # renderer with the same bound context (queue, message_id, type), at the same level.
+    # The handler's own name is kept as ``logger``.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _drop_color_message],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(LEVELS[level])
     # botocore/aiohttp chatter stays out unless asked for.
-    logging.basicConfig(level=logging.WARNING, stream=out)
+    for noisy in ("botocore", "aiobotocore", "aiohttp", "urllib3", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded demo server
+
+
+def _drop_color_message(
+    logger: object, name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    event.pop("color_message", None)
+    return event
 
 
 class _Tolerant:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.aws import AwsClient
+from worker.messages.resources import Resources
 from worker.messages.routing import Registry
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
@@ -65,6 +66,7 @@ class Consumer:
         registry: Registry,
         executor: Executor,
         metrics: Metrics,
+        resources: Resources | None = None,
     ) -> None:
         self.target = target
         self.settings = settings
@@ -93,7 +95,7 @@ class Consumer:
             metrics,
         )
         self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
-        self.processor = Processor(name, settings, registry, self.counters, executor, metrics)
+        self.processor = Processor(name, settings, registry, self.counters, executor, metrics, resources)
         self._released = metrics.released.labels(name)
         self._dead_lettered = metrics.dead_lettered
         self.pollers = [

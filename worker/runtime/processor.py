@@ -30,6 +30,7 @@ import functools
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +39,7 @@ import structlog
 
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
+from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Route
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
@@ -90,8 +92,10 @@ class Processor:
         counters: QueueCounters,
         executor: Executor,
         metrics: Metrics,
+        resources: Resources | None = None,
     ) -> None:
         self.queue = queue
+        self.resources = resources or Resources()
         self.settings = settings
         self.registry = registry
         self.counters = counters
@@ -133,13 +137,9 @@ class Processor:
             if route is None:
                 reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
                 raise PermanentFailure(reason)
-            args = route.arguments(message)
-            if route.is_async:
-                await self._run_async(route, args)
-            else:
-                outcome = await self._run_sync(route, args, started)
-                if outcome is not None:
-                    return outcome
+            await self._chain(route, message, started)
+        except _Abandoned:
+            return ABANDONED
         except PermanentFailure as exc:
             self.rejected.add(message.message_id, exc.reason)
             return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
@@ -178,6 +178,21 @@ class Processor:
         self.log.info("message_succeeded", duration=duration)
         return SUCCEEDED
 
+    async def _chain(self, route: Route, message: Message, started: float) -> None:
+        """The middleware chain around the handler (first registered outermost)."""
+
+        async def handler() -> None:
+            args = route.arguments(message, self.resources)
+            if route.is_async:
+                await self._run_async(route, args)
+            else:
+                await self._run_sync(route, args, started)
+
+        call: Callable[[], Awaitable[None]] = handler
+        for middleware in reversed(self.registry.middlewares):
+            call = functools.partial(middleware, message, call)
+        await call()
+
     async def _run_async(self, route: Route, args: tuple[Any, ...]) -> None:
         try:
             async with asyncio.timeout(self.settings.max_processing_time) as timeout:
@@ -187,7 +202,7 @@ class Processor:
                 raise _Overdue() from None
             raise
 
-    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> Outcome | None:
+    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> None:
         """A plain function in the thread pool. A thread cannot be stopped, so its message
         stays leased while it runs: cancelled at shutdown, the coroutine goes on waiting
         for the thread (the result still counts) until it is cancelled a second time."""
@@ -200,7 +215,7 @@ class Processor:
                 limit = None if overdue else self.settings.max_processing_time - (time.monotonic() - started)
                 async with asyncio.timeout(limit):
                     await asyncio.shield(future)
-                return None
+                return
             except TimeoutError:
                 if future.done():
                     raise
@@ -217,7 +232,7 @@ class Processor:
                     # The final deadline: leave the lease alone; the message reappears
                     # after its visibility timeout, never while the thread still runs.
                     self.log.warning("handler_thread_abandoned", duration=self._since(started))
-                    return ABANDONED
+                    raise _Abandoned() from None
                 cancelled = True
                 self.log.info("handler_thread_still_running", duration=self._since(started))
 
@@ -255,6 +270,10 @@ class Processor:
     @staticmethod
     def _since(started: float) -> float:
         return round(time.monotonic() - started, 4)
+
+
+class _Abandoned(BaseException):
+    """A plain-function handler still runs at the final shutdown deadline."""
 
 
 class _Overdue(TimeoutError):

@@ -15,12 +15,13 @@ import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, AwsError, error_code, is_transient, sqs_client
-from worker.messages.routing import Registry
+from worker.messages.resources import Resources
+from worker.messages.routing import Registry, Router
 from worker.observe.health import HealthServer
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
@@ -89,6 +90,10 @@ async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float)
     return str(response["QueueUrl"])
 
 
+class StartupError(Exception):
+    """A start-up hook failed, or a handler needs a resource no hook provided."""
+
+
 class Supervisor:
     def __init__(
         self, settings: WorkerSettings, registries: dict[str, Registry], metrics: Metrics | None = None
@@ -100,6 +105,8 @@ class Supervisor:
         self._started_at: float | None = None
         self._sqs: AwsClient | None = None
         self.consumers: list[Consumer] = []
+        self.resources = Resources()
+        """What start-up hooks provided; handlers receive it by parameter class."""
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.stopping = False
@@ -145,8 +152,18 @@ class Supervisor:
             async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
                 self._sqs = sqs
                 targets = await self._resolve(sqs)
+                await self._hooks("startup")
                 self.consumers = [
-                    Consumer(t, s.queues[t.key], s, sqs, self.registries[t.key], executor, self.metrics)
+                    Consumer(
+                        t,
+                        s.queues[t.key],
+                        s,
+                        sqs,
+                        self.registries[t.key],
+                        executor,
+                        self.metrics,
+                        self.resources,
+                    )
                     for t in targets
                 ]
                 for consumer in self.consumers:
@@ -170,10 +187,43 @@ class Supervisor:
                     summary.cancel()
                     await self._shutdown()
                     self._log_summary(final=True)
+                    await self._hooks("shutdown")
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             if self.health is not None:
                 await self.health.stop()
+
+    def _routers(self) -> list[Router]:
+        """Every router of every queue, each once (one module may serve several queues)."""
+        seen: dict[int, Router] = {}
+        for registry in self.registries.values():
+            for router in registry.routers:
+                seen.setdefault(id(router), router)
+        return list(seen.values())
+
+    async def _hooks(self, phase: Literal["startup", "shutdown"]) -> None:
+        """Run every router's start-up (before the first receive) or shutdown hooks (after
+        the last settle, in reverse). A failing start-up hook stops the worker."""
+        hooks = [h for r in self._routers() for h in (r.startup if phase == "startup" else r.shutdown)]
+        if phase == "shutdown":
+            hooks.reverse()
+        for hook in hooks:
+            name = f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', repr(hook))}"
+            try:
+                await hook(self.resources)
+            except Exception as exc:
+                if phase == "startup":
+                    raise StartupError(f"start-up hook {name} failed: {type(exc).__name__}: {exc}") from exc
+                log.error("shutdown_hook_failed", hook=name, error=f"{type(exc).__name__}: {exc}"[:500])
+            else:
+                log.info(f"{phase}_hook_done", hook=name)
+        for registry in self.registries.values():
+            for route in registry.routes.values():
+                missing = [k.__name__ for k in route.resources if k not in self.resources]
+                if phase == "startup" and missing:
+                    raise StartupError(
+                        f"handler {route.source} needs {', '.join(missing)}, which no start-up hook provided"
+                    )
 
     async def _resolve(self, sqs: AwsClient) -> list[QueueTarget]:
         """Every configured queue, within ``aws.startup_timeout`` in all."""
