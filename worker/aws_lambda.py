@@ -1,0 +1,116 @@
+"""The same handler modules under AWS Lambda (SQS event source with ReportBatchItemFailures).
+
+Set the function's handler to ``worker.aws_lambda.handler`` and list your modules in
+``WORKER_HANDLERS`` (comma-separated, e.g. ``handlers.billing,handlers.shipping``), or build
+one yourself with ``make_handler(router, ...)``. Each record goes through the same routing,
+decoding, middleware and outcome rules as in the worker; start-up hooks run once per
+execution environment (cold start), on one event loop kept for its lifetime.
+
+What Lambda can express is less than the worker does: a failed record is reported in
+``batchItemFailures`` and becomes visible after the queue's visibility timeout (Lambda
+does not take a per-message delay), so ``Retry(delay)`` and the backoff schedule do not
+apply, and a rejected record is retried until the redrive policy moves it. On FIFO queues
+a group stops at its first failure: that record and every later record of its group are
+reported, so the group resumes in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from worker.messages.envelope import parse_message
+from worker.messages.resources import Resources
+from worker.messages.routing import Registry, Router
+from worker.observe.metrics import Metrics
+from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Leases
+from worker.runtime.processor import Processor
+from worker.settings import QueueSettings
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+def to_receive_entry(record: dict[str, Any]) -> dict[str, Any]:
+    """A Lambda SQS record in the shape ReceiveMessage returns."""
+    attributes = {}
+    for name, value in (record.get("messageAttributes") or {}).items():
+        entry = {"DataType": value.get("dataType", "String")}
+        if value.get("stringValue") is not None:
+            entry["StringValue"] = value["stringValue"]
+        if value.get("binaryValue") is not None:
+            entry["BinaryValue"] = value["binaryValue"]
+        attributes[name] = entry
+    return {
+        "MessageId": record["messageId"],
+        "ReceiptHandle": record.get("receiptHandle", ""),
+        "Body": record.get("body", ""),
+        "Attributes": dict(record.get("attributes") or {}),
+        "MessageAttributes": attributes,
+    }
+
+
+class LambdaRunner:
+    def __init__(self, registry: Registry, type_attribute: str = "type") -> None:
+        self.registry = registry
+        self.type_attribute = type_attribute
+        self.resources = Resources()
+        self.loop = asyncio.new_event_loop()
+        settings = QueueSettings(handlers=["<lambda>"])
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handler")
+        self._processor = Processor(
+            "lambda", settings, registry, QueueCounters(), self._executor, Metrics(), self.resources
+        )
+        self._leases = Leases(lambda lease: None)
+        self._started = False
+
+    def __call__(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+        return self.loop.run_until_complete(self.handle(event))
+
+    async def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        if not self._started:
+            for router in self.registry.routers:
+                for hook in router.startup:
+                    await hook(self.resources)
+            self._started = True
+        failures: list[str] = []
+        stopped_groups: set[str] = set()
+        for record in event.get("Records") or []:
+            raw = to_receive_entry(record)
+            message = parse_message(raw, self.type_attribute)
+            if message.group_id is not None and message.group_id in stopped_groups:
+                failures.append(message.message_id)  # after a failure of its group: not run
+                continue
+            lease = self._leases.open(message, raw, time.monotonic(), 30)
+            outcome = await self._processor.run(lease)
+            if outcome.kind != "succeeded":
+                failures.append(message.message_id)
+                if message.group_id is not None:
+                    stopped_groups.add(message.group_id)
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
+
+
+def make_handler(*routers: Router, type_attribute: str = "type") -> LambdaHandler:
+    """A Lambda handler for ``routers``."""
+    return LambdaRunner(Registry.of(*routers), type_attribute)
+
+
+_default: LambdaRunner | None = None
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The ready-made entry point: modules from ``WORKER_HANDLERS``."""
+    global _default
+    if _default is None:
+        modules = [m.strip() for m in os.environ.get("WORKER_HANDLERS", "").split(",") if m.strip()]
+        if not modules:
+            raise RuntimeError("set WORKER_HANDLERS to your handler modules, e.g. handlers.billing")
+        _default = LambdaRunner(
+            Registry.from_modules(modules), os.environ.get("WORKER_MESSAGE_TYPE_ATTRIBUTE", "type")
+        )
+    return _default(event, context)
