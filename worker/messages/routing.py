@@ -23,6 +23,7 @@ import importlib
 import inspect
 import json
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar, get_type_hints
@@ -45,6 +46,18 @@ outcome as a handler would."""
 Hook = Callable[[Resources], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class BatchSpec:
+    max_size: int
+    max_wait: float
+
+
+BatchResult = dict[str, BaseException] | None
+"""What a batch handler returns: None when every message succeeded, else the failed ones
+by message id, each with what it raised (``Retry``, ``PermanentFailure``, any exception);
+messages not named succeeded."""
+
+
 class HandlerError(Exception):
     """A handler module cannot be loaded, or two handlers claim one message type."""
 
@@ -59,12 +72,28 @@ class Route:
     extras: tuple[type | None, ...]
     """Parameters after the payload: None for the ``Message``, else a resource's class."""
     source: str
+    batch: BatchSpec | None = None
+    """Set for batch handlers: they take lists, and report per-message results."""
 
     def arguments(self, message: Message, resources: Resources | None = None) -> tuple[Any, ...]:
         """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
-        payload: Any
         if self.decode == "message":
             return (message,)
+        payload = self.payload(message)
+        if not self.extras:
+            return (payload,)
+        return (payload, *(message if kind is None else _resource(resources, kind) for kind in self.extras))
+
+    def batch_arguments(
+        self, payloads: list[Any], messages: list[Message], resources: Resources | None
+    ) -> tuple[Any, ...]:
+        return (payloads, *(messages if kind is None else _resource(resources, kind) for kind in self.extras))
+
+    def payload(self, message: Message) -> Any:
+        """The decoded body (or the message itself); bad input is a PermanentFailure."""
+        payload: Any
+        if self.decode == "message":
+            return message
         if self.decode == "str":
             payload = message.body
         elif self.decode == "model":
@@ -88,9 +117,7 @@ class Route:
                 raise PermanentFailure("body is nested too deeply to decode") from None
             except ValueError as exc:  # e.g. numbers too long to convert: still bad input
                 raise PermanentFailure(f"body cannot be decoded: {exc}"[:300]) from None
-        if not self.extras:
-            return (payload,)
-        return (payload, *(message if kind is None else _resource(resources, kind) for kind in self.extras))
+        return payload
 
     @property
     def resources(self) -> list[type]:
@@ -103,7 +130,9 @@ def _resource(resources: Resources | None, kind: type) -> Any:
     return resources.get(kind)
 
 
-def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> Route:
+def _route(
+    message_type: str, fn: HandlerFn, model: type[BaseModel] | None, batch: BatchSpec | None = None
+) -> Route:
     if not callable(fn):
         raise HandlerError(f"handler for {message_type!r} is not callable")
     source = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -119,6 +148,10 @@ def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> R
     except Exception as exc:
         raise HandlerError(f"{source}: cannot resolve type hints: {exc}") from exc
     annotation = model or hints.get(params[0].name)
+    if batch is not None and model is None:
+        if typing.get_origin(annotation) is not list:
+            raise HandlerError(f"{source}: a batch handler takes a list first: (payloads: list[Model], ...)")
+        (annotation,) = typing.get_args(annotation) or (Any,)
     decode: Decode
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         decode, model = "model", annotation
@@ -131,6 +164,8 @@ def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> R
     extras: list[type | None] = []
     for param in params[1:]:
         kind = hints.get(param.name)
+        if batch is not None and typing.get_origin(kind) is list and typing.get_args(kind) == (Message,):
+            kind = Message
         if kind is Message:
             extras.append(None)
         elif len(params) == 2 and kind is None and decode != "message":
@@ -152,6 +187,7 @@ def _route(message_type: str, fn: HandlerFn, model: type[BaseModel] | None) -> R
         model=model if decode == "model" else None,
         extras=tuple(extras),
         source=source,
+        batch=batch,
     )
 
 
@@ -164,10 +200,17 @@ class Router:
     shutdown: list[Hook] = field(default_factory=list)
     middlewares: list[Middleware] = field(default_factory=list)
 
-    def add(self, message_type: str, fn: HandlerFn, *, model: type[BaseModel] | None = None) -> None:
+    def add(
+        self,
+        message_type: str,
+        fn: HandlerFn,
+        *,
+        model: type[BaseModel] | None = None,
+        batch: BatchSpec | None = None,
+    ) -> None:
         if not message_type:
             raise HandlerError("message type must be a non-empty string")
-        route = _route(message_type, fn, model)
+        route = _route(message_type, fn, model, batch)
         if message_type in self._routes:
             raise HandlerError(
                 f"two handlers for message type {message_type!r}: "
@@ -183,6 +226,29 @@ class Router:
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
             self.add(message_type, fn, model=model)
+            return fn
+
+        return register
+
+    def batch_handler(
+        self,
+        message_type: str,
+        *,
+        max_size: int = 10,
+        max_wait: float = 1.0,
+        model: type[BaseModel] | None = None,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register a handler that takes up to ``max_size`` messages of ``message_type`` at
+        once (``payloads: list[Model]``, optionally ``messages: list[Message]``), formed
+        across receives for at most ``max_wait`` seconds while every member's lease is kept.
+        It returns None (all succeeded) or ``{message_id: exception}`` for the failed ones."""
+        if not 1 <= max_size <= 1000:
+            raise HandlerError(f"batch_handler {message_type!r}: max_size must be 1-1000")
+        if not 0 <= max_wait <= 300:
+            raise HandlerError(f"batch_handler {message_type!r}: max_wait must be 0-300 seconds")
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            self.add(message_type, fn, model=model, batch=BatchSpec(max_size, max_wait))
             return fn
 
         return register

@@ -27,10 +27,11 @@ from typing import Any
 
 from worker.aws import AwsClient
 from worker.messages.resources import Resources
-from worker.messages.routing import Registry
+from worker.messages.routing import Registry, Route
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker
+from worker.runtime.batcher import Batcher
 from worker.runtime.counters import QueueCounters
 from worker.runtime.deadletter import DeadLetters
 from worker.runtime.heartbeat import Heartbeat
@@ -118,6 +119,7 @@ class Consumer:
         ]
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batchers: dict[str, Batcher] = {}
         self._stop = asyncio.Event()
         self.stopping = False
 
@@ -187,7 +189,11 @@ class Consumer:
             return
         if not self.target.fifo:
             for lease in leases:
-                self._spawn(self._run_one(lease), [lease])
+                route = self.processor.registry.get(lease.message.type)
+                if route is not None and route.batch is not None:
+                    self._batcher(route).add(lease)
+                else:
+                    self._spawn(self._run_one(lease), [lease])
             return
         groups: dict[str | None, list[Lease]] = {}
         for lease in leases:
@@ -197,7 +203,24 @@ class Consumer:
 
     # -- standard queues ---------------------------------------------------------------------
     async def _run_one(self, lease: Lease) -> None:
-        outcome = await self.processor.run(lease)
+        await self._apply(lease, await self.processor.run(lease))
+
+    def _batcher(self, route: Route) -> Batcher:
+        batcher = self._batchers.get(route.message_type)
+        if batcher is None:
+            batcher = self._batchers[route.message_type] = Batcher(route, self._run_batch_later)
+        return batcher
+
+    def _run_batch_later(self, route: Route, leases: list[Lease]) -> None:
+        self._spawn(self._run_batch(route, leases), leases)
+
+    async def _run_batch(self, route: Route, leases: list[Lease]) -> None:
+        outcomes = await self.processor.run_batch(route, leases)
+        for lease, outcome in zip(leases, outcomes, strict=True):
+            await self._apply(lease, outcome)
+
+    async def _apply(self, lease: Lease, outcome: Outcome) -> None:
+        """What happens to a standard queue's message after its handler ran."""
         kind = outcome.kind
         if kind == "succeeded":
             self._settle(lease, None)
@@ -231,38 +254,64 @@ class Consumer:
 
     # -- FIFO queues -------------------------------------------------------------------------
     async def _run_group(self, leases: list[Lease]) -> None:
-        for i, lease in enumerate(leases):
-            while True:
-                if self.stopping:
-                    self._release(leases[i:], "shutdown")
-                    return
-                outcome = await self.processor.run(lease)
-                if outcome.kind == "succeeded":
-                    self._settle(lease, None)
-                    break
-                if outcome.kind == "cancelled":
-                    self._release(leases[i:], "shutdown")
-                    return
-                if outcome.kind == "abandoned":
-                    return  # the thread still runs: every lease of the group is left to lapse
-                if self._exhausted(lease, outcome) and await self._dead_letter(lease, outcome):
-                    break
-                delay = (
-                    outcome.visibility if outcome.kind == "failed" else self.processor.backoff(lease.attempts)
-                )
-                self.metrics.retried.labels(self.target.key, self.processor.type_label(lease.message)).inc()
-                log.info(
-                    "message_retry_in_place",
-                    queue=self.target.key,
-                    message_id=lease.message.message_id,
-                    group_id=lease.message.group_id,
-                    retry_in=delay,
-                    attempt=lease.message.receive_count + lease.attempts - 1,
-                    held=len(leases) - i - 1,
-                )
-                if await self._wait_or_stop(delay):
-                    self._release(leases[i:], "shutdown")
-                    return
+        i = 0
+        while i < len(leases):
+            route = self.processor.registry.get(leases[i].message.type)
+            run = [leases[i]]
+            if route is not None and route.batch is not None:
+                # Consecutive messages of the same batch type, in group order.
+                for lease in leases[i + 1 :]:
+                    if lease.message.type != route.message_type or len(run) >= route.batch.max_size:
+                        break
+                    run.append(lease)
+            if not await self._run_in_order(run, route):
+                self._release(leases[i + len(run) :], "shutdown")
+                return
+            i += len(run)
+
+    async def _run_in_order(self, run: list[Lease], route: Route | None) -> bool:
+        """Run ``run`` (one message, or a batch) until each has succeeded or gone to the DLQ,
+        in order: a failed message is retried in place with everything after it held back.
+        False when the worker stopped meanwhile (what is left is released)."""
+        while run:
+            if self.stopping:
+                self._release(run, "shutdown")
+                return False
+            if route is not None and route.batch is not None:
+                outcomes = await self.processor.run_batch(route, run)
+            else:
+                outcomes = [await self.processor.run(run[0])]
+            done = 0
+            while done < len(outcomes) and outcomes[done].kind == "succeeded":
+                self._settle(run[done], None)
+                done += 1
+            if done == len(run):
+                return True
+            head, outcome = run[done], outcomes[done]
+            run = run[done:]
+            if outcome.kind == "cancelled":
+                self._release(run, "shutdown")
+                return False
+            if outcome.kind == "abandoned":
+                return False  # the thread still runs: every lease of the group is left to lapse
+            if self._exhausted(head, outcome) and await self._dead_letter(head, outcome):
+                run = run[1:]
+                continue
+            delay = outcome.visibility if outcome.kind == "failed" else self.processor.backoff(head.attempts)
+            self.metrics.retried.labels(self.target.key, self.processor.type_label(head.message)).inc()
+            log.info(
+                "message_retry_in_place",
+                queue=self.target.key,
+                message_id=head.message.message_id,
+                group_id=head.message.group_id,
+                retry_in=delay,
+                attempt=head.message.receive_count + head.attempts - 1,
+                held=len(run) - 1,
+            )
+            if await self._wait_or_stop(delay):
+                self._release(run, "shutdown")
+                return False
+        return True
 
     def _exhausted(self, lease: Lease, outcome: Outcome) -> bool:
         if outcome.kind == "rejected":
@@ -331,6 +380,8 @@ class Consumer:
         ``deadline`` (what it brings is released at once), then it is cancelled."""
         self.stopping = True
         self._stop.set()
+        for batcher in self._batchers.values():
+            batcher.flush()  # what was waiting for a fuller batch runs now, within the grace
         if self._poller_tasks:
             _, pending = await asyncio.wait(self._poller_tasks, timeout=_until(deadline))
             for task in pending:

@@ -113,21 +113,29 @@ class Processor:
         base = schedule[min(max(attempt, 1), len(schedule)) - 1]
         return round(base * (1 + random.uniform(0, self.settings.retry_jitter)))
 
-    async def run(self, lease: Lease) -> Outcome:
-        """Run the handler once for ``lease``'s message; never raises (shutdown included)."""
+    def _attempt(self, lease: Lease) -> tuple[Message, int]:
+        """Count a run of ``lease``; the message as the handler sees it (its attempt number)."""
         message = lease.message
         lease.attempts += 1
         attempt = message.receive_count + lease.attempts - 1
         if attempt != message.receive_count:
             # Retried in place (FIFO): the handler sees which attempt this is.
             message = dataclasses.replace(message, receive_count=attempt)
+        return message, attempt
+
+    def _bind(self, message: Message) -> None:
         structlog.contextvars.bind_contextvars(
             queue=self.queue,
             message_id=message.message_id,
             type=message.type,
-            receive_count=attempt,
+            receive_count=message.receive_count,
             group_id=message.group_id,
         )
+
+    async def run(self, lease: Lease) -> Outcome:
+        """Run the handler once for ``lease``'s message; never raises (shutdown included)."""
+        message, attempt = self._attempt(lease)
+        self._bind(message)
         started = time.monotonic()
         reason = self.rejected.get(message.message_id)
         if reason is not None:
@@ -140,43 +148,104 @@ class Processor:
             await self._chain(route, message, started)
         except _Abandoned:
             return ABANDONED
-        except PermanentFailure as exc:
-            self.rejected.add(message.message_id, exc.reason)
-            return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
-        except Retry as exc:
-            outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))
-            return self._failed_with(message, started, outcome, "message_retry_requested")
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                # Shutdown past its grace period: another consumer may have it now.
-                task.uncancel()
+            if self._shutting_down():
                 self.log.warning("message_cancelled", duration=self._since(started))
                 return CANCELLED
             # The handler's own CancelledError (an inner task it cancelled): a failure.
             outcome = Outcome("failed", self.backoff(attempt), "CancelledError raised by the handler")
             return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
-        except TimeoutError as exc:
-            timed_out = isinstance(exc, _Overdue)
-            outcome = Outcome(
-                "failed",
-                self.backoff(attempt),
-                f"ran longer than max_processing_time ({self.settings.max_processing_time:g}s)"
-                if timed_out
-                else f"TimeoutError: {exc}"[:500],
-            )
-            event = "message_timeout" if timed_out else "message_failed"
-            return self._failed_with(message, started, outcome, event, exc_info=not timed_out)
         except Exception as exc:
-            outcome = Outcome("failed", self.backoff(attempt), f"{type(exc).__name__}: {exc}"[:500])
-            return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
+            return self._outcome_of(exc, message, attempt, started)
+        return self._succeeded(message, started)
+
+    def _succeeded(self, message: Message, started: float) -> Outcome:
         self.counters.succeeded += 1
         duration = self._since(started)
         label = self.type_label(message)
         self._child("succeeded", label).inc()
         self._child("duration", label).observe(duration)
-        self.log.info("message_succeeded", duration=duration)
+        self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
         return SUCCEEDED
+
+    @staticmethod
+    def _shutting_down() -> bool:
+        """This task was cancelled from outside (shutdown past its grace): take it back."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            task.uncancel()
+            return True
+        return False
+
+    def _outcome_of(self, exc: BaseException, message: Message, attempt: int, started: float) -> Outcome:
+        """What a handler's exception means for its message (logged once)."""
+        if isinstance(exc, PermanentFailure):
+            self.rejected.add(message.message_id, exc.reason)
+            return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
+        if isinstance(exc, Retry):
+            outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))
+            return self._failed_with(message, started, outcome, "message_retry_requested")
+        if isinstance(exc, _Overdue):
+            limit = self.settings.max_processing_time
+            outcome = Outcome(
+                "failed", self.backoff(attempt), f"ran longer than max_processing_time ({limit:g}s)"
+            )
+            return self._failed_with(message, started, outcome, "message_timeout")
+        outcome = Outcome("failed", self.backoff(attempt), f"{type(exc).__name__}: {exc}"[:500])
+        return self._failed_with(message, started, outcome, "message_failed", exc_info=exc)
+
+    async def run_batch(self, route: Route, leases: list[Lease]) -> list[Outcome]:
+        """One call of a batch handler for ``leases`` (all of ``route``'s type); an outcome
+        per lease, in order. Bodies that do not decode are rejected one by one and left out
+        of the call; the handler's result names the failed ones."""
+        started = time.monotonic()
+        outcomes: list[Outcome] = [SUCCEEDED] * len(leases)
+        members: list[tuple[int, Message, int]] = []
+        payloads: list[Any] = []
+        for i, lease in enumerate(leases):
+            message, attempt = self._attempt(lease)
+            try:
+                payloads.append(route.payload(message))
+            except PermanentFailure as exc:
+                self._bind(message)
+                outcomes[i] = self._outcome_of(exc, message, attempt, started)
+                continue
+            members.append((i, message, attempt))
+        if not members:
+            return outcomes
+        structlog.contextvars.bind_contextvars(queue=self.queue, type=route.message_type, batch=len(members))
+        args = route.batch_arguments(payloads, [m for _, m, _ in members], self.resources)
+        try:
+            async with asyncio.timeout(self.settings.max_processing_time) as limit:
+                if route.is_async:
+                    result = await route.fn(*args)
+                else:
+                    ctx = contextvars.copy_context()
+                    call = functools.partial(ctx.run, route.fn, *args)
+                    result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        except asyncio.CancelledError:
+            if not self._shutting_down():
+                raise
+            self.log.warning("batch_cancelled", size=len(members), duration=self._since(started))
+            for i, _, _ in members:
+                outcomes[i] = CANCELLED
+            return outcomes
+        except Exception as exc:
+            failure: BaseException = _Overdue() if isinstance(exc, TimeoutError) and limit.expired() else exc
+            for i, message, attempt in members:
+                self._bind(message)
+                outcomes[i] = self._outcome_of(failure, message, attempt, started)
+            return outcomes
+        failed: dict[str, BaseException] = result if isinstance(result, dict) else {}
+        for i, message, attempt in members:
+            self._bind(message)
+            reported = failed.get(message.message_id)
+            outcomes[i] = (
+                self._succeeded(message, started)
+                if reported is None
+                else self._outcome_of(reported, message, attempt, started)
+            )
+        return outcomes
 
     async def _chain(self, route: Route, message: Message, started: float) -> None:
         """The middleware chain around the handler (first registered outermost)."""
@@ -237,7 +306,13 @@ class Processor:
                 self.log.info("handler_thread_still_running", duration=self._since(started))
 
     def _failed_with(
-        self, message: Message, started: float, outcome: Outcome, event: str, *, exc_info: bool = False
+        self,
+        message: Message,
+        started: float,
+        outcome: Outcome,
+        event: str,
+        *,
+        exc_info: bool | BaseException = False,
     ) -> Outcome:
         self.counters.failed += 1
         if outcome.kind == "rejected":
