@@ -383,8 +383,9 @@ async def outage(endpoint: str, n: int, seconds: float, mode: str) -> Accounting
     alive = all(p.poll() is None for p in run.procs)
     return await run.account(
         sent,
-        "deletes are retried through the outage; duplicates are messages whose 10 s visibility"
-        " timeout ran out during the outage before their delete got through (at-least-once)",
+        "leases are extended and settles retried through the outage; a duplicate is a message"
+        " whose lease could not be kept: SQS unreachable for longer than its 10 s visibility"
+        " timeout, so it was delivered again after the outage (at-least-once)",
         requests_during_outage=during,
         requests_per_second_during_outage=round(during / seconds, 2),
         readiness_went_503=saw_unready,
@@ -405,7 +406,7 @@ async def throttled(endpoint: str, n: int) -> Accounting:
     return await run.account(
         sent,
         "20% of calls answered 400 Throttling or 500; 20% of delete entries failed inside the batch;"
-        " a duplicate is an entry that failed all 5 attempts (0.2^5 per message), logged as delete_failed",
+        " failed delete entries are sent again with backoff while their lease is kept, so none is handled twice",
         injected=outcomes,
         delete_entries_retried=worker_log.count('"ack_entry_retry"'),
     )

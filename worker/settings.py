@@ -69,7 +69,7 @@ class QueueSettings(BaseModel):
     at most half of it (the other half is the margin for a slow or failed extension call)."""
     heartbeat_calls: int = Field(default=16, ge=1, le=64)
     """ChangeMessageVisibilityBatch calls in flight at once for this queue (ten messages each)."""
-    ack_calls: int = Field(default=4, ge=1, le=64)
+    ack_calls: int = Field(default=8, ge=1, le=64)
     """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once."""
     max_processing_time: float = Field(default=900.0, gt=0, le=43_200)
     """A handler running longer is cancelled and its message left for retry."""

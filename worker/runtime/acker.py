@@ -53,6 +53,7 @@ class Acker:
         self._open: dict[int, Lease] = {}
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
+        self._filled = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._timers: dict[asyncio.TimerHandle, Lease] = {}
         self._task: asyncio.Task[None] | None = None
@@ -65,8 +66,11 @@ class Acker:
         """Send what ``lease`` was settled to (it must be SETTLING)."""
         assert lease.state is State.SETTLING
         self._open[id(lease)] = lease
-        (self._deletes if lease.target is None else self._changes).append(lease)
+        buffer = self._deletes if lease.target is None else self._changes
+        buffer.append(lease)
         self._wake.set()
+        if len(buffer) >= BATCH:
+            self._filled.set()
 
     @property
     def pending(self) -> int:
@@ -81,7 +85,11 @@ class Acker:
             await self._wake.wait()
             self._wake.clear()
             if not self._full():
-                await asyncio.sleep(self._interval)
+                # A partial batch waits up to flush_interval, less when ten arrive sooner.
+                self._filled.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval):
+                        await self._filled.wait()
             await self._flush()
             if self._deletes or self._changes:
                 self._wake.set()  # leases not ready yet (an extension in flight): look again
