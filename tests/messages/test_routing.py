@@ -78,5 +78,5 @@ def test_registry_refuses_duplicates_across_modules_and_bad_modules() -> None:
 
 def test_handler_signature_is_checked() -> None:
     router = Router()
-    with pytest.raises(HandlerError, match=r"takes \(payload\) or \(payload, message\)"):
+    with pytest.raises(HandlerError, match=r"takes the payload first"):
         router.add("t", lambda: None)

@@ -225,3 +225,53 @@ async def test_startup_timeout_is_a_real_upper_bound(silent: bool) -> None:
     finally:
         server.close()
     assert time.monotonic() - started < 2 + 1
+
+
+async def test_a_failing_startup_hook_stops_the_worker_before_any_receive(aws: Aws) -> None:
+    from tests.conftest import settings_for
+    from worker import Resources, Router
+    from worker.messages.routing import Registry
+    from worker.runtime.supervisor import StartupError, Supervisor
+
+    queue = await aws.queue()
+    await aws.send(queue.url, {"n": 1}, "job")
+    router = Router()
+    ran: list[str] = []
+
+    @router.on_startup
+    async def broken(resources: Resources) -> None:
+        raise ConnectionError("database refused")
+
+    @router.handler("job")
+    async def job(payload: dict[str, int]) -> None:
+        ran.append("job")
+
+    supervisor = Supervisor(settings_for(aws.endpoint, queue), {"q": Registry.of(router)})
+    with pytest.raises(
+        StartupError, match=r"start-up hook .*broken failed: ConnectionError: database refused"
+    ):
+        await supervisor.run()
+    assert ran == []
+    assert await aws.counts(queue.url) == {"visible": 1, "in_flight": 0, "delayed": 0}
+
+
+async def test_a_handler_needing_a_resource_nobody_provides_is_refused_at_start(aws: Aws) -> None:
+    from tests.conftest import settings_for
+    from worker import Router
+    from worker.messages.routing import Registry
+    from worker.runtime.supervisor import StartupError, Supervisor
+
+    class Pool:
+        pass
+
+    queue = await aws.queue()
+    router = Router()
+
+    async def job(payload: dict[str, int], pool: Pool) -> None:
+        pass
+
+    job.__annotations__["pool"] = Pool  # a local class: give the hint as an object
+    router.add("job", job)
+    supervisor = Supervisor(settings_for(aws.endpoint, queue), {"q": Registry.of(router)})
+    with pytest.raises(StartupError, match="needs Pool, which no start-up hook provided"):
+        await supervisor.run()
