@@ -9,13 +9,16 @@ import time
 from collections import Counter
 from typing import Any
 
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
 from bench.run import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
 from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
-from worker.runtime.acker import Acker
+from worker.runtime.acker import Acker, retry_delay
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Leases, State
 
@@ -145,3 +148,115 @@ async def test_a_stop_during_an_outage_ends_at_its_deadline(aws: Aws, proxy: Pro
     await worker_ctx.__aexit__(None, None, None)
     assert time.monotonic() - stopped < 1 + 2 + 2  # not 2 minutes of retries per batch
     await asyncio.to_thread(proxy.faults)
+
+
+async def _leases_for(aws: Aws, url: str, n: int, visibility: int = 30) -> tuple[Leases, list[Any]]:
+    """``n`` messages sent and received for real, each with its lease."""
+    await aws.send_many(url, [{"n": i} for i in range(n)], "t")
+    leases = Leases(lambda lease: None)
+    out: list[Any] = []
+    while len(out) < n:
+        r = await aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, WaitTimeSeconds=1
+        )
+        for raw in r.get("Messages") or []:
+            out.append(leases.open(parse_message(raw), raw, time.monotonic(), visibility))
+    return leases, out
+
+
+def _acker(client: Any, url: str, **kwargs: Any) -> tuple[Acker, QueueCounters, AwsClient]:
+    sqs = AwsClient(client)
+    counters = QueueCounters()
+    return Acker(sqs, "q", url, counters, Metrics(), flush_interval=0.05, **kwargs), counters, sqs
+
+
+async def test_deletes_go_ten_per_request_and_nothing_is_left_behind(aws: Aws) -> None:
+    queue = await aws.queue()
+    leases, held = await _leases_for(aws, queue.url, 25)
+    acker, _, sqs = _acker(aws.sqs, queue.url)
+    acker.start()
+    for lease in held:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(leases) == 0, timeout=10)
+    assert sqs.calls["delete_message_batch"] == 3  # 10 + 10 + 5
+    assert all(lease.state is State.SETTLED for lease in held)
+    assert acker.pending == 0
+    # Nothing kept per lease once it ended (a long-running worker must not grow).
+    assert not acker._open
+    assert not acker._retries
+    assert not acker._timers
+    await asyncio.sleep(0.05)
+    assert not acker._inflight
+    assert await acker.close(time.monotonic() + 5) == 0
+    assert await aws.total(queue.url) == 0
+
+
+async def test_visibility_changes_are_sent_and_end_the_lease_as_released(aws: Aws) -> None:
+    queue = await aws.queue()
+    _, (now, later) = await _leases_for(aws, queue.url, 2)
+    acker, _, sqs = _acker(aws.sqs, queue.url)
+    acker.start()
+    now.settle_visibility(0)
+    later.settle_visibility(600)
+    acker.submit(now)
+    acker.submit(later)
+    await eventually(lambda: not now.live and not later.live, timeout=10)
+    assert (now.state, later.state) == (State.RELEASED, State.RELEASED)
+    assert sqs.calls["change_message_visibility_batch"] == 1
+    assert sqs.calls.get("delete_message_batch", 0) == 0
+    await asyncio.sleep(1)  # LocalStack applies visibility a little late
+    counts = await aws.counts(queue.url)
+    assert (counts["visible"], counts["in_flight"]) == (1, 1)  # made visible / hidden for 10 min
+    await acker.close(time.monotonic() + 5)
+
+
+async def test_a_receipt_that_no_longer_works_ends_the_lease_and_is_counted(aws: Aws) -> None:
+    queue = await aws.queue()
+    leases = Leases(lambda lease: None)
+    bogus = leases.open(
+        parse_message({"MessageId": "m-1", "ReceiptHandle": "not-a-receipt", "Body": "{}"}),
+        {},
+        time.monotonic(),
+        30,
+    )
+    _, (good,) = await _leases_for(aws, queue.url, 1)
+    acker, counters, _ = _acker(aws.sqs, queue.url)
+    acker.start()
+    for lease in (bogus, good):
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: not bogus.live and not good.live, timeout=10)
+    assert bogus.state is State.LAPSED
+    assert good.state is State.SETTLED
+    assert counters.delete_failed == 1
+    assert acker.pending == 0
+    await acker.close(time.monotonic() + 5)
+
+
+async def test_a_failed_request_is_sent_again_and_a_stuck_one_is_given_up(aws: Aws, proxy: Proxy) -> None:
+    queue = await aws.queue()
+    _, held = await _leases_for(aws, queue.url, 3)
+    cfg = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60)
+    async with get_session().create_client(
+        "sqs", endpoint_url=proxy.url, region_name="us-east-1", config=cfg
+    ) as client:
+        acker, _, sqs = _acker(client, queue.url, call_timeout=1.0)
+        # The first delete is held forever by the proxy: the acker gives up after 1 s and
+        # sends the entries again in a fresh request.
+        await asyncio.to_thread(proxy.faults, blackhole_ops={"DeleteMessageBatch": 1})
+        acker.start()
+        started = time.monotonic()
+        for lease in held:
+            lease.settle_delete()
+            acker.submit(lease)
+        assert acker.pending == 3  # every open lease counts until confirmed
+        await eventually(lambda: all(lease.state is State.SETTLED for lease in held), timeout=15)
+        assert time.monotonic() - started < 5
+        assert sqs.calls["delete_message_batch"] >= 2
+        await acker.close(time.monotonic() + 5)
+    assert await aws.total(queue.url) == 0
+
+
+def test_retries_back_off_doubling_from_a_fifth_of_a_second() -> None:
+    assert [retry_delay(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]

@@ -110,6 +110,15 @@ def test_an_ended_lease_is_never_extended_and_grants_are_ignored() -> None:
     assert ended == [lease]
 
 
+def test_a_lost_lease_is_never_extended_but_its_settle_is_still_sent() -> None:
+    lease, _ = make(at=100.0)
+    lease.lost = True  # SQS refused an extension as stale while the handler ran
+    assert not lease.wants_extension(120.0, INTERVAL)
+    lease.settle_delete()
+    assert not lease.wants_extension(120.0, INTERVAL)
+    assert lease.ready_to_send
+
+
 def test_visibility_change_waits_for_an_extension_in_flight() -> None:
     lease, _ = make()
     lease.extension_sent()

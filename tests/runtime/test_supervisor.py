@@ -152,7 +152,9 @@ async def test_plain_function_handler_finishing_after_the_grace_is_deleted_not_r
     await aws.send(queue.url, {"n": 1}, "work_sync")
     cfg = config(aws, queue, wait_time_seconds=5)
     cfg |= {"shutdown_grace": 1, "shutdown_flush": 8}
-    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "4"}).start()
+    at_exit = tmp_path / "atexit.txt"
+    env = {"RECORD_FILE": str(record), "WORK_SECONDS": "4", "ATEXIT_FILE": str(at_exit)}
+    worker = WorkerProcess(tmp_path, cfg, env).start()
     procs.append(worker)
     await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
     worker.signal(signal.SIGTERM)
@@ -164,6 +166,7 @@ async def test_plain_function_handler_finishing_after_the_grace_is_deleted_not_r
     assert time.monotonic() - stopped_at < 1 + 8 + 2
     assert read_records(record)[1] == read_records(record)[0]
     assert await aws.total(queue.url) == 0  # finished, so deleted
+    assert at_exit.exists()  # an idle pool thread is no reason to skip the exit handlers
 
 
 async def test_plain_function_handler_past_the_final_deadline_is_left_to_reappear(

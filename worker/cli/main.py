@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, NoRegionError
@@ -19,6 +18,7 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 from worker.aws import AwsError
 from worker.messages.routing import HandlerError
 from worker.observe.logs import configure_logging, get_logger
+from worker.runtime.processor import handler_threads_running
 from worker.runtime.supervisor import StartupError, Supervisor, load_registries
 from worker.settings import ConfigError, WorkerSettings, load_settings
 
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (ConfigError, HandlerError) as exc:
         return _fail(str(exc), EXIT_CONFIG)
     code = asyncio.run(serve(settings))
-    if any(t.name.startswith("handler") and t.is_alive() for t in threading.enumerate()):
+    if handler_threads_running():
         # A plain-function handler is still running past the final deadline; its message
         # was never released and reappears after its visibility timeout. Do not wait.
         sys.stderr.flush()

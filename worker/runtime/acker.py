@@ -29,6 +29,11 @@ MAX_BACKOFF = 5.0
 log = get_logger()
 
 
+def retry_delay(attempt: int) -> float:
+    """Seconds before a failed settle is sent again: 0.2, 0.4, 0.8, ... at most 5."""
+    return min(MAX_BACKOFF, FIRST_BACKOFF * 2.0 ** (attempt - 1))
+
+
 class Acker:
     def __init__(
         self,
@@ -194,7 +199,7 @@ class Acker:
         lease.sending = False
         attempt = self._retries.get(id(lease), 0) + 1
         self._retries[id(lease)] = attempt
-        delay = min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (attempt - 1))
+        delay = retry_delay(attempt)
 
         def requeue() -> None:
             self._timers.pop(handle, None)

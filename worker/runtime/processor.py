@@ -28,6 +28,7 @@ import contextvars
 import dataclasses
 import functools
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -277,7 +278,7 @@ class Processor:
         for the thread (the result still counts) until it is cancelled a second time."""
         ctx = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, functools.partial(ctx.run, route.fn, *args))
+        future = loop.run_in_executor(self.executor, functools.partial(_in_thread, ctx, route.fn, args))
         cancelled = overdue = False
         while True:
             try:
@@ -345,6 +346,27 @@ class Processor:
     @staticmethod
     def _since(started: float) -> float:
         return round(time.monotonic() - started, 4)
+
+
+_threads_running = 0
+_threads_lock = threading.Lock()
+
+
+def _in_thread(ctx: contextvars.Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Run a plain-function handler in a pool thread, counted while it runs."""
+    global _threads_running
+    with _threads_lock:
+        _threads_running += 1
+    try:
+        return ctx.run(fn, *args)
+    finally:
+        with _threads_lock:
+            _threads_running -= 1
+
+
+def handler_threads_running() -> int:
+    """Plain-function handlers running now (the CLI does not wait for them at exit)."""
+    return _threads_running
 
 
 class _Abandoned(BaseException):
