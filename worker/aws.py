@@ -104,10 +104,11 @@ class AwsClient:
         self.calls: Counter[str] = Counter()
         self.on_call = on_call
 
-    async def once(self, operation: str, limit: float, **params: Any) -> dict[str, Any]:
+    async def once(self, operation: str, limit: float | None, **params: Any) -> dict[str, Any]:
         """One attempt of ``operation`` that gives up after ``limit`` seconds (raises
-        TimeoutError). For callers that retry with fresh arguments themselves: the lease's
-        heartbeat and acker, whose entries change between attempts."""
+        TimeoutError; None: no limit). For callers that retry with fresh arguments
+        themselves (the lease's heartbeat and acker, whose entries change between
+        attempts) and for each attempt of ``call``."""
         method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
         self.calls[operation] += 1
         try:
@@ -132,7 +133,6 @@ class AwsClient:
     ) -> dict[str, Any]:
         """Call ``operation`` (e.g. ``"receive_message"``), retrying transient errors with
         backoff and jitter for up to ``retry_for`` seconds (``None``: until cancelled)."""
-        method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -154,18 +154,7 @@ class AwsClient:
         )
         async for attempt in retrying:
             with attempt:
-                self.calls[operation] += 1
-                try:
-                    result = await method(**params)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    if self.on_call:
-                        self.on_call(operation, error_code(exc) or "error")
-                    raise
-                if self.on_call:
-                    self.on_call(operation, "ok")
-                return result
+                return await self.once(operation, None, **params)
         raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -25,7 +25,7 @@ class Spy(AwsClient):
         self.params: list[dict[str, Any]] = []
         self.fail_first = fail_first
 
-    async def once(self, operation: str, limit: float, **params: Any) -> dict[str, Any]:
+    async def once(self, operation: str, limit: float | None, **params: Any) -> dict[str, Any]:
         self.params.append(params)
         if self.fail_first:
             self.fail_first -= 1
