@@ -22,7 +22,6 @@ import asyncio
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Any
 
 from worker.aws import AwsClient
@@ -37,24 +36,13 @@ from worker.runtime.deadletter import DeadLetters
 from worker.runtime.heartbeat import Heartbeat
 from worker.runtime.lease import Lease, Leases, State
 from worker.runtime.poller import Poller, supervise
-from worker.runtime.processor import Outcome, Processor
+from worker.runtime.processor import Processor
+from worker.runtime.settler import Settler
 from worker.runtime.slots import Slots
+from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
 
 log = get_logger()
-
-
-@dataclass(frozen=True, slots=True)
-class QueueTarget:
-    """A configured queue as found on the server at start-up."""
-
-    key: str
-    name: str
-    url: str
-    fifo: bool
-    max_receive_count: int | None
-    dead_letter_arn: str | None
-    dead_letter_url: str | None = None
 
 
 class Consumer:
@@ -97,8 +85,7 @@ class Consumer:
         )
         self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
         self.processor = Processor(name, settings, registry, self.counters, executor, metrics, resources)
-        self._released = metrics.released.labels(name)
-        self._dead_lettered = metrics.dead_lettered
+        self.settler = Settler(target, self.acker, self.dead_letters, self.processor, self.counters, metrics)
         self.pollers = [
             Poller(
                 lambda: self.stopping,
@@ -180,12 +167,12 @@ class Consumer:
             log.exception("consumer_error", queue=self.target.key)
             for lease in leases:
                 if lease.state is State.RUNNING:
-                    self._settle(lease, self.processor.backoff(lease.message.receive_count))
+                    self.settler.settle(lease, self.processor.backoff(lease.message.receive_count))
 
     def _dispatch(self, leases: list[Lease]) -> None:
         if self.stopping:
             # A receive that completed during shutdown: nothing will run, give them back.
-            self._release(leases, "shutdown")
+            self.settler.release(leases, "shutdown")
             return
         if not self.target.fifo:
             for lease in leases:
@@ -203,7 +190,7 @@ class Consumer:
 
     # -- standard queues ---------------------------------------------------------------------
     async def _run_one(self, lease: Lease) -> None:
-        await self._apply(lease, await self.processor.run(lease))
+        await self.settler.apply(lease, await self.processor.run(lease))
 
     def _batcher(self, route: Route) -> Batcher:
         batcher = self._batchers.get(route.message_type)
@@ -217,40 +204,7 @@ class Consumer:
     async def _run_batch(self, route: Route, leases: list[Lease]) -> None:
         outcomes = await self.processor.run_batch(route, leases)
         for lease, outcome in zip(leases, outcomes, strict=True):
-            await self._apply(lease, outcome)
-
-    async def _apply(self, lease: Lease, outcome: Outcome) -> None:
-        """What happens to a standard queue's message after its handler ran."""
-        kind = outcome.kind
-        if kind == "succeeded":
-            self._settle(lease, None)
-        elif kind == "cancelled":
-            self._release([lease], "shutdown")
-        elif kind == "abandoned":
-            return  # the thread still runs: the lease is left to lapse, never released
-        elif kind == "rejected" and await self._dead_letter(lease, outcome):
-            return
-        else:
-            self._retry_later(lease, outcome)
-
-    def _retry_later(self, lease: Lease, outcome: Outcome) -> None:
-        visibility = outcome.visibility
-        if outcome.kind == "rejected" and self.target.max_receive_count is None:
-            # No DLQ to move it to: back off instead of spinning.
-            visibility = self.processor.backoff(lease.message.receive_count)
-        # (With a DLQ whose move failed, visible at once: the redrive policy moves it.)
-        max_count = self.target.max_receive_count
-        last_try = max_count is not None and lease.message.receive_count >= max_count
-        label = self.processor.type_label(lease.message)
-        (self._dead_lettered if last_try else self.metrics.retried).labels(self.target.key, label).inc()
-        log.info(
-            "message_retry_scheduled",
-            queue=self.target.key,
-            message_id=lease.message.message_id,
-            retry_in=visibility,
-            dead_letter_next=last_try,
-        )
-        self._settle(lease, visibility)
+            await self.settler.apply(lease, outcome)
 
     # -- FIFO queues -------------------------------------------------------------------------
     async def _run_group(self, leases: list[Lease]) -> None:
@@ -265,7 +219,7 @@ class Consumer:
                         break
                     run.append(lease)
             if not await self._run_in_order(run, route):
-                self._release(leases[i + len(run) :], "shutdown")
+                self.settler.release(leases[i + len(run) :], "shutdown")
                 return
             i += len(run)
 
@@ -275,7 +229,7 @@ class Consumer:
         False when the worker stopped meanwhile (what is left is released)."""
         while run:
             if self.stopping:
-                self._release(run, "shutdown")
+                self.settler.release(run, "shutdown")
                 return False
             if route is not None and route.batch is not None:
                 outcomes = await self.processor.run_batch(route, run)
@@ -283,18 +237,18 @@ class Consumer:
                 outcomes = [await self.processor.run(run[0])]
             done = 0
             while done < len(outcomes) and outcomes[done].kind == "succeeded":
-                self._settle(run[done], None)
+                self.settler.settle(run[done], None)
                 done += 1
             if done == len(run):
                 return True
             head, outcome = run[done], outcomes[done]
             run = run[done:]
             if outcome.kind == "cancelled":
-                self._release(run, "shutdown")
+                self.settler.release(run, "shutdown")
                 return False
             if outcome.kind == "abandoned":
                 return False  # the thread still runs: every lease of the group is left to lapse
-            if self._exhausted(head, outcome) and await self._dead_letter(head, outcome):
+            if self.settler.exhausted(head, outcome) and await self.settler.dead_letter(head, outcome):
                 run = run[1:]
                 continue
             delay = outcome.visibility if outcome.kind == "failed" else self.processor.backoff(head.attempts)
@@ -309,15 +263,9 @@ class Consumer:
                 held=len(run) - 1,
             )
             if await self._wait_or_stop(delay):
-                self._release(run, "shutdown")
+                self.settler.release(run, "shutdown")
                 return False
         return True
-
-    def _exhausted(self, lease: Lease, outcome: Outcome) -> bool:
-        if outcome.kind == "rejected":
-            return True
-        max_count = self.target.max_receive_count
-        return max_count is not None and lease.message.receive_count + lease.attempts - 1 >= max_count
 
     async def _wait_or_stop(self, seconds: float) -> bool:
         """Sleep ``seconds``; True when the worker began stopping meanwhile."""
@@ -329,50 +277,6 @@ class Consumer:
         except TimeoutError:
             return False
         return True
-
-    # -- settling ----------------------------------------------------------------------------
-    def _settle(self, lease: Lease, visibility: int | None) -> None:
-        if lease.state is not State.RUNNING:
-            return  # ended already (its receipt lapsed)
-        if visibility is None:
-            lease.settle_delete()
-        else:
-            lease.settle_visibility(visibility)
-        self.acker.submit(lease)
-
-    async def _dead_letter(self, lease: Lease, outcome: Outcome) -> bool:
-        """Move the message to the DLQ and delete it; False when there is no DLQ or the
-        move failed (the caller backs off and tries again later)."""
-        if not await self.dead_letters.move(lease, outcome.reason):
-            return False
-        self.counters.dead_lettered += 1
-        self._dead_lettered.labels(self.target.key, self.processor.type_label(lease.message)).inc()
-        log.warning(
-            "message_dead_lettered",
-            queue=self.target.key,
-            message_id=lease.message.message_id,
-            group_id=lease.message.group_id,
-            reason=outcome.reason,
-            attempts=lease.message.receive_count + lease.attempts - 1,
-        )
-        self._settle(lease, None)
-        return True
-
-    def _release(self, leases: list[Lease], reason: str) -> None:
-        """Give back messages that will not run here: visible at once, in order."""
-        for lease in leases:
-            if lease.state is not State.RUNNING:
-                continue
-            self._settle(lease, 0)
-            self.counters.released += 1
-            self._released.inc()
-            log.info(
-                "message_released",
-                queue=self.target.key,
-                message_id=lease.message.message_id,
-                group_id=lease.message.group_id,
-                reason=reason,
-            )
 
     # -- shutdown ----------------------------------------------------------------------------
     async def stop_polling(self, deadline: float) -> None:

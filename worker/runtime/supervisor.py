@@ -25,7 +25,8 @@ from worker.messages.routing import Registry, Router
 from worker.observe.health import HealthServer
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
-from worker.runtime.consumer import Consumer, QueueTarget
+from worker.runtime.consumer import Consumer
+from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
 
 log = get_logger()
