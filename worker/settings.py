@@ -17,11 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.errors import ConfigError
+
+__all__ = ["AwsSettings", "ConfigError", "QueueSettings", "WorkerSettings", "load_settings"]
+
 ENV_PREFIX = "WORKER_"
-
-
-class ConfigError(Exception):
-    """The configuration file or environment is invalid; the message names the field."""
 
 
 class AwsSettings(BaseModel):
