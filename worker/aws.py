@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from aiobotocore.config import AioConfig
@@ -28,11 +28,12 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_delay,
+    stop_before_delay,
     stop_never,
     wait_random_exponential,
 )
 
+from worker.errors import NotFoundError, RefusedError, UnreachableError, WorkerError
 from worker.observe.logs import get_logger
 from worker.settings import AwsSettings
 
@@ -70,8 +71,20 @@ STALE_RECEIPT_CODES = frozenset(
 log = get_logger()
 
 
-class AwsError(Exception):
+class AwsError(WorkerError):
     """A non-retryable AWS error, with a message fit for an operator."""
+
+
+class AwsNotFound(AwsError, NotFoundError):
+    """A queue (or its DLQ) does not exist."""
+
+
+class AwsRefused(AwsError, RefusedError):
+    """AWS refused a request (access denied, invalid parameters)."""
+
+
+class AwsUnreachable(AwsError, UnreachableError):
+    """No answer within the time allowed."""
 
 
 def error_code(exc: BaseException) -> str:
@@ -99,10 +112,18 @@ def is_transient(exc: BaseException) -> bool:
 class AwsClient:
     """An aiobotocore client (SQS or SNS) whose calls retry transient errors; counts calls."""
 
-    def __init__(self, client: Any, on_call: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        on_call: Callable[[str, str], None] | None = None,
+        retry_for: float | None = 120.0,
+    ) -> None:
         self.client = client
         self.calls: Counter[str] = Counter()
         self.on_call = on_call
+        self.retry_for = retry_for
+        """How long ``call`` retries transient errors unless told otherwise (None: forever);
+        the operator commands set it to their ``--timeout``."""
 
     async def once(self, operation: str, limit: float | None, **params: Any) -> dict[str, Any]:
         """One attempt of ``operation`` that gives up after ``limit`` seconds (raises
@@ -128,11 +149,13 @@ class AwsClient:
         self,
         operation: str,
         *,
-        retry_for: float | None = 120.0,
+        retry_for: float | None | Literal["client"] = "client",
         **params: Any,
     ) -> dict[str, Any]:
         """Call ``operation`` (e.g. ``"receive_message"``), retrying transient errors with
-        backoff and jitter for up to ``retry_for`` seconds (``None``: until cancelled)."""
+        backoff and jitter for up to ``retry_for`` seconds (``None``: until cancelled;
+        default: the client's ``retry_for``)."""
+        limit = self.retry_for if retry_for == "client" else retry_for
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -148,7 +171,7 @@ class AwsClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_random_exponential(multiplier=0.2, max=10),
-            stop=stop_never if retry_for is None else stop_after_delay(retry_for),
+            stop=stop_never if limit is None else stop_before_delay(limit),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -164,12 +187,19 @@ async def aws_client(
     aws: AwsSettings,
     pool_size: int = 16,
     on_call: Callable[[str, str], None] | None = None,
+    *,
+    read_timeout: float = 40.0,
+    retry_for: float | None = 120.0,
 ) -> AsyncIterator[AwsClient]:
-    """An SQS or SNS client for ``aws`` (credentials from the standard chain)."""
+    """An SQS, SNS (or other) client for ``aws`` (credentials from the standard chain).
+
+    ``read_timeout`` must be above the longest long poll made with it (20 s by default);
+    ``retry_for`` bounds how long its calls retry transient errors (see ``AwsClient.call``).
+    """
     config = AioConfig(
         max_pool_connections=pool_size,
         connect_timeout=aws.connect_timeout,
-        read_timeout=40,  # above the 20 s long poll
+        read_timeout=read_timeout,
         retries={"total_max_attempts": 1, "mode": "standard"},
     )
     session = get_session()
@@ -179,7 +209,7 @@ async def aws_client(
         endpoint_url=aws.resolved_endpoint(service),
         config=config,
     ) as client:
-        yield AwsClient(client, on_call)
+        yield AwsClient(client, on_call, retry_for)
 
 
 def sqs_client(

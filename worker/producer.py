@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
 from worker.aws import AwsClient, aws_client, error_code, list_topics
+from worker.errors import EXIT_FAILED, EXIT_NOT_FOUND, ConfigError, NotFoundError
 from worker.settings import AwsSettings
 
 MAX_BYTES = 262_144
@@ -33,8 +34,20 @@ RETRIES = 3
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
-class ProducerError(Exception):
-    """Bad input or an unknown destination; nothing was sent for it."""
+class ProducerError(ConfigError):
+    """Bad input; nothing was sent for it."""
+
+
+class DestinationNotFound(ProducerError, NotFoundError):
+    """The queue or topic does not exist; nothing was sent."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+class SendFailed(ProducerError):
+    """SQS or SNS did not accept the message."""
+
+    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,7 @@ class Producer:
                 url = (await self.sqs.call("get_queue_url", QueueName=queue))["QueueUrl"]
             except ClientError as exc:
                 if error_code(exc) in MISSING_QUEUE:
-                    raise ProducerError(f"queue {queue!r} does not exist") from None
+                    raise DestinationNotFound(f"queue {queue!r} does not exist") from None
                 raise
             self._queue_urls[queue] = str(url)
         return self._queue_urls[queue]
@@ -119,7 +132,7 @@ class Producer:
         if topic not in self._topic_arns:
             self._topic_arns = await list_topics(self.sns)
             if topic not in self._topic_arns:
-                raise ProducerError(f"topic {topic!r} does not exist")
+                raise DestinationNotFound(f"topic {topic!r} does not exist")
         return self._topic_arns[topic]
 
     # -- entries -------------------------------------------------------------------------
@@ -176,7 +189,7 @@ class Producer:
         result = await self.send_many(queue, [OutgoingMessage(body, message_type, **options)])
         if result.failed:
             f = result.failed[0]
-            raise ProducerError(f"send failed: {f.code}: {f.message}")
+            raise SendFailed(f"send failed: {f.code}: {f.message}")
         return result.sent[0]
 
     async def send_many(
@@ -194,7 +207,7 @@ class Producer:
         result = await self.publish_many(topic, [OutgoingMessage(body, message_type, **options)])
         if result.failed:
             f = result.failed[0]
-            raise ProducerError(f"publish failed: {f.code}: {f.message}")
+            raise SendFailed(f"publish failed: {f.code}: {f.message}")
         return result.sent[0]
 
     async def publish_many(

@@ -1,177 +1,91 @@
-"""The ``worker`` command: parse, load settings, set up logs, wire signals, run.
-
-Exit codes: 0 clean stop; 1 runtime or AWS error at start (queue missing, access denied,
-server unreachable); 2 invalid configuration or handler modules.
-"""
+"""The ``worker`` command: one Typer app; every failure is one line and a documented exit
+code (worker/errors.py, README "Exit codes")."""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
-from botocore.exceptions import BotoCoreError, NoRegionError
+import typer
 
-from worker.aws import AwsError
-from worker.messages.routing import HandlerError
-from worker.observe.logs import configure_logging, get_logger
-from worker.runtime.processor import handler_threads_running
-from worker.runtime.supervisor import StartupError, Supervisor, load_registries
-from worker.settings import ConfigError, WorkerSettings, load_settings
+from worker.cli import dlq, inspect, messages, provision, run
+from worker.cli.common import explain, report
+from worker.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, WorkerError
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
-DEFAULT_CONFIG = os.environ.get("WORKER_CONFIG", "config/worker.yaml")
-
-
-def _fail(message: str, code: int) -> int:
-    print(f"worker: error: {message}", file=sys.stderr)
-    return code
+app = typer.Typer(
+    name="worker",
+    help="An asyncio worker service for AWS SQS and SNS: consume, provision, send, inspect.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
-async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
-    """Run the worker until SIGTERM/SIGINT; a second signal exits at once."""
-    log = get_logger()
-    registries = load_registries(settings)
-    supervisor = Supervisor(settings, registries)
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    def on_signal(sig: signal.Signals) -> None:
-        # Act first, log after: a log write can fail (a closed pipe) and must not keep the
-        # signal from working.
-        received.append(sig)
-        first = len(received) == 1
-        if first:
-            supervisor.request_stop()
+def _version(value: bool) -> None:
+    if value:
         try:
-            if first:
-                log.info("signal_received", signal=sig.name, action="graceful_shutdown")
-            else:
-                log.warning("shutdown_forced", signal=sig.name)
-        except Exception:
-            pass
-        if not first:
-            os._exit(EXIT_ERROR)
-
-    wired: list[signal.Signals] = []
-    if handle_signals:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-            wired.append(sig)
-    try:
-        await supervisor.run()
-    except (AwsError, StartupError) as exc:
-        return _fail(str(exc), EXIT_ERROR)
-    except NoRegionError:
-        return _fail("no AWS region: set aws.region, AWS_REGION or AWS_DEFAULT_REGION", EXIT_CONFIG)
-    except BotoCoreError as exc:
-        return _fail(f"AWS: {exc}", EXIT_ERROR)
-    finally:
-        for sig in wired:
-            loop.remove_signal_handler(sig)
-    return EXIT_OK
+            v = version("sqs-worker")
+        except PackageNotFoundError:  # pragma: no cover - running from a source tree
+            v = "unknown"
+        typer.echo(f"worker (sqs-worker) {v}")
+        raise typer.Exit()
 
 
-def _import_path(args: argparse.Namespace) -> None:
-    """Handler modules are imported from ``--app-dir`` (default: the current directory), as
-    uvicorn's --app-dir and dramatiq's --path do; the console script alone would not."""
-    app_dir = os.path.abspath(args.app_dir)
-    if app_dir not in sys.path:
-        sys.path.insert(0, app_dir)
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """An asyncio worker service for AWS SQS and SNS."""
 
 
-def _load(args: argparse.Namespace) -> WorkerSettings:
-    _import_path(args)
-    settings = load_settings(args.config)
-    log_cfg = settings.log
-    configure_logging(args.log_level or log_cfg.level, args.log_format or log_cfg.format)
-    return settings
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        settings = _load(args)
-        load_registries(settings)  # fail on bad handler modules before any AWS call
-    except (ConfigError, HandlerError) as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    code = asyncio.run(serve(settings))
-    if handler_threads_running():
-        # A plain-function handler is still running past the final deadline; its message
-        # was never released and reappears after its visibility timeout. Do not wait.
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    _import_path(args)
-    try:
-        settings = load_settings(args.config)
-        registries = load_registries(settings)
-    except (ConfigError, HandlerError) as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    for key, registry in registries.items():
-        print(f"{key}: {settings.queues[key].queue_name(key)} <- {', '.join(registry.types)}")
-    print("configuration OK")
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
+def demo(
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="Use this SQS/SNS endpoint instead of the embedded server.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """End to end on an embedded SQS/SNS server: provision, publish, consume, report."""
     from worker.cli.demo import run_demo
 
-    return run_demo(endpoint_url=args.endpoint_url, log_level=args.log_level or "info")
+    raise typer.Exit(run_demo(endpoint_url=endpoint_url, log_level=log_level.lower()))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="worker",
-        description="An asyncio worker service for AWS SQS and SNS.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--config",
-            "-c",
-            default=DEFAULT_CONFIG,
-            help="worker YAML file (default: $WORKER_CONFIG or config/worker.yaml)",
-        )
-        p.add_argument(
-            "--app-dir",
-            default=os.environ.get("WORKER_APP_DIR", "."),
-            help="directory your handler modules are imported from (default: $WORKER_APP_DIR or .)",
-        )
-
-    run = sub.add_parser("run", help="consume the configured queues until SIGTERM/SIGINT")
-    with_config(run)
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    run.add_argument("--log-format", choices=["auto", "json", "console"])
-    run.set_defaults(func=cmd_run)
-
-    check = sub.add_parser("check", help="validate the configuration and import the handlers")
-    with_config(check)
-    check.set_defaults(func=cmd_check)
-
-    demo = sub.add_parser(
-        "demo",
-        help="end-to-end demo on an embedded SQS/SNS server: provision, publish, consume, report",
-    )
-    demo.add_argument("--endpoint-url", help="use this SQS/SNS endpoint instead of the embedded server")
-    demo.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    demo.set_defaults(func=cmd_demo)
-
-    from worker.cli.admin import add_commands, run_command
-
-    add_commands(sub)
-    for name in ("provision", "send", "publish", "dlq", "stats", "iam-policy"):
-        sub.choices[name].set_defaults(func=run_command)
-    return parser
+app.command()(run.run)
+app.command()(run.check)
+app.command()(demo)
+app.command()(provision.provision)
+app.command()(messages.send)
+app.command()(messages.publish)
+app.add_typer(dlq.app)
+app.command()(inspect.stats)
+app.command("iam-policy")(inspect.iam_policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    code: int = args.func(args)
-    return code
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = app(args=args, prog_name="worker", standalone_mode=False)
+    except typer.TyperException as exc:  # usage: unknown command or option, bad value
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        sys.stderr.write(f"worker: error: {exc.format_message()}{hint}\n")
+        return int(getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Abort:
+        return EXIT_INTERRUPTED
+    except WorkerError as exc:
+        return report(exc)
+    except BrokenPipeError:  # piped into head & co.
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as exc:
+        explained = explain(exc, None)
+        if explained is None:
+            raise
+        return report(explained)
+    return result if isinstance(result, int) else EXIT_OK

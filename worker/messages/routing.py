@@ -30,6 +30,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
+from worker.errors import ConfigError
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure
 from worker.messages.resources import Resources
@@ -58,7 +59,7 @@ by message id, each with what it raised (``Retry``, ``PermanentFailure``, any ex
 messages not named succeeded."""
 
 
-class HandlerError(Exception):
+class HandlerError(ConfigError):
     """A handler module cannot be loaded, or two handlers claim one message type."""
 
 

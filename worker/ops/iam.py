@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.aws import AwsClient, list_topics
+from worker.errors import NotFoundError
 from worker.ops.topology import KmsEncryption, Topology
 from worker.settings import WorkerSettings
 
@@ -39,7 +40,7 @@ async def iam_policies(
             return f"arn:aws:sns:{region}:{account_id}:{name}"
         topics = await list_topics(sns)
         if name not in topics:
-            raise KeyError(f"topic {name!r} does not exist")
+            raise NotFoundError(f"topic {name!r} does not exist")
         return topics[name]
 
     consumed = (

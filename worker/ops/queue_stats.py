@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 from dataclasses import dataclass
 from typing import Any
@@ -86,26 +85,3 @@ async def queue_stats(sqs: AwsClient, topology: Topology, oldest: OldestAge) -> 
         dlq_depth = sum(await _counts(sqs, dlq)) if dlq else None
         rows.append(QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name)))
     return rows
-
-
-def render_stats(rows: list[QueueRow]) -> str:
-    head = f"{'queue':<32}{'visible':>9}{'in flight':>11}{'delayed':>9}{'DLQ':>7}{'oldest':>9}  dlq"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        age = "-" if r.oldest_age is None else f"{r.oldest_age:.0f}s"
-        dlq_depth = "-" if r.dlq_depth is None else str(r.dlq_depth)
-        lines.append(
-            f"{r.name:<32}{r.visible:>9}{r.in_flight:>11}{r.delayed:>9}{dlq_depth:>7}{age:>9}  {r.dlq or '-'}"
-        )
-    return "\n".join(lines)
-
-
-def cloudwatch_context(aws_cfg: Any) -> contextlib.AbstractAsyncContextManager[Any]:
-    from aiobotocore.session import get_session
-
-    client: contextlib.AbstractAsyncContextManager[Any] = get_session().create_client(
-        "cloudwatch",
-        region_name=aws_cfg.resolved_region(),
-        endpoint_url=aws_cfg.resolved_endpoint("cloudwatch"),
-    )
-    return client

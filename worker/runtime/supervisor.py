@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, AwsError, error_code, is_transient, sqs_client
+from worker.aws import AwsClient, AwsNotFound, AwsRefused, AwsUnreachable, error_code, is_transient, sqs_client
+from worker.errors import WorkerError
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
 from worker.observe.health import HealthServer
@@ -45,11 +46,11 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
     except ClientError as exc:
         code = error_code(exc)
         if code in MISSING_QUEUE:
-            raise AwsError(f"queues.{key}: queue {name!r} does not exist") from None
-        raise AwsError(f"queues.{key}: cannot use queue {name!r}: {code}: {exc}") from None
+            raise AwsNotFound(f"queues.{key}: queue {name!r} does not exist") from None
+        raise AwsRefused(f"queues.{key}: cannot use queue {name!r}: {code}: {exc}") from None
     except Exception as exc:
         if is_transient(exc):
-            raise AwsError(
+            raise AwsUnreachable(
                 f"cannot reach SQS (gave up after aws.startup_timeout {retry_for:g}s): {exc}"
             ) from None
         raise
@@ -85,13 +86,13 @@ async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float)
             "get_queue_url", retry_for=retry_for, QueueName=parts[-1], QueueOwnerAWSAccountId=parts[4]
         )
     except ClientError as exc:
-        raise AwsError(
+        raise AwsRefused(
             f"queues.{key}: cannot use its dead-letter queue {arn}: {error_code(exc)}: {exc}"
         ) from None
     return str(response["QueueUrl"])
 
 
-class StartupError(Exception):
+class StartupError(WorkerError):
     """A start-up hook failed, or a handler needs a resource no hook provided."""
 
 
@@ -233,7 +234,7 @@ class Supervisor:
             async with asyncio.timeout(timeout):
                 return [await resolve_queue(sqs, key, q, timeout) for key, q in self.settings.queues.items()]
         except TimeoutError:
-            raise AwsError(f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)") from None
+            raise AwsUnreachable(f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)") from None
 
     async def _shutdown(self) -> None:
         """Stop receiving and let handlers finish within ``shutdown_grace``; then

@@ -1,0 +1,272 @@
+"""What the commands share: option types, the AWS connection options, and the one error
+style (every failure becomes a ``WorkerError`` with a one-line message and its exit code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from worker.aws import AwsClient, aws_client, error_code, is_transient
+from worker.errors import (
+    ConfigError,
+    NotFoundError,
+    RefusedError,
+    UnreachableError,
+    WorkerError,
+)
+from worker.observe.logs import configure_logging
+from worker.settings import AwsSettings
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG = "config/worker.yaml"
+DEFAULT_TOPOLOGY = "config/topology.yaml"
+DEFAULT_TIMEOUT = 5.0
+
+# -- options shared by several commands -----------------------------------------------------
+ConfigOption = Annotated[
+    str,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar="WORKER_CONFIG",
+        help="The worker configuration (YAML).",
+        show_envvar=True,
+    ),
+]
+TopologyOption = Annotated[
+    str,
+    typer.Option(
+        "--topology",
+        "-t",
+        envvar="WORKER_TOPOLOGY",
+        help="The topology file (queues, topics, subscriptions).",
+        show_envvar=True,
+    ),
+]
+EndpointOption = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        help="SQS/SNS endpoint, e.g. LocalStack. Default: AWS_ENDPOINT_URL, else AWS.",
+        rich_help_panel="AWS",
+    ),
+]
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--region", help="AWS region. Default: AWS_REGION, AWS_DEFAULT_REGION.", rich_help_panel="AWS"
+    ),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        min=0.1,
+        help="Seconds to wait for an answer from AWS, retries included, before giving up.",
+        rich_help_panel="AWS",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the AWS calls of one command go, and how long they may take."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+
+    def settings(self) -> AwsSettings:
+        try:
+            return AwsSettings(
+                region=self.region, endpoint_url=self.endpoint_url, connect_timeout=self.timeout
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--endpoint-url / --region: {_first_line(str(exc))}") from None
+
+    def where(self, service: str = "sqs") -> str:
+        aws = AwsSettings(region=self.region, endpoint_url=None)
+        region = aws.resolved_region() or "no region"
+        endpoint = self.endpoint_url or AwsSettings().resolved_endpoint(service)
+        return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
+
+    @contextlib.asynccontextmanager
+    async def client(self, service: str) -> AsyncIterator[AwsClient]:
+        # A call that has not answered after --timeout is given up (plus two seconds for the
+        # one-second long polls of `dlq` and the server's own time).
+        async with aws_client(
+            service,
+            self.settings(),
+            read_timeout=self.timeout + 2,
+            retry_for=self.timeout,
+        ) as c:
+            yield c
+
+
+# -- the one error style --------------------------------------------------------------------
+NOT_FOUND_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NonExistentQueue",
+        "NotFound",
+        "NotFoundException",
+        "ResourceNotFoundException",
+        "NoSuchBucket",
+        "NoSuchKey",
+    }
+)
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "InvalidSecurity",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
+
+
+def _first_line(text: str, limit: int = 240) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _looks_like_html(text: str) -> bool:
+    return bool(re.search(r"<\s*(!doctype|html|head|body)\b", text, re.IGNORECASE))
+
+
+def explain(exc: BaseException, conn: Connection | None, service: str = "sqs") -> WorkerError | None:
+    """The one-line WorkerError for ``exc``, with where the call went; None: not ours to
+    explain (a bug: let it raise with its traceback)."""
+    where = f" ({conn.where(service)})" if conn else ""
+    if isinstance(exc, NotFoundError | RefusedError | UnreachableError):
+        text = str(exc)
+        return type(exc)(text if where.strip(" ()") in text else text + where)
+    if isinstance(exc, WorkerError):
+        return exc
+    if isinstance(exc, NoRegionError):
+        return ConfigError(
+            "no AWS region: pass --region or set AWS_REGION (or aws.region in the worker config)"
+        )
+    if isinstance(exc, PartialCredentialsError | NoCredentialsError):
+        empty = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if os.environ.get(v) == ""]
+        hint = f": {' and '.join(empty)} set but empty" if empty else ""
+        return ConfigError(
+            f"no usable AWS credentials{hint} (the standard chain: environment, "
+            "~/.aws files, container or instance role)"
+        )
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        meta = exc.response.get("ResponseMetadata", {})
+        status = meta.get("HTTPStatusCode")
+        message = str(exc.response.get("Error", {}).get("Message", "") or "")
+        if _looks_like_html(message) or _looks_like_html(str(exc)) or (not code and status):
+            return UnreachableError(
+                f"the endpoint did not answer as {service.upper()} (HTTP {status}){where}"
+            )
+        if code in NOT_FOUND_CODES:
+            return NotFoundError(f"{_first_line(message) or code}{where}")
+        if code in CREDENTIAL_CODES:
+            return RefusedError(f"AWS refused the credentials: {code}: {_first_line(message)}{where}")
+        if is_transient(exc):
+            return UnreachableError(f"AWS kept failing: {code}: {_first_line(message)}{where}")
+        return RefusedError(f"AWS refused: {code}: {_first_line(message)}{where}")
+    if isinstance(exc, TimeoutError) or is_transient(exc):
+        timeout = f" within {conn.timeout:g}s" if conn else ""
+        detail = _first_line(str(exc)) or type(exc).__name__
+        return UnreachableError(f"no answer from {service.upper()}{timeout}: {detail}{where}")
+    if isinstance(exc, BotoCoreError):
+        text = _first_line(str(exc))
+        if _looks_like_html(str(exc)):
+            return UnreachableError(f"the endpoint did not answer as {service.upper()}{where}")
+        return RefusedError(f"AWS: {text}{where}")
+    return None
+
+
+async def suggest_queue(sqs: AwsClient, name: str) -> str:
+    """`` (did you mean 'orders'?)`` when a queue with a close name exists, else ''."""
+    # Typos rarely hit the first two letters; the prefix keeps the listing to one page in
+    # accounts with thousands of queues.
+    try:
+        page = await sqs.call("list_queues", retry_for=0, QueueNamePrefix=name[:2], MaxResults=1000)
+    except Exception:
+        return ""
+    urls = page.get("QueueUrls", [])
+    names = [u.rstrip("/").rsplit("/", 1)[-1] for u in urls]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclass rows as dicts for --json."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: jsonable(v) for k, v in vars(value).items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return value
+
+
+def run_async(
+    make: Callable[[], Awaitable[T]],
+    conn: Connection | None,
+    *,
+    service: str = "sqs",
+    queue: str | None = None,
+) -> T:
+    """Run one command's coroutine; any failure comes out as a one-line WorkerError naming
+    where the call went (and, for an unknown ``queue``, the queues with close names)."""
+
+    async def go() -> T:
+        try:
+            return await make()
+        except Exception as exc:
+            explained = explain(exc, conn, service)
+            if explained is None:
+                raise
+            if isinstance(explained, NotFoundError) and queue and conn and "/" not in queue:
+                with contextlib.suppress(Exception):
+                    async with conn.client("sqs") as sqs:
+                        hint = await suggest_queue(sqs, queue)
+                    if hint:
+                        explained = type(explained)(f"{explained}{hint}")
+            raise explained from None
+
+    # The operator commands report failures themselves, in one line; the worker's structured
+    # logs (retry warnings and the like) stay quiet unless something is an error.
+    configure_logging("error", "console")
+    return asyncio.run(go())
+
+
+def report(exc: WorkerError) -> int:
+    """Print ``worker: error: <one line>`` on stderr; the exit code of its kind."""
+    import sys
+
+    message = " ".join(str(exc).split("\n"))
+    sys.stderr.write(f"worker: error: {message}\n")
+    sys.stderr.flush()
+    return exc.exit_code

@@ -1,0 +1,105 @@
+"""``worker dlq show`` and ``worker dlq redrive``: look at a dead-letter queue without
+consuming it, and move its messages back to their source queue."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from worker.cli.common import (
+    Connection,
+    EndpointOption,
+    JsonOption,
+    RegionOption,
+    TimeoutOption,
+    jsonable,
+    run_async,
+)
+from worker.cli.output import out, print_json, progress, table
+from worker.errors import EXIT_FAILED
+from worker.ops import dlq as dlq_ops
+
+app = typer.Typer(
+    name="dlq", help="Inspect dead-letter queues and move their messages back.", no_args_is_help=True
+)
+
+QueueArgument = Annotated[
+    str, typer.Argument(metavar="QUEUE", help="The source queue or its DLQ (name or URL).")
+]
+
+
+def _ts(ms: int | None) -> str:
+    return "-" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+
+
+@app.command()
+def show(
+    queue: QueueArgument,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N messages.")] = 100,
+    json_: JsonOption = False,
+    endpoint_url: EndpointOption = None,
+    region: RegionOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """List a DLQ's messages without consuming them (each look counts as a receive)."""
+    conn = Connection(region, endpoint_url, timeout)
+
+    async def go() -> tuple[dlq_ops.DlqPair, list[dlq_ops.DeadMessage]]:
+        async with conn.client("sqs") as sqs:
+            pair = await dlq_ops.resolve(sqs, queue)
+            return pair, await dlq_ops.peek(sqs, pair.dlq_url, limit=limit)
+
+    pair, messages = run_async(go, conn, queue=queue)
+    if json_:
+        print_json(jsonable(messages))
+        return
+    console = out()
+    console.print(f"{pair.dlq_url}: {len(messages)} message(s)")
+    if messages:
+        rows = [
+            (m.message_id, m.type, m.receive_count, _ts(m.first_received_ms), m.size, m.excerpt)
+            for m in messages
+        ]
+        console.print(
+            table(
+                ["message id", "type", "receives", "first received", "size", "body"],
+                rows,
+                right=["receives", "size"],
+            )
+        )
+
+
+@app.command()
+def redrive(
+    queue: QueueArgument,
+    type_: Annotated[str | None, typer.Option("--type", help="Only messages of this type.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most N messages.")] = None,
+    manual: Annotated[
+        bool, typer.Option("--manual", help="Move batch by batch instead of with SQS's StartMessageMoveTask.")
+    ] = False,
+    endpoint_url: EndpointOption = None,
+    region: RegionOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Move DLQ messages back to their source queue, each at most once, up to the depth the
+    DLQ had when the command started."""
+    conn = Connection(region, endpoint_url, timeout)
+
+    async def go() -> tuple[dlq_ops.DlqPair, dlq_ops.RedriveResult]:
+        async with conn.client("sqs") as sqs:
+            pair = await dlq_ops.resolve(sqs, queue)
+            with progress("redriving") as update:
+                result = await dlq_ops.redrive(
+                    sqs, pair, message_type=type_, limit=limit, progress=update, use_move_task=not manual
+                )
+            return pair, result
+
+    pair, result = run_async(go, conn, queue=queue)
+    typer.echo(
+        f"moved {result.moved}, failed {result.failed}, left in DLQ {result.skipped} "
+        f"({result.method}) -> {pair.source_url}"
+    )
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)

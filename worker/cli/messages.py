@@ -1,0 +1,194 @@
+"""``worker send`` and ``worker publish``: one message from ``--body``, or many from a
+JSON-lines ``--file`` (``-`` for stdin), sent in batches of ten."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from worker.cli.common import Connection, EndpointOption, RegionOption, TimeoutOption, run_async
+from worker.cli.output import info, progress, warn
+from worker.errors import EXIT_FAILED, ConfigError
+from worker.producer import BatchResult, OutgoingMessage, Producer
+
+TypeOption = Annotated[
+    str | None, typer.Option("--type", help="Message type: the 'type' attribute the worker dispatches on.")
+]
+BodyOption = Annotated[str | None, typer.Option("--body", help="JSON body, or @FILE to read it from a file.")]
+FileOption = Annotated[
+    str | None, typer.Option("--file", help="JSON-lines file, one body per line ('-': stdin); batches of 10.")
+]
+AttrOption = Annotated[
+    list[str] | None,
+    typer.Option("--attr", metavar="NAME=VALUE", help="A string message attribute (repeatable)."),
+]
+GroupOption = Annotated[str | None, typer.Option("--group-id", help="Message group id (FIFO).")]
+DedupOption = Annotated[str | None, typer.Option("--dedup-id", help="Deduplication id (FIFO, one message).")]
+RawOption = Annotated[
+    bool, typer.Option("--raw", help="Send bodies as text, without checking they are JSON.")
+]
+
+
+def _parse_attrs(pairs: list[str]) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--attr {pair!r}: expected NAME=VALUE")
+        attrs[key] = value
+    return attrs
+
+
+def _body(text: str, raw: bool, where: str) -> Any:
+    if raw:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: body is not valid JSON ({exc}); pass --raw to send text as is") from None
+
+
+def read_bodies(body: str | None, file: str | None, raw: bool) -> list[Any]:
+    if body is not None and file is not None:
+        raise ConfigError("give --body or --file, not both")
+    if file is None:
+        if body is None:
+            raise ConfigError(
+                "nothing to send: give --body JSON (or @FILE) or --file FILE.jsonl (- for stdin)"
+            )
+        text = body
+        if text.startswith("@"):
+            try:
+                text = Path(text[1:]).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"--body {body}: {exc.strerror}") from None
+        return [_body(text, raw, "--body")]
+    try:
+        stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"--file {file}: {exc.strerror}") from None
+    with stream:
+        lines = [(n, line.rstrip("\n")) for n, line in enumerate(stream, 1) if line.strip()]
+    return [_body(line, raw, f"{file}:{n}") for n, line in lines]
+
+
+def _typeless(bodies: list[Any], message_type: str | None) -> bool:
+    return message_type is None and any(not (isinstance(b, dict) and b.get("type")) for b in bodies)
+
+
+def _report(result: BatchResult, count: int, verb: str) -> None:
+    for f in result.failed:
+        sys.stderr.write(f"failed: message {f.index}: {f.code}: {f.message}\n")
+    if count == 1 and not result.failed:
+        typer.echo(f"{verb} {result.sent[0]}")
+    else:
+        typer.echo(f"{verb} {len(result.sent)}, failed {len(result.failed)}")
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+async def _send(conn: Connection, queue: str, messages: list[OutgoingMessage]) -> BatchResult:
+    async with conn.client("sqs") as sqs, conn.client("sns") as sns:
+        producer = Producer(sqs, sns)
+        if len(messages) == 1:
+            return await producer.send_many(queue, messages)
+        with progress("sending", len(messages)) as update:
+            return await producer.send_many(queue, messages, update)
+
+
+async def _publish(
+    conn: Connection, topic: str, messages: list[OutgoingMessage], typeless: bool
+) -> BatchResult:
+    from worker.ops.filters import untyped_goes_nowhere
+
+    async with conn.client("sqs") as sqs, conn.client("sns") as sns:
+        producer = Producer(sqs, sns)
+        arn = await producer.topic_arn(topic)
+        if typeless and await untyped_goes_nowhere(sns, arn, "type"):
+            warn(
+                f"topic {topic!r}: every subscription filters on the 'type' attribute, so a message "
+                "without --type reaches no queue"
+            )
+        if len(messages) == 1:
+            return await producer.publish_many(arn, messages)
+        with progress("publishing", len(messages)) as update:
+            return await producer.publish_many(arn, messages, update)
+
+
+def send(
+    queue: Annotated[str, typer.Argument(metavar="QUEUE", help="Queue name or URL.")],
+    type_: TypeOption = None,
+    body: BodyOption = None,
+    file: FileOption = None,
+    attr: AttrOption = None,
+    group_id: GroupOption = None,
+    dedup_id: DedupOption = None,
+    raw: RawOption = False,
+    delay: Annotated[int | None, typer.Option(min=0, max=900, help="Delivery delay in seconds.")] = None,
+    endpoint_url: EndpointOption = None,
+    region: RegionOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Send one message, or many from a JSON-lines file, to a queue."""
+    messages = _outgoing(type_, body, file, attr, group_id, dedup_id, raw, delay=delay)
+    if _typeless([m.body for m in messages], type_):
+        info(
+            'note: no --type and no "type" in the body: the worker dispatches on the message type and '
+            "rejects a message without one (unless the queue's worker is configured otherwise)"
+        )
+    conn = Connection(region, endpoint_url, timeout)
+    result = run_async(lambda: _send(conn, queue, messages), conn, queue=queue)
+    _report(result, len(messages), "sent")
+
+
+def publish(
+    topic: Annotated[str, typer.Argument(metavar="TOPIC", help="Topic name or ARN.")],
+    type_: TypeOption = None,
+    body: BodyOption = None,
+    file: FileOption = None,
+    attr: AttrOption = None,
+    group_id: GroupOption = None,
+    dedup_id: DedupOption = None,
+    raw: RawOption = False,
+    subject: Annotated[str | None, typer.Option(help="SNS subject.")] = None,
+    structure_json: Annotated[
+        bool, typer.Option("--structure-json", help='The body is {"default": ..., "<protocol>": ...}.')
+    ] = False,
+    endpoint_url: EndpointOption = None,
+    region: RegionOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Publish one message, or many from a JSON-lines file, to a topic."""
+    messages = _outgoing(
+        type_, body, file, attr, group_id, dedup_id, raw, subject=subject, structure_json=structure_json
+    )
+    typeless = type_ is None
+    conn = Connection(region, endpoint_url, timeout)
+    result = run_async(lambda: _publish(conn, topic, messages, typeless), conn, service="sns")
+    _report(result, len(messages), "published")
+
+
+def _outgoing(
+    message_type: str | None,
+    body: str | None,
+    file: str | None,
+    attr: list[str] | None,
+    group_id: str | None,
+    dedup_id: str | None,
+    raw: bool,
+    **extra: Any,
+) -> list[OutgoingMessage]:
+    if dedup_id and file is not None:
+        raise ConfigError("--dedup-id applies to one message; with --file each message gets its own")
+    common: dict[str, Any] = {
+        "message_type": message_type,
+        "attributes": _parse_attrs(attr or []),
+        "group_id": group_id,
+        "dedup_id": dedup_id,
+        **{k: v for k, v in extra.items() if v not in (None, False)},
+    }
+    return [OutgoingMessage(b, **common) for b in read_bodies(body, file, raw)]

@@ -1,0 +1,78 @@
+"""``worker provision``: make AWS match the topology file, showing the plan first."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from worker.cli.common import (
+    Connection,
+    EndpointOption,
+    RegionOption,
+    TimeoutOption,
+    TopologyOption,
+    run_async,
+)
+from worker.cli.output import info
+from worker.errors import UnsafeError
+from worker.ops.provision import Change, Provisioner, render_plan
+from worker.ops.topology import load_topology
+
+
+def provision(
+    topology: TopologyOption = "config/topology.yaml",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, change nothing.")] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Also delete what this topology's name: created earlier and the file no longer lists.",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting (--prune).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Let --prune delete queues that still hold messages.")
+    ] = False,
+    endpoint_url: EndpointOption = None,
+    region: RegionOption = None,
+    timeout: TimeoutOption = 5.0,
+) -> None:
+    """Make AWS match the topology file: queues, DLQs, topics, subscriptions (plan first)."""
+    spec = load_topology(topology)
+    conn = Connection(region, endpoint_url, timeout)
+
+    async def plan() -> tuple[list[Change], list[Change]]:
+        async with conn.client("sqs") as sqs, conn.client("sns") as sns:
+            p = Provisioner(spec, sqs, sns)
+            return await p.plan(), (await p.plan_prune() if prune else [])
+
+    changes, deletions = run_async(plan, conn)
+    if prune:
+        info(f"prune scope: resources tagged with topology name {spec.name!r} ({topology})")
+    typer.echo(render_plan(changes + deletions))
+    pending = [c for c in changes + deletions if c.action != "unchanged"]
+    if not pending:
+        typer.echo(f"No changes: AWS matches {topology}.")
+        return
+    if dry_run:
+        typer.echo("Dry run: nothing changed.")
+        return
+    if deletions and not yes:
+        question = f"Delete {len(deletions)} resource(s) listed above with '-'?"
+        if not sys.stdin.isatty():
+            raise UnsafeError(f"--prune would delete {len(deletions)} resource(s); pass --yes to confirm")
+        if not typer.confirm(question, default=False):
+            raise UnsafeError("not confirmed: nothing changed")
+
+    async def apply() -> None:
+        async with conn.client("sqs") as sqs, conn.client("sns") as sns:
+            p = Provisioner(spec, sqs, sns)
+            await p.plan()
+            await p.apply(changes)
+            if deletions:
+                await p.apply_prune(deletions, force=force)
+
+    run_async(apply, conn)
+    typer.echo(f"Applied {len(pending)} change(s).")

@@ -1,0 +1,120 @@
+"""``worker run`` and ``worker check``: load and validate the configuration, import the
+handler modules, then consume until SIGTERM/SIGINT. Signals are handled here, at the edge,
+and nowhere else."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Annotated, Literal
+
+import typer
+
+from worker.cli.common import ConfigOption, explain, report
+from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
+from worker.observe.logs import configure_logging, get_logger
+from worker.runtime.processor import handler_threads_running
+from worker.runtime.supervisor import Supervisor, load_registries
+from worker.settings import WorkerSettings, load_settings
+
+AppDirOption = Annotated[
+    str,
+    typer.Option(
+        "--app-dir",
+        envvar="WORKER_APP_DIR",
+        show_envvar=True,
+        help="Directory your handler modules are imported from.",
+    ),
+]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+
+
+async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
+    """Run the worker until SIGTERM/SIGINT; a second signal exits at once."""
+    log = get_logger()
+    registries = load_registries(settings)
+    supervisor = Supervisor(settings, registries)
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        # Act first, log after: a log write can fail (a closed pipe) and must not keep the
+        # signal from working.
+        received.append(sig)
+        first = len(received) == 1
+        if first:
+            supervisor.request_stop()
+        try:
+            if first:
+                log.info("signal_received", signal=sig.name, action="graceful_shutdown")
+            else:
+                log.warning("shutdown_forced", signal=sig.name)
+        except Exception:
+            pass
+        if not first:
+            os._exit(EXIT_FAILED)
+
+    wired: list[signal.Signals] = []
+    if handle_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+            wired.append(sig)
+    try:
+        await supervisor.run()
+    except Exception as exc:
+        explained = explain(exc, None)
+        if explained is None:
+            raise
+        return report(explained)
+    finally:
+        for sig in wired:
+            loop.remove_signal_handler(sig)
+    return EXIT_OK
+
+
+def import_path(app_dir: str) -> None:
+    """Handler modules are imported from ``--app-dir`` (default: the current directory), as
+    uvicorn's --app-dir and dramatiq's --path do; the console script alone would not."""
+    path = os.path.abspath(app_dir)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def run(
+    config: ConfigOption = "config/worker.yaml",
+    app_dir: AppDirOption = ".",
+    log_level: Annotated[
+        LogLevel | None, typer.Option(case_sensitive=False, help="Overrides log.level.")
+    ] = None,
+    log_format: Annotated[
+        LogFormat | None, typer.Option(case_sensitive=False, help="Overrides log.format.")
+    ] = None,
+) -> None:
+    """Consume the configured queues until SIGTERM or SIGINT (a second signal exits at once)."""
+    import_path(app_dir)
+    settings = load_settings(config)
+    configure_logging(log_level or settings.log.level, log_format or settings.log.format)
+    load_registries(settings)  # fail on bad handler modules before any AWS call
+    code = asyncio.run(serve(settings))
+    if handler_threads_running():
+        # A plain-function handler is still running past the final deadline; its message
+        # was never released and reappears after its visibility timeout. Do not wait.
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def check(config: ConfigOption = "config/worker.yaml", app_dir: AppDirOption = ".") -> None:
+    """Validate the configuration and import the handler modules, without calling AWS."""
+    import_path(app_dir)
+    settings = load_settings(config)
+    registries = load_registries(settings)
+    for key, registry in registries.items():
+        typer.echo(f"{key}: {settings.queues[key].queue_name(key)} <- {', '.join(registry.types)}")
+    typer.echo("configuration OK")
+
+
+__all__ = ["WorkerError", "check", "import_path", "run", "serve"]
