@@ -149,7 +149,7 @@ class AwsClient:
         self,
         operation: str,
         *,
-        retry_for: float | None | Literal["client"] = "client",
+        retry_for: float | Literal["client"] | None = "client",
         **params: Any,
     ) -> dict[str, Any]:
         """Call ``operation`` (e.g. ``"receive_message"``), retrying transient errors with

@@ -57,7 +57,7 @@ def html_endpoint() -> Iterator[str]:
     """A web server that is not SQS: it answers every POST with an HTML error page."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = b"<!DOCTYPE html>\n<html><head><title>Not here</title></head>\n<body>nope</body></html>\n"
             self.send_response(404)
             self.send_header("Content-Type", "text/html")
@@ -117,8 +117,10 @@ def test_worker_config_and_topology_are_different_flags(capsys: pytest.CaptureFi
     assert result.code == errors.EXIT_USAGE
     assert "--config" in result.one_line_error()
     helps = {cmd: invoke(capsys, *cmd.split(), "--help").out for cmd in ("run", "provision", "stats")}
-    assert "--topology" in helps["provision"] and "--topology" in helps["stats"]
-    assert "--config" in helps["run"] and "--topology" not in helps["run"]
+    assert "--topology" in helps["provision"]
+    assert "--topology" in helps["stats"]
+    assert "--config" in helps["run"]
+    assert "--topology" not in helps["run"]
 
 
 @pytest.mark.parametrize(

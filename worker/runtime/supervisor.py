@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, AwsNotFound, AwsRefused, AwsUnreachable, error_code, is_transient, sqs_client
+from worker.aws import (
+    AwsClient,
+    AwsNotFound,
+    AwsRefused,
+    AwsUnreachable,
+    error_code,
+    is_transient,
+    sqs_client,
+)
 from worker.errors import WorkerError
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
@@ -234,7 +242,9 @@ class Supervisor:
             async with asyncio.timeout(timeout):
                 return [await resolve_queue(sqs, key, q, timeout) for key, q in self.settings.queues.items()]
         except TimeoutError:
-            raise AwsUnreachable(f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)") from None
+            raise AwsUnreachable(
+                f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)"
+            ) from None
 
     async def _shutdown(self) -> None:
         """Stop receiving and let handlers finish within ``shutdown_grace``; then
