@@ -2,19 +2,55 @@
 
 Message types of unknown messages are reported as ``unknown``, so that bad input cannot
 blow up label cardinality.
+
+The registry also carries the process (``process_*``: CPU, memory, open files), platform
+(``python_info``) and garbage-collector (``python_gc_*``) collectors. ``_created`` series
+are switched off (``disable_created_metrics``, which is process-wide: it applies to every
+registry in the process, handler code's included). ``init_queue`` creates every series of
+a queue at 0 at start-up, so dashboards and ``rate()``/``increase()`` alerts see a series
+before its first event: per message type the queue routes, and for ``unknown`` the series
+an unknown message can reach (received, rejected, retried, dead-lettered, duration).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 NS = "sqs_worker"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+"""Seconds to an hour: a worker keeping up is at the low end, a backlog at the high one."""
+UNKNOWN = "unknown"
+"""The type label of messages whose type no handler serves (one value, whatever they say)."""
+FAILURE_REASONS = ("error", "timeout", "retry_requested", "rejected")
+RUNTIME_OPERATIONS = (
+    "receive_message",
+    "delete_message_batch",
+    "change_message_visibility_batch",
+    "send_message",
+)
+"""The SQS calls the runtime makes while consuming (their ``ok`` series start at 0)."""
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped upstream)
         r = self.registry = registry or CollectorRegistry()
+        if registry is None:  # a registry given is used as it is (it may have them already)
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         qt = ["queue", "type"]
         self.received = Counter("messages_received", "Messages received", qt, namespace=NS, registry=r)
         self.succeeded = Counter("messages_succeeded", "Handlers that returned", qt, namespace=NS, registry=r)
@@ -40,6 +76,15 @@ class Metrics:
             "Handler run time",
             qt,
             buckets=DURATION_BUCKETS,
+            namespace=NS,
+            registry=r,
+        )
+        self.lag = Histogram(
+            "message_lag_seconds",
+            "End-to-end lag: seconds from the message's SentTimestamp to its handler's start "
+            "(once per delivery; negative clock skew counts as 0)",
+            qt,
+            buckets=LAG_BUCKETS,
             namespace=NS,
             registry=r,
         )
@@ -103,3 +148,37 @@ class Metrics:
 
     def api_call(self, operation: str, outcome: str) -> None:
         self.api_calls.labels(operation, outcome).inc()
+
+    def init_queue(self, queue: str, types: Iterable[str]) -> None:
+        """Create every series of ``queue`` at 0: per message type in ``types`` (and
+        ``unknown`` where it can occur), per failure reason. ``queue`` is the label the
+        runtime records with (the queue's configuration key)."""
+        for child in (
+            self.in_flight,
+            self.free_slots,
+            self.extensions,
+            self.receive_latency,
+            self.released,
+            self.delete_failed,
+            self.lease_overdue,
+            self.poller_restarts,
+        ):
+            child.labels(queue)
+        for label in types:
+            for metric in (
+                self.received,
+                self.succeeded,
+                self.retried,
+                self.dead_lettered,
+                self.duration,
+                self.lag,
+            ):
+                metric.labels(queue, label)
+            for reason in FAILURE_REASONS:
+                self.failed.labels(queue, label, reason)
+        # An unknown type is received and rejected, never run: only what can happen to it.
+        for metric in (self.received, self.retried, self.dead_lettered, self.duration):
+            metric.labels(queue, UNKNOWN)
+        self.failed.labels(queue, UNKNOWN, "rejected")
+        for operation in RUNTIME_OPERATIONS:
+            self.api_calls.labels(operation, "ok")

@@ -62,6 +62,7 @@ class Consumer:
         self.counters = QueueCounters()
         self.metrics = metrics
         name = target.key
+        metrics.init_queue(name, registry.types)  # every series at 0 before the first event
         self.slots = Slots(settings.max_in_flight)
         self.leases = Leases(self._lease_ended)
         self.acker = Acker(
@@ -248,6 +249,11 @@ class Consumer:
                 return False
             if outcome.kind == "abandoned":
                 return False  # the thread still runs: every lease of the group is left to lapse
+            for follower, result in zip(run[1:], outcomes[done + 1 :], strict=True):
+                if result.kind == "failed":  # failed in the same batch call: it runs again too
+                    self.metrics.retried.labels(
+                        self.target.key, self.processor.type_label(follower.message)
+                    ).inc()
             if self.settler.exhausted(head, outcome) and await self.settler.dead_letter(head, outcome):
                 run = run[1:]
                 continue

@@ -146,6 +146,8 @@ class Processor:
             if route is None:
                 reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
                 raise PermanentFailure(reason)
+            if lease.attempts == 1:
+                self._observe_lag(message, route.message_type, time.time())
             await self._chain(route, message, started)
         except _Abandoned:
             return ABANDONED
@@ -216,6 +218,10 @@ class Processor:
             return outcomes
         structlog.contextvars.bind_contextvars(queue=self.queue, type=route.message_type, batch=len(members))
         args = route.batch_arguments(payloads, [m for _, m, _ in members], self.resources)
+        now = time.time()
+        for i, message, _ in members:
+            if leases[i].attempts == 1:
+                self._observe_lag(message, route.message_type, now)
         try:
             async with asyncio.timeout(self.settings.max_processing_time) as limit:
                 if route.is_async:
@@ -331,6 +337,12 @@ class Processor:
             exc_info=exc_info,
         )
         return outcome
+
+    def _observe_lag(self, message: Message, label: str, now: float) -> None:
+        """End-to-end lag: from the message's SentTimestamp to ``now``, its handler's start
+        (once per delivery; a clock behind the sender's counts as 0)."""
+        if message.sent_timestamp_ms is not None:
+            self._child("lag", label).observe(max(0.0, now - message.sent_timestamp_ms / 1000))
 
     def _child(self, metric: str, label: str) -> Any:
         child = self._children.get((metric, label))
