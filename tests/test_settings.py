@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from worker.settings import ConfigError, load_settings
+from worker.settings import AwsSettings, ConfigError, load_settings
 
 
 def test_environment_overrides_nested_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,3 +86,316 @@ def test_heartbeat_capacity_follows_calls_interval_and_latency() -> None:
         None, {"queues": {"q": {"handlers": ["m"], "max_in_flight": 2000, "heartbeat_calls": 32}}}
     )
     assert bigger.queues["q"].max_in_flight == 2000
+
+
+# -- one error style: one line, naming the field and where its value came from -------------
+WORKER_YAML = "queues:\n  billing:\n    handlers: [handlers.billing]\n    pollers: 2\n"
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A valid worker configuration file, with no WORKER_* or AWS endpoint variable set."""
+    for name in list(os.environ):
+        if name.upper().startswith(("WORKER_", "AWS_ENDPOINT_URL", "AWS_REGION")):
+            monkeypatch.delenv(name)
+    path = tmp_path / "worker.yaml"
+    path.write_text(WORKER_YAML)
+    return path
+
+
+def error_of(path: Path | None, overrides: dict[str, Any] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message, message
+    assert info.value.__cause__ is None or isinstance(info.value.__cause__, OSError)
+    return message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("WORKER_QUEUES", "{bad", "invalid configuration (WORKER_QUEUES): queues: not valid JSON ("),
+        ("WORKER_AWS", "x", "invalid configuration (WORKER_AWS): aws: not valid JSON ("),
+        (
+            "WORKER_AWS",
+            "",
+            "invalid configuration (WORKER_AWS): aws: expected a JSON object, got an empty value",
+        ),
+        (
+            "WORKER_QUEUES__BILLING__RETRY_BACKOFF",
+            "[1,",
+            "invalid configuration (WORKER_QUEUES__BILLING__RETRY_BACKOFF): queues.billing.retry_backoff: "
+            "not valid JSON (",
+        ),
+        (
+            "WORKER_QUEUES__BILLING",
+            "x",
+            "invalid configuration (WORKER_QUEUES__BILLING): queues.billing: not valid",
+        ),
+    ],
+)
+def test_environment_value_that_is_not_json_names_the_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    # pydantic-settings raises SettingsError (a 40-line traceback naming no variable).
+    monkeypatch.setenv(name, value)
+    assert error_of(config).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "source", "field"),
+    [
+        (
+            {"WORKER_QUEUES__BILLING__POLLERS": "0"},
+            "WORKER_QUEUES__BILLING__POLLERS",
+            "queues.billing.pollers",
+        ),
+        # pydantic-settings matches names case-insensitively; the message spells it as set.
+        (
+            {"worker_queues__billing__pollers": "0"},
+            "worker_queues__billing__pollers",
+            "queues.billing.pollers",
+        ),
+        ({"WORKER_QUEUES": '{"billing": {"pollers": 0}}'}, "WORKER_QUEUES", "queues.billing.pollers"),
+        (
+            {"WORKER_QUEUES": '{"billing": {"pollers": 0}}', "WORKER_QUEUES__BILLING__POLLERS": "-1"},
+            "WORKER_QUEUES__BILLING__POLLERS",  # the deeper variable wins the merge
+            "queues.billing.pollers",
+        ),
+        (
+            {"WORKER_QUEUES__BILLING__RETRY_BACKOFF": '[1, "x"]'},
+            "WORKER_QUEUES__BILLING__RETRY_BACKOFF",
+            "queues.billing.retry_backoff.1",
+        ),
+        ({"WORKER_QUEUES__OTHER__POLLERS": "3"}, "WORKER_QUEUES__OTHER__POLLERS", "queues.other.handlers"),
+        ({"WORKER_LOG__LEVEL": "loud"}, "WORKER_LOG__LEVEL", "log.level"),
+    ],
+)
+def test_bad_value_from_the_environment_names_the_variable_not_the_file(
+    config: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], source: str, field: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    message = error_of(config)
+    assert message.startswith(f"invalid configuration ({source}): {field}"), message
+    assert str(config) not in message
+
+
+def test_bad_value_from_the_file_names_the_file(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.write_text(WORKER_YAML.replace("pollers: 2", "pollers: 0"))
+    monkeypatch.setenv("WORKER_QUEUES__BILLING__BATCH_SIZE", "5")  # valid, and elsewhere
+    assert error_of(config) == (
+        f"invalid configuration ({config}): queues.billing.pollers: "
+        "Input should be greater than or equal to 1 (got 0)"
+    )
+
+
+def test_cross_field_rule_names_the_file_and_the_variables_it_mentions(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKER_SHUTDOWN_GRACE", "1")
+    monkeypatch.setenv("WORKER_SHUTDOWN_FLUSH", "1")
+    monkeypatch.setenv("WORKER_LOG__FORMAT", "json")  # not part of the rule: not named
+    message = error_of(config)
+    assert message.startswith(
+        f"invalid configuration ({config}, WORKER_SHUTDOWN_GRACE, WORKER_SHUTDOWN_FLUSH): "
+        "queues.billing.wait_time_seconds (20) must not exceed shutdown_grace + shutdown_flush (2)"
+    ), message
+
+
+@pytest.mark.parametrize(
+    ("where", "name", "value", "source"),
+    [
+        ("file", "endpoint_url", "localhost:4566", "{config}"),
+        ("env", "WORKER_AWS__ENDPOINT_URL", "localhost:4566", "WORKER_AWS__ENDPOINT_URL"),
+        ("env", "AWS_ENDPOINT_URL", "localhost:4566", "AWS_ENDPOINT_URL"),
+        ("env", "AWS_ENDPOINT_URL_SQS", "localhost:4566", "AWS_ENDPOINT_URL_SQS"),
+        ("env", "AWS_ENDPOINT_URL_SNS", "localhost:4566", "AWS_ENDPOINT_URL_SNS"),
+    ],
+)
+def test_endpoint_without_scheme_is_a_config_error(
+    config: Path, monkeypatch: pytest.MonkeyPatch, where: str, name: str, value: str, source: str
+) -> None:
+    # It used to pass `worker check` and crash `worker run` with a traceback.
+    if where == "file":
+        config.write_text(f"aws:\n  {name}: {value}\n{WORKER_YAML}")
+    else:
+        monkeypatch.setenv(name, value)
+    assert error_of(config) == (
+        f"invalid configuration ({source.format(config=config)}): aws.endpoint_url: "
+        "'localhost:4566' is not an absolute http(s) URL with a host; write http://localhost:4566"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://host", "http://", "http:///x", "http://host:99999", "localhost", "x y"]
+)
+def test_endpoint_must_be_an_absolute_http_url(url: str) -> None:
+    with pytest.raises(ConfigError, match="is not an absolute http"):
+        AwsSettings.build(endpoint_url=url)
+
+
+def test_endpoint_credentials_are_not_echoed(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "ftp://user:hunter2@host")
+    message = error_of(config)
+    assert "hunter2" not in message
+    assert "(AWS_ENDPOINT_URL)" in message
+
+
+def test_a_good_endpoint_in_the_file_wins_over_a_bad_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # AWS_ENDPOINT_URL is not used when the file sets one, so it is not checked either.
+    config.write_text(f"aws:\n  endpoint_url: http://localhost:4566\n{WORKER_YAML}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "localhost:4566")
+    assert load_settings(config).aws.resolved_endpoint() == "http://localhost:4566"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "source", "problem"),
+    [
+        ("file", '""', "{config}", "empty; leave it unset"),
+        ("WORKER_AWS__REGION", "", "WORKER_AWS__REGION", "empty; leave it unset"),
+        ("AWS_REGION", "us east 1", "AWS_REGION", "'us east 1' is not a region name"),
+        ("AWS_DEFAULT_REGION", "eu_west!", "AWS_DEFAULT_REGION", "'eu_west!' is not a region name"),
+    ],
+)
+def test_empty_or_malformed_region_is_refused(
+    config: Path, monkeypatch: pytest.MonkeyPatch, where: str, value: str, source: str, problem: str
+) -> None:
+    if where == "file":
+        config.write_text(f"aws:\n  region: {value}\n{WORKER_YAML}")
+    else:
+        monkeypatch.setenv(where, value)
+    message = error_of(config)
+    assert message.startswith(
+        f"invalid configuration ({source.format(config=config)}): aws.region: {problem}"
+    )
+
+
+def test_an_empty_aws_region_variable_counts_as_unset(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert load_settings(config).aws.resolved_region() == "eu-west-1"
+
+
+def test_aws_settings_build_names_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = {"endpoint_url": "--endpoint-url", "region": "--region", "connect_timeout": "--timeout"}
+    with pytest.raises(ConfigError) as info:
+        AwsSettings.build(options, endpoint_url="localhost:4566", region=None)
+    assert str(info.value).startswith(
+        "invalid configuration (--endpoint-url): endpoint_url: 'localhost:4566'"
+    )
+    with pytest.raises(ConfigError, match=r"^invalid configuration \(--timeout\): connect_timeout: "):
+        AwsSettings.build(options, connect_timeout=0)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_SQS", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "127.0.0.1:4566")
+    with pytest.raises(
+        ConfigError, match=r"^invalid configuration \(AWS_ENDPOINT_URL\): aws\.endpoint_url: "
+    ):
+        AwsSettings.build(options)  # no --endpoint-url: the variable is what would be used
+    aws = AwsSettings.build(options, endpoint_url=" http://localhost:4566 ", region="eu-west-1")
+    assert (aws.endpoint_url, aws.region) == ("http://localhost:4566", "eu-west-1")
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_log_level_and_format_are_case_insensitive(
+    config: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    if source == "file":
+        config.write_text(f"log:\n  level: DEBUG\n  format: JSON\n{WORKER_YAML}")
+    else:
+        monkeypatch.setenv("WORKER_LOG__LEVEL", "DEBUG")
+        monkeypatch.setenv("WORKER_LOG__FORMAT", "Console")
+    log = load_settings(config).log
+    assert log.level == "debug"
+    assert log.format == ("json" if source == "file" else "console")
+
+
+def test_invalid_yaml_names_the_file_line_and_column(config: Path) -> None:
+    config.write_text("queues:\n  billing:\n    handlers: [handlers.billing\n    pollers: 2\n")
+    assert error_of(config) == (
+        f"{config}:4:12: not valid YAML: expected ',' or ']', but got ':' "
+        "(while parsing a flow sequence started at 3:15)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", "the top level must be a mapping, not list"),
+        ("1: x\n", "top-level key 1 is not a field name"),
+    ],
+)
+def test_file_that_is_not_a_mapping(config: Path, text: str, message: str) -> None:
+    config.write_text(text)
+    assert error_of(config) == f"{config}: {message}"
+
+
+def test_file_that_is_not_utf8(config: Path) -> None:
+    config.write_bytes(b"queues:\n  \xff: {}\n")
+    assert error_of(config) == f"{config}:2:3: not UTF-8 text (byte 0xff)"
+
+
+def test_topology_file_given_as_worker_configuration() -> None:
+    topology = Path(__file__).resolve().parents[1] / "config" / "topology.yaml"
+    assert error_of(topology) == (
+        f"{topology}: this is a topology file (it has 'topics'), not a worker configuration; "
+        "pass the worker configuration (config/worker.yaml)"
+    )
+
+
+def test_unknown_keys_are_named_never_echoed(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.write_text(
+        "aws:\n  aws_secret_access_key: hunter2\n"
+        + WORKER_YAML
+        + "    visiblity_timeout: 10\n    colour: red\n    pollers: 0\n"
+    )
+    message = error_of(config)
+    assert message.startswith(f"invalid configuration ({config}): aws.aws_secret_access_key: unknown field")
+    assert message.endswith(
+        "; and 3 more: queues.billing.pollers, queues.billing.visiblity_timeout, queues.billing.colour"
+    )
+    assert "hunter2" not in message
+
+
+def test_unknown_key_suggests_the_field(config: Path) -> None:
+    config.write_text(WORKER_YAML + "    visiblity_timeout: 10\n")
+    assert error_of(config) == (
+        f"invalid configuration ({config}): queues.billing.visiblity_timeout: "
+        "unknown field (did you mean 'visibility_timeout'?)"
+    )
+
+
+def test_secrets_in_the_environment_are_never_echoed(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_AWS__SECRET_ACCESS_KEY", "hunter2")
+    message = error_of(config)
+    assert (
+        message
+        == "invalid configuration (WORKER_AWS__SECRET_ACCESS_KEY): aws.secret_access_key: unknown field"
+    )
+    monkeypatch.setenv("WORKER_AWS", '{"session_token": "hunter3"}')
+    message = error_of(config)
+    assert message.startswith("invalid configuration (WORKER_AWS): aws.session_token: unknown field")
+    assert "hunter" not in message
+    monkeypatch.setenv("WORKER_AWS", '{"session_token": "hunter3"')  # not JSON: not echoed either
+    message = error_of(config)
+    assert message.startswith("invalid configuration (WORKER_AWS): aws: not valid JSON")
+    assert "hunter" not in message
+
+
+def test_many_errors_stay_on_one_line(config: Path) -> None:
+    queue = "handlers: [m], pollers: 0, batch_size: 99, wait_time_seconds: 0, retry_jitter: 5, ack_calls: 0, x: 1, y: 2"
+    config.write_text(f"queues:\n  a: {{{queue}}}\n")
+    message = error_of(config)
+    assert message.startswith(f"invalid configuration ({config}): queues.a.pollers: ")
+    assert message.endswith(
+        "; and 6 more: queues.a.wait_time_seconds, queues.a.batch_size, "
+        "queues.a.ack_calls, queues.a.retry_jitter, queues.a.x, …"  # and y
+    )
+
+
+def test_no_file_and_nothing_in_the_environment(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_SHUTDOWN_GRACE", "5")
+    assert error_of(None) == "invalid configuration (environment, no config file): queues: required"

@@ -5,23 +5,82 @@ nesting levels, e.g. ``WORKER_QUEUES__ORDERS__POLLERS=4``), then the YAML file, 
 defaults below. Everything is validated, cross-field rules included, before any AWS client
 exists. Credentials are never part of the configuration: they come from the standard AWS
 chain (environment, shared files, container/instance roles).
+
+Every error is a ConfigError of one line naming the field, where its value came from (the
+file or the environment variable) and what is wrong: ``invalid configuration
+(WORKER_QUEUES__BILLING__POLLERS): queues.billing.pollers: Input should be ...``.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
+import re
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from worker.errors import ConfigError
 
-__all__ = ["AwsSettings", "ConfigError", "QueueSettings", "WorkerSettings", "load_settings"]
+__all__ = [
+    "AwsSettings",
+    "ConfigError",
+    "QueueSettings",
+    "WorkerSettings",
+    "check_endpoint_url",
+    "check_region",
+    "format_validation_error",
+    "load_settings",
+    "read_yaml_mapping",
+    "topology_evidence",
+    "worker_config_evidence",
+]
 
 ENV_PREFIX = "WORKER_"
+Loc = tuple[str | int, ...]
+
+# botocore's own rule (botocore.utils.validate_region_name): checked here so that a bad
+# region is a configuration error at start, not a traceback from the first client.
+_REGION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value for an error message: shortened, with any ``user:password@`` of a URL hidden."""
+    text = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)?[^/@\s]*@", r"\1***@", str(value))
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(text) if isinstance(value, str) else text
+
+
+def check_endpoint_url(value: str) -> str:
+    """``value`` stripped if it is an absolute http(s) URL with a host; ValueError otherwise."""
+    text = value.strip()
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or " " in text:
+        hint = f"; write http://{text}" if text and "://" not in text and " " not in text else ""
+        raise ValueError(f"{_shown(text)} is not an absolute http(s) URL with a host{hint}")
+    return text
+
+
+def check_region(value: str) -> str:
+    """``value`` stripped if it is a region name botocore accepts; ValueError otherwise."""
+    text = value.strip()
+    if not text:
+        raise ValueError("empty; leave it unset to use AWS_REGION / AWS_DEFAULT_REGION")
+    if not _REGION_NAME.match(text):
+        raise ValueError(f"{_shown(text)} is not a region name (e.g. eu-west-1)")
+    return text
 
 
 class AwsSettings(BaseModel):
@@ -35,15 +94,76 @@ class AwsSettings(BaseModel):
     startup_timeout: float = Field(default=30.0, ge=0)
     """How long start-up retries transient AWS errors before giving up."""
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_url(value)
+
     def resolved_region(self) -> str | None:
-        return self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        return (
+            self.region
+            or os.environ.get("AWS_REGION", "").strip()
+            or os.environ.get("AWS_DEFAULT_REGION", "").strip()
+            or None
+        )
 
     def resolved_endpoint(self, service: str = "sqs") -> str | None:
         return (
             self.endpoint_url
-            or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
-            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}", "").strip()
+            or os.environ.get("AWS_ENDPOINT_URL", "").strip()
+            or None
         )
+
+    def check(self, services: Iterable[str] = ("sqs", "sns", "cloudwatch")) -> None:
+        """Validate the standard AWS variables this configuration falls back to (the fields
+        themselves are validated on construction): an ``AWS_ENDPOINT_URL`` /
+        ``AWS_ENDPOINT_URL_<SERVICE>`` must be an absolute http(s) URL, ``AWS_REGION`` /
+        ``AWS_DEFAULT_REGION`` a region name. ConfigError, one line, naming the variable."""
+        fallbacks: list[tuple[str, str]] = []
+        if self.endpoint_url is None:
+            names = [f"AWS_ENDPOINT_URL_{s.upper()}" for s in services] + ["AWS_ENDPOINT_URL"]
+            fallbacks += [(name, "endpoint_url") for name in dict.fromkeys(names)]
+        if self.region is None:
+            # The first one set is the one used; an empty one counts as unset.
+            used = next(
+                (n for n in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(n, "").strip()), None
+            )
+            fallbacks += [(used, "region")] if used else []
+        for name, field_name in fallbacks:
+            value = os.environ.get(name, "")
+            if not value.strip():
+                continue
+            try:
+                (check_endpoint_url if field_name == "endpoint_url" else check_region)(value)
+            except ValueError as exc:
+                raise ConfigError(f"invalid configuration ({name}): aws.{field_name}: {exc}") from None
+
+    @classmethod
+    def build(cls, sources: Mapping[str, str] | None = None, **values: Any) -> AwsSettings:
+        """An AwsSettings from command-line values (``None`` values are left out), checked
+        with :meth:`check`; ConfigError, one line, naming the option that was wrong:
+        ``sources`` maps a field to its option, e.g. ``{"endpoint_url": "--endpoint-url"}``."""
+        given = {k: v for k, v in values.items() if v is not None}
+        try:
+            aws = cls(**given)
+        except ValidationError as exc:
+            names = dict(sources or {})
+            raise ConfigError(
+                format_validation_error(
+                    exc,
+                    "options",
+                    model=cls,
+                    source=lambda loc, _type, _msg: names.get(str(loc[0])) if loc else None,
+                )
+            ) from None
+        aws.check()
+        return aws
 
 
 class QueueSettings(BaseModel):
@@ -126,6 +246,12 @@ class LogSettings(BaseModel):
     summary_interval: float = Field(default=60.0, gt=0)
     """Seconds between per-queue ``queue_summary`` events."""
 
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        """``DEBUG`` as well as ``debug`` (WORKER_LOG__LEVEL=DEBUG is what people write)."""
+        return value.strip().lower() if isinstance(value, str) else value
+
 
 class HealthSettings(BaseModel):
     """The HTTP endpoint: /healthz, /readyz, /metrics (on in the container image)."""
@@ -199,43 +325,353 @@ class WorkerSettings(BaseSettings):
         return sum(q.pollers + q.heartbeat_calls + q.ack_calls + 2 for q in self.queues.values()) + 2
 
 
-def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("function-after",))
-    msg = str(err.get("msg", "invalid"))
-    msg = msg.removeprefix("Value error, ")
+# -- one error style -------------------------------------------------------------------------
+# Every configuration error is one line: ``invalid configuration (SOURCE): FIELD: WHAT`` where
+# SOURCE is the YAML file or the environment variable the value came from. Further errors are
+# counted and named by their field only, on the same line.
+
+_FROM_VALIDATOR = frozenset({"value_error", "assertion_error"})
+_SHOWN_PATHS = 5
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _members(ann: Any) -> list[Any]:
+    """The non-None members of a union (``[ann]`` when it is not one)."""
+    if get_origin(ann) in (Union, types.UnionType):
+        return [a for a in get_args(ann) if a is not type(None)]
+    return [ann]
+
+
+def _is_model(ann: Any) -> bool:
+    return isinstance(ann, type) and issubclass(ann, BaseModel)
+
+
+def _is_complex(ann: Any) -> bool:
+    """Does pydantic-settings read this field from one variable as JSON (and fail on bad JSON)?"""
+    members = _members(ann)
+    if len(members) != 1:
+        return False
+    only = members[0]
+    return _is_model(only) or only in (dict, list) or get_origin(only) in (dict, list)
+
+
+def _is_tag(part: str | int, member: Any) -> bool:
+    """Is ``part`` pydantic's name for this union member in an error location?"""
+    if not isinstance(part, str):
+        return False
+    if get_origin(member) is Literal:
+        return part.startswith("literal[")
+    origin = get_origin(member)
+    if origin is not None:
+        return part.startswith(f"{getattr(origin, '__name__', '')}[")
+    return part == getattr(member, "__name__", None)
+
+
+def _walk(model: type[BaseModel] | None, loc: Sequence[str | int]) -> tuple[Loc, Any, bool]:
+    """``loc`` without union-member tags and internal parts, the annotation it reaches (None
+    when unknown) and whether a union tag was left out."""
+    ann: Any = model
+    out: list[str | int] = []
+    tagged = False
+    for part in loc:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        members = _members(ann) if ann is not None else []
+        if len(members) > 1:
+            chosen = next((m for m in members if _is_tag(part, m)), None)
+            if chosen is not None:
+                ann, tagged = chosen, True
+                continue
+            ann = None
+        elif members:
+            ann = members[0]
+        out.append(part)
+        if _is_model(ann) and isinstance(part, str) and part in ann.model_fields:
+            ann = ann.model_fields[part].annotation
+        elif get_origin(ann) is dict and part != "[key]":
+            ann = get_args(ann)[1] if get_args(ann) else None
+        elif get_origin(ann) is list and isinstance(part, int):
+            ann = get_args(ann)[0] if get_args(ann) else None
+        else:
+            ann = None
+    return tuple(out), ann, tagged
+
+
+def _describe(err: Mapping[str, Any], loc: Loc, model: type[BaseModel] | None) -> str:
+    path = ".".join(str(p) for p in loc)
+    kind = err.get("type")
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        msg = "unknown field"
+        parent = _walk(model, loc[:-1])[1] if loc else None
+        if isinstance(parent, type) and issubclass(parent, BaseModel) and isinstance(loc[-1], str):
+            close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
+            msg += f" (did you mean {close[0]!r}?)" if close else ""
+    elif kind == "missing":
+        msg = "required"
     value = err.get("input")
-    # Never echo what sits under an unknown key: it may be a misplaced secret.
-    hidden = err.get("type") == "extra_forbidden" or isinstance(value, dict | list) or value is None
-    shown = "" if hidden else f" (got {str(value)[:60]!r})"
-    return f"{loc}: {msg}{shown}" if loc else msg
+    # Never echo what sits under an unknown key: it may be a misplaced secret. A validator's
+    # own message says what it needs to (a URL with its credentials hidden).
+    hidden = (
+        kind == "extra_forbidden"
+        or kind in _FROM_VALIDATOR
+        or isinstance(value, dict | list)
+        or value is None
+    )
+    shown = "" if hidden else f" (got {_shown(value)})"
+    return f"{path}: {msg}{shown}" if path else f"{msg}{shown}"
 
 
-def load_settings(path: str | Path | None, overrides: dict[str, Any] | None = None) -> WorkerSettings:
-    """Read, merge with the environment and validate; raise ConfigError naming the field."""
-    data: dict[str, Any] = {}
-    where = str(path) if path else "environment"
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        data = loaded or {}
-    if overrides:
-        data = {**data, **overrides}
+def format_validation_error(
+    exc: ValidationError,
+    where: str,
+    what: str = "invalid configuration",
+    *,
+    model: type[BaseModel] | None = None,
+    source: Callable[[Loc, str, str], str | None] | None = None,
+) -> str:
+    """One line: ``WHAT (SOURCE): FIELD: PROBLEM``, then ``; and N more: FIELD, ...``.
+
+    ``where`` names where the values came from (a file); ``source(loc, type, message)``, when
+    given, may name a better one per error (an environment variable). ``model`` (the validated
+    class) lets union-member tags be left out of field paths and unknown fields get a "did
+    you mean"."""
+    errors = [(dict(e), *_walk(model, e["loc"])) for e in exc.errors()]
+    # Of the errors one union value gave (one per member), keep those of the member it was
+    # meant for: a mapping or list failing a literal is not worth reporting.
+    deeper = [loc for _, loc, _, tagged in errors if tagged]
+    kept: dict[Loc, dict[str, Any]] = {}
+    for err, loc, _, tagged in errors:
+        superseded = any(len(other) > len(loc) and other[: len(loc)] == loc for other in deeper)
+        if not (tagged and isinstance(err.get("input"), dict | list) and superseded):
+            kept.setdefault(loc, err)
+    (loc, first), *rest = kept.items()
+    origin = (source(loc, str(first.get("type")), str(first.get("msg", ""))) if source else None) or where
+    line = f"{what} ({origin}): {_describe(first, loc, model)}"
+    if rest:
+        paths = [".".join(str(p) for p in other) or "(top level)" for other, _ in rest]
+        more = ", ".join(paths[:_SHOWN_PATHS]) + (", …" if len(paths) > _SHOWN_PATHS else "")
+        line += f"; and {len(rest)} more: {more}"
+    return _one_line(line)
+
+
+# -- where a value came from ----------------------------------------------------------------
+def _lookup(data: Any, path: Sequence[str | int]) -> bool:
+    for part in path:
+        found = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        )
+        if not found:
+            return False
+        data = data[part]
+    return True
+
+
+def _json(text: str) -> Any:
     try:
-        return WorkerSettings(**data)
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _Origins:
+    """Names the source of each invalid value: an environment variable, the overrides or
+    the file (pydantic-settings merges them before validating, so it cannot say)."""
+
+    path: str | None
+    data: dict[str, Any]
+    overrides: dict[str, Any]
+    overrides_source: str
+    env: list[tuple[str, tuple[str, ...], str]] = field(default_factory=list)
+
+    @classmethod
+    def read(
+        cls, path: str | None, data: dict[str, Any], overrides: dict[str, Any], overrides_source: str
+    ) -> _Origins:
+        origins = cls(path, data, overrides, overrides_source)
+        prefix = ENV_PREFIX.lower()
+        for name, value in os.environ.items():
+            low = name.lower()  # pydantic-settings matches names case-insensitively
+            if low.startswith(prefix):
+                parts = tuple(low[len(prefix) :].split("__"))
+                if parts[0] in WorkerSettings.model_fields:
+                    origins.env.append((name, parts, value))
+        return origins
+
+    def check_json(self) -> None:
+        """A variable holding a mapping or list must be JSON: say which one is not (else
+        pydantic-settings raises SettingsError with a traceback and no variable name)."""
+        for name, parts, value in self.env:
+            _, ann, _ = _walk(WorkerSettings, parts)
+            if not _is_complex(ann) or (len(parts) > 1 and not value):
+                continue
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                kind = "a JSON array" if get_origin(_members(ann)[0]) is list else "a JSON object"
+                problem = (
+                    f"expected {kind}, got an empty value"
+                    if not value.strip()
+                    else f"not valid JSON ({getattr(exc, 'msg', exc)} at column {getattr(exc, 'colno', '?')}); "
+                    f"expected {kind}"
+                )
+                raise ConfigError(f"invalid configuration ({name}): {'.'.join(parts)}: {problem}") from None
+
+    def of(self, loc: Loc, kind: str, msg: str) -> str | None:
+        if kind == "missing" and len(loc) == 1:
+            return self.path  # a required top-level field: the file should have it
+        # A missing field is missing from the mapping that holds it.
+        target = loc[:-1] if kind == "missing" else loc
+        if "[key]" in target:
+            target = target[: target.index("[key]")]
+        text = [str(p) for p in target]
+        below: list[str] = []
+        holders: list[tuple[int, str]] = []
+        for name, parts, value in self.env:
+            n = len(parts)
+            if list(parts) == text[:n]:
+                # The variable holds this value, or a JSON document that contains it.
+                if n == len(text) or _lookup(_json(value), target[n:]):
+                    holders.append((n, name))
+            elif list(parts[: len(text)]) == text:
+                # A variable below: part of the value a cross-field rule rejected (when the
+                # rule's message names it) or what made the mapping exist.
+                rest = ".".join(parts[len(text) :])
+                if kind not in _FROM_VALIDATOR or rest in msg.lower():
+                    below.append(name)
+        if holders:
+            return max(holders)[1]  # the deepest variable wins pydantic-settings' merge
+        found: list[str] = []
+        if not target:
+            found += [self.path] if self.path else []
+            found += [self.overrides_source] if self.overrides else []
+        elif target[0] in self.overrides:
+            found += [self.overrides_source] if _lookup(self.overrides, target) else []
+        elif self.path and _lookup(self.data, target):
+            found.append(self.path)
+        found += below
+        return ", ".join(found) if found else None
+
+
+# -- files --------------------------------------------------------------------------------------
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping a YAML file holds ({} when empty). ConfigError, one line, naming the file,
+    and its line and column for a syntax error: ``x.yaml:3:5: not valid YAML: ...``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        before = exc.object[: exc.start]
+        line, column = before.count(b"\n") + 1, exc.start - (before.rfind(b"\n") + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}:{column}: not UTF-8 text (byte {exc.object[exc.start]:#04x})"
+        ) from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = exc.problem or exc.context or "syntax error"
+        if exc.problem and exc.context:
+            started = exc.context_mark
+            problem += f" ({exc.context}" + (
+                f" started at {started.line + 1}:{started.column + 1})" if started else ")"
+            )
+        raise ConfigError(_one_line(f"{path}{at}: not valid YAML: {problem}")) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(_one_line(f"{path}: not valid YAML: {exc}")) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(loaded).__name__}")
+    bad = next((k for k in loaded if not isinstance(k, str)), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: top-level key {_shown(bad)} is not a field name")
+    return loaded
+
+
+_TOPOLOGY_TOP = ("topics", "subscriptions")
+_TOPOLOGY_QUEUE = (
+    "dead_letter",
+    "redrive_allow",
+    "message_retention",
+    "receive_wait_time",
+    "encryption",
+    "content_based_deduplication",
+    "max_message_size",
+    "delay",
+)
+_WORKER_ONLY = tuple(k for k in WorkerSettings.model_fields if k != "queues")
+
+
+def _queues(data: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    queues = data.get("queues")
+    if not isinstance(queues, dict):
+        return []
+    return [(str(k), v) for k, v in queues.items() if isinstance(v, dict)]
+
+
+def worker_config_evidence(data: Mapping[str, Any]) -> str | None:
+    """The key that shows ``data`` is a worker configuration (None: it does not look like one)."""
+    handlers = next((f"queues.{k}.handlers" for k, q in _queues(data) if "handlers" in q), None)
+    if handlers:
+        return handlers
+    if any(k in data for k in _TOPOLOGY_TOP):
+        return None
+    return next((k for k in _WORKER_ONLY if k in data), None)
+
+
+def topology_evidence(data: Mapping[str, Any]) -> str | None:
+    """The key that shows ``data`` is a topology file (None: it does not look like one)."""
+    queues = _queues(data)
+    if any("handlers" in q for _, q in queues):
+        return None
+    top = next((k for k in _TOPOLOGY_TOP if k in data), None)
+    if top:
+        return top
+    return next((f"queues.{k}.{key}" for k, q in queues for key in _TOPOLOGY_QUEUE if key in q), None)
+
+
+def load_settings(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    overrides_source: str = "overrides",
+) -> WorkerSettings:
+    """Read the file, merge with the environment and ``overrides`` (top-level keys replace the
+    file's; ``overrides_source`` names them in errors, e.g. ``"--endpoint-url"``) and validate,
+    the AWS variables it falls back to included (:meth:`AwsSettings.check`).
+
+    Raises ConfigError with one line naming the field and where its value came from: the
+    file, or the environment variable (``WORKER_QUEUES__BILLING__POLLERS``)."""
+    data = read_yaml_mapping(path) if path is not None else {}
+    where = str(path) if path is not None else "environment, no config file"
+    origins = _Origins.read(
+        str(path) if path is not None else None, data, dict(overrides or {}), overrides_source
+    )
+    origins.check_json()
+    try:
+        settings = WorkerSettings(**{**data, **(overrides or {})})
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, where)) from None
-
-
-def format_validation_error(exc: ValidationError, where: str, what: str = "invalid configuration") -> str:
-    """One message naming the field (and any further ones on following lines)."""
-    lines = [_describe(dict(e)) for e in exc.errors()]
-    head = f"{what} ({where}): {lines[0]}"
-    return head + "".join(f"\n  also: {line}" for line in lines[1:])
+        evidence = topology_evidence(data) if path is not None else None
+        if evidence:
+            raise ConfigError(
+                f"{path}: this is a topology file (it has {evidence!r}), not a worker configuration; "
+                "pass the worker configuration (config/worker.yaml)"
+            ) from None
+        raise ConfigError(
+            format_validation_error(exc, where, model=WorkerSettings, source=origins.of)
+        ) from None
+    except SettingsError as exc:  # a case check_json did not foresee: still one line
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = f"{ENV_PREFIX}{found.group(1).upper()}" if found else f"{ENV_PREFIX}*"
+        raise ConfigError(
+            _one_line(f"invalid configuration ({name} or a variable under it): {exc.__cause__ or exc}")
+        ) from None
+    settings.aws.check()
+    return settings
