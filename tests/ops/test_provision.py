@@ -13,7 +13,8 @@ import yaml
 from tests.cli.test_cli import run_worker
 from tests.conftest import Aws
 from worker.aws import AwsClient
-from worker.ops.provision import Provisioner
+from worker.errors import UnsafeError
+from worker.ops.provision import Change, Provisioner, render_plan
 from worker.ops.topology import Topology, load_topology
 from worker.producer import Producer
 from worker.settings import ConfigError
@@ -184,3 +185,141 @@ async def test_prune_deletes_only_managed_resources_the_file_dropped(aws: Aws) -
     assert f"{prefix}-c" not in names
     assert unmanaged.name in names
     assert f"{prefix}-a" in names
+
+
+def dlq_topology(p: str, with_dlq: bool = True) -> dict[str, Any]:
+    queues: dict[str, Any] = {f"{p}-a": {}}
+    if with_dlq:
+        queues[f"{p}-a-dlq"] = {}
+        queues[f"{p}-a"] = {"dead_letter": {"queue": f"{p}-a-dlq", "max_receive_count": 4}}
+    return {"name": p, "queues": queues}
+
+
+async def test_prune_refuses_a_non_empty_dlq_and_detaches_its_sources(aws: Aws) -> None:
+    """Was: --prune deleted a DLQ holding messages, without a word, and left the source
+    queue's RedrivePolicy pointing at the deleted queue."""
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    await provision(aws, Topology(**dlq_topology(prefix)))
+    dlq_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a-dlq"))["QueueUrl"]
+    for i in range(3):
+        await aws.send(dlq_url, {"n": i}, "order.placed")
+    # A queue of someone else's that uses the same DLQ.
+    foreign = await aws.queue(prefix=f"{prefix}-theirs")
+    redrive = json.dumps({"deadLetterTargetArn": await aws.arn(dlq_url), "maxReceiveCount": "5"})
+    await aws.sqs.set_queue_attributes(QueueUrl=foreign.url, Attributes={"RedrivePolicy": redrive})
+
+    p = Provisioner(Topology(**dlq_topology(prefix, with_dlq=False)), AwsClient(aws.sqs), AwsClient(aws.sns))
+    await p.plan()
+    prune = await p.plan_prune()
+    assert [(c.kind, c.name, c.messages) for c in prune] == [("queue", f"{prefix}-a-dlq", 3)]
+    assert prune[0].dead_letter_of == sorted([f"{prefix}-a", foreign.name])
+    text = render_plan(prune)
+    assert f"- queue        {prefix}-a-dlq" in text
+    assert "holds 3 message(s)" in text
+    assert f"dead-letter queue of {', '.join(sorted([f'{prefix}-a', foreign.name]))}" in text
+    assert "The queues to delete hold 3 message(s)." in text
+
+    with pytest.raises(UnsafeError) as refused:
+        await p.apply_prune(prune)
+    message = str(refused.value)
+    assert f"{prefix}-a-dlq (3 message(s), dead-letter queue of" in message
+    assert "--force" in message
+    assert "\n" not in message
+    assert refused.value.exit_code == 6
+    # Nothing was touched.
+    assert await aws.total(dlq_url) == 3
+    src_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a"))["QueueUrl"]
+    for url in (src_url, foreign.url):
+        attrs = (await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))["Attributes"]
+        assert "RedrivePolicy" in attrs
+
+    detached = await p.apply_prune(prune, force=True)
+    assert sorted(detached) == sorted([f"{prefix}-a", foreign.name])
+    names = {
+        u.rsplit("/", 1)[-1] for u in (await aws.sqs.list_queues(QueueNamePrefix=prefix)).get("QueueUrls", [])
+    }
+    assert f"{prefix}-a-dlq" not in names
+    for url in (src_url, foreign.url):
+        attrs = (await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))["Attributes"]
+        assert not attrs.get("RedrivePolicy"), attrs
+    # And the file now matches: nothing left to do.
+    again = Provisioner(
+        Topology(**dlq_topology(prefix, with_dlq=False)), AwsClient(aws.sqs), AwsClient(aws.sns)
+    )
+    assert [c for c in await again.plan() if c.action != "unchanged"] == []
+    assert await again.plan_prune() == []
+
+
+async def test_prune_deletes_an_empty_dlq_without_force(aws: Aws) -> None:
+    prefix = f"e{uuid.uuid4().hex[:8]}"
+    await provision(aws, Topology(**dlq_topology(prefix)))
+    p = Provisioner(Topology(**dlq_topology(prefix, with_dlq=False)), AwsClient(aws.sqs), AwsClient(aws.sns))
+    await p.plan()
+    prune = await p.plan_prune()
+    assert [(c.name, c.messages, c.dead_letter_of) for c in prune] == [
+        (f"{prefix}-a-dlq", 0, [f"{prefix}-a"])
+    ]
+    assert await p.apply_prune(prune) == [f"{prefix}-a"]
+    src_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a"))["QueueUrl"]
+    attrs = (await aws.sqs.get_queue_attributes(QueueUrl=src_url, AttributeNames=["All"]))["Attributes"]
+    assert not attrs.get("RedrivePolicy")
+
+
+async def test_plan_shows_a_redrive_policy_change_in_full(aws: Aws) -> None:
+    """Was: the diff cut the RedrivePolicy so short that the change was invisible."""
+    prefix = f"v{uuid.uuid4().hex[:8]}"
+    await provision(aws, Topology(**fan_out_topology(prefix)))
+    changed = fan_out_topology(prefix)
+    changed["queues"][f"{prefix}-a"]["dead_letter"]["max_receive_count"] = 5
+    changed["subscriptions"][0]["filter_policy"] = {"type": ["order.placed", "order.paid"]}
+    plan = await Provisioner(Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns)).plan()
+    text = render_plan(plan)
+    dlq_arn = f"arn:aws:sqs:us-east-1:000000000000:{prefix}-a-dlq"
+    assert "      RedrivePolicy:" in text
+    assert (
+        f'        - {{\n        -   "deadLetterTargetArn": "{dlq_arn}",\n        -   "maxReceiveCount": 4\n'
+        in text
+    )
+    assert (
+        f'        + {{\n        +   "deadLetterTargetArn": "{dlq_arn}",\n        +   "maxReceiveCount": 5\n'
+        in text
+    )
+    assert '+     "order.paid"' in text
+    assert "..." not in text
+    assert "Plan: 0 to create, 2 to update" in text
+
+
+def test_render_plan_shows_long_values_whole() -> None:
+    policy = json.dumps({"Statement": [{"Sid": "x" * 200, "Effect": "Allow"}]})
+    text = render_plan(
+        [
+            Change(
+                "queue", "q", "update", {"Policy": (None, policy), "KmsMasterKeyId": ("a" * 100, "b" * 100)}
+            ),
+        ]
+    )
+    assert "        - (unset)" in text
+    assert f'"Sid": "{"x" * 200}"' in text
+    assert f"KmsMasterKeyId: {'a' * 100} -> {'b' * 100}" in text
+
+
+async def test_prune_scope_is_the_name_in_the_file(tmp_path: Path) -> None:
+    """Was: the scope defaulted to the file name, so a copied file pruned something else."""
+    data = dlq_topology("shop")
+    named = tmp_path / "topology.yaml"
+    named.write_text(yaml.safe_dump(data))
+    copy = tmp_path / "topology-copy.yaml"
+    copy.write_text(yaml.safe_dump(data))
+    for path in (named, copy):
+        t = load_topology(path)
+        assert Provisioner(t, AwsClient(None), AwsClient(None)).scope == "shop"
+        assert t.tags()["sqs-worker-topology"] == "shop"
+    del data["name"]
+    unnamed = tmp_path / "orders.yaml"
+    unnamed.write_text(yaml.safe_dump(data))
+    p = Provisioner(load_topology(unnamed), AwsClient(None), AwsClient(None))
+    assert p.scope == "default"
+    assert not p.named
+    with pytest.raises(ConfigError, match=r"--prune needs `name:` in the topology file") as refused:
+        await p.plan_prune()  # before any AWS call (the clients here have none)
+    assert "\n" not in str(refused.value)

@@ -4,19 +4,34 @@
 again, so nothing is consumed (each look does count as a receive). ``redrive`` uses SQS's
 own StartMessageMoveTask when no filter is given and the server supports it; otherwise it
 moves messages itself, and deletes a message from the DLQ only after its copy was sent.
+
+A run of the manual redrive is bounded, even while a worker consumes the source queue and
+the moved copies fail again and come back to the DLQ:
+
+- it looks at as many messages as the DLQ held (ApproximateNumberOfMessages) when it
+  started, and stops earlier when a receive finds nothing (the DLQ is empty or holds only
+  what the run set aside);
+- it never moves a message twice: every message it looked at is remembered by id, and the
+  copies it sends carry ``worker.redrive_run`` (the run's id) and are remembered by their
+  new id, so a copy that comes back, whether moved by SQS's redrive policy (same id) or by
+  the worker's own DLQ move (new id, ``worker.original_message_id`` = the copy's id, and
+  the attributes copied), is recognised and left where it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, error_code
+from worker.aws import AwsClient, error_code, next_page
+from worker.errors import ConfigError, NotFoundError, WorkerError
 from worker.messages.envelope import parse_message
 from worker.ops.queue_stats import queue_counts
 
@@ -30,10 +45,19 @@ UNSUPPORTED = frozenset(
         "UnknownOperationException",
     }
 )
+MAX_ATTRIBUTES = 10
+RUN_ATTRIBUTE = "worker.redrive_run"
+"""Set on every copy a manual redrive sends: the id of the run that sent it."""
+ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
+"""Set by the worker's own DLQ move (worker/runtime/deadletter.py): the id of the message
+it copied."""
+HOLD_SECONDS = 120
+"""Visibility timeout of what a redrive receives; what it leaves is made visible at the end."""
 
-
-class DlqError(Exception):
-    pass
+DlqError = WorkerError
+"""Kept for callers that catch it: the errors raised here are the kinds of worker.errors
+(NotFoundError for a missing queue or DLQ, ConfigError for an ambiguous one, WorkerError for
+a failed move task)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +81,32 @@ class DeadMessage:
 
 @dataclass
 class RedriveResult:
+    """What one redrive run did. ``total`` = moved + skipped + failed + messages the run
+    never got to (a receive found nothing before it had seen ``total``; or ``limit`` was
+    reached)."""
+
+    total: int = 0
+    """Messages visible in the DLQ when the run started: the most it looks at."""
     moved: int = 0
-    failed: int = 0
+    """Sent to the source queue and deleted from the DLQ."""
     skipped: int = 0
+    """Left in the DLQ on purpose: the type did not match, or ``limit`` was reached."""
+    failed: int = 0
+    """Could not be moved (the send was refused), or sent but not deleted from the DLQ
+    (then the source queue has a copy and the DLQ still has the message)."""
+    returned: int = 0
+    """Copies this run sent that were back in the DLQ before it ended (they failed again);
+    left there, not moved again."""
+    left: int = 0
+    """Messages in the DLQ when the run ended (visible, in flight and delayed, as SQS counts
+    them); includes ``returned`` and whatever arrived during the run."""
     method: str = "manual"
+    failures: list[str] = field(default_factory=list)
+    """One line per failed message: its id, and SQS's error code and message."""
+
+
+def _queue_name(url_or_arn: str) -> str:
+    return url_or_arn.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
 
 
 async def _url(sqs: AwsClient, queue: str) -> str:
@@ -70,12 +116,32 @@ async def _url(sqs: AwsClient, queue: str) -> str:
         return str((await sqs.call("get_queue_url", QueueName=queue))["QueueUrl"])
     except ClientError as exc:
         if error_code(exc) in MISSING_QUEUE:
-            raise DlqError(f"queue {queue!r} does not exist") from None
+            raise NotFoundError(f"queue {queue!r} does not exist") from None
         raise
 
 
 async def _attrs(sqs: AwsClient, url: str) -> dict[str, str]:
-    return dict((await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"]))["Attributes"])
+    try:
+        r = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
+    except ClientError as exc:
+        if error_code(exc) in MISSING_QUEUE:
+            raise NotFoundError(f"queue {_queue_name(url)!r} does not exist ({url})") from None
+        raise
+    return dict(r["Attributes"])
+
+
+async def dead_letter_sources(sqs: AwsClient, url: str) -> list[str]:
+    """URLs of the queues whose RedrivePolicy names the queue at ``url`` as their DLQ."""
+    sources: list[str] = []
+    token: str | None = None
+    while True:
+        page = await sqs.call(
+            "list_dead_letter_source_queues", QueueUrl=url, MaxResults=1000, **next_page(token)
+        )
+        sources += page.get("queueUrls", [])
+        token = page.get("NextToken")
+        if not token:
+            return sources
 
 
 async def resolve(sqs: AwsClient, queue: str) -> DlqPair:
@@ -84,13 +150,22 @@ async def resolve(sqs: AwsClient, queue: str) -> DlqPair:
     attrs = await _attrs(sqs, url)
     if attrs.get("RedrivePolicy"):
         dlq_arn = json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"]
-        dlq_url = await _url(sqs, dlq_arn.rsplit(":", 1)[-1])
+        dlq_name = _queue_name(dlq_arn)
+        try:
+            dlq_url = await _url(sqs, dlq_name)
+        except NotFoundError:
+            raise NotFoundError(
+                f"the dead-letter queue of {queue!r}, {dlq_name!r} (its RedrivePolicy), does not exist"
+            ) from None
         return DlqPair(url, attrs["QueueArn"], dlq_url, dlq_arn)
-    sources = (await sqs.call("list_dead_letter_source_queues", QueueUrl=url)).get("queueUrls", [])
+    sources = await dead_letter_sources(sqs, url)
     if not sources:
-        raise DlqError(f"queue {queue!r} has no redrive policy and is no queue's dead-letter queue")
+        raise NotFoundError(f"queue {queue!r} has no redrive policy and is no queue's dead-letter queue")
     if len(sources) > 1:
-        raise DlqError(f"{queue!r} is the dead-letter queue of several queues; name the source queue instead")
+        names = ", ".join(sorted(_queue_name(s) for s in sources))
+        raise ConfigError(
+            f"{queue!r} is the dead-letter queue of several queues ({names}); name the source queue instead"
+        )
     source_attrs = await _attrs(sqs, sources[0])
     return DlqPair(sources[0], source_attrs["QueueArn"], url, attrs["QueueArn"])
 
@@ -137,6 +212,8 @@ async def peek(
 
 
 async def _make_visible(sqs: AwsClient, url: str, receipts: list[str]) -> None:
+    """Give messages back (visibility 0). A receipt gone stale (the message was received
+    again meanwhile) fails quietly: that message is visible or held under the newer one."""
     for start in range(0, len(receipts), 10):
         chunk = receipts[start : start + 10]
         await sqs.call(
@@ -147,6 +224,7 @@ async def _make_visible(sqs: AwsClient, url: str, receipts: list[str]) -> None:
 
 
 async def depth(sqs: AwsClient, url: str) -> int:
+    """Messages in the queue: visible + in flight + delayed."""
     return sum(await queue_counts(sqs, url))
 
 
@@ -159,7 +237,15 @@ async def redrive(
     type_attribute: str = "type",
     use_move_task: bool = True,
 ) -> RedriveResult:
-    total = await depth(sqs, pair.dlq_url)
+    """Move the DLQ's messages back to the source queue: all of them, or those of
+    ``message_type``, at most ``limit``. Without a type or limit (and ``use_move_task``),
+    SQS's StartMessageMoveTask does it where the server has it; else the manual run.
+
+    ``progress(done, total)``: ``total`` is the DLQ's depth at the start (messages to move
+    for the move task), ``done`` how many have been looked at (moved, for the move task);
+    the last call is ``(total, total)``. Not called when the DLQ was empty.
+    """
+    total = (await queue_counts(sqs, pair.dlq_url))[0]
     if message_type is None and limit is None and use_move_task:
         try:
             return await _move_task(sqs, pair, total, progress)
@@ -180,21 +266,63 @@ async def _move_task(
         tasks = (await sqs.call("list_message_move_tasks", SourceArn=pair.dlq_arn, MaxResults=1))["Results"]
         task = tasks[0] if tasks else {}
         moved = int(task.get("ApproximateNumberOfMessagesMoved", 0))
-        if progress:
-            progress(moved, int(task.get("ApproximateNumberOfMessagesToMove", total) or total))
+        to_move = int(task.get("ApproximateNumberOfMessagesToMove", total) or total)
         status = task.get("Status")
+        if progress and to_move:
+            progress(to_move if status == "COMPLETED" else min(moved, to_move), to_move)
         if status == "COMPLETED":
-            return RedriveResult(moved=moved, method="StartMessageMoveTask")
+            return RedriveResult(
+                total=to_move, moved=moved, left=await depth(sqs, pair.dlq_url), method="StartMessageMoveTask"
+            )
         if status in ("FAILED", "CANCELLED"):
-            raise DlqError(f"message move task {status}: {task.get('FailureReason', '')}")
+            reason = str(task.get("FailureReason", "") or "no reason given").replace("\n", " ")
+            raise WorkerError(
+                f"message move task from {_queue_name(pair.dlq_url)!r} {status} after {moved} message(s): {reason}"
+            )
 
 
-def _copy_attributes(raw: dict[str, Any]) -> dict[str, Any]:
+def _copy_attributes(raw: dict[str, Any], run_id: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in (raw.get("MessageAttributes") or {}).items():
+        if name == RUN_ATTRIBUTE:
+            continue  # a mark of an earlier run: replaced by this run's
         kept = {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
+        if isinstance(kept.get("BinaryValue"), str):
+            kept["BinaryValue"] = base64.b64decode(kept["BinaryValue"])
         out[name] = kept
+    if len(out) < MAX_ATTRIBUTES:
+        # With ten attributes already there is no room: the copy's id is remembered anyway.
+        out[RUN_ATTRIBUTE] = {"DataType": "String", "StringValue": run_id}
     return out
+
+
+def _string_attribute(raw: dict[str, Any], name: str) -> str | None:
+    value = (raw.get("MessageAttributes") or {}).get(name) or {}
+    text = value.get("StringValue")
+    return str(text) if text is not None else None
+
+
+class _Run:
+    """The state of one manual redrive run."""
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self.seen: set[str] = set()  # ids of the DLQ's own messages looked at
+        self.sent: set[str] = set()  # ids of the copies sent to the source queue
+        self.returned: set[str] = set()  # ids of copies seen back in the DLQ
+        self.held: dict[str, str] = {}  # message id -> latest receipt of what is left
+
+    def is_copy(self, raw: dict[str, Any]) -> bool:
+        """A copy sent by this run, back in the DLQ (by SQS's redrive policy: same id, or by
+        the worker's own DLQ move: new id, attributes copied, original id recorded)."""
+        return (
+            raw["MessageId"] in self.sent
+            or _string_attribute(raw, RUN_ATTRIBUTE) == self.id
+            or _string_attribute(raw, ORIGINAL_ID_ATTRIBUTE) in self.sent
+        )
+
+    def hold(self, raw: dict[str, Any]) -> None:
+        self.held[raw["MessageId"]] = raw["ReceiptHandle"]
 
 
 async def _manual(
@@ -206,65 +334,110 @@ async def _manual(
     progress: Callable[[int, int], None] | None,
     type_attribute: str,
 ) -> RedriveResult:
-    result = RedriveResult()
-    held: list[str] = []  # receipts of messages left in the DLQ, made visible at the end
+    result = RedriveResult(total=total)
+    run = _Run()
     fifo = pair.source_url.endswith(".fifo")
-    goal = min(total, limit) if limit is not None else total
     try:
-        while limit is None or result.moved < limit:
+        while len(run.seen) < total and (limit is None or result.moved < limit):
             r = await sqs.call(
                 "receive_message",
                 QueueUrl=pair.dlq_url,
                 MaxNumberOfMessages=10,
-                VisibilityTimeout=120,
+                VisibilityTimeout=HOLD_SECONDS,
                 WaitTimeSeconds=1,
                 MessageAttributeNames=["All"],
                 MessageSystemAttributeNames=["All"],
             )
             batch = r.get("Messages") or []
             if not batch:
-                break
+                break  # empty, or only what this run holds
             chosen: list[dict[str, Any]] = []
             for raw in batch:
+                message_id = raw["MessageId"]
+                if run.is_copy(raw):
+                    run.returned.add(message_id)
+                    run.hold(raw)
+                    continue
+                if message_id in run.seen or len(run.seen) >= total:
+                    # Looked at already (given back after HOLD_SECONDS, or delivered twice),
+                    # or beyond the depth the run started with: not this run's to count.
+                    run.hold(raw)
+                    continue
+                run.seen.add(message_id)
                 wanted = message_type is None or parse_message(raw, type_attribute).type == message_type
                 room = limit is None or result.moved + len(chosen) < limit
                 if wanted and room:
                     chosen.append(raw)
                 else:
-                    held.append(raw["ReceiptHandle"])
+                    run.hold(raw)
                     result.skipped += 1
-            if not chosen:
-                continue
-            entries = []
-            for i, raw in enumerate(chosen):
-                entry: dict[str, Any] = {"Id": str(i), "MessageBody": raw["Body"]}
-                attrs = _copy_attributes(raw)
-                if attrs:
-                    entry["MessageAttributes"] = attrs
-                if fifo:
-                    system = raw.get("Attributes") or {}
-                    entry["MessageGroupId"] = system.get("MessageGroupId", "redrive")
-                    entry["MessageDeduplicationId"] = raw["MessageId"]
-                entries.append(entry)
-            sent = await sqs.call("send_message_batch", QueueUrl=pair.source_url, Entries=entries)
-            ok = {int(s["Id"]) for s in sent.get("Successful", [])}
-            for i, raw in enumerate(chosen):
-                if i not in ok:
-                    held.append(raw["ReceiptHandle"])
-                    result.failed += 1
-            done = [raw for i, raw in enumerate(chosen) if i in ok]
-            if done:
-                # Only now, with the copies sent, are the originals deleted.
-                await sqs.call(
-                    "delete_message_batch",
-                    QueueUrl=pair.dlq_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": raw["ReceiptHandle"]} for i, raw in enumerate(done)
-                    ],
-                )
-            result.moved += len(done)
-            if progress:
-                progress(result.moved, goal)
+            if chosen:
+                await _move(sqs, pair, chosen, fifo, run, result)
+            if progress and total:
+                progress(len(run.seen), total)
     finally:
-        await _make_visible(sqs, pair.dlq_url, held)
+        await _make_visible(sqs, pair.dlq_url, list(run.held.values()))
+    result.returned = len(run.returned)
+    result.left = await depth(sqs, pair.dlq_url)
+    if progress and total:
+        progress(total, total)
     return result
+
+
+async def _move(
+    sqs: AwsClient,
+    pair: DlqPair,
+    chosen: list[dict[str, Any]],
+    fifo: bool,
+    run: _Run,
+    result: RedriveResult,
+) -> None:
+    """Send copies of ``chosen`` to the source queue, then delete the originals that were
+    copied. Whatever fails is held, counted and described."""
+    entries = []
+    for i, raw in enumerate(chosen):
+        entry: dict[str, Any] = {
+            "Id": str(i),
+            "MessageBody": raw["Body"],
+            "MessageAttributes": _copy_attributes(raw, run.id),
+        }
+        if fifo:
+            system = raw.get("Attributes") or {}
+            entry["MessageGroupId"] = system.get("MessageGroupId", "redrive")
+            entry["MessageDeduplicationId"] = raw["MessageId"]
+        entries.append(entry)
+    sent = await sqs.call("send_message_batch", QueueUrl=pair.source_url, Entries=entries)
+    copied: list[dict[str, Any]] = []
+    by_id = {int(s["Id"]): s for s in sent.get("Successful", [])}
+    refused = {int(f["Id"]): f for f in sent.get("Failed", [])}
+    for i, raw in enumerate(chosen):
+        if i in by_id:
+            run.sent.add(str(by_id[i]["MessageId"]))
+            copied.append(raw)
+        else:
+            run.hold(raw)
+            result.failed += 1
+            f = refused.get(i, {})
+            result.failures.append(
+                f"{raw['MessageId']}: not sent: {f.get('Code', 'error')}: {f.get('Message', '')}".rstrip(": ")
+            )
+    if not copied:
+        return
+    # Only now, with the copies sent, are the originals deleted.
+    deleted = await sqs.call(
+        "delete_message_batch",
+        QueueUrl=pair.dlq_url,
+        Entries=[{"Id": str(i), "ReceiptHandle": raw["ReceiptHandle"]} for i, raw in enumerate(copied)],
+    )
+    not_deleted = {int(f["Id"]): f for f in deleted.get("Failed", [])}
+    for i, raw in enumerate(copied):
+        if i in not_deleted:
+            run.hold(raw)
+            result.failed += 1
+            f = not_deleted[i]
+            result.failures.append(
+                f"{raw['MessageId']}: sent, but not deleted from the DLQ: {f.get('Code', 'error')}: "
+                f"{f.get('Message', '')}".rstrip(": ")
+            )
+        else:
+            result.moved += 1

@@ -4,7 +4,13 @@
 ``apply()`` creates and updates in dependency order (topics, then dead-letter queues before
 the queues that use them, then subscriptions), filling in ARNs as resources come into
 being. Nothing is deleted unless pruning is asked for, and then only resources this tool
-tagged for the same topology name.
+tagged for the same topology name (the *scope*: the file's ``name:``, which ``--prune``
+requires).
+
+Pruning is careful with queues: ``plan_prune()`` reports each queue's message count and the
+queues that use it as their DLQ; ``apply_prune()`` refuses (UnsafeError) to delete a queue
+that holds messages unless forced, and removes the RedrivePolicy of every remaining queue
+that points at a queue it deletes, before deleting it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,10 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, error_code, list_topics, next_page
+from worker.errors import ConfigError, UnsafeError
+from worker.ops.dlq import dead_letter_sources
+from worker.ops.filters import list_subscriptions
+from worker.ops.queue_stats import queue_counts
 from worker.ops.topology import (
     Topology,
     queue_attributes,
@@ -39,6 +49,10 @@ class Change:
     action: Action
     diff: dict[str, tuple[str | None, str]] = field(default_factory=dict)
     ref: str | None = None  # url or arn of what exists
+    messages: int | None = None
+    """A queue to delete: the messages it holds (visible + in flight + delayed)."""
+    dead_letter_of: list[str] = field(default_factory=list)
+    """A queue to delete: the queues whose RedrivePolicy points at it (names)."""
 
 
 @dataclass
@@ -84,15 +98,31 @@ def diff_attributes(current: dict[str, str], desired: dict[str, str]) -> dict[st
 
 
 class Provisioner:
+    """``plan()`` then ``apply(changes)``; with pruning, ``plan_prune()`` (after ``plan()``)
+    then ``apply_prune(changes, force)``. ``render_plan()`` shows either."""
+
     def __init__(self, topology: Topology, sqs: AwsClient, sns: AwsClient) -> None:
         self.topology = topology
         self.sqs = sqs
         self.sns = sns
         self.existing = _Existing()
+        self._read_done = False
+
+    @property
+    def scope(self) -> str:
+        """The topology name that is tagged on what provision creates and that limits what
+        ``--prune`` may delete ("default" when the file has no ``name:``)."""
+        return self.topology.name
+
+    @property
+    def named(self) -> bool:
+        """Whether the file sets ``name:`` (pruning needs it)."""
+        return "name" in self.topology.model_fields_set
 
     # -- reading what exists -------------------------------------------------------------
     async def _read(self) -> None:
         ex = self.existing = _Existing()
+        self._read_done = True
         for name in self.topology.queues:
             try:
                 url = (await self.sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
@@ -127,17 +157,7 @@ class Provisioner:
                 ex.subscriptions[(topic, queue)] = (sub["SubscriptionArn"], attrs)
 
     async def _list_subscriptions(self, topic_arn: str) -> list[dict[str, str]]:
-        subs: list[dict[str, str]] = []
-        token: str | None = None
-        while True:
-            params: dict[str, Any] = {"TopicArn": topic_arn}
-            if token:
-                params["NextToken"] = token
-            page = await self.sns.call("list_subscriptions_by_topic", **params)
-            subs += page.get("Subscriptions", [])
-            token = page.get("NextToken")
-            if not token:
-                return subs
+        return await list_subscriptions(self.sns, topic_arn)
 
     # -- desired state -------------------------------------------------------------------
     def _queue_arn(self, name: str) -> str:
@@ -170,7 +190,7 @@ class Provisioner:
             else:
                 d = diff_attributes(ex.queue_attrs[name], desired)
                 if "FifoQueue" in d:
-                    raise ValueError(f"queues.{name}: FifoQueue cannot be changed on an existing queue")
+                    raise ConfigError(f"queues.{name}: FifoQueue cannot be changed on an existing queue")
                 changes.append(Change("queue", name, "update" if d else "unchanged", d, ex.queue_urls[name]))
         for sub in self.topology.subscriptions:
             label = f"{sub.topic} -> {sub.queue}"
@@ -254,18 +274,30 @@ class Provisioner:
 
     # -- pruning -------------------------------------------------------------------------
     async def plan_prune(self) -> list[Change]:
-        """Managed resources (tagged by this tool) that the file no longer lists."""
+        """Managed resources of this scope (tagged by this tool with the file's ``name:``)
+        that the file no longer lists, as "delete" changes: queues (each with ``messages``
+        and ``dead_letter_of``), topics, and subscriptions. Raises ConfigError when the file
+        has no ``name:``: the scope would be "default", shared by every unnamed file."""
+        if not self.named:
+            raise ConfigError(
+                "--prune needs `name:` in the topology file: it deletes only what provision "
+                "tagged with that name (the prune scope)"
+            )
+        if not self._read_done:
+            await self._read()
         changes: list[Change] = []
         token: str | None = None
         while True:
             page = await self.sqs.call("list_queues", MaxResults=1000, **next_page(token))
             for url in page.get("QueueUrls", []):
-                name = url.rstrip("/").rsplit("/", 1)[-1]
+                name = _queue_name(url)
                 if name in self.topology.queues:
                     continue
                 qtags = (await self.sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
                 if self._ours(qtags):
-                    changes.append(Change("queue", name, "delete", ref=url))
+                    change = Change("queue", name, "delete", ref=url)
+                    await self._describe_queue(change)
+                    changes.append(change)
             token = page.get("NextToken")
             if not token:
                 break
@@ -294,38 +326,126 @@ class Provisioner:
                     )
         return changes
 
+    async def _describe_queue(self, change: Change) -> bool:
+        """Fill in a queue deletion's message count and DLQ sources; False when it is gone."""
+        assert change.ref is not None
+        try:
+            change.messages = sum(await queue_counts(self.sqs, change.ref))
+            sources = await dead_letter_sources(self.sqs, change.ref)
+        except ClientError as exc:
+            if error_code(exc) in MISSING_QUEUE:
+                return False
+            raise
+        change.dead_letter_of = sorted(_queue_name(u) for u in sources)
+        return True
+
     def _ours(self, tags: dict[str, str]) -> bool:
         wanted = self.topology.tags()
         return all(tags.get(k) == v for k, v in wanted.items())
 
-    async def apply_prune(self, changes: list[Change]) -> None:
+    async def apply_prune(self, changes: list[Change], force: bool = False) -> list[str]:
+        """Delete what ``plan_prune()`` found: subscriptions, then queues, then topics.
+
+        First, before anything is deleted, every queue's message count is read again; if any
+        queue to delete holds messages and ``force`` is false, UnsafeError names them with
+        their counts (any non-empty queue is refused, a DLQ or not: deleting it loses its
+        messages). Before a queue is deleted, the RedrivePolicy of every queue that points
+        at it and stays (managed or not) is removed, so no queue is left with a DLQ that
+        does not exist. Returns the names of the queues whose RedrivePolicy was removed.
+        """
+        queues = [c for c in changes if c.kind == "queue" and c.action == "delete"]
+        present = [c for c in queues if await self._describe_queue(c)]
+        full = [c for c in present if c.messages]
+        if full and not force:
+            listed = ", ".join(_describe(c) for c in full)
+            raise UnsafeError(
+                f"refusing to delete {len(full)} queue(s) that hold messages: {listed}; "
+                "nothing was deleted; pass --force to delete them with their messages"
+            )
         for c in changes:
-            if c.kind == "subscription":
+            if c.kind == "subscription" and c.action == "delete":
                 await self.sns.call("unsubscribe", SubscriptionArn=c.ref)
-        for c in changes:
-            if c.kind == "queue":
+        deleting = {c.name for c in present}
+        detached: list[str] = []
+        for c in present:
+            assert c.ref is not None
+            for source in await dead_letter_sources(self.sqs, c.ref):
+                if _queue_name(source) in deleting:
+                    continue
+                await self.sqs.call("set_queue_attributes", QueueUrl=source, Attributes={"RedrivePolicy": ""})
+                detached.append(_queue_name(source))
+            try:
                 await self.sqs.call("delete_queue", QueueUrl=c.ref)
-            elif c.kind == "topic":
+            except ClientError as exc:
+                if error_code(exc) not in MISSING_QUEUE:
+                    raise
+        for c in changes:
+            if c.kind == "topic" and c.action == "delete":
                 await self.sns.call("delete_topic", TopicArn=c.ref)
+        return detached
+
+
+def _queue_name(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _describe(c: Change) -> str:
+    text = f"{c.name} ({c.messages} message(s)"
+    if c.dead_letter_of:
+        text += f", dead-letter queue of {', '.join(c.dead_letter_of)}"
+    return text + ")"
+
+
+def pretty_value(attribute: str, value: str | None) -> str:
+    """An attribute's value in full: policies (JSON attributes) as indented JSON with
+    sorted keys, other values as they are; ``(unset)`` for none, ``""`` for empty."""
+    if value is None:
+        return "(unset)"
+    if value == "":
+        return '""'
+    if attribute in JSON_ATTRIBUTES:
+        try:
+            return json.dumps(json.loads(value), indent=2, sort_keys=True)
+        except ValueError:
+            return value
+    return value
 
 
 def render_plan(changes: list[Change]) -> str:
+    """The plan as text: one line per resource; for an update every changed attribute with
+    its old and new value in full (policies as JSON, ``-`` old / ``+`` new lines); for a
+    queue to delete its message count and the queues using it as their DLQ."""
     symbols = {"create": "+", "update": "~", "unchanged": "=", "delete": "-"}
     lines: list[str] = []
     for c in changes:
         lines.append(f"{symbols[c.action]} {c.kind:<12} {c.name:<40} {c.action}")
         if c.action == "update":
             for attr, (old, new) in c.diff.items():
-                lines.append(f"      {attr}: {_short(old)} -> {_short(new)}")
+                lines += _render_change(attr, old, new)
+        elif c.action == "delete" and c.kind == "queue":
+            if c.messages is not None:
+                lines.append(f"      holds {c.messages} message(s)")
+            if c.dead_letter_of:
+                lines.append(
+                    f"      dead-letter queue of {', '.join(c.dead_letter_of)} "
+                    "(their RedrivePolicy is removed first)"
+                )
     counts = {a: sum(1 for c in changes if c.action == a) for a in symbols}
     lines.append(
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
         f"{counts['delete']} to delete, {counts['unchanged']} unchanged."
     )
+    doomed = sum(c.messages or 0 for c in changes if c.action == "delete")
+    if doomed:
+        lines.append(f"The queues to delete hold {doomed} message(s).")
     return "\n".join(lines)
 
 
-def _short(value: str | None, width: int = 70) -> str:
-    if value is None:
-        return "(unset)"
-    return value if len(value) <= width else value[: width - 3] + "..."
+def _render_change(attr: str, old: str | None, new: str | None) -> list[str]:
+    before, after = pretty_value(attr, old), pretty_value(attr, new)
+    if "\n" not in before and "\n" not in after:
+        return [f"      {attr}: {before} -> {after}"]
+    lines = [f"      {attr}:"]
+    lines += [f"        - {line}" for line in before.splitlines()]
+    lines += [f"        + {line}" for line in after.splitlines()]
+    return lines

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from worker.settings import ConfigError, format_validation_error, read_yaml_mapping, worker_config_evidence
+from worker.settings import ConfigError, format_validation_error
 
 MANAGED_TAG = "managed-by"
 MANAGED_VALUE = "sqs-worker"
@@ -67,7 +68,8 @@ class SubscriptionSpec(_Model):
 
 class Topology(_Model):
     name: str = Field(default="default", min_length=1, max_length=128)
-    """Tagged on what provision creates; --prune only touches resources of this name."""
+    """The scope: tagged on what provision creates; --prune only touches resources of this
+    name, and needs it set in the file (unset, every unnamed file shares "default")."""
     queues: dict[str, QueueSpec] = Field(default_factory=dict)
     topics: dict[str, TopicSpec] = Field(default_factory=dict)
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
@@ -233,19 +235,17 @@ def subscription_attributes(s: SubscriptionSpec) -> dict[str, str]:
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and validate a topology file. ConfigError, one line, naming the file, the field
-    and what was wrong, in the style of the worker configuration's errors."""
-    data = read_yaml_mapping(path, "topology file")
-    evidence = worker_config_evidence(data)
-    if evidence:
-        raise ConfigError(
-            f"{path}: this is a worker configuration (it has {evidence!r}), not a topology file; "
-            "pass the topology file (config/topology.yaml)"
-        )
-    data.setdefault("name", Path(path).stem)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read topology file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
     try:
         return Topology(**data)
     except ValidationError as exc:
-        raise ConfigError(
-            format_validation_error(exc, str(path), "invalid topology", model=Topology)
-        ) from None
+        raise ConfigError(format_validation_error(exc, str(path), "invalid topology")) from None
