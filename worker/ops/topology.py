@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from worker.settings import ConfigError, format_validation_error
+from worker.settings import ConfigError, format_validation_error, read_yaml_mapping, worker_config_evidence
 
 MANAGED_TAG = "managed-by"
 MANAGED_VALUE = "sqs-worker"
@@ -235,17 +234,18 @@ def subscription_attributes(s: SubscriptionSpec) -> dict[str, str]:
 
 
 def load_topology(path: str | Path) -> Topology:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read topology file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping")
+    """Read and validate a topology file. ConfigError, one line, naming the file, the field
+    and what was wrong, in the style of the worker configuration's errors."""
+    data = read_yaml_mapping(path, "topology file")
+    evidence = worker_config_evidence(data)
+    if evidence:
+        raise ConfigError(
+            f"{path}: this is a worker configuration (it has {evidence!r}), not a topology file; "
+            "pass the topology file (config/topology.yaml)"
+        )
     try:
         return Topology(**data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path), "invalid topology")) from None
+        raise ConfigError(
+            format_validation_error(exc, str(path), "invalid topology", model=Topology)
+        ) from None
