@@ -130,7 +130,7 @@ def test_references_are_checked_before_any_call(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ConfigError, match=r"queues\.a\.dead_letter\.queue: unknown queue 'nope'"):
         load_topology(path)
-    result = run_worker(["provision", "-c", str(path), "--endpoint-url", "http://127.0.0.1:9"])
+    result = run_worker(["provision", "--topology", str(path), "--endpoint-url", "http://127.0.0.1:9"])
     assert result.returncode == 2
     assert "unknown queue 'nope'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
