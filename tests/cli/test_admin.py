@@ -129,7 +129,7 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     a_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a"))["QueueUrl"]
     await aws.send(a_url, {"x": 1}, "t")
     await aws.send(a_url, {"x": 2}, "t")
-    code, out, err = await asyncio.to_thread(cli, aws, "stats", "-c", str(path), "--json")
+    code, out, err = await asyncio.to_thread(cli, aws, "stats", "-t", str(path), "--json")
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert set(rows) == {
@@ -142,7 +142,7 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     assert rows[f"{prefix}-a"]["dlq"] == f"{prefix}-a-dlq"
     assert rows[f"{prefix}-a"]["dlq_depth"] == 0
 
-    code, out, err = await asyncio.to_thread(cli, aws, "iam-policy", "-c", str(path))
+    code, out, err = await asyncio.to_thread(cli, aws, "iam-policy", "-t", str(path))
     assert code == 0, err
     policies = json.loads(out)
     arn = "arn:aws:sqs:us-east-1:000000000000:"
@@ -166,7 +166,7 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     offline = run_worker(
         [
             "iam-policy",
-            "-c",
+            "-t",
             str(path),
             "--account-id",
             "123456789012",

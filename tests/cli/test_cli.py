@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,8 +120,21 @@ def test_missing_queue_is_a_clear_error_with_nonzero_exit(tmp_path: Path, aws: A
         },
     )
     result = run_worker(["run", "--config", config])
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "queues.orders: queue 'no-such-queue-here' does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_gives_up_on_an_unreachable_endpoint_within_startup_timeout(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        {"aws": {**UNREACHABLE, "startup_timeout": 2}, "queues": {"orders": GOOD_QUEUE}},
+    )
+    start = time.monotonic()
+    result = run_worker(["run", "--config", config, "--log-level", "error"])
+    assert time.monotonic() - start < 10  # start-up (imports) plus the 2 s bound
+    assert result.returncode == 5, result.stderr
+    assert "cannot reach SQS (gave up after aws.startup_timeout 2s)" in result.stderr
 
 
 def test_shipped_config_files_are_valid() -> None:

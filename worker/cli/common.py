@@ -95,12 +95,12 @@ class Connection:
     timeout: float = DEFAULT_TIMEOUT
 
     def settings(self) -> AwsSettings:
-        try:
-            return AwsSettings(
-                region=self.region, endpoint_url=self.endpoint_url, connect_timeout=self.timeout
-            )
-        except ValueError as exc:
-            raise ConfigError(f"--endpoint-url / --region: {_first_line(str(exc))}") from None
+        return AwsSettings.build(
+            {"endpoint_url": "--endpoint-url", "region": "--region", "connect_timeout": "--timeout"},
+            region=self.region,
+            endpoint_url=self.endpoint_url,
+            connect_timeout=self.timeout,
+        )
 
     def where(self, service: str = "sqs") -> str:
         aws = AwsSettings(region=self.region, endpoint_url=None)
