@@ -1,29 +1,54 @@
 # syntax=docker/dockerfile:1
 # The worker image: dependencies from uv.lock, a slim non-root runtime, SIGTERM straight to
 # the worker (exec-form entrypoint, the worker is PID 1 and handles the signal itself).
-ARG PYTHON_VERSION=3.12
+#
+# Base images are pinned by digest; the tag beside each digest says what it is and is ignored
+# by the build. Both stages use the same Python image (the venv records the interpreter's
+# path). To refresh a pin, take the "Digest:" (the multi-arch index) of:
+#   docker buildx imagetools inspect python:3.12-slim
+#   docker buildx imagetools inspect ghcr.io/astral-sh/uv:0.13.0
+# Dependabot (package-ecosystem "docker") or Renovate can keep tag and digest current.
+#
+#   docker build -t sqs-worker:local --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea AS build
+# uv from its own image (a static binary), the version that uv.lock is checked with.
+COPY --from=ghcr.io/astral-sh/uv:0.13.0@sha256:cdc6093146eb3ff6a40107b38f008b789e050e77ad87865e381d9917da55a168 /uv /uvx /bin/
+# Bytecode compiled at build time; copy out of the cache mount rather than hard-link to it;
+# the image's own interpreter, never a downloaded one.
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
-    UV_PROJECT_ENVIRONMENT=/app/.venv \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN pip install --no-cache-dir uv==0.13.9
+    UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
-# Dependencies first, so code changes reuse this layer.
-COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-dev --no-install-project
+# Dependencies first, from the lock alone, so code and README edits reuse this layer. uv's
+# cache lives in a build cache mount: shared between builds, never part of a layer.
+COPY pyproject.toml uv.lock ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-install-project
+# The project itself; hatchling needs README.md (pyproject's `readme`) to build it.
+COPY README.md ./
 COPY worker ./worker
 COPY handlers ./handlers
-RUN uv sync --locked --no-dev --no-editable
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable
 
-FROM python:${PYTHON_VERSION}-slim
+FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/example/sqs-worker
+LABEL org.opencontainers.image.title="sqs-worker" \
+      org.opencontainers.image.description="An asyncio worker service for AWS SQS and SNS" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 RUN groupadd --system --gid 10001 worker \
     && useradd --system --uid 10001 --gid worker --no-create-home --shell /usr/sbin/nologin worker
 WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
+# Example configuration (config/worker.yaml sets no region: AWS_REGION decides). On
+# Kubernetes a ConfigMap is mounted over /app/config (deploy/k8s).
 COPY config ./config
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
