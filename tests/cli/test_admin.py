@@ -69,7 +69,7 @@ async def test_dlq_show_does_not_consume(aws: Aws) -> None:
     assert "3 message(s)" in out
     plain = await aws.queue()
     code, _, err = await asyncio.to_thread(cli, aws, "dlq", "show", plain.name)
-    assert code == 1
+    assert code == 3
     assert "has no redrive policy" in err
 
 
@@ -109,11 +109,11 @@ async def test_redrive_moves_messages_back_and_the_worker_handles_them(aws: Aws)
             cli, aws, "dlq", "redrive", queue.name, "--type", "order.shipped"
         )
         assert code == 0, err
-        assert "moved 1, failed 0, left in DLQ 4 (manual)" in out
+        assert "moved 1 of 5, skipped 4, failed 0; left in DLQ 4 (manual)" in out
         await eventually(lambda: "shipped-9" in handled, timeout=15)
         code, out, err = await asyncio.to_thread(cli, aws, "dlq", "redrive", queue.name)
         assert code == 0, err
-        assert "moved 4" in out
+        assert "moved 4 of 4" in out
         assert "StartMessageMoveTask" in out
         await eventually(lambda: len(handled) == 5, timeout=20)
     assert sorted(handled) == ["0", "1", "2", "3", "shipped-9"]
@@ -178,3 +178,66 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     )
     assert offline.returncode == 0, offline.stderr
     assert f"arn:aws:sqs:eu-west-1:123456789012:{prefix}-a" in offline.stdout
+
+
+async def test_provision_prune_asks_shows_counts_and_refuses_a_non_empty_queue(
+    aws: Aws, tmp_path: Path
+) -> None:
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    full = {
+        "name": prefix,
+        "queues": {
+            f"{prefix}-dlq": {},
+            f"{prefix}-src": {"dead_letter": {"queue": f"{prefix}-dlq", "max_receive_count": 3}},
+        },
+    }
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(full))
+    code, out, err = await asyncio.to_thread(cli, aws, "provision", "-t", str(path))
+    assert code == 0, err
+    dlq_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-dlq"))["QueueUrl"]
+    src_url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-src"))["QueueUrl"]
+    await aws.send(dlq_url, {"x": 1}, "t")
+    await aws.send(dlq_url, {"x": 2}, "t")
+    # The DLQ leaves the file (and the source its redrive policy with it).
+    path.write_text(yaml.safe_dump({"name": prefix, "queues": {f"{prefix}-src": {}}}))
+
+    code, out, err = await asyncio.to_thread(cli, aws, "provision", "-t", str(path), "--prune")
+    assert code == 6, err  # no terminal to ask on, no --yes
+    assert "pass --yes" in err
+    assert f"prune scope: resources tagged with topology name {prefix!r}" in err
+    assert "holds 2 message(s)" in out
+    assert await aws.total(dlq_url) == 2  # nothing deleted
+
+    code, out, err = await asyncio.to_thread(cli, aws, "provision", "-t", str(path), "--prune", "--yes")
+    assert code == 6, err
+    assert f"{prefix}-dlq" in err
+    assert "--force" in err
+    assert await aws.total(dlq_url) == 2
+
+    code, out, err = await asyncio.to_thread(
+        cli, aws, "provision", "-t", str(path), "--prune", "--yes", "--force"
+    )
+    assert code == 0, err
+    names = [
+        u.rsplit("/", 1)[-1] for u in (await aws.sqs.list_queues(QueueNamePrefix=prefix)).get("QueueUrls", [])
+    ]
+    assert names == [f"{prefix}-src"]
+    attrs = (await aws.sqs.get_queue_attributes(QueueUrl=src_url, AttributeNames=["All"]))["Attributes"]
+    assert "RedrivePolicy" not in attrs or not attrs["RedrivePolicy"]
+
+
+async def test_publish_without_type_warns_when_every_subscription_filters_on_it(aws: Aws) -> None:
+    prefix = f"w{uuid.uuid4().hex[:8]}"
+    data = fan_out_topology(prefix)
+    # Only the subscriptions that filter on the type attribute (a and b).
+    data["subscriptions"] = [s for s in data["subscriptions"] if "type" in s.get("filter_policy", {})]
+    await provision(aws, Topology(**data))
+    code, out, err = await asyncio.to_thread(cli, aws, "publish", f"{prefix}-orders", "--body", '{"x": 1}')
+    assert code == 0, err
+    assert "reaches no queue" in err
+    code, _out, err = await asyncio.to_thread(
+        cli, aws, "publish", f"{prefix}-orders", "--type", "order.placed", "--body", '{"x": 1}'
+    )
+    assert code == 0, err
+    assert "warning" not in err

@@ -3,6 +3,7 @@ consuming it, and move its messages back to their source queue."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated
 
@@ -97,9 +98,12 @@ def redrive(
             return pair, result
 
     pair, result = run_async(go, conn, queue=queue)
+    for failure in result.failures:
+        sys.stderr.write(f"failed: {failure}\n")
+    returned = f", {result.returned} came back during the run (left for the next)" if result.returned else ""
     typer.echo(
-        f"moved {result.moved}, failed {result.failed}, left in DLQ {result.skipped} "
-        f"({result.method}) -> {pair.source_url}"
+        f"moved {result.moved} of {result.total}, skipped {result.skipped}, failed {result.failed}{returned}; "
+        f"left in DLQ {result.left} ({result.method}) -> {pair.source_url}"
     )
     if result.failed:
         raise typer.Exit(EXIT_FAILED)

@@ -50,7 +50,7 @@ def provision(
 
     changes, deletions = run_async(plan, conn)
     if prune:
-        info(f"prune scope: resources tagged with topology name {spec.name!r} ({topology})")
+        info(f"prune scope: resources tagged with topology name {spec.name!r} (name: in {topology})")
     typer.echo(render_plan(changes + deletions))
     pending = [c for c in changes + deletions if c.action != "unchanged"]
     if not pending:
@@ -72,7 +72,8 @@ def provision(
             await p.plan()
             await p.apply(changes)
             if deletions:
-                await p.apply_prune(deletions, force=force)
+                for name in await p.apply_prune(deletions, force=force):
+                    info(f"removed the redrive policy of {name} (it pointed at a deleted queue)")
 
     run_async(apply, conn)
     typer.echo(f"Applied {len(pending)} change(s).")

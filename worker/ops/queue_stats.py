@@ -6,8 +6,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from worker.aws import AwsClient
+from botocore.exceptions import ClientError
+
+from worker.aws import AwsClient, error_code
+from worker.errors import NotFoundError
 from worker.ops.topology import Topology
+
+MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 @dataclass
@@ -43,7 +48,14 @@ async def queue_counts(sqs: AwsClient, url: str) -> tuple[int, int, int]:
 
 
 async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
-    url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    try:
+        url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+    except ClientError as exc:
+        if error_code(exc) in MISSING_QUEUE:
+            raise NotFoundError(
+                f"queue {name!r} of the topology does not exist (worker provision creates it)"
+            ) from None
+        raise
     return await queue_counts(sqs, url)
 
 
