@@ -233,7 +233,7 @@ async def test_publish_without_type_warns_when_every_subscription_filters_on_it(
     # Only the subscriptions that filter on the type attribute (a and b).
     data["subscriptions"] = [s for s in data["subscriptions"] if "type" in s.get("filter_policy", {})]
     await provision(aws, Topology(**data))
-    code, out, err = await asyncio.to_thread(cli, aws, "publish", f"{prefix}-orders", "--body", '{"x": 1}')
+    code, _, err = await asyncio.to_thread(cli, aws, "publish", f"{prefix}-orders", "--body", '{"x": 1}')
     assert code == 0, err
     assert "reaches no queue" in err
     code, _out, err = await asyncio.to_thread(
