@@ -51,6 +51,8 @@ def provision(
     changes, deletions = run_async(plan, conn)
     if prune:
         info(f"prune scope: resources tagged with topology name {spec.name!r} (name: in {topology})")
+    else:
+        info(f"topology {spec.name!r} ({topology}): what it creates is tagged with this name")
     typer.echo(render_plan(changes + deletions))
     pending = [c for c in changes + deletions if c.action != "unchanged"]
     if not pending:
