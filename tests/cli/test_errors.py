@@ -260,3 +260,38 @@ async def test_stats_json_is_valid_json_and_json_lines_under_watch(aws: Aws, tmp
     snapshots = [json.loads(line) for line in lines]  # each line parses on its own
     assert all(s["queues"][0]["name"] == name for s in snapshots)
     assert code == errors.EXIT_INTERRUPTED
+
+
+async def test_stats_names_the_missing_queue_with_region_and_endpoint(
+    aws: Aws, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump({"name": "gone", "queues": {"never-provisioned-q": {}}}))
+    result = await ainvoke(
+        capsys, "stats", "-t", str(topology), "--endpoint-url", aws.endpoint, "--region", "us-east-1"
+    )
+    assert result.code == errors.EXIT_NOT_FOUND
+    line = result.one_line_error()
+    assert "queue 'never-provisioned-q' of the topology does not exist" in line
+    assert f"region us-east-1, endpoint {aws.endpoint}" in line
+
+
+def test_check_refuses_an_endpoint_without_scheme_like_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = tmp_path / "worker.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"aws": {"endpoint_url": "localhost:4566"}, "queues": {"q": {"handlers": ["handlers.billing"]}}}
+        )
+    )
+    result = invoke(capsys, "check", "-c", str(config))
+    assert result.code == errors.EXIT_USAGE
+    assert "aws.endpoint_url" in result.one_line_error()
+    assert str(config) in result.one_line_error()
+
+
+def test_a_worker_config_given_as_topology_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    result = invoke(capsys, "provision", "-t", "config/worker.yaml", "--dry-run")
+    assert result.code == errors.EXIT_USAGE
+    assert "this is a worker configuration" in result.one_line_error()
