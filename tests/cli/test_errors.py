@@ -144,7 +144,8 @@ async def test_an_unknown_queue_or_topic_is_exit_3_naming_region_and_endpoint(
     assert "does not exist" in line
     assert f"region us-east-1, endpoint {aws.endpoint}" in line
     if "QUEUE" in command:
-        assert f"did you mean {queue.name!r}?" in line
+        assert "did you mean " in line
+        assert repr(queue.name) in line.split("did you mean ", 1)[1]
 
 
 @pytest.mark.parametrize(
