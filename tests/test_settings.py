@@ -27,12 +27,14 @@ def test_environment_overrides_nested_fields(tmp_path: Path, monkeypatch: pytest
 def test_defaults_and_derived_values() -> None:
     settings = load_settings(None, {"queues": {"jobs.fifo": {"handlers": ["m"]}}})
     q = settings.queues["jobs.fifo"]
-    assert (q.pollers, q.max_in_flight, q.wait_time_seconds, q.batch_size) == (2, 20, 20, 10)
+    assert (q.pollers, q.max_in_flight, q.wait_time_seconds, q.batch_size) == ("auto", "auto", 20, 10)
+    assert q.poller_bounds == (1, 16)  # adaptive: one poller when idle, up to 16
+    assert q.in_flight_bounds == (10, 1000)  # from a batch up to 1,000 (within the heartbeat's 1,600)
     assert q.extend_every == 10  # a third of the 30 s visibility timeout
     assert q.is_fifo("jobs.fifo")
     assert q.queue_name("jobs.fifo") == "jobs.fifo"
     # Every long poll holds a connection; there is room for deletes and extensions besides.
-    assert settings.pool_size() > q.pollers + 2
+    assert settings.pool_size() > q.poller_bounds.high + 2
 
 
 def test_url_names_the_queue() -> None:
@@ -86,6 +88,62 @@ def test_heartbeat_capacity_follows_calls_interval_and_latency() -> None:
         None, {"queues": {"q": {"handlers": ["m"], "max_in_flight": 2000, "heartbeat_calls": 32}}}
     )
     assert bigger.queues["q"].max_in_flight == 2000
+
+
+@pytest.mark.parametrize(
+    ("queue", "pollers", "in_flight"),
+    [
+        ({"pollers": 4, "max_in_flight": 200}, (4, 4), (200, 200)),  # a number alone is fixed
+        ({"pollers": "auto", "max_in_flight": "AUTO"}, (1, 16), (10, 1000)),
+        ({"min_pollers": 2, "pollers": 8, "min_in_flight": 20, "max_in_flight": 300}, (2, 8), (20, 300)),
+        ({"min_pollers": 3, "min_in_flight": 50}, (3, 16), (50, 1000)),
+        ({"batch_size": 4}, (1, 16), (4, 1000)),  # auto starts at one batch
+        # auto stays within what the heartbeat keeps alive: 10 x 16 calls x 1 s here
+        ({"visibility_timeout": 3, "heartbeat_interval": 1}, (1, 16), (10, 160)),
+        ({"pollers": "6", "max_in_flight": " 50 "}, (6, 6), (50, 50)),  # from the environment
+    ],
+)
+def test_concurrency_is_fixed_or_adaptive_between_bounds(
+    queue: dict[str, object], pollers: tuple[int, int], in_flight: tuple[int, int]
+) -> None:
+    q = load_settings(None, {"queues": {"q": {"handlers": ["m"], **queue}}}).queues["q"]
+    assert q.poller_bounds == pollers
+    assert q.in_flight_bounds == in_flight
+    assert q.poller_bounds.fixed == (pollers[0] == pollers[1])
+
+
+@pytest.mark.parametrize(
+    ("queue", "message"),
+    [
+        (
+            {"pollers": "many"},
+            "queues.q.pollers: expected a number (fixed) or 'auto' (adaptive) (got 'many')",
+        ),
+        ({"max_in_flight": 0}, "queues.q.max_in_flight: Input should be greater than or equal to 1 (got 0)"),
+        ({"pollers": 65}, "queues.q.pollers: Input should be less than or equal to 64 (got 65)"),
+        ({"max_in_flight": 20_000}, "queues.q.max_in_flight: Input should be less than or equal to 10000"),
+        ({"max_in_flight": 5}, "queues.q: max_in_flight (5) must be at least batch_size (10)"),
+        ({"min_in_flight": 5}, "queues.q: min_in_flight (5) must be at least batch_size (10)"),
+        (
+            {"min_in_flight": 300, "max_in_flight": 200},
+            "min_in_flight (300) must be at most max_in_flight (200)",
+        ),
+        ({"min_in_flight": 1200}, "min_in_flight (1200) must be at most max_in_flight (auto: 1000)"),
+        ({"min_pollers": 5, "pollers": 4}, "queues.q: min_pollers (5) must be at most pollers (4)"),
+        ({"min_pollers": 17}, "min_pollers (17) must be at most pollers (auto: 16)"),
+        ({"min_pollers": 0}, "queues.q.min_pollers: Input should be greater than or equal to 1"),
+    ],
+)
+def test_concurrency_errors_are_one_line(queue: dict[str, object], message: str) -> None:
+    error = error_of(None, {"queues": {"q": {"handlers": ["m"], **queue}}})
+    assert message in error, error
+
+
+def test_pool_covers_the_most_pollers() -> None:
+    one = load_settings(None, {"queues": {"q": {"handlers": ["m"]}}})
+    fixed = load_settings(None, {"queues": {"q": {"handlers": ["m"], "pollers": 30}}})
+    assert one.pool_size() >= 16 + 16 + 8  # 16 pollers at most, extensions and settles
+    assert fixed.pool_size() - one.pool_size() == 30 - 16
 
 
 # -- one error style: one line, naming the field and where its value came from -------------

@@ -21,17 +21,28 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from worker.errors import ConfigError
 
 __all__ = [
+    "AUTO",
     "AwsSettings",
+    "Bounds",
     "ConfigError",
     "QueueSettings",
     "WorkerSettings",
@@ -166,6 +177,26 @@ class AwsSettings(BaseModel):
         return aws
 
 
+AUTO: Literal["auto"] = "auto"
+
+
+class Bounds(NamedTuple):
+    """The range an adaptive setting moves in; ``low == high`` is a fixed value."""
+
+    low: int
+    high: int
+
+    @property
+    def fixed(self) -> bool:
+        return self.low == self.high
+
+
+AUTO_POLLERS = Bounds(1, 16)
+"""``pollers: auto``: one long poll on an idle queue, up to 16 with a backlog."""
+AUTO_MAX_IN_FLIGHT = 1000
+"""``max_in_flight: auto``'s upper bound (lowered to the heartbeat's capacity at 1 s per call)."""
+
+
 class QueueSettings(BaseModel):
     """One consumed queue. The key under ``queues:`` is its logical name."""
 
@@ -176,8 +207,17 @@ class QueueSettings(BaseModel):
     url: str | None = None
     handlers: list[str] = Field(min_length=1)
     """Importable modules, each exposing ``router`` (a ``worker.Router``)."""
-    pollers: int = Field(default=2, ge=1, le=64)
-    max_in_flight: int = Field(default=20, ge=1, le=10_000)
+    pollers: int | Literal["auto"] = AUTO
+    """Concurrent long polls. A number alone is fixed; ``auto`` adapts between
+    ``min_pollers`` (default 1) and 16; a number with ``min_pollers`` is the upper bound of
+    an adaptive count."""
+    min_pollers: int | None = Field(default=None, ge=1, le=64)
+    max_in_flight: int | Literal["auto"] = AUTO
+    """Messages received whose lease has not ended, shared by the pollers. A number alone is
+    fixed; ``auto`` adapts between ``min_in_flight`` (default ``batch_size``) and 1,000 (at
+    most the heartbeat's capacity at 1 s per call); a number with ``min_in_flight`` is the
+    upper bound of an adaptive limit."""
+    min_in_flight: int | None = Field(default=None, ge=1, le=10_000)
     wait_time_seconds: int = Field(default=20, ge=1, le=20)
     batch_size: int = Field(default=10, ge=1, le=10)
     batch_wait: float = Field(default=0.05, ge=0, le=5)
@@ -206,19 +246,68 @@ class QueueSettings(BaseModel):
                 f"visibility_timeout ({self.visibility_timeout}): the rest is the margin for a late extension"
             )
         capacity = self.heartbeat_capacity(1.0)
-        if self.max_in_flight > capacity:
+        flight = self.in_flight_bounds
+        if isinstance(self.max_in_flight, int) and self.max_in_flight > capacity:
             raise ValueError(
                 f"max_in_flight ({self.max_in_flight}) is more than the heartbeat keeps alive at 1 s per "
                 f"call ({capacity} = 10 x heartbeat_calls {self.heartbeat_calls} x heartbeat interval "
                 f"{self.extend_every:g}s); raise heartbeat_calls or visibility_timeout"
             )
+        if flight.low > flight.high:
+            upper = f"auto: {flight.high}" if self.max_in_flight == AUTO else str(flight.high)
+            raise ValueError(f"min_in_flight ({flight.low}) must be at most max_in_flight ({upper})")
+        if flight.low < self.batch_size:
+            name = "max_in_flight" if self.min_in_flight is None else "min_in_flight"
+            raise ValueError(f"{name} ({flight.low}) must be at least batch_size ({self.batch_size})")
+        pollers = self.poller_bounds
+        if pollers.low > pollers.high:
+            upper = f"auto: {pollers.high}" if self.pollers == AUTO else str(pollers.high)
+            raise ValueError(f"min_pollers ({pollers.low}) must be at most pollers ({upper})")
         if any(d < 0 or d > 43_200 for d in self.retry_backoff):
             raise ValueError("retry_backoff: every delay must be between 0 and 43200 seconds")
-        if self.max_in_flight < self.batch_size:
-            raise ValueError(
-                f"max_in_flight ({self.max_in_flight}) must be at least batch_size ({self.batch_size})"
-            )
         return self
+
+    @field_validator("pollers", "max_in_flight", mode="before")
+    @classmethod
+    def _number_or_auto(cls, value: Any) -> Any:
+        """``auto`` in any case; any other word is refused with one message naming both forms."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lower() == AUTO:
+                return AUTO
+            if not re.fullmatch(r"[+-]?\d+", text):
+                raise PydanticCustomError("number_or_auto", "expected a number (fixed) or 'auto' (adaptive)")
+        return value
+
+    @field_validator("pollers", "max_in_flight")
+    @classmethod
+    def _in_range(cls, value: int | str, info: ValidationInfo) -> int | str:
+        top = 64 if info.field_name == "pollers" else 10_000
+        if isinstance(value, int) and value < 1:
+            raise PydanticCustomError(
+                "greater_than_equal", "Input should be greater than or equal to {ge}", {"ge": 1}
+            )
+        if isinstance(value, int) and value > top:
+            raise PydanticCustomError(
+                "less_than_equal", "Input should be less than or equal to {le}", {"le": top}
+            )
+        return value
+
+    @property
+    def in_flight_bounds(self) -> Bounds:
+        """The range the in-flight limit moves in (``low == high``: fixed)."""
+        if isinstance(self.max_in_flight, int):
+            fixed = self.max_in_flight
+            return Bounds(fixed if self.min_in_flight is None else self.min_in_flight, fixed)
+        high = min(AUTO_MAX_IN_FLIGHT, self.heartbeat_capacity(1.0))
+        return Bounds(self.batch_size if self.min_in_flight is None else self.min_in_flight, high)
+
+    @property
+    def poller_bounds(self) -> Bounds:
+        """The range the number of pollers moves in (``low == high``: fixed)."""
+        if isinstance(self.pollers, int):
+            return Bounds(self.pollers if self.min_pollers is None else self.min_pollers, self.pollers)
+        return Bounds(AUTO_POLLERS.low if self.min_pollers is None else self.min_pollers, AUTO_POLLERS.high)
 
     @property
     def extend_every(self) -> float:
@@ -322,7 +411,9 @@ class WorkerSettings(BaseSettings):
 
     def pool_size(self) -> int:
         """HTTP connections: every long poll, extension and settle call in flight holds one."""
-        return sum(q.pollers + q.heartbeat_calls + q.ack_calls + 2 for q in self.queues.values()) + 2
+        return (
+            sum(q.poller_bounds.high + q.heartbeat_calls + q.ack_calls + 2 for q in self.queues.values()) + 2
+        )
 
 
 # -- one error style -------------------------------------------------------------------------

@@ -1,13 +1,20 @@
 """Consumer behaviour against LocalStack: FIFO order per group, parallel groups,
-backpressure on messages in flight."""
+backpressure on messages in flight, adaptive concurrency (a backlog raises the limit and
+the pollers, an idle queue keeps one long-polling poller)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
 
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, PermanentFailure, Router
+
+if TYPE_CHECKING:
+    from bench.run import Proxy
 
 
 async def test_fifo_order_per_group_holds_under_failures_while_groups_run_in_parallel(aws: Aws) -> None:
@@ -160,3 +167,76 @@ async def test_standard_queue_rejection_goes_to_the_dlq_at_once_with_its_reason(
     attributes = dead[0]["MessageAttributes"]
     assert attributes["worker.original_message_id"]["StringValue"] == message_id
     assert attributes["worker.failure_reason"]["StringValue"] == "unknown customer"
+
+
+async def test_a_backlog_raises_the_limit_and_the_pollers_and_scaling_down_drops_nothing(aws: Aws) -> None:
+    queue = await aws.queue()
+    n = 2000
+    runs: Counter[str] = Counter()
+    router = Router()
+
+    @router.handler("io")
+    async def io(payload: dict[str, int], message: Message) -> None:
+        await asyncio.sleep(0.05)
+        runs[message.message_id] += 1
+
+    ids = await aws.send_many(queue.url, [{"n": i} for i in range(n)], "io")
+    settings = settings_for(aws.endpoint, queue)  # pollers and max_in_flight: auto (defaults)
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        limiter = consumer.limiter
+        assert limiter is not None
+        start = (limiter.limit, limiter.pollers)
+        assert start == (60, 2)
+        most = list(start)
+        while sum(runs.values()) < n:
+            most = [max(most[0], consumer.slots.limit), max(most[1], consumer.pollers_alive)]
+            assert consumer.in_flight <= most[0]  # never more than the limit allowed
+            await asyncio.sleep(0.02)
+        assert most[0] >= 4 * start[0]  # the limit grew well above the start
+        assert most[1] >= 4  # and so did the pollers
+        # The backlog is gone: each empty long poll (1 s here) takes a poller away.
+        await eventually(lambda: consumer.pollers_alive == 1, timeout=30)
+        assert limiter.pollers == 1
+        gauge = worker.metrics.registry.get_sample_value
+        assert gauge("sqs_worker_pollers", {"queue": "q"}) == 1
+        assert gauge("sqs_worker_in_flight_limit", {"queue": "q"}) == consumer.slots.limit
+        await eventually(lambda: consumer.in_flight == 0, timeout=10)
+    assert set(runs) == set(ids)  # every message ran, each once
+    assert max(runs.values()) == 1
+    assert consumer.counters.released == 0
+    assert await aws.total(queue.url) == 0
+
+
+async def test_an_idle_queue_keeps_one_poller_at_three_requests_a_minute(aws: Aws, proxy: Proxy) -> None:
+    queue = await aws.queue()
+    settings = settings_for(proxy.url, queue, wait_time_seconds=20)  # defaults: auto
+    try:
+        async with running(settings, Router()) as worker:
+            consumer = worker.consumers[0]
+            assert consumer.pollers_alive == 2  # the start, before anything is known
+            # Both first long polls come back empty after 20 s: one poller is left.
+            await eventually(lambda: consumer.pollers_alive == 1, timeout=30)
+            await asyncio.to_thread(proxy.reset)
+            started = time.monotonic()
+            await asyncio.sleep(39.5)
+            counts = await asyncio.to_thread(proxy.counts)
+            minutes = (time.monotonic() - started) / 60
+            assert consumer.pollers_alive == 1
+            # One long poll per 20 s: at most 2 started in 39.5 s, 3 per minute per poller.
+            assert counts["total"] == counts["ops"].get("ReceiveMessage", 0) <= 2
+            assert counts["total"] / minutes / consumer.pollers_alive <= 3.05
+            await asyncio.to_thread(proxy.faults, empty_receives=True)  # let the open poll end
+    finally:
+        await asyncio.to_thread(proxy.faults)
+
+
+async def test_fixed_settings_stay_fixed(aws: Aws) -> None:
+    queue = await aws.queue()
+    settings = settings_for(aws.endpoint, queue, pollers=3, max_in_flight=30)
+    async with running(settings, Router()) as worker:
+        consumer = worker.consumers[0]
+        assert consumer.limiter is None
+        await asyncio.sleep(2.5)  # empty 1 s receives: an adaptive count would drop to 1
+        assert consumer.pollers_alive == 3
+        assert consumer.slots.limit == 30

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.conftest import Aws, TestQueue, settings_for
@@ -13,8 +14,10 @@ from worker.messages.envelope import Message
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease, Leases
+from worker.runtime.limiter import Limiter
 from worker.runtime.poller import Poller
 from worker.runtime.slots import Slots
+from worker.settings import Bounds
 
 
 class Spy(AwsClient):
@@ -34,12 +37,19 @@ class Spy(AwsClient):
 
 
 def poller(
-    aws: Aws, url: str, fifo: bool, sqs: AwsClient, stopping: list[bool]
+    aws: Aws,
+    url: str,
+    fifo: bool,
+    sqs: AwsClient,
+    stopping: list[bool],
+    slots: Slots | None = None,
+    limiter: Limiter | None = None,
+    retire: Callable[[], bool] | None = None,
 ) -> tuple[Poller, list[Lease]]:
     queue = TestQueue(url.rsplit("/", 1)[-1], url, "")
     settings = settings_for(aws.endpoint, queue, wait_time_seconds=1, visibility_timeout=30).queues["q"]
     got: list[Lease] = []
-    slots = Slots(settings.max_in_flight)
+    slots = slots or Slots(settings.in_flight_bounds.high)
     p = Poller(
         lambda: stopping[0],
         sqs,
@@ -54,6 +64,8 @@ def poller(
         got.extend,
         Metrics(),
         lambda message: "t",
+        limiter,
+        retire,
     )
     return p, got
 
@@ -101,3 +113,45 @@ async def test_visibility_counts_from_when_the_request_was_sent(aws: Aws) -> Non
     assert len(got) == 1
     assert before <= got[0].granted_at < before + 0.3
     assert isinstance(got[0].message, Message)
+
+
+async def test_a_retired_poller_ends_after_its_receive_with_what_it_got_handed_over(aws: Aws) -> None:
+    queue = await aws.queue()
+    await aws.send_many(queue.url, [{"n": i} for i in range(3)], "t")
+    spy = Spy(aws.sqs)
+    asked: list[int] = []
+
+    def go() -> bool:
+        asked.append(len(got))
+        return True
+
+    p, got = poller(aws, queue.url, False, spy, [False], retire=go)
+    await asyncio.wait_for(p.poll_forever(), 10)  # retires after its first receive
+    assert len(spy.params) == 1
+    assert asked == [len(got)]  # asked only once the receive's messages were handed over
+    assert 1 <= len(got) <= 3
+    assert all(lease.live for lease in got)  # leased and dispatched, not dropped
+    answers = [False, False, True]  # told to stay twice, to go the third time
+
+    def retire() -> bool:
+        return answers.pop(0)
+
+    q, _ = poller(aws, queue.url, False, Spy(aws.sqs), [False], retire=retire)
+    await asyncio.wait_for(q.poll_forever(), 10)
+    assert answers == []
+
+
+async def test_each_receive_is_reported_to_the_limiter_with_what_was_free(aws: Aws) -> None:
+    queue = await aws.queue()
+    await aws.send_many(queue.url, [{"n": i} for i in range(4)], "t")
+    limiter = Limiter(Bounds(10, 100), Bounds(1, 4), 10, time.monotonic())
+    slots = Slots(15)
+    await slots.acquire(9)  # 6 free: fewer than a batch
+    p, got = poller(aws, queue.url, False, Spy(aws.sqs), [False], slots=slots, limiter=limiter)
+    while len(got) < 4:
+        await p.receive_once()
+    window = limiter._window
+    assert window.messages == 4
+    assert window.starved == window.receives >= 1
+    assert window.full == 0  # asked for 6 each time, got fewer: no backlog
+    assert slots.used == 9 + 4  # what came holds its slots; the rest was given back

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
 from worker.runtime.slots import Slots
@@ -116,3 +118,49 @@ async def test_free_slots_are_used_while_slow_messages_hold_the_rest(aws: Aws) -
         assert max(fast_done) - sent < 5
         release.set()
         await eventually(lambda: consumer.counters.succeeded == 20, timeout=20)
+
+
+async def test_a_raised_limit_wakes_a_waiting_poller_at_once() -> None:
+    slots = Slots(10)
+    await slots.acquire(10)
+    waiter = asyncio.create_task(slots.acquire(10, wait=5))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    started = time.monotonic()
+    slots.resize(30)
+    assert await asyncio.wait_for(waiter, 1) == 10  # a full batch of the new slots
+    assert time.monotonic() - started < 0.5
+    assert (slots.limit, slots.free) == (30, 10)
+
+
+async def test_a_lowered_limit_takes_nothing_from_what_is_in_flight() -> None:
+    slots = Slots(30)
+    await slots.acquire(25)
+    slots.resize(10)
+    assert (slots.used, slots.free) == (25, 0)  # never negative
+    waiter = asyncio.create_task(slots.acquire(10))
+    slots.release(10)  # 15 in use: still above the new limit
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    slots.release(8)  # 7 in use: 3 free under the new limit
+    assert await asyncio.wait_for(waiter, 1) == 3
+    assert slots.used == 10
+
+
+async def test_slot_seconds_integrate_the_slots_in_use_over_time() -> None:
+    now = [50.0]
+    slots = Slots(20, clock=lambda: now[0])
+    now[0] += 3  # nothing in use
+    assert slots.slot_seconds() == 0
+    await slots.acquire(10)
+    now[0] += 0.5
+    assert slots.slot_seconds() == pytest.approx(5.0)
+    slots.release(4)
+    now[0] += 2
+    slots.release(6)
+    now[0] += 1
+    assert slots.slot_seconds() == pytest.approx(5.0 + 12.0)
+    slots.resize(5)
+    await slots.acquire(5)
+    now[0] += 1
+    assert slots.slot_seconds() == pytest.approx(17.0 + 5.0)

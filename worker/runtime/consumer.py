@@ -19,6 +19,8 @@ the DLQ without having run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Executor
@@ -35,6 +37,7 @@ from worker.runtime.counters import QueueCounters
 from worker.runtime.deadletter import DeadLetters
 from worker.runtime.heartbeat import Heartbeat
 from worker.runtime.lease import Lease, Leases, State
+from worker.runtime.limiter import TICK, Limiter
 from worker.runtime.poller import Poller, supervise
 from worker.runtime.processor import Processor
 from worker.runtime.settler import Settler
@@ -63,7 +66,12 @@ class Consumer:
         self.metrics = metrics
         name = target.key
         metrics.init_queue(name, registry.types)  # every series at 0 before the first event
-        self.slots = Slots(settings.max_in_flight)
+        flight, polls = settings.in_flight_bounds, settings.poller_bounds
+        self.limiter: Limiter | None = None
+        """Adaptive concurrency (None when both the limit and the pollers are fixed)."""
+        if not (flight.fixed and polls.fixed):
+            self.limiter = Limiter(flight, polls, settings.batch_size, time.monotonic())
+        self.slots = Slots(flight.high if self.limiter is None else self.limiter.limit)
         self.leases = Leases(self._lease_ended)
         self.acker = Acker(
             sqs,
@@ -102,10 +110,16 @@ class Consumer:
                 self._dispatch,
                 metrics,
                 self.processor.type_label,
+                self.limiter,
+                None if self.limiter is None else functools.partial(self._retire, i),
             )
-            for _ in range(settings.pollers)
+            for i in range(polls.high)
         ]
-        self._poller_tasks: list[asyncio.Task[None]] = []
+        self._running: dict[int, asyncio.Task[None]] = {}
+        """The pollers started and not retired, by index in ``pollers``."""
+        self._control_task: asyncio.Task[None] | None = None
+        self._limit_gauge = metrics.in_flight_limit.labels(name)
+        self._pollers_gauge = metrics.pollers.labels(name)
         self._tasks: set[asyncio.Task[None]] = set()
         self._batchers: dict[str, Batcher] = {}
         self._stop = asyncio.Event()
@@ -118,8 +132,12 @@ class Consumer:
         return max(times) if times else None
 
     @property
+    def _poller_tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._running.values())
+
+    @property
     def pollers_alive(self) -> int:
-        return sum(1 for t in self._poller_tasks if not t.done())
+        return sum(1 for t in self._running.values() if not t.done())
 
     @property
     def in_flight(self) -> int:
@@ -131,26 +149,77 @@ class Consumer:
         """Every slot is held by a running handler: no receive can start, which is not a
         stall (slots held by settles that SQS does not confirm are one)."""
         running = sum(1 for lease in self.leases.live() if lease.state is State.RUNNING)
-        return running >= self.settings.max_in_flight
+        return running >= self.slots.limit
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         self.acker.start()
         self.heartbeat.start()
+        self._scale_pollers()
+        self._limit_gauge.set(self.slots.limit)
+        if self.limiter is not None:
+            self._control_task = asyncio.create_task(self._control(), name=f"limiter:{self.target.key}")
+
+    def _scale_pollers(self) -> None:
+        """Start pollers until as many run as the limiter wants (all of them when fixed)."""
+        wanted = len(self.pollers) if self.limiter is None else self.limiter.pollers
         for i, poller in enumerate(self.pollers):
-            task = asyncio.create_task(
-                supervise(
-                    f"poller:{self.target.key}:{i}",
-                    poller.poll_forever,
-                    self.counters,
-                    self.metrics.poller_restarts.labels(self.target.key).inc,
-                ),
-                name=f"poller:{self.target.key}:{i}",
-            )
-            self._poller_tasks.append(task)
+            if len(self._running) >= wanted or self.stopping:
+                break
+            if i not in self._running:
+                self._running[i] = asyncio.create_task(
+                    supervise(
+                        f"poller:{self.target.key}:{i}",
+                        poller.poll_forever,
+                        self.counters,
+                        self.metrics.poller_restarts.labels(self.target.key).inc,
+                    ),
+                    name=f"poller:{self.target.key}:{i}",
+                )
+        self._pollers_gauge.set(len(self._running))
+
+    def _retire(self, index: int) -> bool:
+        """Asked by poller ``index`` between receives: True (and it returns at once) when it
+        is one too many."""
+        if self.limiter is None or len(self._running) <= self.limiter.pollers:
+            return False
+        del self._running[index]
+        self._pollers_gauge.set(len(self._running))
+        return True
+
+    async def _control(self) -> None:
+        """Every TICK: let the limiter see the slots in use; apply what it decides."""
+        limiter = self.limiter
+        assert limiter is not None
+        applied = (limiter.limit, limiter.pollers)
+        while not self.stopping:
+            await asyncio.sleep(TICK)
+            try:
+                limiter.tick(time.monotonic(), self.slots.slot_seconds())
+                if (limiter.limit, limiter.pollers) == applied:
+                    continue
+                applied = (limiter.limit, limiter.pollers)
+                self.slots.resize(limiter.limit)
+                self._limit_gauge.set(limiter.limit)
+                self._scale_pollers()
+                log.debug(
+                    "concurrency_changed",
+                    queue=self.target.key,
+                    max_in_flight=limiter.limit,
+                    pollers=limiter.pollers,
+                    reason=limiter.reason,
+                    in_flight=len(self.leases),
+                    slot_time_ms=_ms(limiter.latency),
+                    base_slot_time_ms=_ms(limiter.base),
+                    window=dataclasses.asdict(limiter.last_window),
+                )
+            except Exception:  # a bug of ours must not freeze concurrency where it is
+                log.exception("limiter_error", queue=self.target.key)
 
     def _lease_ended(self, lease: Lease) -> None:
         self.slots.release()
+        if self.limiter is not None:
+            self.limiter.completed()
         if lease.state is State.LAPSED:
             self.counters.lapsed += 1
 
@@ -290,13 +359,18 @@ class Consumer:
         ``deadline`` (what it brings is released at once), then it is cancelled."""
         self.stopping = True
         self._stop.set()
+        if self._control_task is not None:
+            self._control_task.cancel()  # no poller is started from now on
         for batcher in self._batchers.values():
             batcher.flush()  # what was waiting for a fuller batch runs now, within the grace
-        if self._poller_tasks:
-            _, pending = await asyncio.wait(self._poller_tasks, timeout=_until(deadline))
+        tasks = self._poller_tasks
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_until(deadline))
             for task in pending:
                 task.cancel()
-        await asyncio.gather(*self._poller_tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._control_task is not None:
+            await asyncio.gather(self._control_task, return_exceptions=True)
 
     async def drain(self, grace_deadline: float, final_deadline: float) -> int:
         """Let handlers finish until ``grace_deadline``; then cancel them (async handlers
@@ -321,6 +395,10 @@ class Consumer:
         left = await self.acker.close(deadline)
         await self.heartbeat.stop()
         return left
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 def _until(deadline: float) -> float:

@@ -1,9 +1,11 @@
 """Long-poll ReceiveMessage for as many messages as there are free slots.
 
 A poller takes its slots before it asks, so a message is only received when it can start
-at once; each message received gets its lease at once. Transient AWS errors are retried
-(backoff with jitter, forever); anything else ends ``poll_forever``, and ``supervise`` logs it and starts it again with
-backoff, so a poller is never silently lost.
+at once; each message received gets its lease at once. With adaptive concurrency each
+receive is reported to the limiter, and a poller the limiter no longer wants retires after
+its receive. Transient AWS errors are retried (backoff with jitter, forever); anything else
+ends ``poll_forever``, and ``supervise`` logs it and starts it again with backoff, so a
+poller is never silently lost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease, Leases
+from worker.runtime.limiter import Limiter
 from worker.runtime.slots import Slots
 from worker.settings import QueueSettings
 
@@ -51,6 +54,8 @@ class Poller:
         dispatch: Callable[[list[Lease]], None],
         metrics: Metrics,
         type_label: Callable[[Message], str],
+        limiter: Limiter | None = None,
+        retire: Callable[[], bool] | None = None,
     ) -> None:
         self._stopping = stopping
         self._sqs = sqs
@@ -65,13 +70,17 @@ class Poller:
         self._dispatch = dispatch
         self._metrics = metrics
         self._type_label = type_label
+        self._limiter = limiter
+        self._retire = retire
         self._latency = metrics.receive_latency.labels(queue)
         self._received: dict[str, Any] = {}
         self.last_receive_ok: float | None = None
         self.receiving = False
 
     async def receive_once(self) -> int:
-        wanted = await self._slots.acquire(self._settings.batch_size, self._settings.batch_wait)
+        batch = self._settings.batch_size
+        starved = self._slots.free < batch
+        wanted = await self._slots.acquire(batch, self._settings.batch_wait)
         if self._stopping():
             self._slots.release(wanted)
             return 0
@@ -87,6 +96,8 @@ class Poller:
                 self._leases.open(parse_message(m, self._type_attribute), m, sent_at, visibility) for m in raw
             ]
             got = len(leases)
+            if self._limiter is not None:
+                self._limiter.received(wanted, got, starved)
             self._count(leases)
             self._dispatch(leases)
             return got
@@ -148,8 +159,12 @@ class Poller:
             counter.inc()
 
     async def poll_forever(self) -> None:
+        """Receive until the worker stops, or until ``retire`` says this poller is one too
+        many (asked between receives only: a receive is never abandoned)."""
         while not self._stopping():
             await self.receive_once()
+            if self._retire is not None and self._retire():
+                return
 
 
 async def supervise(
