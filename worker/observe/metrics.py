@@ -98,6 +98,14 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.in_flight_limit = Gauge(
+            "in_flight_limit",
+            "The in-flight limit now (adaptive or fixed)",
+            ["queue"],
+            namespace=NS,
+            registry=r,
+        )
+        self.pollers = Gauge("pollers", "Pollers running now", ["queue"], namespace=NS, registry=r)
         self.extensions = Counter(
             "visibility_extensions", "Visibility extensions granted", ["queue"], namespace=NS, registry=r
         )
@@ -156,6 +164,8 @@ class Metrics:
         for child in (
             self.in_flight,
             self.free_slots,
+            self.in_flight_limit,
+            self.pollers,
             self.extensions,
             self.receive_latency,
             self.released,
