@@ -18,7 +18,7 @@ demo:
 run:
 	$(UV) run worker run --config config/worker.yaml
 bench:
-	$(UV) run --group bench python -m bench --docs --json bench/results.json
+	$(UV) run --group bench python -m bench --profile missed --docs --json bench/results.json
 chaos:
 	$(UV) run python -m bench.chaos --docs --json bench/chaos-results.json
 soak:

@@ -10,8 +10,8 @@ Run: ``python -m bench.proxy --port 0 --upstream http://127.0.0.1:4566`` (prints
 Control: ``GET /__proxy/counts``, ``POST /__proxy/reset``, ``POST /__proxy/faults`` with
 ``{"latency": 0.05, "error_rate": 0.2, "error": "throttle"|"500"|"mixed", "reset_rate": 0.0,
 "blackhole_seconds": 30, "batch_entry_fail_rate": 0.2, "op_latency": {...},
-"blackhole_ops": {...}, "blackhole_op_seconds": 60}``. Each POST replaces every fault set
-before; ``{}`` clears them all.
+"blackhole_ops": {...}, "blackhole_op_seconds": 60, "empty_receives": true}``. Each POST
+replaces every fault set before; ``{}`` clears them all.
 
 - ``latency``: seconds added to every request.
 - ``op_latency``: ``{"ChangeMessageVisibilityBatch": 0.3}``, seconds added to requests of
@@ -28,6 +28,12 @@ before; ``{}`` clears them all.
   is dropped, and it never reaches the server; counted in ``outcomes["blackholed_op"]`` when
   it is taken (and per operation in ``outcomes["blackholed_op:<Operation>"]``). Other
   requests pass normally meanwhile.
+- ``empty_receives``: every ReceiveMessage, the long polls already open included, is
+  answered at once with no messages (``outcomes["emptied"]``). The benchmark sets it once a
+  scenario's queue is drained and its consumer told to stop, so that a stop does not wait
+  for the open 20 s long polls to end on an empty queue (what SQS would answer after 20 s).
+  The server's side of an answered poll is left to end on its own: it can still take a
+  message sent to that queue meanwhile, so use it on a drained queue only.
 
 ``ops`` in the counts is the number of requests per operation, including those faulted;
 ``open`` the requests per operation the proxy holds right now (a long poll whose client has
@@ -63,6 +69,7 @@ class Proxy:
         self.op_latency: dict[str, float] = {}
         self.op_blackholes: Counter[str] = Counter()
         self.open: Counter[str] = Counter()  # not reset: requests still in flight
+        self.emptied: asyncio.Future[None] | None = None  # done: answer receives empty at once
 
     def reset(self) -> None:
         self.ops: Counter[str] = Counter()
@@ -99,6 +106,9 @@ class Proxy:
             self.op_blackholes = Counter(
                 {str(op): int(n) for op, n in (self.faults.get("blackhole_ops") or {}).items()}
             )
+            if self.faults.get("empty_receives") and self.emptied is not None and not self.emptied.done():
+                self.emptied.set_result(None)
+            self.emptied = None
             return web.json_response({"ok": True})
         raise web.HTTPNotFound()
 
@@ -116,11 +126,32 @@ class Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         op = self.operation(request, body)
+        if op == "ReceiveMessage" and self.faults.get("empty_receives"):
+            return self._emptied()
         self.open[op] += 1
         try:
-            return await self._handle(request, op, body)
+            if op != "ReceiveMessage":
+                return await self._handle(request, op, body)
+            # A long poll ends with its answer, or empty when empty_receives is set meanwhile.
+            if self.emptied is None:
+                self.emptied = asyncio.get_running_loop().create_future()
+            emptied = self.emptied
+            forward = asyncio.ensure_future(self._handle(request, op, body))
+            try:
+                await asyncio.wait((forward, emptied), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                forward.cancel()
+                raise
+            if forward.done():
+                return forward.result()
+            forward.cancel()
+            return self._emptied()
         finally:
             self.open[op] -= 1
+
+    def _emptied(self) -> web.Response:
+        self.outcomes["emptied"] += 1
+        return web.json_response({}, content_type="application/x-amz-json-1.0")
 
     async def _handle(self, request: web.Request, op: str, body: bytes) -> web.StreamResponse:
         now = time.monotonic()

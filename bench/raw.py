@@ -1,20 +1,34 @@
-"""The raw ceiling: the leanest honest aiobotocore loop. C tasks each receive ten with long
-polling and delete them with one DeleteMessageBatch, until N messages are deleted."""
+"""The raw loop: the leanest honest aiobotocore consumer. C tasks each receive ten with long
+polling, run the handler on each (nothing, or ``--handler-ms`` of asyncio sleep, the ten at
+once) and delete them with one DeleteMessageBatch, until N messages are deleted.
+
+At exit it prints one JSON line: ``first`` (time.monotonic() when the first received message
+was handed to its handler) and ``cpu_first`` (the process's CPU seconds then), so the
+benchmark can tell start-up from steady state exactly as it does for the worker."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import time
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 
-async def main(endpoint: str, url: str, n: int, concurrency: int) -> None:
+async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: float) -> None:
     config = AioConfig(
         max_pool_connections=concurrency + 2, retries={"total_max_attempts": 1, "mode": "standard"}
     )
     deleted = 0
+    first: list[float] = []
+    pause = handler_ms / 1000
+
+    async def handle(message: dict[str, Any]) -> None:
+        await asyncio.sleep(pause)
+
     async with get_session().create_client(
         "sqs", endpoint_url=endpoint, region_name="us-east-1", config=config
     ) as sqs:
@@ -26,6 +40,10 @@ async def main(endpoint: str, url: str, n: int, concurrency: int) -> None:
                 messages = r.get("Messages") or []
                 if not messages:
                     continue
+                if not first:
+                    first.extend((time.monotonic(), time.process_time()))
+                if pause:
+                    await asyncio.gather(*(handle(m) for m in messages))
                 d = await sqs.delete_message_batch(
                     QueueUrl=url,
                     Entries=[
@@ -35,6 +53,8 @@ async def main(endpoint: str, url: str, n: int, concurrency: int) -> None:
                 deleted += len(d.get("Successful", []))
 
         await asyncio.gather(*(loop() for _ in range(concurrency)))
+    if first:
+        print(json.dumps({"first": first[0], "cpu_first": first[1]}), flush=True)
 
 
 if __name__ == "__main__":
@@ -43,5 +63,6 @@ if __name__ == "__main__":
     p.add_argument("--url", required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--handler-ms", type=float, default=0.0, help="asyncio sleep per message (0: none)")
     a = p.parse_args()
-    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency))
+    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms))

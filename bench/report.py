@@ -1,41 +1,57 @@
-"""docs/benchmarks.md and docs/benchmarks.png from a benchmark run."""
+"""docs/benchmarks.md and docs/benchmarks.png from a benchmark run.
+
+python -m bench.report bench/results.json      # the docs again from a run's JSON
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
-from bench.result import ROOT, Result, render
+from bench.result import CAPACITY_LEGEND, LEGEND, ROOT, Capacity, Result, render, render_capacity
+from bench.targets import evaluate, render_targets
 
-NOTES = """
-## Reading the numbers
+NOTES = """\
+## How it is measured
 
-- **Where the worker's time goes** (py-spy, no-op handler, 8 pollers, 200 in flight,
-  `py-spy record -f raw -d 8 -r 200 -- python -m worker run -c ...`): about 45% of samples
-  are aiobotocore's per-request work (signing, user-agent string, parsing), the same cost
-  the raw loop pays per request; about 16% is the worker's per-message path, 7 of it the
-  structlog rendering of the one `message_succeeded` line per message; parsing received
-  messages about 2%. The worker spends 0.45-0.52 CPU s per 1,000 messages against the raw
-  loop's 0.29-0.34; on two cores shared with LocalStack and the proxy, that difference is
-  the throughput gap.
-- **Run-to-run spread is large** on these machines: the same no-op configuration measured
-  0.93x and 1.00x of the raw ceiling in one run (the "best settings" and "scale-out: 1"
-  rows are the same settings), and the 500-in-flight I/O scenario measured 0.99x in the
-  previous run and 0.75x in this one with no change to the code path it exercises.
-- **Scale-out flattens at once**: LocalStack itself is the bottleneck on two cores; extra
-  worker processes only add CPU (cpu s/1k grows with the process count) without raising
-  throughput.
-- **Blocking handlers** are bounded by the thread pool (32 threads x 50/s = 1,600/s) and by
-  the GIL hand-offs; **FIFO** by LocalStack's per-group locking.
-"""
-
-TARGETS = """\
-| target | result |
-|---|---|
-{rows}
+- Every consumer is its own process, started by the benchmark: the raw loop
+  (`bench/raw.py`: C tasks, each receive ten / handle / DeleteMessageBatch) or the worker
+  through its console script (`worker run --config ...`, info-level JSON logs, so the
+  per-message `message_succeeded` line is written). Each run gets a fresh queue with N
+  messages loaded before the process starts, and a counting proxy in front of LocalStack.
+- **Start-up included** is process start to the delete that completes N; **start-up
+  excluded** is the first message handled (recorded by the handler) to that delete.
+  **CPU per message** is the consumer's CPU over the same excluded window (read from
+  /proc); the CPU it spent before its first message is its start-up CPU.
+- The repeated scenarios run interleaved: each repetition runs the raw loop, then every
+  scenario once. A ratio is taken within a repetition, then the median over repetitions
+  is reported; absolute numbers are medians too.
+- **Where the CPU went**: /proc samples every 50 ms while a run lasts: the machine's busy
+  share and the CPU per message of the consumer, the server (LocalStack) and the proxy. All
+  three share the machine's cores: when it is saturated, CPU one of them spends is CPU the
+  others lack, and the server usually needs the most.
+- The start-up pairs run the raw loop and the worker with default settings alternately on
+  a small queue; the target uses the median of the per-pair differences.
+- **Heartbeat capacity**: the settings accept `max_in_flight` only up to what the heartbeat
+  keeps alive at 1 s per ChangeMessageVisibilityBatch call (10 x heartbeat_calls x
+  interval, interval = visibility / 3). Each row holds that many messages (the fewest
+  heartbeat_calls that accept them, a short visibility timeout) in handlers for several
+  visibility timeouts while the proxy delays every ChangeMessageVisibilityBatch call; a
+  lapse is a `lease_overdue` event, a message handled twice, or a message visible in the
+  queue while all of them should be held. `model` is the settings' own capacity at that
+  latency.
+- Profiles (`--profile missed`): one more run of each scenario that missed its target,
+  with a cProfile of the worker's event-loop thread from the first message to the exit
+  (the wall time waiting in the selector is time the worker waited for the network), or
+  `python -X importtime` for start-up. Profiling slows the process: only the profiles of
+  those runs are reported, not their numbers.
+- These machines are noisy and LocalStack shares the cores with the consumer and the
+  proxy: read the ratios first, absolute numbers second.
 """
 
 
@@ -49,94 +65,148 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def _targets(results: list[Result]) -> str:
-    by = {r.scenario: r for r in results}
-    raw = next((r for r in results if r.scenario.startswith("raw")), None)
-    rows = []
-
-    def row(name: str, ok: bool | None, detail: str) -> None:
-        mark = "n/a" if ok is None else ("met" if ok else "**missed**")
-        rows.append(f"| {name} | {mark}: {detail} |")
-
-    best = max((r for r in results if r.scenario.startswith("no-op")), key=lambda r: r.rate, default=None)
-    if best and raw:
-        row("no-op >= 0.9x raw ceiling", (best.ratio or 0) >= 0.9, f"{best.ratio:.2f}x ({best.scenario})")
-    sat = [r for r in results if r.messages and not r.scenario.startswith(("raw", "latency"))]
-    if sat:
-        worst = max(sat, key=lambda r: r.requests_per_message)
-        noop = [r for r in sat if r.scenario.startswith("no-op")]
-        value = max(r.requests_per_message for r in noop) if noop else worst.requests_per_message
-        row("<= 0.21 requests/message at saturation (no-op)", value <= 0.21, f"{value:.3f}")
-    io = by.get("50 ms I/O handler, 500 in flight")
-    if io and raw:
-        goal = 0.9 * min(raw.rate, 500 / 0.05)
-        row(
-            "50 ms I/O, 500 in flight >= 0.9 x min(raw, 10000/s)",
-            io.rate >= goal,
-            f"{io.rate:.0f} msg/s vs {goal:.0f}",
-        )
-    lat = next((r for r in results if r.scenario.startswith("latency")), None)
-    if lat:
-        ok = lat.extra["p50_ms"] < 30 and lat.extra["p99_ms"] < 150
-        row(
-            "latency p50 < 30 ms, p99 < 150 ms",
-            ok,
-            f"p50 {lat.extra['p50_ms']} ms, p99 {lat.extra['p99_ms']} ms",
-        )
-    idle = next((r for r in results if r.scenario.startswith("idle")), None)
-    if idle:
-        v = idle.extra["requests_per_minute_per_poller"]
-        row("idle <= 3 requests/minute/poller", v <= 3, f"{v}")
-    big = by.get("50 ms I/O handler, 1000 in flight")
-    if big:
-        row("peak RSS < 120 MB with 1000 in flight", big.peak_rss_mb < 120, f"{big.peak_rss_mb} MB")
-    return TARGETS.format(rows="\n".join(rows))
+def load(data: dict[str, Any]) -> tuple[list[Result], list[Capacity]]:
+    return [Result(**r) for r in data.get("results", [])], [Capacity(**c) for c in data.get("capacity", [])]
 
 
-def write_docs(results: list[Result], args: argparse.Namespace, started: float) -> None:
-    docs = ROOT / "docs"
-    docs.mkdir(exist_ok=True)
-    chart = docs / "benchmarks.png"
-    import matplotlib
+def chart(results: list[Result], path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:  # the bench dependency group: `uv run --group bench`
+        print(f"matplotlib is not installed: {path} not written")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in results if r.ratio is not None]
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(shown) + 1.5))
-    names = [r.scenario for r in shown][::-1]
-    ratios = [r.ratio or 0 for r in shown][::-1]
-    ax.barh(names, ratios, color=["#888" if n.startswith("raw") else "#3b7dd8" for n in names])
-    ax.axvline(0.9, color="#c33", linestyle="--", linewidth=1, label="0.9x target")
-    for y, r in enumerate(ratios):
-        ax.text(r + 0.01, y, f"{r:.2f}", va="center", fontsize=8)
-    ax.set_xlabel("throughput as a fraction of the raw API ceiling (same run)")
-    ax.legend(loc="lower right", fontsize=8)
+    shown = [r for r in results if r.ratio_with_startup is not None or r.cpu_ratio is not None][::-1]
+    if not shown:
+        return
+    names = [r.scenario for r in shown]
+    y = list(range(len(shown)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.42 * len(shown) + 1.8), sharey=True)
+    h = 0.38
+    incl = [r.ratio_with_startup or 0 for r in shown]
+    excl = [r.ratio or 0 for r in shown]
+    left.barh([v + h / 2 for v in y], excl, height=h, color="#9bbce8", label="start-up excluded")
+    left.barh([v - h / 2 for v in y], incl, height=h, color="#3b7dd8", label="start-up included")
+    for v, a, b in zip(y, excl, incl, strict=True):
+        left.text(a + 0.01, v + h / 2, f"{a:.2f}", va="center", fontsize=7)
+        left.text(b + 0.01, v - h / 2, f"{b:.2f}", va="center", fontsize=7)
+    left.axvline(0.9, color="#c33", linestyle="--", linewidth=1, label="0.9x")
+    left.set_yticks(y, names, fontsize=8)
+    left.set_xlabel("throughput / the raw loop's (same repetition)")
+    left.legend(loc="lower right", fontsize=7)
+    cpu = [r.cpu_ratio or 0 for r in shown]
+    right.barh(y, cpu, color=["#888" if r.key.startswith("raw") else "#d8873b" for r in shown])
+    for v, c in zip(y, cpu, strict=True):
+        right.text(c + 0.01, v, f"{c:.2f}", va="center", fontsize=7)
+    right.axvline(1.15, color="#c33", linestyle="--", linewidth=1, label="1.15x")
+    right.set_xlabel("CPU per message / the raw loop's")
+    right.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    fig.savefig(chart, dpi=110)
-    command = f"make bench  # python -m bench --n {args.n} --docs --json bench/results.json"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _where_table(results: list[Result]) -> str:
+    lines = [
+        "| scenario | machine busy | consumer CPU ms/msg | server CPU ms/msg | proxy CPU ms/msg | start-up CPU s |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def ms(v: Any) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for r in results:
+        w = r.extra.get("window")
+        if not w:
+            continue
+        busy = "-" if w.get("host_busy") is None else f"{w['host_busy']:.0%}"
+        start = "-" if r.startup_cpu is None else f"{r.startup_cpu:.2f}"
+        lines.append(
+            f"| {r.scenario} | {busy} | {ms(w.get('consumer_ms'))} | {ms(w.get('server_ms'))} | "
+            f"{ms(w.get('proxy_ms'))} | {start} |"
+        )
+    return "\n".join(lines)
+
+
+MAKE_BENCH = "python -m bench --profile missed --docs --json bench/results.json"
+"""What ``make bench`` runs (the Makefile's bench target)."""
+
+
+def command_line(data: dict[str, Any]) -> str:
+    command = str(data.get("command") or MAKE_BENCH)
+    return f"make bench  # {command}" if command == MAKE_BENCH else command
+
+
+def write_docs(data: dict[str, Any], docs: Path | None = None) -> Path:
+    docs = docs or ROOT / "docs"
+    docs.mkdir(parents=True, exist_ok=True)
+    results, capacity = load(data)
+    args: dict[str, Any] = data.get("args", {})
+    chart(results, docs / "benchmarks.png")
+    targets = evaluate(results, capacity)
+    missed = [t for t in targets if t.ok is False]
+    profiles: dict[str, str] = data.get("profiles", {})
+    explained = []
+    for t in missed:
+        text = f"### {t.name}\n\n{t.result}."
+        if t.explanation:
+            text += f" {t.explanation}"
+        if t.profile and t.profile in profiles:
+            text += f"\n\nProfile of `{t.profile}`:\n\n```\n{profiles[t.profile]}\n```"
+        elif t.profile:
+            text += f"\n\n(No profile of `{t.profile}` in this run: `--profile missed` adds one.)"
+        explained.append(text)
+    started = float(data.get("started", time.time()))
     text = f"""# Benchmarks
 
 Latest run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, on {os.cpu_count()} cores
-({_cpu_model()}), Python {platform.python_version()}, against LocalStack 4.14 on the same
-machine, through a counting proxy. N = {args.n} messages per scenario.
+({_cpu_model()}), Python {platform.python_version()}, against LocalStack {data.get("server", "?")}
+on the same machine, through a counting proxy. N = {args.get("n")} messages per run,
+{args.get("reps")} interleaved repetitions; the whole run took {data.get("minutes", "?")} minutes.
+Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaults", {}).items())}.
 
-    {command}
+    {command_line(data)}
 
-These machines are noisy and LocalStack shares their two cores with the consumer and the
-proxy: read the ratios to the raw ceiling of the same run first, absolute numbers second.
-`req/msg` counts every SQS request the consumer made (proxy count); `cpu s/1k` and
-`RSS MB` are the consumer process's own.
+## Ratios to the raw loop (same run)
 
-![throughput relative to the raw ceiling](benchmarks.png)
+![throughput and CPU per message relative to the raw loop](benchmarks.png)
 
 ```
 {render(results)}
+
+{LEGEND}
 ```
 
 ## Targets
 
-{_targets(results)}
-{NOTES}
-"""
-    (docs / "benchmarks.md").write_text(text)
+{render_targets(targets, markdown=True)}
+
+{chr(10).join(explained) if explained else "Every target met."}
+
+## Where the CPU went
+
+{_where_table(results)}
+
+## Heartbeat capacity
+
+{"```" + chr(10) + render_capacity(capacity) + chr(10) + chr(10) + CAPACITY_LEGEND + chr(10) + "```" if capacity else "Not run."}
+
+{NOTES}"""
+    out = docs / "benchmarks.md"
+    out.write_text(text)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p.add_argument("json", help="a run's --json output")
+    p.add_argument("--docs", default=str(ROOT / "docs"), help="directory to write to (default docs/)")
+    a = p.parse_args()
+    print(write_docs(json.loads(Path(a.json).read_text()), Path(a.docs)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,24 @@
-"""The benchmark: every scenario against LocalStack, side by side with the raw API ceiling.
+"""The benchmark: every scenario against LocalStack, side by side with the raw loop.
 
     python -m bench                      # starts LocalStack unless --endpoint is given
+    python -m bench --quick              # CI-size smoke run of every scenario
     python -m bench --n 2000 --scenarios raw,noop --json out.json
 
-Each scenario pre-loads N messages into a fresh queue, starts the consumer (the raw loop or
-the worker, each its own process, behind a counting proxy) and measures from its first
-ReceiveMessage to the delete that completes N. Reported per scenario: messages/s, the
-ratio to the raw ceiling of the same run, SQS requests per message (counted by the proxy,
-cross-checked with the worker's own count), CPU seconds per 1,000 messages and peak RSS of
-the consumer process, duplicates and losses.
+Each measured run pre-loads N messages into a fresh queue, starts the consumer as its own
+process (the raw loop, ``bench/raw.py``, or the worker through its console script, ``worker
+run --config ...``) behind a counting proxy, and waits for the delete that completes N.
+It records the process start, the first message handled (by the handler itself) and the
+last delete (the proxy), so throughput is reported with start-up excluded (N / (last delete
+- first message)) and included (N / (last delete - process start)), and CPU per message
+from the consumer's CPU between the first message and the last delete (start-up CPU is
+reported on its own).
+
+The repeated scenarios run ``--reps`` times, interleaved: every repetition runs the raw
+loop and then each scenario once, and every ratio is taken to the raw loop of the same
+repetition before the median is reported. Then, once each: start-up pairs (raw loop and
+worker, alternating), latency, idle cost, scale-out and heartbeat capacity; last, with
+``--profile``, a cProfile of the worker (or ``-X importtime`` for start-up) for every
+scenario whose target was missed, so that the report can say where the time went.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -26,33 +37,29 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from aiobotocore.session import get_session
 
-from bench.result import ROOT, Result, render
-from worker.aws import AwsClient
-from worker.ops.queue_stats import queue_counts
+from bench import procstat
+from bench.aggregate import Run, aggregate, once, worker_log_events
+from bench.procstat import Sample, hwm_mb
+from bench.result import LEGEND, ROOT, Capacity, Result, render, render_capacity
+
+__all__ = ["PY", "Bench", "Proxy", "hwm_mb", "main", "sqs_endpoint"]
 
 PY = sys.executable
+WORKER_SCRIPT = Path(PY).parent / "worker"
+"""The ``worker`` console script: the command users run."""
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-
-
-def hwm_mb(pid: int) -> float:
-    """Peak resident set size of a running process (VmHWM), in MB; 0 once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class Proxy:
@@ -93,29 +100,108 @@ class Proxy:
         self.proc.wait(10)
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One consumer configuration: the raw loop or the worker, a handler, queue settings."""
+
+    key: str
+    name: str
+    group: str
+    """What ``--scenarios`` selects it by."""
+    message_type: str = "noop"
+    raw_handler_ms: float | None = None
+    """Set: the raw loop (with this much asyncio sleep per message); else the worker."""
+    fifo_groups: int = 0
+    queue: dict[str, Any] = field(default_factory=dict)
+    """The worker's queue settings; {} is the worker's defaults."""
+
+
+def repeated(raw_concurrency: int) -> list[Scenario]:
+    c = raw_concurrency
+    return [
+        Scenario("raw", f"raw loop, no-op (C={c})", "raw", raw_handler_ms=0),
+        Scenario("noop-default", "no-op, default settings", "noop"),
+        Scenario(
+            "noop-8x200",
+            "no-op, 8 pollers, 200 in flight",
+            "noop",
+            queue={"pollers": 8, "max_in_flight": 200},
+        ),
+        Scenario(
+            "noop-16x500",
+            "no-op, 16 pollers, 500 in flight",
+            "noop",
+            queue={"pollers": 16, "max_in_flight": 500},
+        ),
+        Scenario("raw-io", f"raw loop, 50 ms I/O (C={c})", "io", "io", raw_handler_ms=50),
+        Scenario("io-default", "50 ms I/O, default settings", "io", "io"),
+        Scenario(
+            "io-10x500",
+            "50 ms I/O, 10 pollers, 500 in flight",
+            "io",
+            "io",
+            queue={"pollers": 10, "max_in_flight": 500},
+        ),
+        Scenario(
+            "io-20x1000",
+            "50 ms I/O, 20 pollers, 1000 in flight",
+            "io",
+            "io",
+            queue={"pollers": 20, "max_in_flight": 1000},
+        ),
+        Scenario(
+            "block", "20 ms blocking, 32 threads", "block", "block", queue={"pollers": 4, "max_in_flight": 64}
+        ),
+        Scenario(
+            "fifo",
+            "FIFO, 100 groups, no-op",
+            "fifo",
+            "fifo",
+            fifo_groups=100,
+            queue={"pollers": 8, "max_in_flight": 200},
+        ),
+    ]
+
+
+# Each default-settings scenario and its hand-tuned variants: the report compares the
+# defaults with the best variant of the same repetition.
+TUNED = {"noop-default": ["noop-8x200", "noop-16x500"], "io-default": ["io-10x500", "io-20x1000"]}
+
+
 class Bench:
-    def __init__(self, endpoint: str, n: int, workdir: Path) -> None:
+    def __init__(self, endpoint: str, n: int, workdir: Path, server_pid: int | None = None) -> None:
         self.endpoint = endpoint
         self.n = n
         self.workdir = workdir
         self.proxy = Proxy(endpoint)
+        self.server_pid = server_pid
         self.results: list[Result] = []
-        self.raw_rate: float | None = None
+        self.capacity: list[Capacity] = []
+        self.profiles: dict[str, str] = {}
+        self.runs: list[Run] = []
+        self.last_logs: list[Path] = []
 
     # -- queues --------------------------------------------------------------------------
-    async def queue(self, fifo: bool = False) -> tuple[str, str]:
+    async def queue(self, fifo: bool = False, visibility: int = 60) -> tuple[str, str]:
         name = f"bench-{uuid.uuid4().hex[:10]}" + (".fifo" if fifo else "")
-        attrs = {"VisibilityTimeout": "60"}
+        attrs = {"VisibilityTimeout": str(visibility)}
         if fifo:
             attrs |= {"FifoQueue": "true"}
         async with self._sqs() as sqs:
             url = (await sqs.create_queue(QueueName=name, Attributes=attrs))["QueueUrl"]
         return name, url
 
+    async def delete_queue(self, url: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self._sqs() as sqs:
+                await sqs.delete_queue(QueueUrl=url)
+
     def _sqs(self) -> Any:
         return get_session().create_client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
 
-    async def preload(self, url: str, n: int, message_type: str, groups: int = 0) -> None:
+    async def preload(
+        self, url: str, n: int, message_type: str, groups: int = 0, body: dict[str, Any] | None = None
+    ) -> None:
         async with self._sqs() as sqs:
             sem = asyncio.Semaphore(16)
 
@@ -124,7 +210,7 @@ class Bench:
                 for i in range(start, min(n, start + 10)):
                     e: dict[str, Any] = {
                         "Id": str(i - start),
-                        "MessageBody": json.dumps({"seq": i // groups if groups else i}),
+                        "MessageBody": json.dumps(body or {"seq": i // groups if groups else i}),
                         "MessageAttributes": {"type": {"DataType": "String", "StringValue": message_type}},
                     }
                     if groups:
@@ -141,12 +227,23 @@ class Bench:
             else:
                 await asyncio.gather(*(batch(s) for s in range(0, n, 10)))
 
+    async def visible(self, url: str) -> int:
+        async with self._sqs() as sqs:
+            a = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(a.get("Attributes", {}).get("ApproximateNumberOfMessages", 0))
+
     async def depth(self, url: str) -> int:
         async with self._sqs() as sqs:
-            return sum(await queue_counts(AwsClient(sqs), url))
+            a = await sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+        return sum(int(v) for v in a.get("Attributes", {}).values())
 
     # -- processes -----------------------------------------------------------------------
     def worker_config(self, name: str, **queue: Any) -> Path:
+        """The worker's configuration: the queue's settings as given (none: the defaults),
+        info-level JSON logs (the per-message ``message_succeeded`` line stays on)."""
         q = {"name": name, "handlers": ["bench.handlers"], **queue}
         config = {
             "aws": {"endpoint_url": self.proxy.url, "region": "us-east-1"},
@@ -159,16 +256,44 @@ class Bench:
         return path
 
     def spawn_worker(
-        self, config: Path, record: Path, extra_env: dict[str, str] | None = None
+        self,
+        config: Path,
+        record: Path,
+        extra_env: dict[str, str] | None = None,
+        python_args: list[str] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """``worker run`` through the console script (``python_args`` go to the interpreter:
+        ``["-m", "cProfile", "-o", path]`` or ``["-X", "importtime"]``)."""
         log = open(record.with_suffix(".log"), "wb")  # noqa: SIM115 - closed when the process ends
         env = {**os.environ, "BENCH_RECORD": str(record), **(extra_env or {})}
+        script = [str(WORKER_SCRIPT)] if WORKER_SCRIPT.exists() else ["-m", "worker"]
         return subprocess.Popen(
-            [PY, "-m", "worker", "run", "--config", str(config), "--log-format", "json"],
+            [PY, *(python_args or []), *script, "run", "--config", str(config), "--log-format", "json"],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
+        )
+
+    def spawn_raw(self, url: str, n: int, concurrency: int, handler_ms: float) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "bench.raw",
+                "--endpoint",
+                self.proxy.url,
+                "--url",
+                url,
+                "--n",
+                str(n),
+                "--concurrency",
+                str(concurrency),
+                "--handler-ms",
+                str(handler_ms),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
         )
 
     @staticmethod
@@ -188,124 +313,169 @@ class Bench:
             time.sleep(0.05)
         proc.kill()
         _, _, usage = os.wait4(proc.pid, 0)
+        proc.returncode = -9
         return usage.ru_utime + usage.ru_stime, peak
 
-    def wait_deleted(self, n: int, timeout: float = 600) -> dict[str, Any]:
+    def sample(self) -> Sample:
+        busy, total = procstat.host_jiffies()
+        return Sample(
+            time.monotonic(),
+            busy,
+            total,
+            procstat.cpu_seconds(self.server_pid),
+            procstat.cpu_seconds(self.proxy.proc.pid),
+        )
+
+    def wait_deleted(
+        self,
+        n: int,
+        procs: list[subprocess.Popen[bytes]] | None = None,
+        timeout: float = 600,
+        samples: list[Sample] | None = None,
+    ) -> dict[str, Any]:
+        """Poll the proxy until ``n`` messages are deleted (sampling the machine meanwhile);
+        fail early, with the log's end, when every consumer process has exited first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             counts = self.proxy.counts()
+            if samples is not None:
+                samples.append(self.sample())
             if counts["deleted"] >= n:
                 return counts
+            if procs and all(procstat.exited(p.pid) for p in procs):
+                raise RuntimeError(f"the consumer exited after {counts['deleted']} of {n} deletes")
             time.sleep(0.05)
         raise TimeoutError(f"only {self.proxy.counts()['deleted']} of {n} deleted in {timeout}s")
 
-    # -- measurements --------------------------------------------------------------------
-    def _finish(
-        self, scenario: str, n: int, counts: dict[str, Any], cpu: float, rss: float, records: list[Path]
-    ) -> Result:
-        seconds = counts["last"]["DeleteMessageBatch"] - counts["first"]["ReceiveMessage"]
-        seen: list[str] = []
-        worker_calls = 0
-        for record in records:
-            if record.exists():
-                seen += json.loads(record.read_text())["seen"]
-            log = record.with_suffix(".log")
-            if log.exists():
-                for line in log.read_text().splitlines():
-                    if '"shutdown_complete"' in line:
-                        worker_calls += sum(json.loads(line).get("api_calls", {}).values())
-        result = Result(
-            scenario=scenario,
-            messages=n,
-            seconds=round(seconds, 3),
-            rate=round(n / seconds, 1),
-            requests_per_message=round(counts["total"] / n, 4),
-            worker_requests_per_message=round(worker_calls / n, 4) if records else None,
-            cpu_per_1000=round(cpu / n * 1000, 3),
-            peak_rss_mb=round(rss, 1),
-            duplicates=len(seen) - len(set(seen)) if records else 0,
-            losses=n - len(set(seen)) if records else max(0, n - counts["deleted"]),
-        )
-        if self.raw_rate:
-            result.ratio = round(result.rate / self.raw_rate, 3)
-        self.results.append(result)
-        print(render([result], header=False), flush=True)
-        return result
+    def stop(
+        self, procs: list[subprocess.Popen[bytes]], signal_them: bool = True
+    ) -> list[tuple[float, float]]:
+        """SIGTERM (the worker's graceful stop), then answer its open long polls on the empty
+        queue at once (else a stop waits out a 20 s poll); (CPU s, peak RSS MB) per process."""
+        if signal_them:
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM)
+        self.proxy.faults(empty_receives=True)
+        try:
+            return [self.reap(p) for p in procs]
+        finally:
+            self.proxy.faults()
 
-    async def raw(self, concurrencies: list[int]) -> Result:
-        best: Result | None = None
-        for c in concurrencies:
-            _, url = await self.queue()
-            await self.preload(url, self.n, "noop")
-            self.proxy.reset()
-            proc = subprocess.Popen(
-                [
-                    PY,
-                    "-m",
-                    "bench.raw",
-                    "--endpoint",
-                    self.proxy.url,
-                    "--url",
-                    url,
-                    "--n",
-                    str(self.n),
-                    "--concurrency",
-                    str(c),
-                ],
-                cwd=ROOT,
-            )
-            cpu, rss = self.reap(proc, timeout=600)
-            counts = self.proxy.counts()
-            result = self._finish(f"raw ceiling (C={c})", self.n, counts, cpu, rss, [])
-            self.results.remove(result)
-            if best is None or result.rate > best.rate:
-                best = result
-        assert best is not None
-        self.raw_rate = best.rate
-        best.ratio = 1.0
-        best.extra["concurrency_tried"] = concurrencies
-        self.results.append(best)
-        return best
-
-    async def worker(
+    # -- one measured run ------------------------------------------------------------------
+    async def measure(
         self,
-        scenario: str,
-        message_type: str = "noop",
-        fifo_groups: int = 0,
+        sc: Scenario,
+        rep: int = 0,
+        *,
+        n: int | None = None,
+        raw_concurrency: int = 16,
         processes: int = 1,
-        **queue: Any,
-    ) -> Result:
-        name, url = await self.queue(fifo=bool(fifo_groups))
-        await self.preload(url, self.n, message_type, groups=fifo_groups)
+        python_args: list[str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        scenario: str | None = None,
+    ) -> Run:
+        n = n or self.n
+        name, url = await self.queue(fifo=bool(sc.fifo_groups))
+        await self.preload(url, n, sc.message_type, groups=sc.fifo_groups)
+        self.proxy.faults()
         self.proxy.reset()
-        config = self.worker_config(name, **queue)
-        records = [self.workdir / f"rec-{uuid.uuid4().hex[:6]}.json" for _ in range(processes)]
-        procs = [self.spawn_worker(config, r) for r in records]
-        counts = self.wait_deleted(self.n)
-        peaks = [hwm_mb(p.pid) for p in procs]
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        usage = [self.reap(p) for p in procs]
-        cpu = sum(u[0] for u in usage)
-        rss = max(max(u[1] for u in usage), *peaks)
-        result = self._finish(scenario, self.n, counts, cpu, rss, records)
-        result.extra["config"] = queue
-        if processes > 1:
-            result.extra["processes"] = processes
-        if fifo_groups:
-            order: list[tuple[str, int]] = []
+        records: list[Path] = []
+        samples: list[Sample] = [self.sample()]
+        start = time.monotonic()
+        if sc.raw_handler_ms is not None:
+            procs = [self.spawn_raw(url, n, raw_concurrency, sc.raw_handler_ms)]
+        else:
+            config = self.worker_config(name, **sc.queue)
+            records = [self.workdir / f"rec-{uuid.uuid4().hex[:6]}.json" for _ in range(processes)]
+            procs = [self.spawn_worker(config, r, extra_env, python_args) for r in records]
+        self.last_logs = [r.with_suffix(".log") for r in records]
+        try:
+            counts = self.wait_deleted(n, procs, samples=samples)
+        except Exception:
+            for p in procs:
+                p.kill()
             for r in records:
-                order += [(str(g), int(q)) for g, q in json.loads(r.read_text())["fifo"]]
-            last: dict[str, int] = {}
-            violations = 0
-            for group, seq in order:
-                if seq < last.get(group, -1):
-                    violations += 1
-                last[group] = seq
-            result.extra["order_violations"] = violations
-        result.extra["left_in_queue"] = await self.depth(url)
-        return result
+                log = r.with_suffix(".log")
+                if log.exists():
+                    print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        cpu_done = [procstat.cpu_seconds(p.pid) for p in procs]
+        peaks = [hwm_mb(p.pid) for p in procs]
+        usage = self.stop(procs, signal_them=sc.raw_handler_ms is None)
+        firsts: list[tuple[float, float] | None] = []  # per process
+        seen: list[str] = []
+        worker_calls: int | None = None
+        events: Counter[str] = Counter()
+        extra: dict[str, Any] = {}
+        if sc.raw_handler_ms is not None:
+            out = procs[0].stdout.read() if procs[0].stdout else b""
+            data = next((json.loads(x) for x in out.decode().splitlines() if x.startswith("{")), None)
+            firsts.append((float(data["first"]), float(data["cpu_first"])) if data else None)
+        else:
+            for record in records:
+                data = json.loads(record.read_text()) if record.exists() else {}
+                seen += data.get("seen", [])
+                mark = data.get("first")
+                firsts.append((float(mark[0]), float(mark[1])) if mark else None)
+                found, calls = worker_log_events(record.with_suffix(".log"))
+                events += found
+                if calls is not None:
+                    worker_calls = (worker_calls or 0) + calls
+            extra["info_lines_per_message"] = round(events["message_succeeded"] / n, 2)
+        # CPU between the first message and the last delete: per process, what it had at the
+        # end (read at once; the raw loop may have exited: its total then) minus at its first
+        # message (a process that handled none: all of it).
+        window_cpu = 0.0
+        for mark, done, (total, _) in zip(firsts, cpu_done, usage, strict=True):
+            window_cpu += max(0.0, (done if done is not None else total) - (mark[1] if mark else 0.0))
+        marks = [m for m in firsts if m is not None]
+        first = min((m[0] for m in marks), default=None)
+        last = float(counts["last"].get("DeleteMessageBatch", time.monotonic()))
+        window = procstat.window(samples, first if first is not None else start, last)
+        if sc.fifo_groups:
+            extra["order_violations"] = self._order_violations(records)
+        extra["left_in_queue"] = await self.depth(url)
+        await self.delete_queue(url)
+        run = Run(
+            key=sc.key,
+            scenario=scenario or sc.name,
+            rep=rep,
+            messages=n,
+            start=start,
+            first=first,
+            last=last,
+            window_cpu=window_cpu,
+            startup_cpu=statistics.mean(m[1] for m in marks) if marks else None,
+            total_cpu=sum(u[0] for u in usage),
+            requests=int(counts["total"]),
+            worker_requests=worker_calls,
+            rss=max([u[1] for u in usage] + peaks),
+            duplicates=len(seen) - len(set(seen)) if records else 0,
+            losses=(n - len(set(seen))) if records else max(0, n - int(counts["deleted"])),
+            window=window,
+            extra=extra,
+            processes=processes,
+            raw=sc.raw_handler_ms is not None,
+        )
+        self.runs.append(run)
+        print(f"  rep {rep + 1}: {run.describe()}", flush=True)
+        return run
 
+    @staticmethod
+    def _order_violations(records: list[Path]) -> int:
+        order: list[tuple[str, int]] = []
+        for r in records:
+            order += [(str(g), int(q)) for g, q in json.loads(r.read_text())["fifo"]]
+        last: dict[str, int] = {}
+        violations = 0
+        for group, seq in order:
+            if seq < last.get(group, -1):
+                violations += 1
+            last[group] = seq
+        return violations
+
+    # -- the one-off scenarios --------------------------------------------------------------
     async def latency(self, rate: float = 200, seconds: float = 15, **queue: Any) -> Result:
         name, url = await self.queue()
         self.proxy.reset()
@@ -333,22 +503,22 @@ class Bench:
                 sends.append(asyncio.create_task(send_one()))
             await asyncio.gather(*sends)
             sent_rate = total / (time.monotonic() - start)
-        counts = self.wait_deleted(total, timeout=120)
+        counts = self.wait_deleted(total, [proc], timeout=120)
         peak = hwm_mb(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        cpu, rss = self.reap(proc)
-        rss = max(rss, peak)
+        ((cpu, rss),) = self.stop([proc])
+        await self.delete_queue(url)
         data = json.loads(record.read_text())
         lat = sorted(data["latencies"])
         q = statistics.quantiles(lat, n=100)
         result = Result(
             scenario=f"latency at {rate:g} msg/s",
+            key="latency",
             messages=total,
             seconds=round(seconds, 1),
             rate=round(sent_rate, 1),
             requests_per_message=round(counts["total"] / total, 4),
-            cpu_per_1000=round(cpu / total * 1000, 3),
-            peak_rss_mb=round(rss, 1),
+            cpu_ms_per_message=round(cpu / total * 1000, 3),
+            peak_rss_mb=round(max(rss, peak), 1),
             duplicates=len(data["seen"]) - len(set(data["seen"])),
             losses=total - len(set(data["seen"])),
             extra={
@@ -361,37 +531,80 @@ class Bench:
         print(render([result], header=False), flush=True)
         return result
 
-    async def idle(self, seconds: float, pollers: int = 2) -> Result:
-        name, _ = await self.queue()
+    async def idle(self, seconds: float) -> Result:
+        """Requests an idle worker with default settings makes (20 s long polls)."""
+        name, url = await self.queue()
         record = self.workdir / f"idle-{uuid.uuid4().hex[:6]}.json"
-        proc = self.spawn_worker(self.worker_config(name, pollers=pollers, wait_time_seconds=20), record)
+        proc = self.spawn_worker(self.worker_config(name), record)
         time.sleep(3)
         self.proxy.reset()
         time.sleep(seconds)
         counts = self.proxy.counts()
         peak = hwm_mb(proc.pid)
-        proc.send_signal(signal.SIGTERM)
-        _, rss = self.reap(proc)
-        rss = max(rss, peak)
-        per_minute = counts["total"] / (seconds / 60) / pollers
+        ((_, rss),) = self.stop([proc])
+        await self.delete_queue(url)
+        pollers = idle_pollers()
+        per_minute = counts["total"] / (seconds / 60)
         result = Result(
-            scenario="idle (per poller, 20 s polls)",
+            scenario="idle, default settings (20 s polls)",
+            key="idle",
             messages=0,
             seconds=seconds,
             rate=0.0,
-            peak_rss_mb=round(rss, 1),
-            extra={"requests_per_minute_per_poller": round(per_minute, 2)},
+            peak_rss_mb=round(max(rss, peak), 1),
+            extra={
+                "requests_per_minute": round(per_minute, 2),
+                "pollers": pollers,
+                "requests_per_minute_per_poller": round(per_minute / pollers, 2) if pollers else None,
+            },
         )
         self.results.append(result)
         print(render([result], header=False), flush=True)
         return result
 
 
+def defaults() -> dict[str, Any]:
+    """The queue settings' defaults of the code under test (what "default settings" ran with)."""
+    from worker.settings import QueueSettings
+
+    qs = QueueSettings(handlers=["bench.handlers"])
+    names = (
+        "pollers",
+        "min_pollers",
+        "max_in_flight",
+        "min_in_flight",
+        "wait_time_seconds",
+        "visibility_timeout",
+    )
+    return {k: getattr(qs, k) for k in names if hasattr(qs, k)}
+
+
+def idle_pollers() -> int | None:
+    """Long polls an idle worker with default settings keeps open: the fixed count, or the
+    lower bound of an adaptive one."""
+    from worker.settings import QueueSettings
+
+    qs = QueueSettings(handlers=["bench.handlers"])
+    if isinstance(qs.pollers, int):
+        return qs.pollers
+    low = getattr(getattr(qs, "poller_bounds", None), "low", None)
+    return low if isinstance(low, int) else None
+
+
 @contextlib.contextmanager
 def sqs_endpoint(given: str | None) -> Iterator[str]:
     """The endpoint given, or a LocalStack started (and stopped) for the run."""
+    with sqs_server(given) as (endpoint, _):
+        yield endpoint
+
+
+@contextlib.contextmanager
+def sqs_server(given: str | None) -> Iterator[tuple[str, int | None]]:
+    """(endpoint, server pid): the endpoint given (its pid looked up by port), or a
+    LocalStack started (and stopped) for the run."""
     if given:
-        yield given
+        port = urlsplit(given).port
+        yield given, procstat.listening_pid(port) if port else None
         return
     sys.path.insert(0, str(ROOT))
     from tests.servers import LocalStack
@@ -399,91 +612,239 @@ def sqs_endpoint(given: str | None) -> Iterator[str]:
     server = LocalStack()
     server.start()
     try:
-        yield server.endpoint
+        yield server.endpoint, server.proc.pid if server.proc else None
     finally:
         server.cleanup()
 
 
-ALL = ["raw", "noop", "io", "block", "fifo", "latency", "idle", "scale"]
+GROUPS = ["raw", "noop", "io", "block", "fifo", "startup", "latency", "idle", "scale", "heartbeat"]
 
 
-async def run(args: argparse.Namespace, endpoint: str) -> list[Result]:
+async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -> Bench:
+    from bench.capacity import heartbeat_capacity
+    from bench.profiling import profile_scenarios
+    from bench.targets import evaluate
+
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    bench = Bench(endpoint, args.n, workdir)
-    wanted = args.scenarios.split(",")
-    print(render([], header=True), flush=True)
+    bench = Bench(endpoint, args.n, workdir, server_pid)
+    wanted = set(args.scenarios.split(","))
+    unknown = wanted - set(GROUPS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
+    scenarios = [s for s in repeated(args.raw_concurrency) if s.group in wanted]
     try:
-        if "raw" in wanted:
-            await bench.raw([int(c) for c in args.raw_concurrency.split(",")])
-        if "noop" in wanted:
-            await bench.worker("no-op, default settings", "noop")
-            best = [
-                await bench.worker(f"no-op, {p} pollers, {m} in flight", "noop", pollers=p, max_in_flight=m)
-                for p, m in ((8, 200), (16, 320))
+        if wanted & {"raw", "noop", "io", "block", "fifo", "startup", "scale"}:
+            # Unmeasured: the first start of each kind reads its files from disk, not the cache.
+            print("warm-up", flush=True)
+            for sc in (
+                Scenario("warmup-raw", "warm-up: raw loop", "raw", raw_handler_ms=0),
+                Scenario("warmup", "warm-up: worker", "noop"),
+            ):
+                await bench.measure(sc, n=50, raw_concurrency=args.raw_concurrency)
+            bench.runs.clear()
+        if scenarios:
+            for rep in range(args.reps):
+                print(f"repetition {rep + 1} of {args.reps}", flush=True)
+                for sc in scenarios:
+                    await bench.measure(sc, rep, raw_concurrency=args.raw_concurrency)
+            bench.results += aggregate(bench.runs, TUNED)
+            print(render(bench.results), flush=True)
+        if "startup" in wanted:
+            print("start-up pairs", flush=True)
+            pair = [
+                Scenario(
+                    "startup-raw",
+                    f"start-up: raw loop (C={args.raw_concurrency})",
+                    "startup",
+                    raw_handler_ms=0,
+                ),
+                Scenario("startup-worker", "start-up: worker, default settings", "startup"),
             ]
-            for r in best:  # report the better one as "best settings"
-                bench.results.remove(r)
-            top = max(best, key=lambda r: r.rate)
-            top.extra["best_of"] = [r.scenario.removeprefix("no-op, ") for r in best]
-            top.scenario = "no-op, best settings"
-            bench.results.append(top)
-        if "io" in wanted:
-            for inflight in (100, 500, 1000):
-                await bench.worker(
-                    f"50 ms I/O handler, {inflight} in flight",
-                    "io",
-                    pollers=max(2, inflight // 50),
-                    max_in_flight=inflight,
-                )
-        if "block" in wanted:
-            await bench.worker("20 ms blocking handler, 32 threads", "block", pollers=4, max_in_flight=64)
-        if "fifo" in wanted:
-            await bench.worker(
-                "FIFO, 100 groups, no-op", "fifo", fifo_groups=100, pollers=8, max_in_flight=200
-            )
+            runs = [
+                await bench.measure(sc, rep, n=args.startup_n, raw_concurrency=args.raw_concurrency)
+                for rep in range(args.startup_reps)
+                for sc in pair
+            ]
+            bench.results += aggregate(runs, {}, raw_key="startup-raw", startup_only=True)
         if "latency" in wanted:
             await bench.latency(rate=200, seconds=args.latency_seconds)
         if "idle" in wanted and args.idle_seconds > 0:
             await bench.idle(args.idle_seconds)
         if "scale" in wanted:
-            for processes in (1, 2, 4):
-                await bench.worker(
+            raw = next((r for r in bench.results if r.key == "raw"), None)
+            for processes in args.scale:
+                sc = Scenario(
+                    f"scale-{processes}",
                     f"scale-out: {processes} worker process(es)",
-                    "noop",
-                    processes=processes,
-                    pollers=8,
-                    max_in_flight=200,
+                    "scale",
+                    queue={"pollers": 8, "max_in_flight": 200},
                 )
+                r = await bench.measure(sc, 0, processes=processes)
+                bench.results.append(once(r, raw))
+        if "heartbeat" in wanted:
+            for latency in args.heartbeat_latencies:
+                bench.capacity.append(
+                    await heartbeat_capacity(
+                        bench, latency, args.heartbeat_n, args.heartbeat_visibility, args.heartbeat_hold
+                    )
+                )
+            print(render_capacity(bench.capacity), flush=True)
+        if args.profile != "none":
+            targets = evaluate(bench.results, bench.capacity)
+            if args.profile == "missed":
+                keys = [t.profile for t in targets if t.ok is False and t.profile]
+            else:
+                keys = args.profile.split(",")
+            await profile_scenarios(bench, list(dict.fromkeys(keys)), args)
     finally:
         bench.proxy.stop()
-    return bench.results
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return bench
 
 
-def main() -> int:
+QUICK = {
+    "n": 300,
+    "reps": 1,
+    "startup_reps": 1,
+    "startup_n": 50,
+    "latency_seconds": 3.0,
+    "idle_seconds": 0.0,
+    "scale": [1, 2],
+    "heartbeat_n": 40,
+    "heartbeat_visibility": 4,
+    "heartbeat_hold": 2.5,
+    "heartbeat_latencies": [0.3],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m bench", description="Benchmark the worker against the raw API ceiling."
+        prog="python -m bench", description="Benchmark the worker side by side with the raw loop."
     )
     p.add_argument("--endpoint", help="SQS endpoint (default: start LocalStack for the run)")
-    p.add_argument("--n", type=int, default=20_000, help="messages per scenario (default 20000)")
-    p.add_argument("--scenarios", default=",".join(ALL), help=f"comma-separated subset of {','.join(ALL)}")
-    p.add_argument("--raw-concurrency", default="4,8,16,32", help="concurrencies tried for the raw ceiling")
-    p.add_argument("--latency-seconds", type=float, default=15)
-    p.add_argument("--idle-seconds", type=float, default=60)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI-size smoke run (" + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ")",
+    )
+    p.add_argument("--n", type=int, help="messages per measured run (default 5000)")
+    p.add_argument("--reps", type=int, help="interleaved repetitions of the repeated scenarios (default 3)")
+    p.add_argument(
+        "--scenarios", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}"
+    )
+    p.add_argument(
+        "--raw-concurrency", type=int, default=16, help="the raw loop's receive loops (default 16)"
+    )
+    p.add_argument("--startup-reps", type=int, help="raw/worker start-up pairs (default 5)")
+    p.add_argument("--startup-n", type=int, help="messages per start-up run (default 200)")
+    p.add_argument("--latency-seconds", type=float)
+    p.add_argument("--idle-seconds", type=float, help="idle measurement (default 60; 0 skips it)")
+    p.add_argument(
+        "--scale", type=lambda s: [int(x) for x in s.split(",")], help="worker processes (default 1,2,4)"
+    )
+    p.add_argument(
+        "--heartbeat-n", type=int, help="leases held in the heartbeat-capacity runs (default 1000)"
+    )
+    p.add_argument("--heartbeat-visibility", type=int, help="visibility timeout there (default 6 s)")
+    p.add_argument("--heartbeat-hold", type=float, help="hold, in visibility timeouts (default 4)")
+    p.add_argument(
+        "--heartbeat-latencies",
+        type=lambda s: [float(x) for x in s.split(",")],
+        help="seconds per ChangeMessageVisibilityBatch call (default 0.05,0.1,0.3,1)",
+    )
+    p.add_argument(
+        "--profile",
+        default="none",
+        help="'missed' (every scenario whose target was missed), scenario keys (noop-16x500,fifo,"
+        "startup-worker...), or 'none' (default): one more run of each under cProfile "
+        "(-X importtime for start-up), top 20 into the report",
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--docs", action="store_true", help="write docs/benchmarks.md and docs/benchmarks.png")
-    args = p.parse_args()
+    p.add_argument("--docs-dir", help="write benchmarks.md and benchmarks.png here instead (implies --docs)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, records)")
+    args = p.parse_args(argv)
+    defaults: dict[str, Any] = {
+        "n": 5000,
+        "reps": 3,
+        "startup_reps": 5,
+        "startup_n": 200,
+        "latency_seconds": 15.0,
+        "idle_seconds": 60.0,
+        "scale": [1, 2, 4],
+        "heartbeat_n": 1000,
+        "heartbeat_visibility": 6,
+        "heartbeat_hold": 4.0,
+        "heartbeat_latencies": [0.05, 0.1, 0.3, 1.0],
+    }
+    for name, value in (QUICK if args.quick else defaults).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def server_version(endpoint: str) -> str:
+    """LocalStack's version, from its health endpoint ("?" when it does not say)."""
+    try:
+        with urllib.request.urlopen(f"{endpoint}/_localstack/health", timeout=5) as r:
+            return str(json.load(r).get("version", "?"))
+    except (OSError, ValueError):
+        return "?"
+
+
+def payload(
+    bench: Bench,
+    args: argparse.Namespace,
+    started: float,
+    finished: float,
+    server: str,
+    argv: list[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "started": started,
+        "server": server,
+        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "defaults": {k: str(v) for k, v in defaults().items()},
+        "minutes": round((finished - started) / 60, 1),
+        "args": {
+            k: v for k, v in vars(args).items() if k not in ("json", "docs", "docs_dir", "keep", "endpoint")
+        },
+        "results": [asdict(r) for r in bench.results],
+        "capacity": [asdict(c) for c in bench.capacity],
+        "profiles": bench.profiles,
+        "runs": [asdict(r) for r in bench.runs],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     started = time.time()
-    with sqs_endpoint(args.endpoint) as endpoint:
-        results = asyncio.run(run(args, endpoint))
+    with sqs_server(args.endpoint) as (endpoint, server_pid):
+        server = server_version(endpoint)
+        bench = asyncio.run(run(args, endpoint, server_pid))
+    data = payload(bench, args, started, time.time(), server, argv)
     print()
-    print(render(results))
+    print(render(bench.results))
+    print(LEGEND)
+    if bench.capacity:
+        print()
+        print(render_capacity(bench.capacity))
+    from bench.targets import evaluate, render_targets
+
+    print()
+    print(render_targets(evaluate(bench.results, bench.capacity)))
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
-    if args.docs:
+        Path(args.json).write_text(json.dumps(data, indent=2))
+    if args.docs or args.docs_dir:
         from bench.report import write_docs
 
-        write_docs(results, args, started)
-    bad = [r.scenario for r in results if r.losses or r.duplicates]
+        print(f"wrote {write_docs(data, Path(args.docs_dir) if args.docs_dir else None)}")
+    bad = [r.scenario for r in bench.results if r.losses or r.duplicates]
+    bad += [f"heartbeat at {c.latency:g} s/call" for c in bench.capacity if c.losses or c.duplicates]
     if bad:
         print(f"duplicates or losses in: {bad}", file=sys.stderr)
         return 1

@@ -1,18 +1,33 @@
-"""A smoke run of the benchmark (tiny N): the harness works and accounts for every message."""
+"""The benchmark harness: a quick run of every kind of scenario (tiny N) accounts for every
+message and reports what the report needs (ratios to the raw loop with and without
+start-up, CPU per message, first message, default vs hand-tuned, heartbeat capacity, a
+profile, the docs); the aggregation and the targets on made-up runs; the proxy's
+``empty_receives`` that lets a stop skip the open long polls."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from aiobotocore.session import get_session
+
+from bench.aggregate import Run, aggregate
+from bench.result import Capacity
+from bench.run import TUNED, Proxy
+from bench.targets import evaluate
 from tests.conftest import Aws
 from tests.servers import ROOT
 
 
-def test_benchmark_smoke_run(aws: Aws, tmp_path: Path) -> None:
+def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
+    docs = tmp_path / "docs"
+    started = time.monotonic()
     result = subprocess.run(
         [
             sys.executable,
@@ -20,37 +35,193 @@ def test_benchmark_smoke_run(aws: Aws, tmp_path: Path) -> None:
             "bench",
             "--endpoint",
             aws.endpoint,
-            "--n",
-            "300",
+            "--quick",
             "--scenarios",
-            "raw,noop,fifo",
-            "--raw-concurrency",
-            "4",
+            "raw,noop,io,fifo,startup,heartbeat",
+            "--profile",
+            "noop-default,startup-worker",
             "--json",
             str(out),
+            "--docs-dir",
+            str(docs),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=400,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    results = {r["scenario"]: r for r in json.loads(out.read_text())}
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    data = json.loads(out.read_text())
+    results = {r["key"]: r for r in data["results"]}
     assert set(results) == {
-        "raw ceiling (C=4)",
-        "no-op, default settings",
-        "no-op, best settings",
-        "FIFO, 100 groups, no-op",
+        "raw",
+        "noop-default",
+        "noop-8x200",
+        "noop-16x500",
+        "raw-io",
+        "io-default",
+        "io-10x500",
+        "io-20x1000",
+        "fifo",
+        "startup-raw",
+        "startup-worker",
     }
     for r in results.values():
-        assert r["losses"] == 0
-        assert r["duplicates"] == 0
-        assert r["rate"] > 0
-        assert 0.1 <= r["requests_per_message"] <= 2
-        assert r["peak_rss_mb"] > 10
-    assert results["raw ceiling (C=4)"]["ratio"] == 1.0
-    noop = results["no-op, default settings"]
-    # The proxy's count and the worker's own agree (the worker also resolves its queue).
-    assert abs(noop["requests_per_message"] - noop["worker_requests_per_message"]) * 300 <= 3
-    assert results["FIFO, 100 groups, no-op"]["extra"]["order_violations"] == 0
+        assert r["losses"] == 0, r
+        assert r["duplicates"] == 0, r
+        assert r["first_message"] > 0, r
+        # Start-up included is always slower than excluded.
+        assert 0 < r["rate_with_startup"] < r["rate"], r
+        assert r["cpu_ms_per_message"] > 0, r
+        assert r["startup_cpu"] > 0, r
+        assert 0.1 <= r["requests_per_message"] <= 2, r
+    raw = results["raw"]
+    assert raw["ratio"] == raw["ratio_with_startup"] == raw["cpu_ratio"] == 1.0
+    assert raw["first_vs_raw"] == 0
+    for key in ("noop-default", "noop-16x500", "io-default", "fifo"):
+        r = results[key]
+        for ratio in ("ratio", "ratio_with_startup", "cpu_ratio"):
+            assert r[ratio] > 0, r
+        assert r["first_vs_raw"] is not None
+        assert r["extra"]["info_lines_per_message"] == 1.0  # the per-message line is on
+        assert 0 < r["extra"]["window"]["host_busy"] <= 1
+    for key in ("noop-default", "io-default"):
+        assert results[key]["extra"]["x_best_tuned"] > 0
+        assert results[key]["extra"]["x_best_tuned_with_startup"] > 0
+    assert results["io-default"]["extra"]["x_raw_io"] > 0
+    noop = results["noop-default"]
+    # The proxy's count and the worker's own agree (the worker's adds its start and stop).
+    assert abs(noop["requests_per_message"] - noop["worker_requests_per_message"]) * noop["messages"] <= 20
+    assert results["fifo"]["extra"]["order_violations"] == 0
+    assert results["startup-worker"]["first_vs_raw"] is not None
+    (capacity,) = data["capacity"]
+    assert capacity["held"] == capacity["in_flight"]
+    assert capacity["extend_calls"] > 0
+    assert capacity["overdue"] == capacity["duplicates"] == capacity["visible_max"] == capacity["losses"] == 0
+    assert capacity["declared_capacity"] >= capacity["in_flight"]
+    assert "waiting in the selector" in data["profiles"]["noop-default"]
+    assert "importing" in data["profiles"]["startup-worker"]
+    text = (docs / "benchmarks.md").read_text()
+    for heading in (
+        "## Ratios to the raw loop",
+        "## Targets",
+        "## Heartbeat capacity",
+        "## Where the CPU went",
+    ):
+        assert heading in text
+    assert "| first message handled <= 0.2 s after the raw loop's |" in text
+    if importlib.util.find_spec("matplotlib"):
+        assert (docs / "benchmarks.png").stat().st_size > 1000
+    assert time.monotonic() - started < 240
+
+
+def _run(key: str, rep: int, rate: float, first: float, cpu_ms: float, n: int = 1000) -> Run:
+    seconds = n / rate
+    return Run(
+        key=key,
+        scenario=key,
+        rep=rep,
+        messages=n,
+        start=0.0,
+        first=first,
+        last=first + seconds,
+        window_cpu=cpu_ms * n / 1000,
+        startup_cpu=0.5,
+        total_cpu=1.0,
+        requests=200,
+        worker_requests=None,
+        rss=50.0,
+        duplicates=0,
+        losses=0,
+        window={"host_busy": 0.95, "server_cpu": 0.5, "proxy_cpu": 0.1},
+    )
+
+
+def test_ratios_are_taken_within_a_repetition_then_the_median() -> None:
+    # The machine doubles its speed in repetition 1: each ratio within a repetition is 0.8.
+    runs = [
+        _run("raw", 0, 1000, 0.7, 0.3),
+        _run("noop-default", 0, 800, 1.0, 0.36),
+        _run("noop-16x500", 0, 1000, 0.9, 0.42),
+        _run("raw", 1, 2000, 0.5, 0.3),
+        _run("noop-default", 1, 1600, 0.8, 0.36),
+        _run("noop-16x500", 1, 1000, 0.9, 0.42),
+        _run("raw", 2, 1500, 0.6, 0.3),
+        _run("noop-default", 2, 1200, 0.9, 0.36),
+        _run("noop-16x500", 2, 2400, 0.9, 0.42),
+    ]
+    by = {r.key: r for r in aggregate(runs, TUNED)}
+    d = by["noop-default"]
+    assert d.ratio == 0.8
+    assert d.cpu_ratio == 1.2
+    assert d.first_vs_raw == 0.3
+    assert d.rate == 1200  # the median of the absolute rates
+    assert d.extra["x_best_tuned"] == 0.8  # 800/1000, 1600/1000, 1200/2400: median 0.8
+    assert d.repetitions == 3
+    assert by["raw"].ratio == 1.0
+    targets = {t.name.split(" <=")[0].split(" >=")[0]: t for t in evaluate(list(by.values()), [])}
+    cpu = targets["CPU per message"]
+    assert cpu.ok is False  # 1.4x for 16x500 (0.42 vs 0.3)
+    assert cpu.profile == "noop-16x500"
+    assert "95% busy" in cpu.explanation
+    assert targets["first message handled"].ok is False  # +0.3 s
+    assert targets["no-op, default settings"].ok is False
+
+
+def test_heartbeat_capacity_target() -> None:
+    ok = Capacity(
+        latency=0.3,
+        in_flight=100,
+        visibility=6,
+        heartbeat_calls=5,
+        hold=24,
+        model_capacity=333,
+        declared_capacity=100,
+        held=100,
+        extend_calls=120,
+    )
+    lapsed = Capacity(
+        latency=1.0,
+        in_flight=100,
+        visibility=6,
+        heartbeat_calls=5,
+        hold=24,
+        model_capacity=100,
+        declared_capacity=100,
+        held=100,
+        extend_calls=120,
+        duplicates=2,
+    )
+    assert ok.ok
+    assert not lapsed.ok
+    (target,) = evaluate([], [ok, lapsed])
+    assert target.ok is False
+    assert "100 leases at 300 ms/call: 0 lapses" in target.result
+
+
+async def test_empty_receives_answer_open_long_polls_at_once(aws: Aws) -> None:
+    queue = await aws.queue()
+    proxy = await asyncio.to_thread(Proxy, aws.endpoint)
+    try:
+        async with get_session().create_client("sqs", endpoint_url=proxy.url, region_name="us-east-1") as sqs:
+            poll = asyncio.create_task(sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=20))
+            await asyncio.sleep(0.5)
+            assert not poll.done()
+            started = time.monotonic()
+            await asyncio.to_thread(proxy.faults, empty_receives=True)
+            assert (await poll).get("Messages") is None
+            assert time.monotonic() - started < 2
+            # New receives too, until the faults are cleared.
+            assert (await sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=20)).get("Messages") is None
+            await asyncio.to_thread(proxy.faults)
+            # (Another queue: the server still holds the abandoned poll of the first one, which
+            # would take a message sent there: empty_receives is for a drained queue.)
+            other = await aws.queue()
+            await aws.send(other.url, {"n": 1})
+            got = await sqs.receive_message(QueueUrl=other.url, WaitTimeSeconds=5)
+            assert len(got["Messages"]) == 1
+            counts = await asyncio.to_thread(proxy.counts)
+    finally:
+        await asyncio.to_thread(proxy.stop)
+    assert counts["outcomes"]["emptied"] == 2

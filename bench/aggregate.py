@@ -1,0 +1,245 @@
+"""Measured runs and how the repetitions of a scenario become its one Result.
+
+Every ratio is taken within a repetition (the scenario's run against the raw loop's run of
+the same repetition), then the median over the repetitions is reported: the machine's
+speed drifts from one repetition to the next, a ratio within one repetition much less."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.result import Result
+
+
+@dataclass
+class Run:
+    """One measured run of one scenario (times are time.monotonic(), machine-wide)."""
+
+    key: str
+    scenario: str
+    rep: int
+    messages: int
+    start: float
+    """Just before the consumer process was started."""
+    first: float | None
+    """When its first message reached a handler (recorded by the consumer)."""
+    last: float
+    """When the delete that completed N returned (recorded by the proxy)."""
+    window_cpu: float
+    """The consumer's CPU seconds between ``first`` and ``last``."""
+    startup_cpu: float | None
+    """The consumer's CPU seconds from its start to ``first``."""
+    total_cpu: float
+    requests: int
+    worker_requests: int | None
+    rss: float
+    duplicates: int
+    losses: int
+    window: dict[str, float] = field(default_factory=dict)
+    """The machine's busy share, the server's and the proxy's CPU seconds between ``first``
+    and ``last`` (bench.procstat.window)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1
+    raw: bool = False
+
+    @property
+    def first_message(self) -> float | None:
+        return None if self.first is None else self.first - self.start
+
+    @property
+    def seconds(self) -> float:
+        return self.last - (self.first if self.first is not None else self.start)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def rate_with_startup(self) -> float:
+        return self.messages / (self.last - self.start)
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.window_cpu / self.messages * 1000
+
+    def describe(self) -> str:
+        first = "-" if self.first_message is None else f"{self.first_message:.2f} s"
+        return (
+            f"{self.scenario}: {self.rate:.0f} msg/s ({self.rate_with_startup:.0f} with start-up), "
+            f"first message {first}, {self.cpu_ms:.3f} CPU ms/msg, {self.requests / self.messages:.3f} "
+            f"req/msg, host busy {self.window.get('host_busy', 0):.0%}, dup {self.duplicates}, "
+            f"lost {self.losses}"
+        )
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return statistics.median(kept) if kept else None
+
+
+def _r(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _ratios(runs: list[Run], refs: dict[int, Run], of: Callable[[Run], float | None]) -> float | None:
+    """Median over repetitions of ``of(run) / of(reference of the same repetition)``."""
+    values = []
+    for r in runs:
+        ref = refs.get(r.rep)
+        a, b = of(r), (of(ref) if ref is not None else None)
+        if a is not None and b:
+            values.append(a / b)
+    return _median(values)
+
+
+def _window(runs: list[Run]) -> dict[str, float | None]:
+    """Where the CPU went while the scenario ran (medians): the machine's busy share, and
+    per message the consumer's, the server's and the proxy's CPU ms."""
+
+    def per_message(r: Run, name: str) -> float | None:
+        v = r.window.get(name)
+        return None if v is None else v / r.messages * 1000
+
+    return {
+        "host_busy": _r(_median(r.window.get("host_busy") for r in runs), 3),
+        "consumer_ms": _r(_median(r.cpu_ms for r in runs), 3),
+        "server_ms": _r(_median(per_message(r, "server_cpu") for r in runs), 3),
+        "proxy_ms": _r(_median(per_message(r, "proxy_cpu") for r in runs), 3),
+    }
+
+
+def _extra(runs: list[Run]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in dict.fromkeys(k for r in runs for k in r.extra):
+        values = [r.extra[name] for r in runs if name in r.extra]
+        if name in ("left_in_queue", "order_violations"):
+            out[name] = sum(values)
+        elif all(isinstance(v, int | float) for v in values):
+            out[name] = _median(values)
+        else:
+            out[name] = values[-1]
+    return out
+
+
+def aggregate(
+    runs: list[Run],
+    tuned: dict[str, list[str]],
+    raw_key: str = "raw",
+    startup_only: bool = False,
+) -> list[Result]:
+    """One Result per scenario key, in the order the keys first ran. ``tuned`` names, for a
+    default-settings scenario, its hand-tuned variants: its row gets ``x_best_tuned``, its
+    throughput over the best of them in the same repetition (start-up excluded and included).
+    Rows of 50 ms I/O scenarios get ``x_raw_io``, over the raw loop with the same handler."""
+    by_key: dict[str, list[Run]] = {}
+    for r in runs:
+        by_key.setdefault(r.key, []).append(r)
+    raw = {r.rep: r for r in by_key.get(raw_key, [])}
+    raw_io = {r.rep: r for r in by_key.get("raw-io", [])}
+    results = []
+    for key, rs in by_key.items():
+        n = rs[0].messages
+        result = Result(
+            scenario=rs[0].scenario,
+            key=key,
+            messages=n,
+            seconds=round(statistics.median(r.seconds for r in rs), 3),
+            rate=round(statistics.median(r.rate for r in rs), 1),
+            rate_with_startup=round(statistics.median(r.rate_with_startup for r in rs), 1),
+            first_message=_r(_median(r.first_message for r in rs), 3),
+            first_vs_raw=_r(
+                _median(
+                    r.first_message - raw[r.rep].first_message  # type: ignore[operator]
+                    for r in rs
+                    if r.rep in raw and r.first_message is not None and raw[r.rep].first_message is not None
+                ),
+                3,
+            ),
+            cpu_ms_per_message=round(statistics.median(r.cpu_ms for r in rs), 3),
+            startup_cpu=_r(_median(r.startup_cpu for r in rs), 3),
+            requests_per_message=round(statistics.median(r.requests / n for r in rs), 4),
+            worker_requests_per_message=_r(
+                _median(None if r.worker_requests is None else r.worker_requests / n for r in rs), 4
+            ),
+            peak_rss_mb=round(max(r.rss for r in rs), 1),
+            duplicates=sum(r.duplicates for r in rs),
+            losses=sum(r.losses for r in rs),
+            repetitions=len(rs),
+            extra=_extra(rs),
+        )
+        if not startup_only:
+            result.ratio = _r(_ratios(rs, raw, lambda r: r.rate), 3)
+            result.ratio_with_startup = _r(_ratios(rs, raw, lambda r: r.rate_with_startup), 3)
+            result.cpu_ratio = _r(_ratios(rs, raw, lambda r: r.cpu_ms), 3)
+        variants = [r for k in tuned.get(key, []) for r in by_key.get(k, [])]
+        if variants:
+            best = {
+                rep: max((v for v in variants if v.rep == rep), key=lambda v: v.rate)
+                for rep in {v.rep for v in variants}
+            }
+            best_started = {
+                rep: max((v for v in variants if v.rep == rep), key=lambda v: v.rate_with_startup)
+                for rep in {v.rep for v in variants}
+            }
+            result.extra["x_best_tuned"] = _r(_ratios(rs, best, lambda r: r.rate), 2)
+            result.extra["x_best_tuned_with_startup"] = _r(
+                _ratios(rs, best_started, lambda r: r.rate_with_startup), 2
+            )
+        if key.startswith("io-") and raw_io:
+            result.extra["x_raw_io"] = _r(_ratios(rs, raw_io, lambda r: r.rate), 2)
+            result.extra["x_raw_io_with_startup"] = _r(_ratios(rs, raw_io, lambda r: r.rate_with_startup), 2)
+        result.extra["window"] = _window(rs)
+        result.extra["reps"] = [
+            {
+                "rate": round(r.rate, 1),
+                "rate_with_startup": round(r.rate_with_startup, 1),
+                "first_message": _r(r.first_message, 3),
+                "cpu_ms": round(r.cpu_ms, 3),
+                "host_busy": r.window.get("host_busy"),
+            }
+            for r in rs
+        ]
+        results.append(result)
+    return results
+
+
+def once(run: Run, raw: Result | None) -> Result:
+    """A scenario run once: its ratios are to the raw loop's median of the run."""
+    (result,) = aggregate([run], {})
+    if raw is not None:
+        result.ratio = round(run.rate / raw.rate, 3)
+        if raw.rate_with_startup:
+            result.ratio_with_startup = round(run.rate_with_startup / raw.rate_with_startup, 3)
+        if raw.cpu_ms_per_message:
+            result.cpu_ratio = round(run.cpu_ms / raw.cpu_ms_per_message, 3)
+        if raw.first_message is not None and run.first_message is not None:
+            result.first_vs_raw = round(run.first_message - raw.first_message, 3)
+    if run.processes > 1:
+        result.extra["processes"] = run.processes
+    return result
+
+
+def worker_log_events(log: Path) -> tuple[Counter[str], int | None]:
+    """Events of a worker's JSON log by name, and the API calls its shutdown line counts."""
+    events: Counter[str] = Counter()
+    calls: int | None = None
+    if not log.exists():
+        return events, calls
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        name = str(data.get("event", ""))
+        events[name] += 1
+        if name == "shutdown_complete":
+            calls = (calls or 0) + sum(int(v) for v in (data.get("api_calls") or {}).values())
+    return events, calls

@@ -1,0 +1,103 @@
+"""Profiles that explain a result: one more run of a scenario, profiled, after the measured
+ones (profiling slows the process; its numbers are not reported as measurements).
+
+- A worker scenario: a cProfile of the event loop's thread from the first message handled
+  to the exit (``BENCH_PROFILE``, see bench/handlers.py), the top 20 functions by own time,
+  and the share of wall time spent waiting in the selector (the worker idle, waiting for
+  the server: the server is the bound).
+- Start-up (``startup-worker``): ``python -X importtime`` of ``worker run``, the 20 largest
+  imports by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pstats
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.result import ROOT
+
+if TYPE_CHECKING:
+    from bench.run import Bench
+
+TOP = 20
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def _where(file: str, line: int) -> str:
+    if file == "~":
+        return "builtin"
+    for marker in ("site-packages/", "lib/python3."):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+            if marker.startswith("lib/"):
+                file = file.split("/", 1)[-1]
+            break
+    else:
+        file = file.removeprefix(str(ROOT) + "/")
+    return f"{file}:{line}"
+
+
+def top_functions(path: Path, count: int = TOP) -> str:
+    """The profile's functions by own (wall) time, with the selector's share up front."""
+    stats = pstats.Stats(str(path))
+    table = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in table.values()) or 1e-9
+    waiting = sum(v[2] for k, v in table.items() if re.search(r"'(poll|select)' of 'select\.", k[2]))
+    rows = sorted(table.items(), key=lambda kv: kv[1][2], reverse=True)[:count]
+    lines = [
+        f"{total:.2f} s profiled (event loop thread, first message to exit); "
+        f"{waiting:.2f} s ({waiting / total:.0%}) waiting in the selector for the network",
+        f"{'own s':>7} {'own %':>6} {'cum s':>7} {'calls':>8}  function",
+    ]
+    for (file, line, func), (_, calls, own, cum, _) in rows:
+        lines.append(f"{own:7.3f} {own / total:6.1%} {cum:7.3f} {calls:8d}  {func} ({_where(file, line)})")
+    return "\n".join(lines)
+
+
+def top_imports(log: Path, count: int = TOP) -> str:
+    """``-X importtime`` lines of a log: the total and the largest imports by cumulative time."""
+    rows = []
+    own_total = 0
+    for line in log.read_text(errors="replace").splitlines():
+        m = IMPORT_LINE.match(line)
+        if m:
+            own, cumulative, indent, name = int(m[1]), int(m[2]), len(m[3]), m[4]
+            own_total += own
+            rows.append((cumulative, own, indent // 2, name))
+    if not rows:
+        return "no -X importtime output found"
+    top = sorted(rows, reverse=True)[:count]
+    lines = [
+        f"{own_total / 1e6:.2f} s importing {len(rows)} modules (python -X importtime, worker run)",
+        f"{'cum ms':>8} {'own ms':>7}  module (nesting)",
+    ]
+    lines += [f"{c / 1000:8.1f} {o / 1000:7.1f}  {'  ' * depth}{name}" for c, o, depth, name in top]
+    return "\n".join(lines)
+
+
+async def profile_scenarios(bench: Bench, keys: list[str], args: argparse.Namespace) -> None:
+    from bench.run import Scenario, repeated
+
+    known = {s.key: s for s in repeated(args.raw_concurrency) if s.raw_handler_ms is None}
+    for key in keys:
+        if key in ("startup", "startup-worker"):
+            sc = Scenario("startup-worker", "start-up: worker, default settings", "startup")
+            run = await bench.measure(sc, 0, n=args.startup_n, python_args=["-X", "importtime"])
+            bench.runs.remove(run)
+            text = "\n".join(top_imports(log) for log in bench.last_logs)
+            bench.profiles["startup-worker"] = (
+                f"first message after {run.first_message:.2f} s (under -X importtime)\n{text}"
+            )
+        elif key in known:
+            path = bench.workdir / f"{key}.prof"
+            run = await bench.measure(known[key], 0, extra_env={"BENCH_PROFILE": str(path)})
+            bench.runs.remove(run)
+            if path.exists():
+                bench.profiles[key] = top_functions(path)
+        else:
+            print(f"  no profile for {key!r} (known: startup-worker, {', '.join(known)})", flush=True)
+            continue
+        print(f"profile of {key}:\n{bench.profiles.get(key, '(none written)')}", flush=True)

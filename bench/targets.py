@@ -1,0 +1,185 @@
+"""The targets of the run (issue 13 and the ones before it), met or missed, from the
+results; each throughput or CPU miss names the scenario whose profile explains it and
+where the machine's CPU went while that scenario ran.
+
+Throughput verdicts use start-up included (process start to the last delete, the issue's
+measure); start-up excluded is shown beside it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bench.result import Capacity, Result
+
+CPU_RATIO = 1.15
+FIRST_MESSAGE_SLACK = 0.2
+OF_TUNED = 0.9
+OF_RAW = 0.9
+REQUESTS_PER_MESSAGE = 0.21
+IDLE_PER_POLLER = 3.0
+
+
+@dataclass
+class Target:
+    name: str
+    ok: bool | None
+    result: str
+    profile: str | None = None
+    """The scenario key whose profile explains a miss."""
+    explanation: str = ""
+
+
+def where_cpu_went(r: Result, raw: Result | None) -> str:
+    """One sentence from the CPU sampled while the scenario ran (bench.procstat.window)."""
+    w: dict[str, Any] = r.extra.get("window") or {}
+    busy = w.get("host_busy")
+    if busy is None:
+        return ""
+
+    def ms(v: Any) -> str:
+        return "?" if v is None else f"{v:.2f}"
+
+    text = (
+        f"While it ran, the machine was {busy:.0%} busy; CPU ms per message: consumer "
+        f"{ms(w.get('consumer_ms'))}, server {ms(w.get('server_ms'))}, proxy {ms(w.get('proxy_ms'))}"
+    )
+    rw: dict[str, Any] = (raw.extra.get("window") or {}) if raw else {}
+    if rw:
+        text += (
+            f" (raw loop: {rw.get('host_busy', 0):.0%} busy; consumer {ms(rw.get('consumer_ms'))}, "
+            f"server {ms(rw.get('server_ms'))}, proxy {ms(rw.get('proxy_ms'))})"
+        )
+    if busy >= 0.9:
+        text += "; the cores were saturated, so CPU the consumer spends is CPU the server lacks."
+    else:
+        text += "; the cores had room: the consumer waited (see its profile)."
+    return text
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
+    by = {r.key: r for r in results}
+    raw = by.get("raw")
+    out: list[Target] = []
+
+    def throughput(name: str, key: str, goal: float, versus: str) -> None:
+        r = by.get(key)
+        if r is None or r.ratio_with_startup is None:
+            return
+        out.append(
+            Target(
+                name,
+                r.ratio_with_startup >= goal,
+                f"{_x(r.ratio_with_startup)} with start-up, {_x(r.ratio)} without ({versus})",
+                key,
+                where_cpu_went(r, raw),
+            )
+        )
+
+    cpu_rows = [by[k] for k in ("noop-default", "noop-16x500") if k in by and by[k].cpu_ratio is not None]
+    if cpu_rows:
+        worst = max(cpu_rows, key=lambda r: r.cpu_ratio or 0)
+        out.append(
+            Target(
+                f"CPU per message <= {CPU_RATIO}x the raw loop's (no-op, info line on)",
+                all((r.cpu_ratio or 0) <= CPU_RATIO for r in cpu_rows),
+                "; ".join(
+                    f"{r.scenario}: {_x(r.cpu_ratio)} ({r.cpu_ms_per_message:.3f} vs "
+                    f"{raw.cpu_ms_per_message if raw else 0:.3f} ms)"
+                    for r in cpu_rows
+                ),
+                worst.key,
+                where_cpu_went(worst, raw),
+            )
+        )
+    start = by.get("startup-worker") or by.get("noop-default")
+    if start is not None and start.first_vs_raw is not None and start.first_message is not None:
+        raw_first = start.first_message - start.first_vs_raw
+        out.append(
+            Target(
+                f"first message handled <= {FIRST_MESSAGE_SLACK} s after the raw loop's",
+                start.first_vs_raw <= FIRST_MESSAGE_SLACK,
+                f"worker {start.first_message:.2f} s, raw loop {raw_first:.2f} s: {start.first_vs_raw:+.2f} s "
+                f"(median of {start.repetitions}; worker start-up CPU {start.startup_cpu or 0:.2f} s)",
+                "startup-worker",
+            )
+        )
+    for key, what in (("noop-default", "no-op"), ("io-default", "50 ms I/O")):
+        r = by.get(key)
+        if r is None or r.extra.get("x_best_tuned_with_startup") is None:
+            continue
+        incl, excl = r.extra["x_best_tuned_with_startup"], r.extra.get("x_best_tuned")
+        out.append(
+            Target(
+                f"{what}, default settings >= {OF_TUNED}x the best hand-tuned",
+                incl >= OF_TUNED,
+                f"{_x(incl)} with start-up, {_x(excl)} without",
+                key,
+                where_cpu_went(r, raw),
+            )
+        )
+    loaded = [by[k] for k in ("noop-default", "io-default") if k in by]
+    if loaded:
+        worst_rpm = max(loaded, key=lambda r: r.requests_per_message)
+        out.append(
+            Target(
+                f"<= {REQUESTS_PER_MESSAGE} requests/message under load, default settings",
+                worst_rpm.requests_per_message <= REQUESTS_PER_MESSAGE,
+                ", ".join(f"{r.scenario}: {r.requests_per_message:.3f}" for r in loaded),
+            )
+        )
+    idle = by.get("idle")
+    if idle and idle.extra.get("requests_per_minute_per_poller") is not None:
+        v = idle.extra["requests_per_minute_per_poller"]
+        out.append(
+            Target(
+                f"idle <= {IDLE_PER_POLLER:g} requests/minute/poller, default settings",
+                v <= IDLE_PER_POLLER,
+                f"{v} ({idle.extra.get('requests_per_minute')} a minute, {idle.extra.get('pollers')} pollers)",
+            )
+        )
+    throughput(f"FIFO, 100 groups >= {OF_RAW}x the raw loop", "fifo", OF_RAW, "raw loop, no-op")
+    throughput(f"20 ms blocking handler >= {OF_RAW}x the raw loop", "block", OF_RAW, "raw loop, no-op")
+    if capacity:
+        out.append(
+            Target(
+                "heartbeat keeps its declared capacity alive with 0 lapses",
+                all(c.ok for c in capacity),
+                "; ".join(
+                    f"{c.in_flight} leases at {c.latency * 1000:.0f} ms/call: "
+                    + ("0 lapses" if c.ok else f"{c.lapses} lapses, {c.held} held")
+                    for c in capacity
+                ),
+            )
+        )
+    tuned = [by[k] for k in ("noop-8x200", "noop-16x500") if k in by and by[k].ratio_with_startup is not None]
+    if tuned:
+        best = max(tuned, key=lambda r: r.ratio_with_startup or 0)
+        throughput(f"no-op, best hand-tuned >= {OF_RAW}x the raw loop", best.key, OF_RAW, best.scenario)
+    lat = by.get("latency")
+    if lat:
+        p50, p99 = lat.extra["p50_ms"], lat.extra["p99_ms"]
+        out.append(
+            Target("latency p50 < 30 ms, p99 < 150 ms", p50 < 30 and p99 < 150, f"p50 {p50} ms, p99 {p99} ms")
+        )
+    big = by.get("io-20x1000")
+    if big:
+        out.append(
+            Target("peak RSS < 120 MB with 1000 in flight", big.peak_rss_mb < 120, f"{big.peak_rss_mb} MB")
+        )
+    return out
+
+
+def render_targets(targets: list[Target], markdown: bool = False) -> str:
+    def mark(t: Target) -> str:
+        return "n/a" if t.ok is None else ("met" if t.ok else "**missed**" if markdown else "MISSED")
+
+    if markdown:
+        lines = ["| target | verdict | result |", "|---|---|---|"]
+        lines += [f"| {t.name} | {mark(t)} | {t.result} |" for t in targets]
+        return "\n".join(lines)
+    return "\n".join(f"{mark(t):<7} {t.name}: {t.result}" for t in targets)
