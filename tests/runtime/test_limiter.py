@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from worker.runtime.limiter import INTERVAL, MAX_WINDOW, TOLERANCE, Limiter
+from worker.runtime.limiter import INTERVAL, MAX_WINDOW, TOLERANCE, Limiter, Window
 from worker.settings import Bounds
 
 
@@ -15,9 +15,13 @@ class Feed:
     """A limiter and the clock and slot-seconds it is fed with."""
 
     def __init__(
-        self, in_flight: tuple[int, int] = (10, 1000), pollers: tuple[int, int] = (1, 16), batch: int = 10
+        self,
+        in_flight: tuple[int, int] = (10, 1000),
+        pollers: tuple[int, int] = (1, 16),
+        batch: int = 10,
+        now: float = 100.0,
     ) -> None:
-        self.now = 100.0
+        self.now = now
         self.slot_seconds = 0.0
         self.batch = batch
         self.lim = Limiter(Bounds(*in_flight), Bounds(*pollers), batch, self.now)
@@ -81,10 +85,32 @@ def test_starts_with_two_pollers_and_three_batches_each_within_bounds(
     lim = Feed(in_flight, pollers).lim
     assert (lim.pollers, lim.limit) == start
     assert lim.reason == "start"
-    assert lim.slow_start
+    assert lim.slow_start is True
+    assert lim.latency is None
+    assert lim.base is None
+    assert lim.last_window == Window(100.0)  # loggable before the first evaluation
+
+
+def test_a_window_counts_what_it_saw() -> None:
+    f = Feed()
+    f.lim.received(10, 0, False)
+    f.lim.received(10, 0, True)
+    f.window(receives=10, full=6, starved=3)
+    assert f.lim.last_window == Window(
+        100.0, receives=12, full=6, empty=2, starved=4, messages=96, completed=96, slot_seconds=12.0
+    )
 
 
 # -- windows -----------------------------------------------------------------------------------
+def test_a_window_is_due_once_the_interval_has_passed() -> None:
+    f = Feed(now=0.0)
+    assert f.window(seconds=INTERVAL)  # 0.0 + INTERVAL - 0.0 == INTERVAL exactly
+    g = Feed(now=0.0)
+    assert not g.window(receives=7, completed=7, seconds=INTERVAL)
+    g.now = MAX_WINDOW
+    assert g.lim.tick(g.now, g.slot_seconds)  # exactly the longest window: due
+
+
 def test_a_window_is_evaluated_after_the_interval_and_enough_events() -> None:
     f = Feed()
     assert not f.busy(seconds=INTERVAL - 0.01)  # enough events, too early
@@ -173,7 +199,8 @@ def test_slow_start_doubles_the_limit_while_slots_are_full_and_there_is_a_backlo
 def test_a_quarter_of_the_receives_starved_is_enough_to_raise_the_limit() -> None:
     f = Feed()
     f.window(starved=5)
-    assert f.lim.limit == 120
+    assert (f.lim.limit, f.lim.pollers) == (120, 2)
+    assert f.lim.reason == "backlog, slots full"
     g = Feed()
     g.window(starved=4)  # fewer: the pollers were what held receiving back
     assert g.lim.limit == 120  # raised for the pollers added, not for starving
@@ -193,6 +220,7 @@ def test_an_unused_limit_is_left_as_it_is() -> None:
     f = Feed(pollers=(2, 2))
     f.window(0.125, starved=0)  # a backlog, but slots were free: the pollers are the bound
     assert f.lim.limit == 60
+    assert f.lim.reason == "start"  # and there are as many pollers as allowed: nothing to do
     f.window(4.0, starved=0)  # a slow handler that does not use the limit changes nothing
     assert f.lim.limit == 60
     assert f.lim.slow_start
@@ -209,7 +237,7 @@ def test_the_limit_shrinks_halfway_to_the_gradient_when_the_slot_time_passes_the
     f.busy(1.25)  # gradient 8 * 0.125 / 1.25 = 0.8: aims at 384, goes halfway: 432
     assert f.lim.limit == 432
     assert f.lim.reason == "slot time rose"
-    assert not f.lim.slow_start
+    assert f.lim.slow_start is False
     f.busy(4.0)  # gradient 0.25, but never below 0.5: aims at 216, goes halfway: 324
     assert f.lim.limit == 324
 

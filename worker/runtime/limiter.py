@@ -151,12 +151,13 @@ class Limiter:
         backlog = w.full * 2 >= w.receives
         starved = w.starved * 4 >= w.receives
         if starved and self.latency is not None and self.base is not None:
-            gradient = max(MIN_GRADIENT, min(1.0, TOLERANCE * self.base / self.latency))
-            if gradient < 1 and self.limit <= self.in_flight.low:
+            over = self.latency > TOLERANCE * self.base
+            if over and self.limit <= self.in_flight.low:
                 self.base = self.latency  # slower for good: measure from here
                 self.reason = "slot time rose at the lowest limit"
-            elif gradient < 1:
+            elif over:
                 self.slow_start = False
+                gradient = max(MIN_GRADIENT, TOLERANCE * self.base / self.latency)
                 self._set_limit(self.limit * (1 - SMOOTHING * (1 - gradient)), "slot time rose")
             elif backlog:
                 step = self.limit if self.slow_start else max(self.batch_size, self.limit * GROWTH)
