@@ -16,12 +16,12 @@ calls ``tick(now, slot_seconds)`` with the slots in use integrated over time. At
   steady window (as many in as out).
 
 The in-flight limit moves only while it is what holds receiving back (starved), like
-Netflix's Gradient2 (concurrency-limits): ``gradient = TOLERANCE * base / slot time``,
-clamped to 0.5..1. At 1 with a backlog the limit doubles (slow start, until the slot time
-first passes the tolerance), then grows by a tenth per window; below 1 it moves halfway to
-``limit * gradient``. It settles where the slot time is about ``TOLERANCE``
-times its unloaded value: what a handler, the event loop, the thread pool or a downstream
-that no longer keeps up shows. The tolerance is wide on purpose: on a busy process the slot
+Netflix's Gradient2 (concurrency-limits). Within ``TOLERANCE`` times the base and with a
+backlog, the limit doubles (slow start, until the slot time first passes the tolerance),
+then grows by a tenth per window. Past it, the limit moves halfway to ``limit * gradient``,
+``gradient = TOLERANCE * base / slot time`` (at least 0.5). It settles where the slot time
+is about ``TOLERANCE`` times its unloaded value: what a handler, the event loop, the thread
+pool or a downstream that no longer keeps up shows. The tolerance is wide on purpose: on a busy process the slot
 time grows with the load well before throughput stops growing (deletes and receives wait
 for the event loop), and a queue consumer's goal is throughput. A limit that is not used
 is left as it is. When the slot time stays above the tolerance at the lowest limit, the
