@@ -27,7 +27,7 @@ from bench.result import Capacity
 from worker.settings import QueueSettings
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import Bench
 
 OP = "ChangeMessageVisibilityBatch"
 

@@ -35,8 +35,10 @@ import yaml
 from aiobotocore.session import get_session
 
 from bench.accounting import Accounting, render
+from bench.harness import PY, Proxy
+from bench.procstat import hwm_mb
 from bench.result import ROOT
-from bench.run import PY, Proxy, hwm_mb, sqs_endpoint
+from bench.run import sqs_endpoint
 from worker.aws import AwsClient
 from worker.ops.queue_stats import queue_counts
 

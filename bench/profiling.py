@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from bench.result import ROOT
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.harness import Bench, Scenario
 
 TOP = 20
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
@@ -78,13 +78,13 @@ def top_imports(log: Path, count: int = TOP) -> str:
     return "\n".join(lines)
 
 
-async def profile_scenarios(bench: Bench, keys: list[str], args: argparse.Namespace) -> None:
-    from bench.run import Scenario, repeated
-
-    known = {s.key: s for s in repeated(args.raw_concurrency) if s.raw_handler_ms is None}
+async def profile_scenarios(
+    bench: Bench, keys: list[str], args: argparse.Namespace, known: dict[str, Scenario], startup: Scenario
+) -> None:
+    """One profiled run per key: ``known`` scenarios by key, or ``startup`` (-X importtime)."""
     for key in keys:
         if key in ("startup", "startup-worker"):
-            sc = Scenario("startup-worker", "start-up: worker, default settings", "startup")
+            sc = startup
             run = await bench.measure(sc, 0, n=args.startup_n, python_args=["-X", "importtime"])
             bench.runs.remove(run)
             text = "\n".join(top_imports(log) for log in bench.last_logs)

@@ -18,7 +18,7 @@ from aiobotocore.session import get_session
 from tests.servers import LocalStack
 
 if TYPE_CHECKING:
-    from bench.run import Proxy
+    from bench.harness import Proxy
 from worker.messages.routing import Registry, Router
 from worker.runtime.supervisor import Supervisor
 from worker.settings import WorkerSettings, load_settings
@@ -64,7 +64,7 @@ async def own_server() -> AsyncIterator[LocalStack]:
 async def proxy(endpoint: str) -> AsyncIterator[Proxy]:
     """The fault proxy (bench/proxy.py) in front of LocalStack: slow calls, throttling,
     black holes. Point a worker at ``proxy.url``."""
-    from bench.run import Proxy
+    from bench.harness import Proxy
 
     started = await asyncio.to_thread(Proxy, endpoint)
     try:

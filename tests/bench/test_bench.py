@@ -17,8 +17,8 @@ from pathlib import Path
 from aiobotocore.session import get_session
 
 from bench.aggregate import Run, aggregate
+from bench.harness import TUNED, Proxy
 from bench.result import Capacity
-from bench.run import TUNED, Proxy
 from bench.targets import evaluate
 from tests.conftest import Aws
 from tests.servers import ROOT

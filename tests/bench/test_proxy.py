@@ -11,7 +11,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from bench.run import Proxy
+from bench.harness import Proxy
 from tests.conftest import Aws
 
 

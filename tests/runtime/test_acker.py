@@ -12,7 +12,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from bench.run import Proxy
+from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
 from worker.aws import AwsClient

@@ -14,7 +14,7 @@ from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, PermanentFailure, Router
 
 if TYPE_CHECKING:
-    from bench.run import Proxy
+    from bench.harness import Proxy
 
 
 async def test_fifo_order_per_group_holds_under_failures_while_groups_run_in_parallel(aws: Aws) -> None:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from bench.run import Proxy
+from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Retry, Router
 from worker.runtime.supervisor import Supervisor
