@@ -40,11 +40,10 @@ from urllib.parse import urlsplit
 
 from bench import procstat
 from bench.aggregate import aggregate, once
+from bench.harness import TUNED, Bench, Scenario, defaults, repeated
 from bench.result import LEGEND, ROOT, render, render_capacity
 
 __all__ = ["main", "sqs_endpoint"]
-
-from bench.harness import TUNED, Bench, Scenario, defaults, repeated
 
 
 @contextlib.contextmanager
