@@ -1,15 +1,23 @@
-"""The producer library against LocalStack: typed bodies, batching, limits, partial failures."""
+"""The producer library against LocalStack: typed bodies, batching, limits, partial failures,
+bodies offloaded to S3."""
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from tests.conftest import Aws
 from worker.aws import AwsClient
-from worker.producer import MAX_BYTES, OutgoingMessage, Producer, ProducerError
+from worker.messages.envelope import parse_message
+from worker.messages.payload_store import PayloadMissing, PayloadStore
+from worker.messages.payloads import SNS_MAX_BYTES, PayloadPointer
+from worker.producer import MAX_BYTES, Offload, OutgoingMessage, Producer, ProducerError
+from worker.settings import AwsSettings, PayloadSettings
 
 
 class OrderPlaced(BaseModel):
@@ -51,10 +59,137 @@ async def test_oversized_message_is_refused_before_any_call(aws: Aws) -> None:
     queue = await aws.queue()
     p = producer(aws)
     big = "x" * (MAX_BYTES + 1)
-    with pytest.raises(ProducerError, match="over the 256 KiB limit"):
+    with pytest.raises(ProducerError, match=r"over the SQS limit of 1 MiB .*--s3-bucket"):
         await p.send_many(queue.url, [OutgoingMessage({"n": 1}), OutgoingMessage(big)])
+    # Attributes count: name, type and value.
+    at_limit = "x" * (MAX_BYTES - len("type") - len("String") - len("t"))
+    with pytest.raises(ProducerError, match="1,048,577 bytes"):
+        await p.send_many(queue.url, [OutgoingMessage(at_limit + "x", "t")])
     assert p.sqs.calls["send_message_batch"] == 0
     assert await aws.total(queue.url) == 0  # nothing half-sent
+    await p.send(queue.url, at_limit, "t")  # exactly 1 MiB: what SQS takes
+    [m] = await aws.drain(queue.url)
+    assert len(m["Body"]) == len(at_limit)
+
+
+async def test_sns_takes_256_kib(aws: Aws) -> None:
+    topic = (await aws.sns.create_topic(Name=f"limits-{uuid.uuid4().hex[:8]}"))["TopicArn"]
+    p = producer(aws)
+    with pytest.raises(ProducerError, match="over the SNS limit of 256 KiB"):
+        await p.publish(topic, "x" * (SNS_MAX_BYTES + 1))
+    assert await p.publish(topic, "x" * SNS_MAX_BYTES)
+
+
+@pytest.fixture(scope="session")
+async def bucket(aws: Aws) -> str:
+    name = f"offload-{uuid.uuid4().hex[:12]}"
+    async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as store:
+        await (await store.client()).call("create_bucket", Bucket=name)
+    return name
+
+
+@pytest.fixture
+async def store(aws: Aws) -> AsyncIterator[PayloadStore]:
+    async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as s:
+        yield s
+
+
+def offloading(aws: Aws, store: PayloadStore, offload: Offload) -> Producer:
+    return Producer(AwsClient(aws.sqs), AwsClient(aws.sns), offload=offload, payloads=store)
+
+
+async def test_bodies_over_the_threshold_go_to_s3(aws: Aws, bucket: str, store: PayloadStore) -> None:
+    queue = await aws.queue()
+    p = offloading(aws, store, Offload(bucket, prefix="out/"))
+    small, large, huge = {"n": "x" * 1000}, {"n": "y" * 300_000}, {"n": "z" * 5_000_000}
+    result = await p.send_many(queue.url, [OutgoingMessage(b, "job") for b in (small, large, huge)])
+    assert len(result.sent) == 3
+    received = {m["MessageId"]: m for m in await aws.drain(queue.url)}
+    messages = [parse_message(received[i]) for i in result.sent]
+    assert messages[0].payload is None
+    assert json.loads(messages[0].body) == small
+    for message, body in zip(messages[1:], (large, huge), strict=True):
+        assert message.payload is not None
+        assert message.payload.bucket == bucket
+        assert message.payload.key.startswith("out/")
+        assert message.type == "job"  # the type attribute is kept beside the pointer
+        resolved = await store.resolve(message)
+        assert resolved is not None
+        assert json.loads(resolved.body) == body
+    raw = received[result.sent[1]]
+    assert raw["MessageAttributes"]["ExtendedPayloadSize"] == {
+        "DataType": "Number",
+        "StringValue": str(len(json.dumps(large))),
+    }
+
+
+async def test_always_offloads_every_body_also_through_sns(
+    aws: Aws, bucket: str, store: PayloadStore
+) -> None:
+    topic = (await aws.sns.create_topic(Name=f"offload-{uuid.uuid4().hex[:8]}"))["TopicArn"]
+    queue = await aws.queue()
+    await aws.sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue.arn, Attributes={"RawMessageDelivery": "false"}
+    )
+    p = offloading(aws, store, Offload(bucket, always=True))
+    await p.publish(topic, {"tiny": 1}, "job")
+    # Over SNS's 256 KiB: offloaded even with a threshold above it.
+    p.offload = Offload(bucket, threshold=MAX_BYTES)
+    await p.publish(topic, {"big": "b" * 400_000}, "job")
+    got = [parse_message(m) for m in await aws.drain(queue.url, wait=2)]
+    assert len(got) == 2
+    for message in got:
+        assert message.payload is not None
+        assert message.topic_arn == topic
+        resolved = await store.resolve(message)
+        assert resolved is not None
+        assert json.loads(resolved.body) in ({"tiny": 1}, {"big": "b" * 400_000})
+    with pytest.raises(ProducerError, match="structure json body cannot be offloaded"):
+        await p.publish(topic, {"default": "x" * 300_000}, structure_json=True)
+
+
+async def test_offloading_refusals(aws: Aws, bucket: str, store: PayloadStore) -> None:
+    queue = await aws.queue()
+    p = offloading(aws, store, Offload(bucket, always=True))
+    with pytest.raises(ProducerError, match="reserved for offloaded payloads"):
+        await p.send(queue.url, "x", attributes={"ExtendedPayloadSize": "1"})
+    ten = {f"a{i}": "v" for i in range(10)}
+    with pytest.raises(ProducerError, match="needs one of the 10 message attributes"):
+        await p.send(queue.url, "x", attributes=ten)
+    with pytest.raises(ProducerError, match="needs a bucket"):
+        Offload("")
+    assert Offload.from_settings(PayloadSettings()) is None
+    assert Offload.from_settings(PayloadSettings(bucket="bkt", offload="always")) == Offload(
+        "bkt", always=True
+    )
+
+
+async def test_a_message_not_sent_leaves_no_object(aws: Aws, bucket: str, store: PayloadStore) -> None:
+    queue = await aws.queue(fifo=True)
+    p = offloading(aws, store, Offload(bucket, always=True))
+    stored: list[PayloadPointer] = []
+    put = store.put
+
+    async def recording_put(*args: Any, **kwargs: Any) -> PayloadPointer:
+        pointer = await put(*args, **kwargs)
+        stored.append(pointer)
+        return pointer
+
+    store.put = recording_put  # type: ignore[method-assign]
+    result = await p.send_many(
+        queue.url, [OutgoingMessage({"n": 0}, group_id="g"), OutgoingMessage({"n": 1}, group_id="g" * 200)]
+    )
+    assert [f.index for f in result.failed] == [1]
+    assert len(stored) == 2
+
+    async def exists(pointer: PayloadPointer) -> bool:
+        try:
+            await store.fetch(pointer)
+        except PayloadMissing:
+            return False
+        return True
+
+    assert sorted([await exists(s) for s in stored]) == [False, True]  # the unsent one is gone
 
 
 async def test_batch_with_failed_entries_reports_exactly_which(aws: Aws) -> None:

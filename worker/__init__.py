@@ -7,8 +7,22 @@ Handler modules import what they need from here::
 
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
+from worker.messages.payloads import PayloadPointer
 from worker.messages.resources import Resources
 from worker.messages.routing import CallNext, Middleware, Router
+from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
 
-__all__ = ["CallNext", "Message", "Middleware", "PermanentFailure", "Resources", "Retry", "Router"]
+__all__ = [
+    "CallNext",
+    "Message",
+    "Middleware",
+    "PayloadPointer",
+    "PermanentFailure",
+    "Resources",
+    "Retry",
+    "Router",
+    "S3Event",
+    "S3EventRecord",
+    "S3TestEvent",
+]
 __version__ = "0.1.0"

@@ -9,11 +9,21 @@ Bodies are pydantic models (serialised to JSON), dicts/lists (JSON) or strings. 
 type goes into the ``type`` attribute, which the worker dispatches on and SNS filter
 policies can match. Batches of ten are formed automatically; entries that fail inside a
 batch for a server-side reason are retried, the others are reported, each with its index.
-A message over 256 KiB is refused before any call.
+
+Sizes are counted as SQS and SNS count them (body plus attribute names, types and values).
+A message over what its destination accepts (1 MiB for SQS, 256 KiB for SNS) is refused
+before any call, unless offloading is configured: with ``offload=Offload(bucket)`` a body
+over the threshold (default 256 KiB; or every body) is stored in S3 and the message carries
+a pointer in the Amazon SQS/SNS Extended Client format, which the worker and the reference
+clients (Java, Python) read::
+
+    async with Producer.connect(aws, offload=Offload("my-bucket", prefix="payloads/")) as producer:
+        await producer.send("billing", huge_report, message_type="report.ready")
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -26,9 +36,23 @@ from pydantic import BaseModel
 
 from worker.aws import AwsClient, aws_client, error_code, list_topics
 from worker.errors import EXIT_FAILED, EXIT_NOT_FOUND, ConfigError, NotFoundError
-from worker.settings import AwsSettings
+from worker.messages.payload_store import PayloadStore
+from worker.messages.payloads import (
+    DEFAULT_THRESHOLD,
+    MAX_ATTRIBUTES,
+    RESERVED_ATTRIBUTES,
+    SNS_MAX_BYTES,
+    SQS_MAX_BYTES,
+    PayloadPointer,
+    message_bytes,
+    pointer_attribute,
+)
+from worker.settings import AwsSettings, PayloadSettings
 
-MAX_BYTES = 262_144
+MAX_BYTES = SQS_MAX_BYTES
+"""The most SQS accepts in one message (SNS: ``SNS_MAX_BYTES``)."""
+UPLOADS = 8
+"""Offloaded bodies stored in S3 at once."""
 BATCH = 10
 RETRIES = 3
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
@@ -62,6 +86,44 @@ class OutgoingMessage:
     structure_json: bool = False  # SNS only: body is {"default": ..., "sqs": ...}
 
 
+@dataclass(frozen=True)
+class Offload:
+    """Where and when bodies go to S3 (the extended-client format)."""
+
+    bucket: str
+    prefix: str = ""
+    """Key prefix; the key is prefix + a UUID."""
+    threshold: int = DEFAULT_THRESHOLD
+    """Bytes (body plus attributes) above which a body is offloaded; SNS messages are
+    offloaded above 256 KiB whatever this says."""
+    always: bool = False
+    """Offload every body, whatever its size."""
+    legacy: bool = False
+    """Write the legacy names (``SQSLargePayloadSize``, ``MessageS3Pointer``) for old readers."""
+
+    def __post_init__(self) -> None:
+        if not self.bucket:
+            raise ProducerError("offloading needs a bucket")
+        if not 0 <= self.threshold <= SQS_MAX_BYTES:
+            raise ProducerError(f"offload threshold must be 0-{SQS_MAX_BYTES} bytes, not {self.threshold}")
+
+    @classmethod
+    def from_settings(cls, payloads: PayloadSettings) -> Offload | None:
+        """The offloading ``payloads:`` configures (None when it names no bucket)."""
+        if not payloads.bucket:
+            return None
+        return cls(payloads.bucket, payloads.prefix, payloads.threshold, payloads.offload == "always")
+
+
+@dataclass
+class _Pending:
+    """An entry checked and ready, with the body still to be offloaded (if any)."""
+
+    entry: dict[str, Any]
+    body_key: str
+    offload: str | None = None
+
+
 @dataclass
 class Failure:
     index: int
@@ -84,12 +146,6 @@ def encode_body(body: BaseModel | dict[str, Any] | list[Any] | str) -> str:
     return json.dumps(body)
 
 
-def _size(body: str, attributes: dict[str, dict[str, str]]) -> int:
-    # SQS and SNS count attribute names, types and values towards the limit.
-    extra = sum(len(k) + len(v["DataType"]) + len(v["StringValue"]) for k, v in attributes.items())
-    return len(body.encode("utf-8")) + extra
-
-
 def _attributes(message: OutgoingMessage, type_attribute: str) -> dict[str, dict[str, str]]:
     attrs = {k: {"DataType": "String", "StringValue": str(v)} for k, v in message.attributes.items()}
     if message.message_type:
@@ -98,19 +154,42 @@ def _attributes(message: OutgoingMessage, type_attribute: str) -> dict[str, dict
 
 
 class Producer:
-    def __init__(self, sqs: AwsClient, sns: AwsClient, type_attribute: str = "type") -> None:
+    def __init__(
+        self,
+        sqs: AwsClient,
+        sns: AwsClient,
+        type_attribute: str = "type",
+        *,
+        offload: Offload | None = None,
+        payloads: PayloadStore | None = None,
+    ) -> None:
+        """``offload``: store bodies in S3 as configured, through ``payloads`` (default: a
+        store opened from the standard AWS chain on first use; close it, or use
+        ``connect``)."""
         self.sqs = sqs
         self.sns = sns
         self.type_attribute = type_attribute
+        self.offload = offload
+        self.payloads = payloads if payloads is not None or offload is None else PayloadStore()
         self._queue_urls: dict[str, str] = {}
         self._topic_arns: dict[str, str] = {}
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls, aws: AwsSettings | None = None) -> AsyncIterator[Producer]:
+    async def connect(
+        cls,
+        aws: AwsSettings | None = None,
+        *,
+        offload: Offload | None = None,
+        path_style: bool | None = None,
+    ) -> AsyncIterator[Producer]:
         aws = aws or AwsSettings()
-        async with aws_client("sqs", aws) as sqs, aws_client("sns", aws) as sns:
-            yield cls(sqs, sns)
+        async with (
+            aws_client("sqs", aws) as sqs,
+            aws_client("sns", aws) as sns,
+            PayloadStore.connect(aws, PayloadSettings(path_style=path_style)) as payloads,
+        ):
+            yield cls(sqs, sns, offload=offload, payloads=payloads)
 
     # -- destinations --------------------------------------------------------------------
     async def queue_url(self, queue: str) -> str:
@@ -136,10 +215,10 @@ class Producer:
         return self._topic_arns[topic]
 
     # -- entries -------------------------------------------------------------------------
-    def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> dict[str, Any]:
+    def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(m, self.type_attribute)
-        self._check(i, body, attrs)
+        offload = self._check(i, body, attrs, SQS_MAX_BYTES, "SQS")
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
         if attrs:
             entry["MessageAttributes"] = attrs
@@ -152,12 +231,17 @@ class Producer:
             entry["MessageDeduplicationId"] = m.dedup_id or uuid.uuid4().hex
         elif m.group_id or m.dedup_id:
             raise ProducerError(f"message {i}: group and deduplication ids are for FIFO queues")
-        return entry
+        return _Pending(entry, "MessageBody", body if offload else None)
 
-    def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> dict[str, Any]:
+    def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(m, self.type_attribute)
-        self._check(i, body, attrs)
+        offload = self._check(i, body, attrs, SNS_MAX_BYTES, "SNS")
+        if offload and m.structure_json:
+            raise ProducerError(
+                f"message {i}: a message structure json body cannot be offloaded to S3 (as with the "
+                "reference clients); send it without --structure-json"
+            )
         entry: dict[str, Any] = {"Id": str(i), "Message": body}
         if attrs:
             entry["MessageAttributes"] = attrs
@@ -176,13 +260,70 @@ class Producer:
                 raise ProducerError(f"message {i}: a FIFO topic needs a group id")
             entry["MessageGroupId"] = m.group_id
             entry["MessageDeduplicationId"] = m.dedup_id or uuid.uuid4().hex
-        return entry
+        return _Pending(entry, "Message", body if offload else None)
 
-    @staticmethod
-    def _check(i: int, body: str, attrs: dict[str, dict[str, str]]) -> None:
-        size = _size(body, attrs)
-        if size > MAX_BYTES:
-            raise ProducerError(f"message {i}: {size} bytes is over the 256 KiB limit ({MAX_BYTES} bytes)")
+    def _check(self, i: int, body: str, attrs: dict[str, dict[str, str]], limit: int, service: str) -> bool:
+        """Whether message ``i`` goes to S3; ProducerError when it can go nowhere."""
+        reserved = next((name for name in RESERVED_ATTRIBUTES if name in attrs), None)
+        if reserved is not None:
+            raise ProducerError(f"message {i}: attribute {reserved} is reserved for offloaded payloads")
+        size = message_bytes(body, attrs)
+        offload = self.offload
+        if offload is not None and (offload.always or size > min(offload.threshold, limit)):
+            if len(attrs) >= MAX_ATTRIBUTES:
+                raise ProducerError(
+                    f"message {i}: an offloaded message needs one of the {MAX_ATTRIBUTES} message "
+                    f"attributes for its pointer; it has {len(attrs)}"
+                )
+            return True
+        if size > limit:
+            raise ProducerError(
+                f"message {i}: {size:,} bytes (body plus attributes) is over the {service} limit of "
+                f"{_kib(limit)} ({limit:,} bytes); offload large bodies to S3: --s3-bucket BUCKET "
+                "(Producer: offload=Offload(bucket))"
+            )
+        return False
+
+    async def _offload(self, pending: list[_Pending]) -> dict[int, PayloadPointer]:
+        """Store the bodies to offload in S3 (a few at once) and point their entries at
+        them; what was stored, by message index. Nothing is sent before they all are."""
+        todo = [p for p in pending if p.offload is not None]
+        offload, payloads = self.offload, self.payloads
+        if not todo or offload is None or payloads is None:
+            return {}
+        stored: dict[int, PayloadPointer] = {}
+        gate = asyncio.Semaphore(UPLOADS)
+
+        async def one(p: _Pending) -> None:
+            assert p.offload is not None
+            async with gate:
+                pointer = await payloads.put(
+                    p.offload,
+                    bucket=offload.bucket,
+                    key=f"{offload.prefix}{uuid.uuid4()}",
+                    legacy=offload.legacy,
+                )
+            stored[int(p.entry["Id"])] = pointer
+            p.entry[p.body_key] = pointer.body()
+            p.entry["MessageAttributes"] = {
+                **p.entry.get("MessageAttributes", {}),
+                **pointer_attribute(len(p.offload.encode("utf-8")), legacy=offload.legacy),
+            }
+
+        try:
+            await asyncio.gather(*(one(p) for p in todo))
+        except BaseException:
+            await self._forget(list(stored.values()))
+            raise
+        return stored
+
+    async def _forget(self, pointers: list[PayloadPointer]) -> None:
+        """Delete stored bodies whose messages were not sent (best effort)."""
+        if self.payloads is None:
+            return
+        for pointer in pointers:
+            with contextlib.suppress(Exception):
+                await self.payloads.delete(pointer)
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, queue: str, body: Any, message_type: str | None = None, **options: Any) -> str:
@@ -200,8 +341,8 @@ class Producer:
     ) -> BatchResult:
         url = await self.queue_url(queue)
         fifo = url.endswith(".fifo")
-        entries = [self._sqs_entry(i, m, fifo) for i, m in enumerate(messages)]  # all checked first
-        return await self._batches(entries, "send_message_batch", {"QueueUrl": url}, progress)
+        pending = [self._sqs_entry(i, m, fifo) for i, m in enumerate(messages)]  # all checked first
+        return await self._send(pending, "send_message_batch", {"QueueUrl": url}, progress)
 
     async def publish(self, topic: str, body: Any, message_type: str | None = None, **options: Any) -> str:
         result = await self.publish_many(topic, [OutgoingMessage(body, message_type, **options)])
@@ -218,8 +359,21 @@ class Producer:
     ) -> BatchResult:
         arn = await self.topic_arn(topic)
         fifo = arn.endswith(".fifo")
-        entries = [self._sns_entry(i, m, fifo) for i, m in enumerate(messages)]
-        return await self._batches(entries, "publish_batch", {"TopicArn": arn}, progress)
+        pending = [self._sns_entry(i, m, fifo) for i, m in enumerate(messages)]
+        return await self._send(pending, "publish_batch", {"TopicArn": arn}, progress)
+
+    async def _send(
+        self,
+        pending: list[_Pending],
+        operation: str,
+        target: dict[str, str],
+        progress: Callable[[int, int], None] | None,
+    ) -> BatchResult:
+        stored = await self._offload(pending)
+        result = await self._batches([p.entry for p in pending], operation, target, progress)
+        # A message that was not sent leaves no object behind.
+        await self._forget([stored[f.index] for f in result.failed if f.index in stored])
+        return result
 
     async def _batches(
         self,
@@ -262,3 +416,7 @@ class Producer:
 
     def sqs_or_sns(self, operation: str) -> AwsClient:
         return self.sns if operation == "publish_batch" else self.sqs
+
+
+def _kib(limit: int) -> str:
+    return f"{limit // 1_048_576} MiB" if limit % 1_048_576 == 0 else f"{limit // 1024} KiB"

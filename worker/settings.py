@@ -44,6 +44,7 @@ __all__ = [
     "AwsSettings",
     "Bounds",
     "ConfigError",
+    "PayloadSettings",
     "QueueSettings",
     "WorkerSettings",
     "check_endpoint_url",
@@ -354,6 +355,36 @@ class HealthSettings(BaseModel):
     """/readyz fails when a queue had no successful receive for this long."""
 
 
+class PayloadSettings(BaseModel):
+    """Bodies kept in S3 in the Amazon SQS/SNS Extended Client format (``payloads:``).
+
+    Reading needs nothing set: a pointer names its bucket. ``bucket`` and ``prefix`` say
+    where producers built from this configuration offload (``worker send/publish
+    --s3-bucket/--s3-prefix`` read the same ``WORKER_PAYLOADS__*`` variables) and which
+    objects ``worker iam-policy`` grants."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bucket: str | None = Field(default=None, min_length=3, max_length=63)
+    """Bucket offloaded bodies are written to."""
+    prefix: str = Field(default="", max_length=512)
+    """Key prefix of offloaded bodies (e.g. ``payloads/``); the key is prefix + a UUID."""
+    offload: Literal["auto", "always"] = "auto"
+    """``auto``: bodies over ``threshold`` go to S3; ``always``: every body does."""
+    threshold: int = Field(default=262_144, ge=0, le=1_048_576)
+    """Bytes (body plus attributes) above which ``auto`` offloads; SNS messages are
+    offloaded above 256 KiB whatever this says (SNS's limit)."""
+    delete_after_success: bool = True
+    """Delete a payload's object once its message was handled and deleted (like the
+    reference clients). Never for messages that came in an SNS envelope: a topic fans one
+    object out to several queues (leave those to the bucket's lifecycle rule)."""
+    ignore_missing: bool = False
+    """A pointer whose object is gone: false, the message is rejected (to the DLQ) with the
+    reason; true, it is deleted without running a handler (``ignorePayloadNotFound``)."""
+    path_style: bool | None = None
+    """S3 path-style addressing; default: on when a custom endpoint is set (LocalStack, MinIO)."""
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -378,6 +409,7 @@ class WorkerSettings(BaseSettings):
     """Threads for plain (non-async) handlers."""
     log: LogSettings = Field(default_factory=LogSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    payloads: PayloadSettings = Field(default_factory=PayloadSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -686,7 +718,7 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
     return loaded
 
 
-_TOPOLOGY_TOP = ("topics", "subscriptions")
+_TOPOLOGY_TOP = ("topics", "subscriptions", "buckets")
 _TOPOLOGY_QUEUE = (
     "dead_letter",
     "redrive_allow",

@@ -43,14 +43,62 @@ async def test_bad_send_input_is_one_line_and_nonzero(aws: Aws, tmp_path: Path) 
     assert "body is not valid JSON" in err
     assert len(err.strip().splitlines()) == 1
     big = tmp_path / "big.json"
-    big.write_text(json.dumps({"blob": "x" * 300_000}))
+    big.write_text(json.dumps({"blob": "x" * 1_100_000}))
     code, _, err = await asyncio.to_thread(cli, aws, "send", queue.name, "--body", f"@{big}")
     assert code == 2
-    assert "over the 256 KiB limit" in err
+    assert "over the SQS limit of 1 MiB" in err
+    assert "--s3-bucket" in err
     code, _, err = await asyncio.to_thread(cli, aws, "send", "no-such-queue-x", "--body", "{}")
     assert code != 0
     assert "queue 'no-such-queue-x' does not exist" in err
     assert await aws.total(queue.url) == 0
+
+
+async def test_send_and_publish_offload_large_bodies_to_s3(aws: Aws, tmp_path: Path) -> None:
+    from worker.messages.envelope import parse_message
+    from worker.messages.payload_store import PayloadStore
+    from worker.settings import AwsSettings
+
+    queue = await aws.queue()
+    bucket = f"cli-{uuid.uuid4().hex[:12]}"
+    big = tmp_path / "big.json"
+    body = {"blob": "x" * 2_000_000}
+    big.write_text(json.dumps(body))
+    async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as store:
+        await (await store.client()).call("create_bucket", Bucket=bucket)
+        code, out, err = await asyncio.to_thread(
+            cli, aws, "send", queue.name, "--type", "blob", "--body", f"@{big}", "--s3-bucket", bucket,
+            "--s3-prefix", "cli/",
+        )  # fmt: skip
+        assert code == 0, err
+        assert out.startswith("sent ")
+        topic = (await aws.sns.create_topic(Name=f"cli-{uuid.uuid4().hex[:8]}"))["TopicArn"]
+        await aws.sns.subscribe(
+            TopicArn=topic, Protocol="sqs", Endpoint=queue.arn, Attributes={"RawMessageDelivery": "true"}
+        )
+        result = await asyncio.to_thread(
+            run_worker,
+            ["publish", topic, "--type", "small", "--body", '{"n": 1}', "--offload", "always",
+             "--endpoint-url", aws.endpoint, "--region", "us-east-1"],
+            {"WORKER_PAYLOADS__BUCKET": bucket},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        got = {m.type: m for m in (parse_message(r) for r in await aws.drain(queue.url, wait=2))}
+        assert set(got) == {"blob", "small"}
+        for kind, expected in (("blob", body), ("small", {"n": 1})):
+            message = got[kind]
+            assert message.payload is not None
+            assert message.payload.bucket == bucket
+            resolved = await store.resolve(message)
+            assert resolved is not None
+            assert json.loads(resolved.body) == expected
+        assert got["blob"].payload is not None
+        assert got["blob"].payload.key.startswith("cli/")
+    code, _, err = await asyncio.to_thread(
+        cli, aws, "send", queue.name, "--body", "{}", "--offload", "always"
+    )
+    assert code == 2
+    assert "--offload always needs --s3-bucket" in err
 
 
 async def test_dlq_show_does_not_consume(aws: Aws) -> None:

@@ -1,5 +1,7 @@
 """``worker send`` and ``worker publish``: one message from ``--body``, or many from a
-JSON-lines ``--file`` (``-`` for stdin), sent in batches of ten."""
+JSON-lines ``--file`` (``-`` for stdin), sent in batches of ten. With ``--s3-bucket`` (or
+``WORKER_PAYLOADS__BUCKET``) bodies over the threshold are stored in S3 and sent as pointers
+in the Amazon SQS/SNS Extended Client format."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import typer
 from worker.cli.common import Connection, EndpointOption, RegionOption, TimeoutOption, run_async
 from worker.cli.output import info, progress, warn
 from worker.errors import EXIT_FAILED, ConfigError
-from worker.producer import BatchResult, OutgoingMessage, Producer
+from worker.messages.payload_store import PayloadStore
+from worker.messages.payloads import DEFAULT_THRESHOLD, SQS_MAX_BYTES
+from worker.producer import BatchResult, Offload, OutgoingMessage, Producer
 
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Message type: the 'type' attribute the worker dispatches on.")
@@ -31,6 +35,62 @@ DedupOption = Annotated[str | None, typer.Option("--dedup-id", help="Deduplicati
 RawOption = Annotated[
     bool, typer.Option("--raw", help="Send bodies as text, without checking they are JSON.")
 ]
+_S3 = "Large payloads (S3)"
+BucketOption = Annotated[
+    str | None,
+    typer.Option(
+        "--s3-bucket",
+        envvar="WORKER_PAYLOADS__BUCKET",
+        show_envvar=True,
+        help="Offload large bodies to this bucket (extended-client format; the worker reads them).",
+        rich_help_panel=_S3,
+    ),
+]
+PrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--s3-prefix",
+        envvar="WORKER_PAYLOADS__PREFIX",
+        show_envvar=True,
+        help="Key prefix of offloaded bodies (key: prefix + UUID).",
+        rich_help_panel=_S3,
+    ),
+]
+OffloadOption = Annotated[
+    str,
+    typer.Option(
+        "--offload",
+        envvar="WORKER_PAYLOADS__OFFLOAD",
+        show_envvar=True,
+        metavar="auto|always",
+        help="auto: bodies over --offload-threshold go to S3; always: every body does.",
+        rich_help_panel=_S3,
+    ),
+]
+ThresholdOption = Annotated[
+    int,
+    typer.Option(
+        "--offload-threshold",
+        envvar="WORKER_PAYLOADS__THRESHOLD",
+        show_envvar=True,
+        min=0,
+        max=SQS_MAX_BYTES,
+        help="Bytes (body plus attributes) above which 'auto' offloads (SNS: 256 KiB at most).",
+        rich_help_panel=_S3,
+    ),
+]
+
+
+def offload_of(bucket: str | None, prefix: str, offload: str, threshold: int) -> Offload | None:
+    """The producer's offloading from the command line (None: no bucket, no offloading)."""
+    mode = offload.strip().lower()
+    if mode not in ("auto", "always"):
+        raise ConfigError(f"--offload {offload!r}: expected auto or always")
+    if not bucket:
+        if mode == "always":
+            raise ConfigError("--offload always needs --s3-bucket (or WORKER_PAYLOADS__BUCKET)")
+        return None
+    return Offload(bucket, prefix, threshold, always=mode == "always")
 
 
 def _parse_attrs(pairs: list[str]) -> dict[str, str]:
@@ -91,9 +151,15 @@ def _report(result: BatchResult, count: int, verb: str) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _send(conn: Connection, queue: str, messages: list[OutgoingMessage]) -> BatchResult:
-    async with conn.client("sqs") as sqs, conn.client("sns") as sns:
-        producer = Producer(sqs, sns)
+async def _send(
+    conn: Connection, queue: str, messages: list[OutgoingMessage], offload: Offload | None
+) -> BatchResult:
+    async with (
+        conn.client("sqs") as sqs,
+        conn.client("sns") as sns,
+        PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
+    ):
+        producer = Producer(sqs, sns, offload=offload, payloads=payloads)
         if len(messages) == 1:
             return await producer.send_many(queue, messages)
         with progress("sending", len(messages)) as update:
@@ -101,12 +167,16 @@ async def _send(conn: Connection, queue: str, messages: list[OutgoingMessage]) -
 
 
 async def _publish(
-    conn: Connection, topic: str, messages: list[OutgoingMessage], typeless: bool
+    conn: Connection, topic: str, messages: list[OutgoingMessage], typeless: bool, offload: Offload | None
 ) -> BatchResult:
     from worker.ops.filters import untyped_goes_nowhere
 
-    async with conn.client("sqs") as sqs, conn.client("sns") as sns:
-        producer = Producer(sqs, sns)
+    async with (
+        conn.client("sqs") as sqs,
+        conn.client("sns") as sns,
+        PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
+    ):
+        producer = Producer(sqs, sns, offload=offload, payloads=payloads)
         arn = await producer.topic_arn(topic)
         if typeless and await untyped_goes_nowhere(sns, arn, "type"):
             warn(
@@ -129,11 +199,17 @@ def send(
     dedup_id: DedupOption = None,
     raw: RawOption = False,
     delay: Annotated[int | None, typer.Option(min=0, max=900, help="Delivery delay in seconds.")] = None,
+    s3_bucket: BucketOption = None,
+    s3_prefix: PrefixOption = "",
+    offload: OffloadOption = "auto",
+    offload_threshold: ThresholdOption = DEFAULT_THRESHOLD,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
     timeout: TimeoutOption = 5.0,
 ) -> None:
-    """Send one message, or many from a JSON-lines file, to a queue."""
+    """Send one message, or many from a JSON-lines file, to a queue (up to 1 MiB each;
+    larger with --s3-bucket)."""
+    offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
     messages = _outgoing(type_, body, file, attr, group_id, dedup_id, raw, delay=delay)
     if _typeless([m.body for m in messages], type_):
         info(
@@ -141,7 +217,7 @@ def send(
             "rejects a message without one (unless the queue's worker is configured otherwise)"
         )
     conn = Connection(region, endpoint_url, timeout)
-    result = run_async(lambda: _send(conn, queue, messages), conn, queue=queue)
+    result = run_async(lambda: _send(conn, queue, messages, offloading), conn, queue=queue)
     _report(result, len(messages), "sent")
 
 
@@ -158,17 +234,23 @@ def publish(
     structure_json: Annotated[
         bool, typer.Option("--structure-json", help='The body is {"default": ..., "<protocol>": ...}.')
     ] = False,
+    s3_bucket: BucketOption = None,
+    s3_prefix: PrefixOption = "",
+    offload: OffloadOption = "auto",
+    offload_threshold: ThresholdOption = DEFAULT_THRESHOLD,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
     timeout: TimeoutOption = 5.0,
 ) -> None:
-    """Publish one message, or many from a JSON-lines file, to a topic."""
+    """Publish one message, or many from a JSON-lines file, to a topic (up to 256 KiB each;
+    larger with --s3-bucket)."""
+    offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
     messages = _outgoing(
         type_, body, file, attr, group_id, dedup_id, raw, subject=subject, structure_json=structure_json
     )
     typeless = type_ is None
     conn = Connection(region, endpoint_url, timeout)
-    result = run_async(lambda: _publish(conn, topic, messages, typeless), conn, service="sns")
+    result = run_async(lambda: _publish(conn, topic, messages, typeless, offloading), conn, service="sns")
     _report(result, len(messages), "published")
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 import typer
 
+from worker.aws import AwsClient
 from worker.cli.common import (
     Connection,
     EndpointOption,
@@ -17,8 +20,23 @@ from worker.cli.common import (
 )
 from worker.cli.output import info
 from worker.errors import UnsafeError
+from worker.messages.payload_store import s3_client
 from worker.ops.provision import Change, Provisioner, render_plan
-from worker.ops.topology import load_topology
+from worker.ops.topology import Topology, load_topology
+
+
+@contextlib.asynccontextmanager
+async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisioner]:
+    """A Provisioner with SQS and SNS clients, and S3 when the topology declares buckets."""
+    async with contextlib.AsyncExitStack() as stack:
+        sqs = await stack.enter_async_context(conn.client("sqs"))
+        sns = await stack.enter_async_context(conn.client("sns"))
+        s3: AwsClient | None = None
+        if spec.buckets:
+            s3 = await stack.enter_async_context(
+                s3_client(conn.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
+            )
+        yield Provisioner(spec, sqs, sns, s3)
 
 
 def provision(
@@ -39,13 +57,13 @@ def provision(
     region: RegionOption = None,
     timeout: TimeoutOption = 5.0,
 ) -> None:
-    """Make AWS match the topology file: queues, DLQs, topics, subscriptions (plan first)."""
+    """Make AWS match the topology file: queues, DLQs, topics, subscriptions, buckets and
+    their notifications (plan first)."""
     spec = load_topology(topology)
     conn = Connection(region, endpoint_url, timeout)
 
     async def plan() -> tuple[list[Change], list[Change]]:
-        async with conn.client("sqs") as sqs, conn.client("sns") as sns:
-            p = Provisioner(spec, sqs, sns)
+        async with provisioner(spec, conn) as p:
             return await p.plan(), (await p.plan_prune() if prune else [])
 
     changes, deletions = run_async(plan, conn)
@@ -69,8 +87,7 @@ def provision(
             raise UnsafeError("not confirmed: nothing changed")
 
     async def apply() -> None:
-        async with conn.client("sqs") as sqs, conn.client("sns") as sns:
-            p = Provisioner(spec, sqs, sns)
+        async with provisioner(spec, conn) as p:
             await p.plan()
             await p.apply(changes)
             if deletions:

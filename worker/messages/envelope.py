@@ -9,8 +9,17 @@ Three shapes arrive on a queue:
   unwrapped here so handlers see the published message and its attributes.
 
 The message type is the configured attribute (default ``type``), else the ``type`` field of
-a JSON object body. Nothing here raises: a body that is not JSON is found out by the
-processor when a handler needs JSON.
+a JSON object body, else, for an S3 event notification, ``s3:`` + its event name
+(``s3:ObjectCreated:Put``; ``s3:TestEvent``: see ``worker.messages.s3events``).
+
+A message offloaded to S3 in the extended-client format (the reserved attribute
+``ExtendedPayloadSize`` or ``SQSLargePayloadSize``, on the message or in the SNS envelope,
+and a pointer body) gets ``payload`` set and the reserved attribute taken out of
+``attributes``; its body stays the pointer until ``PayloadStore.resolve`` replaces it with
+the stored one (``worker.messages.payloads``, ``worker.messages.payload_store``).
+
+Nothing here raises: a body that is not JSON is found out by the processor when a handler
+needs JSON, a reserved attribute without a valid pointer by ``PayloadStore.resolve``.
 """
 
 from __future__ import annotations
@@ -18,6 +27,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from worker.messages.payloads import (
+    RESERVED_ATTRIBUTES,
+    PayloadPointer,
+    PointerError,
+    find_pointer,
+    reserved_attribute,
+)
+from worker.messages.s3events import s3_event_type
 
 _SNS_TYPES = frozenset({"Notification"})
 
@@ -39,6 +57,9 @@ class Message:
     sent_timestamp_ms: int | None = None
     topic_arn: str | None = None
     """Set when the message came through SNS (envelope delivery)."""
+    payload: PayloadPointer | None = None
+    """Set when the body was offloaded to S3 (extended-client format): where it is kept.
+    The worker replaces ``body`` with the stored one before the handler runs."""
     receipt_handle: str = field(default="", repr=False)
 
     def json(self) -> Any:
@@ -74,15 +95,21 @@ def _sns_envelope(body: str) -> dict[str, Any] | None:
     return None
 
 
-def _body_type(body: str) -> str | None:
+def body_type(body: str) -> str | None:
+    """The message type a body gives: a JSON object's ``type`` field, else the event type
+    of an S3 notification; None for anything else (never raises)."""
     if not body.lstrip().startswith("{"):
         return None
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):  # deep nesting must not take the poller down
         return None
-    value = data.get("type") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
+    if not isinstance(data, dict):
+        return None
+    value = data.get("type")
+    if isinstance(value, str) and value:
+        return value
+    return s3_event_type(data)
 
 
 def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
@@ -99,7 +126,16 @@ def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
             for name, value in sns_attrs.items():
                 if isinstance(value, dict) and "Value" in value:
                     attributes.setdefault(name, str(value["Value"]))
-    message_type = attributes.get(type_attribute) or _body_type(body)
+    payload: PayloadPointer | None = None
+    reserved = reserved_attribute(attributes)
+    if reserved is not None:
+        try:
+            payload = find_pointer(body, attributes)
+        except PointerError:
+            pass  # the attribute stays, PayloadStore.resolve reports the bad pointer
+        else:
+            attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
+    message_type = attributes.get(type_attribute) or body_type(body)
     sent = system.get("SentTimestamp")
     return Message(
         message_id=str(raw["MessageId"]),
@@ -110,5 +146,6 @@ def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
         group_id=system.get("MessageGroupId"),
         sent_timestamp_ms=int(sent) if sent else None,
         topic_arn=topic_arn,
+        payload=payload,
         receipt_handle=str(raw["ReceiptHandle"]),
     )

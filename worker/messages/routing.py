@@ -12,6 +12,11 @@ annotation: ``Message`` gets the message, any other class the resource of that c
 start-up hook provided (``Resources``). Plain functions run in a thread pool; coroutines are
 awaited. The decorators return the function unchanged, so type checkers keep its signature.
 
+A message type may end in ``:*`` to name a family: ``s3:ObjectCreated:*`` serves
+``s3:ObjectCreated:Put`` and ``s3:ObjectCreated:Copy`` unless a handler is registered for the
+exact type (the longest family wins: ``s3:ObjectCreated:*`` before ``s3:*``). S3's
+``s3:TestEvent`` is settled without a handler unless one is registered for exactly it.
+
 A router also carries start-up and shutdown hooks (``@router.on_startup``,
 ``@router.on_shutdown``: async functions taking ``Resources``) and middleware
 (``@router.middleware``: ``async def mw(message, call_next)`` around every handler call).
@@ -34,6 +39,7 @@ from worker.errors import ConfigError
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure
 from worker.messages.resources import Resources
+from worker.messages.s3events import S3_TEST_EVENT
 
 Decode = Literal["model", "json", "str", "message"]
 HandlerFn = Callable[..., Any]
@@ -57,6 +63,16 @@ BatchResult = dict[str, BaseException] | None
 """What a batch handler returns: None when every message succeeded, else the failed ones
 by message id, each with what it raised (``Retry``, ``PermanentFailure``, any exception);
 messages not named succeeded."""
+
+
+WILDCARD = ":*"
+
+
+def families(message_type: str) -> list[str]:
+    """The wildcard types that serve ``message_type``, longest first:
+    ``s3:ObjectCreated:Put`` -> ``["s3:ObjectCreated:*", "s3:*"]``."""
+    parts = message_type.split(":")
+    return [":".join(parts[:n]) + WILDCARD for n in range(len(parts) - 1, 0, -1)]
 
 
 class HandlerError(ConfigError):
@@ -211,6 +227,12 @@ class Router:
     ) -> None:
         if not message_type:
             raise HandlerError("message type must be a non-empty string")
+        if "*" in message_type and not (
+            message_type.endswith(WILDCARD) and "*" not in message_type[: -len(WILDCARD)]
+        ):
+            raise HandlerError(
+                f"message type {message_type!r}: a wildcard is a trailing ':*' (e.g. 's3:ObjectCreated:*')"
+            )
         route = _route(message_type, fn, model, batch)
         if message_type in self._routes:
             raise HandlerError(
@@ -340,8 +362,31 @@ class Registry:
         return dict(self._routes)
 
     def get(self, message_type: str | None) -> Route | None:
-        return self._routes.get(message_type) if message_type else None
+        """The route for ``message_type``: its own handler, else (``s3:TestEvent``) the
+        built-in one that settles it, else the longest ``:*`` family that serves it."""
+        if not message_type:
+            return None
+        route = self._routes.get(message_type)
+        if route is not None:
+            return route
+        if message_type == S3_TEST_EVENT:
+            return _S3_TEST_EVENT_ROUTE
+        if ":" not in message_type:
+            return None
+        for family in families(message_type):
+            route = self._routes.get(family)
+            if route is not None:
+                return route
+        return None
 
     @property
     def types(self) -> list[str]:
         return sorted(self._routes)
+
+
+async def settle_s3_test_event(message: Message) -> None:
+    """Built in for ``s3:TestEvent``, which S3 sends once when a notification is configured:
+    nothing to do, so the message is deleted."""
+
+
+_S3_TEST_EVENT_ROUTE = _route(S3_TEST_EVENT, settle_s3_test_event, None)

@@ -129,6 +129,23 @@ async def iam_policies(
                 "Resource": kms_produced,
             }
         )
+    payloads = worker.payloads if worker is not None else None
+    if payloads is not None and payloads.bucket:
+        # Offloaded bodies (extended-client format): the worker reads and, after success,
+        # deletes them; producers write them (and delete those of messages not sent).
+        objects = f"arn:aws:s3:::{payloads.bucket}/{payloads.prefix}*"
+        read = ["s3:GetObject", "s3:DeleteObject"] if payloads.delete_after_success else ["s3:GetObject"]
+        worker_statements.append(
+            {"Sid": "ReadOffloadedPayloads", "Effect": "Allow", "Action": read, "Resource": objects}
+        )
+        producer_statements.append(
+            {
+                "Sid": "OffloadPayloads",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject"],
+                "Resource": objects,
+            }
+        )
     return {
         "worker": {"Version": "2012-10-17", "Statement": worker_statements},
         "producer": {"Version": "2012-10-17", "Statement": producer_statements},

@@ -2,8 +2,10 @@
 
 ``plan()`` reads what exists and compares it with the file, attribute by attribute;
 ``apply()`` creates and updates in dependency order (topics, then dead-letter queues before
-the queues that use them, then subscriptions), filling in ARNs as resources come into
-being. Nothing is deleted unless pruning is asked for, and then only resources this tool
+the queues that use them, then subscriptions, then buckets and their notifications), filling
+in ARNs as resources come into being. Of a bucket, provision manages its default encryption,
+the lifecycle rules and the queue notifications whose ids start with ``sqs-worker-`` (others
+are kept as they are); it never deletes a bucket. Nothing is deleted unless pruning is asked for, and then only resources this tool
 tagged for the same topology name (the *scope*: the file's ``name:``, which ``--prune``
 requires).
 
@@ -27,19 +29,37 @@ from worker.ops.dlq import dead_letter_sources
 from worker.ops.filters import list_subscriptions
 from worker.ops.queue_stats import queue_counts
 from worker.ops.topology import (
+    MANAGED_ID,
     Topology,
+    bucket_encryption,
+    bucket_lifecycle,
+    bucket_notifications,
+    canonical_json,
     queue_attributes,
     queue_policy,
     subscription_attributes,
     topic_attributes,
 )
 
-Kind = Literal["queue", "topic", "subscription"]
+Kind = Literal["queue", "topic", "subscription", "bucket"]
 Action = Literal["create", "update", "unchanged", "delete"]
 JSON_ATTRIBUTES = frozenset(
-    {"RedrivePolicy", "RedriveAllowPolicy", "Policy", "DeliveryPolicy", "FilterPolicy"}
+    {
+        "RedrivePolicy",
+        "RedriveAllowPolicy",
+        "Policy",
+        "DeliveryPolicy",
+        "FilterPolicy",
+        "Encryption",
+        "Lifecycle",
+        "Notifications",
+    }
 )
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+MISSING_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
+NO_CONFIGURATION = frozenset(
+    {"ServerSideEncryptionConfigurationNotFoundError", "NoSuchLifecycleConfiguration", "NoSuchConfiguration"}
+)
 
 
 @dataclass
@@ -63,6 +83,72 @@ class _Existing:
     topic_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     # (topic, queue) -> (subscription arn, attributes)
     subscriptions: dict[tuple[str, str], tuple[str, dict[str, str]]] = field(default_factory=dict)
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+
+
+@dataclass
+class _Bucket:
+    """What an existing bucket has: its encryption, lifecycle rules and notifications."""
+
+    encryption: dict[str, Any]
+    lifecycle: list[dict[str, Any]]
+    notifications: dict[str, Any]
+
+    def view(self) -> dict[str, str]:
+        """The managed parts, in the form ``bucket_view`` gives the desired ones."""
+        managed = [c for c in self.notifications.get("QueueConfigurations", []) if _managed(c.get("Id"))]
+        return {
+            "Encryption": canonical_json(_encryption_view(self.encryption)),
+            "Lifecycle": canonical_json([_rule_view(r) for r in self.lifecycle if _managed(r.get("ID"))]),
+            "Notifications": canonical_json([_notification_view(c) for c in managed]),
+        }
+
+
+def _managed(identifier: Any) -> bool:
+    return isinstance(identifier, str) and identifier.startswith(MANAGED_ID)
+
+
+def _encryption_view(config: dict[str, Any]) -> dict[str, Any]:
+    rules = config.get("Rules") or [{}]
+    default = rules[0].get("ApplyServerSideEncryptionByDefault") or {}
+    algorithm = default.get("SSEAlgorithm", "AES256")
+    view: dict[str, Any] = {"SSEAlgorithm": algorithm}
+    if algorithm != "AES256":
+        view["KMSMasterKeyID"] = default.get("KMSMasterKeyID")
+        view["BucketKeyEnabled"] = bool(rules[0].get("BucketKeyEnabled", False))
+    return view
+
+
+def _rule_view(rule: dict[str, Any]) -> dict[str, Any]:
+    prefix = (rule.get("Filter") or {}).get("Prefix", rule.get("Prefix", ""))
+    return {
+        "ID": rule.get("ID"),
+        "Prefix": prefix,
+        "Status": rule.get("Status"),
+        "ExpireDays": (rule.get("Expiration") or {}).get("Days"),
+    }
+
+
+def _notification_view(config: dict[str, Any]) -> dict[str, Any]:
+    rules = ((config.get("Filter") or {}).get("Key") or {}).get("FilterRules") or []
+    return {
+        "Id": config.get("Id"),
+        "QueueArn": config.get("QueueArn"),
+        "Events": sorted(config.get("Events") or []),
+        "Filter": sorted((str(r.get("Name", "")).lower(), r.get("Value")) for r in rules),
+    }
+
+
+def bucket_view(topology: Topology, name: str, queue_arns: dict[str, str]) -> dict[str, str]:
+    """The managed parts a bucket should have, as canonical JSON by part."""
+    spec = topology.buckets[name]
+    return {
+        "Encryption": canonical_json(_encryption_view(bucket_encryption(spec))),
+        "Lifecycle": canonical_json([_rule_view(r) for r in bucket_lifecycle(spec)]),
+        "Notifications": canonical_json(
+            [_notification_view(c) for c in bucket_notifications(spec, queue_arns)]
+        ),
+    }
 
 
 def _normalise(name: str, value: str | None) -> Any:
@@ -101,10 +187,16 @@ class Provisioner:
     """``plan()`` then ``apply(changes)``; with pruning, ``plan_prune()`` (after ``plan()``)
     then ``apply_prune(changes, force)``. ``render_plan()`` shows either."""
 
-    def __init__(self, topology: Topology, sqs: AwsClient, sns: AwsClient) -> None:
+    def __init__(
+        self, topology: Topology, sqs: AwsClient, sns: AwsClient, s3: AwsClient | None = None
+    ) -> None:
+        """``s3`` is needed when the topology declares buckets."""
+        if topology.buckets and s3 is None:
+            raise ConfigError("the topology declares buckets: provision needs an S3 client")
         self.topology = topology
         self.sqs = sqs
         self.sns = sns
+        self.s3 = s3
         self.existing = _Existing()
         self._read_done = False
 
@@ -155,6 +247,36 @@ class Provisioner:
                     await self.sns.call("get_subscription_attributes", SubscriptionArn=sub["SubscriptionArn"])
                 ).get("Attributes", {})
                 ex.subscriptions[(topic, queue)] = (sub["SubscriptionArn"], attrs)
+        for name in self.topology.buckets:
+            bucket = await self._read_bucket(name)
+            if bucket is not None:
+                ex.buckets[name] = bucket
+
+    async def _read_bucket(self, name: str) -> _Bucket | None:
+        assert self.s3 is not None
+        try:
+            await self.s3.call("head_bucket", Bucket=name)
+        except ClientError as exc:
+            if error_code(exc) in MISSING_BUCKET:
+                return None
+            raise
+
+        async def read(operation: str, key: str | None, empty: Any) -> Any:
+            assert self.s3 is not None
+            try:
+                found = await self.s3.call(operation, Bucket=name)
+            except ClientError as exc:
+                if error_code(exc) in NO_CONFIGURATION:
+                    return empty
+                raise
+            found.pop("ResponseMetadata", None)
+            return found.get(key, empty) if key else found
+
+        return _Bucket(
+            encryption=await read("get_bucket_encryption", "ServerSideEncryptionConfiguration", {}),
+            lifecycle=await read("get_bucket_lifecycle_configuration", "Rules", []),
+            notifications=await read("get_bucket_notification_configuration", None, {}),
+        )
 
     async def _list_subscriptions(self, topic_arn: str) -> list[dict[str, str]]:
         return await list_subscriptions(self.sns, topic_arn)
@@ -169,7 +291,11 @@ class Provisioner:
     def desired_queue(self, name: str) -> dict[str, str]:
         arns = {n: self._queue_arn(n) for n in self.topology.queues}
         topics = [self._topic_arn(s.topic) for s in self.topology.subscriptions if s.queue == name]
-        return queue_attributes(self.topology, name, arns, queue_policy(arns[name], topics))
+        policy = queue_policy(arns[name], topics, self.topology.notified_by(name))
+        return queue_attributes(self.topology, name, arns, policy)
+
+    def desired_bucket(self, name: str) -> dict[str, str]:
+        return bucket_view(self.topology, name, {n: self._queue_arn(n) for n in self.topology.queues})
 
     # -- plan and apply ------------------------------------------------------------------
     async def plan(self) -> list[Change]:
@@ -203,6 +329,17 @@ class Provisioner:
             else:
                 d = diff_attributes(found[1], desired)
                 changes.append(Change("subscription", label, "update" if d else "unchanged", d, found[0]))
+        for name in self.topology.buckets:
+            desired = self.desired_bucket(name)
+            bucket = ex.buckets.get(name)
+            if bucket is None:
+                shown: dict[str, tuple[str | None, str]] = {
+                    k: (None, v) for k, v in desired.items() if v != "[]"
+                }
+                changes.append(Change("bucket", name, "create", shown))
+            else:
+                d = diff_attributes(bucket.view(), desired)
+                changes.append(Change("bucket", name, "update" if d else "unchanged", d, name))
         return changes
 
     async def apply(self, changes: list[Change]) -> None:
@@ -266,6 +403,54 @@ class Provisioner:
                         AttributeName=attr,
                         AttributeValue=value,
                     )
+        for c in (c for c in changes if c.kind == "bucket" and c.action in ("create", "update")):
+            await self._apply_bucket(c)
+
+    async def _apply_bucket(self, c: Change) -> None:
+        """Create the bucket if needed, then set what differs: encryption, the managed
+        lifecycle rules (others kept), the managed queue notifications (others kept)."""
+        assert self.s3 is not None
+        s3, name, spec = self.s3, c.name, self.topology.buckets[c.name]
+        current = self.existing.buckets.get(name)
+        if current is None:
+            params: dict[str, Any] = {"Bucket": name}
+            region = getattr(getattr(s3.client, "meta", None), "region_name", None)
+            if region and region != "us-east-1":
+                params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                await s3.call("create_bucket", **params)
+            except ClientError as exc:
+                if error_code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
+            current = await self._read_bucket(name) or _Bucket({}, [], {})
+            self.existing.buckets[name] = current
+        desired = self.desired_bucket(name)
+        diff = diff_attributes(current.view(), desired)
+        if "Encryption" in diff:
+            await s3.call(
+                "put_bucket_encryption",
+                Bucket=name,
+                ServerSideEncryptionConfiguration=bucket_encryption(spec),
+            )
+        if "Lifecycle" in diff:
+            rules = [r for r in current.lifecycle if not _managed(r.get("ID"))] + bucket_lifecycle(spec)
+            if rules:
+                await s3.call(
+                    "put_bucket_lifecycle_configuration", Bucket=name, LifecycleConfiguration={"Rules": rules}
+                )
+            else:
+                await s3.call("delete_bucket_lifecycle", Bucket=name)
+        if "Notifications" in diff:
+            config = {k: v for k, v in current.notifications.items() if k != "QueueConfigurations"}
+            queues = [
+                c for c in current.notifications.get("QueueConfigurations", []) if not _managed(c.get("Id"))
+            ]
+            queues += bucket_notifications(spec, {n: self._queue_arn(n) for n in self.topology.queues})
+            if queues:
+                config["QueueConfigurations"] = queues
+            await s3.call(
+                "put_bucket_notification_configuration", Bucket=name, NotificationConfiguration=config
+            )
 
     async def _refresh_queue(self, name: str) -> None:
         url = self.existing.queue_urls[name]
@@ -293,7 +478,12 @@ class Provisioner:
                 name = _queue_name(url)
                 if name in self.topology.queues:
                     continue
-                qtags = (await self.sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
+                try:
+                    qtags = (await self.sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
+                except ClientError as exc:
+                    if error_code(exc) in MISSING_QUEUE:
+                        continue  # deleted since it was listed
+                    raise
                 if self._ours(qtags):
                     change = Change("queue", name, "delete", ref=url)
                     await self._describe_queue(change)

@@ -1,14 +1,15 @@
-"""The declarative topology file: queues, topics and subscriptions, by name.
+"""The declarative topology file: queues, topics, subscriptions and buckets, by name.
 
 Validated with pydantic before any AWS call: a redrive policy must name a queue of the
-same file (FIFO for a FIFO source), a subscription a topic and a queue of the file. The
-desired AWS attributes of every resource are derived here, so ``provision`` only compares
-and applies.
+same file (FIFO for a FIFO source), a subscription a topic and a queue of the file, a
+bucket notification a standard queue of the file. The desired AWS attributes of every
+resource are derived here, so ``provision`` only compares and applies.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,11 @@ from worker.settings import ConfigError, format_validation_error, read_yaml_mapp
 MANAGED_TAG = "managed-by"
 MANAGED_VALUE = "sqs-worker"
 TOPOLOGY_TAG = "sqs-worker-topology"
+MANAGED_ID = "sqs-worker-"
+"""Prefix of the notification and lifecycle rule ids provision writes: only those are
+compared and replaced, a bucket's other configurations are left as they are."""
+MAX_MESSAGE_SIZE = 1_048_576
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class _Model(BaseModel):
@@ -41,7 +47,8 @@ class QueueSpec(_Model):
     message_retention: int = Field(default=345_600, ge=60, le=1_209_600)
     delay: int = Field(default=0, ge=0, le=900)
     receive_wait_time: int = Field(default=0, ge=0, le=20)
-    max_message_size: int = Field(default=262_144, ge=1024, le=262_144)
+    max_message_size: int = Field(default=MAX_MESSAGE_SIZE, ge=1024, le=MAX_MESSAGE_SIZE)
+    """Bytes, body plus attributes: 1 KiB to 1 MiB (SQS's default and most)."""
     content_based_deduplication: bool = False
     encryption: Literal["sqs", "none"] | KmsEncryption = "sqs"
     dead_letter: DeadLetter | None = None
@@ -65,6 +72,37 @@ class SubscriptionSpec(_Model):
     filter_policy_scope: Literal["MessageAttributes", "MessageBody"] = "MessageAttributes"
 
 
+class BucketNotification(_Model):
+    """S3 events of a bucket delivered to a queue of this file."""
+
+    queue: str
+    events: list[str] = Field(default_factory=lambda: ["s3:ObjectCreated:*"], min_length=1)
+    """S3 event types, e.g. ``s3:ObjectCreated:*``, ``s3:ObjectRemoved:Delete``."""
+    prefix: str | None = None
+    """Only keys starting with this."""
+    suffix: str | None = None
+    """Only keys ending with this (e.g. ``.csv``)."""
+
+
+class LifecycleRule(_Model):
+    """Expire objects under a prefix (e.g. offloaded payloads nobody deleted)."""
+
+    prefix: str = Field(min_length=1)
+    expire_days: int = Field(ge=1, le=36_500)
+
+
+class KmsBucketEncryption(_Model):
+    kms_key_id: str
+    bucket_key: bool = True
+
+
+class BucketSpec(_Model):
+    encryption: Literal["s3"] | KmsBucketEncryption = "s3"
+    """Default encryption: ``s3`` (SSE-S3, AES256) or ``{kms_key_id: ...}`` (SSE-KMS)."""
+    lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    notifications: list[BucketNotification] = Field(default_factory=list)
+
+
 class Topology(_Model):
     name: str = Field(default="default", min_length=1, max_length=128)
     """The scope: tagged on what provision creates; --prune only touches resources of this
@@ -72,6 +110,9 @@ class Topology(_Model):
     queues: dict[str, QueueSpec] = Field(default_factory=dict)
     topics: dict[str, TopicSpec] = Field(default_factory=dict)
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
+    buckets: dict[str, BucketSpec] = Field(default_factory=dict)
+    """S3 buckets by name: encryption, lifecycle rules, notifications to queues of the file.
+    Provision creates and configures them; it never deletes one (not even with --prune)."""
 
     @model_validator(mode="after")
     def _references(self) -> Topology:
@@ -108,7 +149,33 @@ class Topology(_Model):
             if s.topic.endswith(".fifo") and not s.queue.endswith(".fifo"):
                 raise ValueError(f"subscriptions.{i}: FIFO topic {s.topic!r} needs a FIFO queue")
             seen.add((s.topic, s.queue))
+        for name, b in self.buckets.items():
+            if not _BUCKET_NAME.match(name) or ".." in name:
+                raise ValueError(
+                    f"buckets.{name}: bucket names are 3-63 lowercase letters, digits, '.' or '-', "
+                    "starting and ending with a letter or digit"
+                )
+            for i, n in enumerate(b.notifications):
+                where = f"buckets.{name}.notifications.{i}"
+                if n.queue not in self.queues:
+                    raise ValueError(f"{where}.queue: unknown queue {n.queue!r}")
+                if n.queue.endswith(".fifo"):
+                    raise ValueError(f"{where}.queue: S3 cannot notify a FIFO queue ({n.queue!r})")
+                for event in n.events:
+                    if not event.startswith("s3:"):
+                        raise ValueError(
+                            f"{where}.events: {event!r} is not an S3 event type (s3:ObjectCreated:*)"
+                        )
+            prefixes = [r.prefix for r in b.lifecycle]
+            if len(set(prefixes)) != len(prefixes):
+                raise ValueError(f"buckets.{name}.lifecycle: a prefix is listed twice")
         return self
+
+    def notified_by(self, queue: str) -> list[str]:
+        """The buckets that send S3 events to ``queue``."""
+        return sorted(
+            b for b, spec in self.buckets.items() if any(n.queue == queue for n in spec.notifications)
+        )
 
     def queue_order(self) -> list[str]:
         """Queues in creation order: dead-letter queues before the queues that use them."""
@@ -189,13 +256,14 @@ def queue_attributes(
     return attrs
 
 
-def queue_policy(queue_arn: str, topic_arns: list[str]) -> dict[str, Any] | None:
-    """The policy that lets the subscribed topics send to the queue (the step people forget)."""
-    if not topic_arns:
-        return None
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+def queue_policy(
+    queue_arn: str, topic_arns: list[str], buckets: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The policy that lets the subscribed topics, and the buckets that notify the queue,
+    send to it (the step people forget)."""
+    statements: list[dict[str, Any]] = []
+    if topic_arns:
+        statements.append(
             {
                 "Sid": "AllowSnsTopics",
                 "Effect": "Allow",
@@ -204,8 +272,28 @@ def queue_policy(queue_arn: str, topic_arns: list[str]) -> dict[str, Any] | None
                 "Resource": queue_arn,
                 "Condition": {"ArnEquals": {"aws:SourceArn": sorted(topic_arns)}},
             }
-        ],
-    }
+        )
+    if buckets:
+        parts = queue_arn.split(":")
+        partition = parts[1] if len(parts) > 5 and parts[1] else "aws"
+        condition: dict[str, Any] = {
+            "ArnLike": {"aws:SourceArn": [f"arn:{partition}:s3:*:*:{b}" for b in sorted(buckets)]}
+        }
+        if len(parts) > 5 and parts[4].isdigit():
+            condition["StringEquals"] = {"aws:SourceAccount": parts[4]}
+        statements.append(
+            {
+                "Sid": "AllowS3Notifications",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": condition,
+            }
+        )
+    if not statements:
+        return None
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def topic_attributes(topology: Topology, name: str) -> dict[str, str]:
@@ -231,6 +319,50 @@ def subscription_attributes(s: SubscriptionSpec) -> dict[str, str]:
         attrs["FilterPolicy"] = canonical_json(s.filter_policy)
         attrs["FilterPolicyScope"] = s.filter_policy_scope
     return attrs
+
+
+def bucket_encryption(spec: BucketSpec) -> dict[str, Any]:
+    """The bucket's ServerSideEncryptionConfiguration."""
+    if isinstance(spec.encryption, KmsBucketEncryption):
+        default: dict[str, Any] = {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": spec.encryption.kms_key_id}
+        return {
+            "Rules": [
+                {
+                    "ApplyServerSideEncryptionByDefault": default,
+                    "BucketKeyEnabled": spec.encryption.bucket_key,
+                }
+            ]
+        }
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]}
+
+
+def bucket_lifecycle(spec: BucketSpec) -> list[dict[str, Any]]:
+    """The lifecycle rules provision manages (ids ``sqs-worker-expire-<n>``)."""
+    return [
+        {
+            "ID": f"{MANAGED_ID}expire-{i}",
+            "Filter": {"Prefix": rule.prefix},
+            "Status": "Enabled",
+            "Expiration": {"Days": rule.expire_days},
+        }
+        for i, rule in enumerate(spec.lifecycle)
+    ]
+
+
+def bucket_notifications(spec: BucketSpec, queue_arns: dict[str, str]) -> list[dict[str, Any]]:
+    """The QueueConfigurations provision manages (ids ``sqs-worker-<queue>-<n>``)."""
+    configs: list[dict[str, Any]] = []
+    for i, n in enumerate(spec.notifications):
+        config: dict[str, Any] = {
+            "Id": f"{MANAGED_ID}{n.queue}-{i}",
+            "QueueArn": queue_arns[n.queue],
+            "Events": sorted(n.events),
+        }
+        rules = [{"Name": k, "Value": v} for k, v in (("prefix", n.prefix), ("suffix", n.suffix)) if v]
+        if rules:
+            config["Filter"] = {"Key": {"FilterRules": rules}}
+        configs.append(config)
+    return configs
 
 
 def load_topology(path: str | Path) -> Topology:
