@@ -244,3 +244,40 @@ async def test_iam_policy_grants_the_offloaded_payloads() -> None:
         AwsClient(None), AwsClient(None), topology, plain, "123456789012", "eu-west-1"
     )
     assert all("Payload" not in s["Sid"] for s in policies["worker"]["Statement"])
+
+
+async def test_the_uploads_example_processes_an_uploaded_file(
+    aws: Aws, s3: AwsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import structlog
+
+    from handlers.uploads import router as uploads
+    from worker.ops.topology import load_topology
+    from worker.settings import load_settings
+
+    shipped = load_topology("config/uploads-topology.yaml")
+    assert shipped.notified_by("uploads") == ["sqs-worker-uploads"]
+    assert load_settings("config/uploads.yaml").payloads.prefix == "payloads/"
+    # The shipped shape, under names of this test's own.
+    p = f"u{uuid.uuid4().hex[:8]}"
+    spec = shipped.model_dump()
+    spec["name"] = p
+    spec["queues"] = {f"{p}-{k}": v for k, v in spec["queues"].items()}
+    spec["queues"][f"{p}-uploads"]["dead_letter"]["queue"] = f"{p}-uploads-dlq"
+    spec["queues"][f"{p}-uploads"]["receive_wait_time"] = 0
+    [bucket_spec] = spec.pop("buckets").values()
+    bucket_spec["notifications"][0]["queue"] = f"{p}-uploads"
+    spec["buckets"] = {f"{p}-files": bucket_spec}
+    provisioner = Provisioner(Topology(**spec), AwsClient(aws.sqs), AwsClient(aws.sns), s3)
+    await provisioner.apply(await provisioner.plan())
+    url = (await aws.sqs.get_queue_url(QueueName=f"{p}-uploads"))["QueueUrl"]
+    await aws.drain(url)
+    await s3.call("put_object", Bucket=f"{p}-files", Key="incoming/orders.csv", Body=b"id\n1\n2\n")
+    [raw] = await _wait_for(aws, url, 1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.endpoint)
+    with structlog.testing.capture_logs() as logs:
+        async with HandlerKit(uploads) as kit:
+            result = await kit.run(raw)
+    assert result.outcome == "succeeded", result.reason
+    [done] = [e for e in logs if e["event"] == "upload_processed"]
+    assert (done["key"], done["bytes"], done["lines"]) == ("incoming/orders.csv", 7, 3)
