@@ -153,3 +153,17 @@ async def test_an_sqs_message_read_back_from_localstack(aws: Aws, store: Payload
     resolved = await store.resolve(parse_message(raw))
     assert resolved is not None
     assert (resolved.type, len(resolved.body)) == ("big", len(body))
+
+
+async def test_dlq_show_names_where_an_offloaded_body_is(aws: Aws, store: PayloadStore) -> None:
+    from worker.aws import AwsClient
+    from worker.ops import dlq
+
+    queue = await aws.queue()
+    pointer = await store.put("z" * 400_000)
+    assert pointer.size is not None
+    await aws.sqs.send_message(
+        QueueUrl=queue.url, MessageBody=pointer.body(), MessageAttributes=pointer_attribute(pointer.size)
+    )
+    [shown] = await dlq.peek(AwsClient(aws.sqs), queue.url)
+    assert (shown.size, shown.excerpt) == (400_000, f"(in S3: {pointer.uri})")

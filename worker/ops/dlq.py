@@ -194,6 +194,10 @@ async def peek(
                 m = parse_message(raw, type_attribute)
                 system = raw.get("Attributes") or {}
                 first = system.get("ApproximateFirstReceiveTimestamp")
+                # An offloaded body (extended-client pointer): its size and where it is kept.
+                size, excerpt = len(raw["Body"].encode()), m.body[:80].replace("\n", " ")
+                if m.payload is not None:
+                    size, excerpt = m.payload.size or size, f"(in S3: {m.payload.uri})"
                 found.setdefault(
                     m.message_id,
                     DeadMessage(
@@ -202,8 +206,8 @@ async def peek(
                         receive_count=m.receive_count,
                         first_received_ms=int(first) if first else None,
                         sent_ms=m.sent_timestamp_ms,
-                        size=len(raw["Body"].encode()),
-                        excerpt=m.body[:80].replace("\n", " "),
+                        size=size,
+                        excerpt=excerpt,
                     ),
                 )
     finally:
