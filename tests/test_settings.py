@@ -270,6 +270,7 @@ def test_cross_field_rule_names_the_file_and_the_variables_it_mentions(
         ("env", "AWS_ENDPOINT_URL", "localhost:4566", "AWS_ENDPOINT_URL"),
         ("env", "AWS_ENDPOINT_URL_SQS", "localhost:4566", "AWS_ENDPOINT_URL_SQS"),
         ("env", "AWS_ENDPOINT_URL_SNS", "localhost:4566", "AWS_ENDPOINT_URL_SNS"),
+        ("env", "AWS_ENDPOINT_URL_S3", "localhost:4566", "AWS_ENDPOINT_URL_S3"),
     ],
 )
 def test_endpoint_without_scheme_is_a_config_error(
@@ -457,3 +458,25 @@ def test_many_errors_stay_on_one_line(config: Path) -> None:
 def test_no_file_and_nothing_in_the_environment(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_SHUTDOWN_GRACE", "5")
     assert error_of(None) == "invalid configuration (environment, no config file): queues: required"
+
+
+def test_payload_settings(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config.write_text(f"{WORKER_YAML}payloads:\n  bucket: big-bodies\n")
+    monkeypatch.setenv("WORKER_PAYLOADS__PREFIX", "p/")
+    payloads = load_settings(config).payloads
+    assert (payloads.bucket, payloads.prefix, payloads.offload, payloads.threshold) == (
+        "big-bodies",
+        "p/",
+        "auto",
+        262_144,
+    )
+    assert (payloads.delete_after_success, payloads.ignore_missing, payloads.path_style) == (
+        True,
+        False,
+        None,
+    )
+    monkeypatch.setenv("WORKER_PAYLOADS__THRESHOLD", "2000000")
+    assert error_of(config) == (
+        "invalid configuration (WORKER_PAYLOADS__THRESHOLD): payloads.threshold: "
+        "Input should be less than or equal to 1048576 (got '2000000')"
+    )

@@ -132,7 +132,7 @@ class AwsSettings(BaseModel):
             or None
         )
 
-    def check(self, services: Iterable[str] = ("sqs", "sns", "cloudwatch")) -> None:
+    def check(self, services: Iterable[str] = ("sqs", "sns", "s3", "cloudwatch")) -> None:
         """Validate the standard AWS variables this configuration falls back to (the fields
         themselves are validated on construction): an ``AWS_ENDPOINT_URL`` /
         ``AWS_ENDPOINT_URL_<SERVICE>`` must be an absolute http(s) URL, ``AWS_REGION`` /
