@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from tests.conftest import Aws, aws_clients, eventually, running, settings_for
@@ -94,3 +96,55 @@ async def test_throttling_is_retried_until_it_passes(aws: Aws) -> None:
         aws.sqs.meta.events.unregister("before-send.sqs.GetQueueAttributes", throttle)
     assert result["Attributes"]["QueueArn"] == queue.arn
     assert sqs.calls["get_queue_attributes"] == 3
+
+
+class _Flaky:
+    """A client whose ``get_queue_url`` fails ``failures`` times (each after ``delay``
+    seconds) with a transient error, then answers."""
+
+    def __init__(self, failures: int, delay: float = 0.0) -> None:
+        self.failures = failures
+        self.delay = delay
+        self.attempts = 0
+
+    async def get_queue_url(self, **params: object) -> dict[str, str]:
+        self.attempts += 1
+        await asyncio.sleep(self.delay)
+        if self.attempts <= self.failures:
+            raise ConnectionResetError("reset")
+        return {"QueueUrl": "http://q"}
+
+
+async def test_a_call_that_works_at_once_builds_no_retry_machinery(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.aws import AwsClient
+
+    def no_retry(*args: object, **kwargs: object) -> None:
+        raise AssertionError("retry machinery built for a call that worked")
+
+    monkeypatch.setattr(AwsClient, "_retry", no_retry)
+    client = _Flaky(failures=0)
+    assert await AwsClient(client).call("get_queue_url", QueueName="q") == {"QueueUrl": "http://q"}
+    assert client.attempts == 1
+
+
+async def test_retries_after_a_transient_failure_count_the_first_attempt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from worker.aws import AwsClient
+    from worker.observe.logs import configure_logging, flush_logs
+
+    configure_logging("info", "json")
+    try:
+        client = _Flaky(failures=2)
+        assert await AwsClient(client).call("get_queue_url", retry_for=30, QueueName="q")
+        assert client.attempts == 3
+        # The budget counts from the first attempt: one that used it up is not retried.
+        slow = _Flaky(failures=5, delay=0.3)
+        with pytest.raises(ConnectionResetError):
+            await AwsClient(slow).call("get_queue_url", retry_for=0.2, QueueName="q")
+        assert slow.attempts == 1
+        flush_logs()
+    finally:
+        configure_logging("info", "console")
+    retries = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "aws_call_retry" in line]
+    assert [r["attempt"] for r in retries] == [1, 2]

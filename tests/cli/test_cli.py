@@ -203,3 +203,44 @@ def test_handlers_of_your_own_project_directory_are_found(tmp_path: Path) -> Non
     assert "no such module on the import path" in missing.stderr
     assert "--app-dir" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_run_imports_only_what_its_configuration_uses(tmp_path: Path, aws: Aws) -> None:
+    """No health server: no Prometheus client, no HTTP server; no operator commands, no
+    retry machinery for calls that work, no rich (structlog goes without it)."""
+    config = write_config(
+        tmp_path,
+        {
+            "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
+            "queues": {"orders": {**GOOD_QUEUE, "name": "no-such-queue-here"}},
+        },
+    )
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "worker", "run", "--config", config],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr[-2000:]  # it got as far as asking SQS
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"worker.runtime.supervisor", "aiobotocore.session", "structlog"} <= imported
+    unused = {
+        "prometheus_client",
+        "aiohttp.web",
+        "worker.observe.health",
+        "tenacity",
+        "rich.console",
+        "pygments",
+        "worker.cli.dlq",
+        "worker.cli.inspect",
+        "worker.cli.messages",
+        "worker.cli.provision",
+        "worker.ops.provision",
+    }
+    assert not unused & imported

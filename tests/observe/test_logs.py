@@ -3,14 +3,21 @@ JSON off a TTY, with the message's context bound."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import io
 import json
 import logging
+import re
+import subprocess
+import sys
+import time
 
+import pytest
 import structlog
 
 from worker import Message, Router
-from worker.observe.logs import configure_logging
+from worker.observe.logs import configure_logging, flush_logs
 from worker.testing import HandlerKit, sqs_message
 
 
@@ -50,3 +57,107 @@ def test_warnings_from_libraries_are_json_too() -> None:
         configure_logging("info", "console")
     [line] = [json.loads(x) for x in out.getvalue().splitlines()]
     assert (line["event"], line["level"]) == ("careful", "warning")
+
+
+def _json_lines(raw: bytes) -> list[dict[str, object]]:
+    return [json.loads(line) for line in raw.decode().splitlines()]
+
+
+def _binary_stream() -> tuple[io.BytesIO, io.TextIOWrapper]:
+    """A text stream over bytes, as sys.stderr is: JSON lines go to its buffer."""
+    raw = io.BytesIO()
+    return raw, io.TextIOWrapper(raw, encoding="utf-8", line_buffering=True)
+
+
+def test_json_lines_have_the_iso_utc_timestamp_and_event_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw, stream = _binary_stream()
+    configure_logging("info", "json", stream=stream)
+    try:
+        log = structlog.get_logger("worker")
+        log.info("first", n=1)
+        monkeypatch.setattr(time, "time_ns", lambda: 1_795_000_000 * 10**9)  # a whole second
+        log.info("second")
+        monkeypatch.undo()
+        flush_logs()
+    finally:
+        configure_logging("info", "console")
+    first, second = _json_lines(raw.getvalue())
+    assert list(first) == ["n", "level", "timestamp", "event"]
+    assert first["event"] == "first"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", str(first["timestamp"]))
+    # As structlog's TimeStamper(fmt="iso", utc=True) writes it: no fraction at a whole second.
+    whole = datetime.datetime.fromtimestamp(1_795_000_000, tz=datetime.UTC)
+    assert second["timestamp"] == whole.isoformat().replace("+00:00", "Z") == "2026-11-18T11:06:40Z"
+
+
+def test_values_json_cannot_hold_are_rendered_as_structlog_would() -> None:
+    class Custom:
+        def __repr__(self) -> str:
+            return "<custom>"
+
+    class Own:
+        def __structlog__(self) -> str:
+            return "own"
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        structlog.get_logger("worker").info("odd", obj=Custom(), own=Own(), big=2**70, keys={1: "a"})
+    finally:
+        configure_logging("info", "console")
+    [line] = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert (line["obj"], line["own"], line["big"], line["keys"]) == ("<custom>", "own", 2**70, {"1": "a"})
+
+
+def test_json_lines_are_ascii_so_no_unicode_line_separator_splits_one() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        structlog.get_logger("worker").info("odd", type="a\x85b\u2028c", name="café")
+    finally:
+        configure_logging("info", "console")
+    text = out.getvalue()
+    assert text.isascii()
+    [line] = [json.loads(x) for x in text.splitlines()]  # str.splitlines splits at U+0085/U+2028
+    assert (line["type"], line["name"]) == ("a\x85b\u2028c", "café")
+
+
+async def test_lines_logged_on_the_event_loop_are_written_together_in_order() -> None:
+    raw, stream = _binary_stream()
+    configure_logging("info", "json", stream=stream)
+    try:
+        log = structlog.get_logger("worker")
+        log.info("a")
+        log.info("b")
+        assert raw.getvalue() == b""  # held until the loop's next iteration
+        await asyncio.sleep(0)
+        assert [line["event"] for line in _json_lines(raw.getvalue())] == ["a", "b"]
+        log.info("c")
+        logging.getLogger("lib").warning("d")  # text through the stream: what is held goes first
+        log.info("e")
+        await asyncio.to_thread(log.info, "f")  # another thread: at once, after what is held
+        log.info("g")
+        flush_logs()
+    finally:
+        configure_logging("info", "console")
+    assert [line["event"] for line in _json_lines(raw.getvalue())] == list("abcdefg")
+
+
+def test_without_an_event_loop_a_line_is_written_at_once() -> None:
+    raw, stream = _binary_stream()
+    configure_logging("info", "json", stream=stream)
+    try:
+        structlog.get_logger("worker").info("now")
+        assert [line["event"] for line in _json_lines(raw.getvalue())] == ["now"]
+    finally:
+        configure_logging("info", "console")
+
+
+def test_structlog_is_imported_without_rich_and_rich_still_works() -> None:
+    code = (
+        "import sys, worker.observe.logs, structlog.dev; "
+        "print('rich' in sys.modules, structlog.dev.rich is None); "
+        "import rich.console; print(rich.console.Console is not None)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "True", "True"]

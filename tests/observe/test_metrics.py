@@ -307,3 +307,19 @@ def test_the_dashboard_uses_only_series_the_worker_exports() -> None:
             for e in exprs
         )
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= used
+
+
+def test_null_metrics_take_every_call_and_record_nothing() -> None:
+    """``worker run`` without the health server: nobody can scrape, nothing is recorded."""
+    from worker.observe.metrics import NullMetrics
+
+    metrics = NullMetrics()
+    metrics.init_queue("q", ["a"])
+    metrics.api_call("receive_message", "ok")
+    metrics.received.labels("q", "a").inc()
+    metrics.failed.labels("q", "a", "error").inc(2)
+    metrics.duration.labels("q", "a").observe(0.1)
+    metrics.in_flight.labels("q").set(3)
+    metrics.free_slots.labels(queue="q").dec()
+    metrics.tasks.set(1)
+    assert isinstance(metrics, Metrics)

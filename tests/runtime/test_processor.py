@@ -4,13 +4,23 @@ maxReceiveCount and not before, permanent failures, bad input, timeouts, blockin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import BaseModel
 
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, PermanentFailure, Retry, Router
+from worker.messages.envelope import parse_message
+from worker.messages.routing import Registry
+from worker.observe.metrics import NullMetrics
+from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease, Leases
+from worker.runtime.processor import CANCELLED, SUCCEEDED, Outcome, Processor
+from worker.settings import QueueSettings
+from worker.testing import sqs_message
 
 
 class Order(BaseModel):
@@ -293,3 +303,118 @@ async def test_rejections_without_a_dlq_follow_the_backoff_instead_of_spinning(a
     assert len(runs) == 1  # ran once; its redelivery is not run again by this process
     assert counters.received <= 3  # back after 3 s, not hundreds of receives per second
     assert await aws.total(queue.url) == 1  # kept: nothing is lost without a DLQ
+
+
+# -- max_processing_time without a timer per message (processor._Deadlines) -----------------
+def _processor(router: Router, max_processing_time: float = 0.2) -> tuple[Processor, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=1)
+    settings = QueueSettings(handlers=["<testing>"], max_processing_time=max_processing_time, retry_jitter=0)
+    return Processor("q", settings, Registry.of(router), QueueCounters(), executor, NullMetrics()), executor
+
+
+def _lease(message_type: str) -> Lease:
+    raw = sqs_message({"n": 1}, type=message_type)
+    return Leases(lambda lease: None).open(parse_message(raw), raw, time.monotonic(), 30)
+
+
+async def _run_in_task(processor: Processor, lease: Lease) -> tuple[Outcome, int]:
+    """The outcome, and the task's pending cancel requests after it (must be 0)."""
+
+    async def run() -> tuple[Outcome, int]:
+        outcome = await processor.run(lease)
+        task = asyncio.current_task()
+        assert task is not None
+        return outcome, task.cancelling()
+
+    return await asyncio.create_task(run())
+
+
+async def test_a_handler_past_max_processing_time_is_cancelled_and_fails_as_a_timeout() -> None:
+    router = Router()
+    cancelled = asyncio.Event()
+
+    @router.handler("hang")
+    async def hang(message: Message) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    processor, executor = _processor(router, 0.2)
+    with executor:
+        started = time.monotonic()
+        outcome, cancelling = await _run_in_task(processor, _lease("hang"))
+    assert cancelled.is_set()
+    assert 0.2 <= time.monotonic() - started < 0.5
+    assert (outcome.kind, outcome.reason) == ("failed", "ran longer than max_processing_time (0.2s)")
+    assert cancelling == 0
+    assert not processor._deadlines._slots  # no timer left behind
+
+
+async def test_deadlines_behave_as_asyncio_timeout_when_the_handler_catches_the_cancel() -> None:
+    router = Router()
+
+    @router.handler("swallow")
+    async def swallow(message: Message) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+
+    @router.handler("convert")
+    async def convert(message: Message) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise TimeoutError("gave up") from None
+
+    @router.handler("own_timeout")
+    async def own_timeout(message: Message) -> None:
+        raise TimeoutError("the handler's own")
+
+    processor, executor = _processor(router, 0.1)
+    with executor:
+        swallowed = await _run_in_task(processor, _lease("swallow"))
+        converted = await _run_in_task(processor, _lease("convert"))
+        own = await _run_in_task(processor, _lease("own_timeout"))
+    assert swallowed == (SUCCEEDED, 0)  # as with asyncio.timeout: it returned, it succeeded
+    assert converted[0].reason.startswith("ran longer than max_processing_time")
+    assert converted[1] == 0
+    assert (own[0].kind, own[0].reason, own[1]) == ("failed", "TimeoutError: the handler's own", 0)
+
+
+async def test_a_cancel_from_outside_is_a_shutdown_not_a_timeout() -> None:
+    router = Router()
+    running_now = asyncio.Event()
+
+    @router.handler("slow")
+    async def slow(message: Message) -> None:
+        running_now.set()
+        await asyncio.sleep(3600)
+
+    processor, executor = _processor(router, 60)
+    with executor:
+        task = asyncio.create_task(processor.run(_lease("slow")))
+        await running_now.wait()
+        task.cancel()
+        outcome = await task
+    assert outcome is CANCELLED
+    assert not processor._deadlines._slots
+
+
+async def test_handlers_due_together_share_one_timer_and_none_is_left_after_them() -> None:
+    router = Router()
+    gate = asyncio.Event()
+
+    @router.handler("wait")
+    async def wait(message: Message) -> None:
+        await gate.wait()
+
+    processor, executor = _processor(router, 60)
+    with executor:
+        tasks = [asyncio.create_task(processor.run(_lease("wait"))) for _ in range(100)]
+        await asyncio.sleep(0.05)
+        assert 1 <= len(processor._deadlines._slots) <= 10  # not one per handler
+        gate.set()
+        outcomes = await asyncio.gather(*tasks)
+    assert all(o is SUCCEEDED for o in outcomes)
+    assert not processor._deadlines._slots

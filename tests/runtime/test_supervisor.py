@@ -278,3 +278,31 @@ async def test_a_handler_needing_a_resource_nobody_provides_is_refused_at_start(
     supervisor = Supervisor(settings_for(aws.endpoint, queue), {"q": Registry.of(router)})
     with pytest.raises(StartupError, match="needs Pool, which no start-up hook provided"):
         await supervisor.run()
+
+
+@pytest.mark.parametrize("missing", ["first", "second"])
+async def test_queues_are_resolved_together_and_the_first_failure_in_order_is_reported(
+    aws: Aws, missing: str
+) -> None:
+    from worker.aws import AwsNotFound
+    from worker.messages.routing import Registry, Router
+    from worker.runtime.supervisor import Supervisor
+    from worker.settings import load_settings
+
+    queue = await aws.queue()
+    names = {"first": queue.name, "second": queue.name, "third": "no-such-queue-either"}
+    names[missing] = "no-such-queue-here"
+    settings = load_settings(
+        None,
+        {
+            "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
+            "queues": {
+                key: {"name": name, "handlers": ["tests.support.noop"]} for key, name in names.items()
+            },
+        },
+    )
+    registries = {key: Registry(Router().routes) for key in names}
+    with pytest.raises(AwsNotFound) as failure:
+        await Supervisor(settings, registries).run()
+    # As if resolved one after another: the first missing queue in configuration order.
+    assert str(failure.value) == f"queues.{missing}: queue 'no-such-queue-here' does not exist"

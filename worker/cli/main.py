@@ -1,30 +1,27 @@
 """The ``worker`` command: one Typer app; every failure is one line and a documented exit
-code (worker/errors.py, README "Exit codes")."""
+code (worker/errors.py, README "Exit codes").
+
+``worker run`` is parsed by the same app holding only ``run`` (same options, help and
+errors), so that a starting worker does not import the operator commands (rich tables and
+progress, the topology, provisioning, DLQ tools)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
 
-from worker.cli import dlq, inspect, messages, provision, run
 from worker.cli.common import explain, report
 from worker.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, WorkerError
-
-app = typer.Typer(
-    name="worker",
-    help="An asyncio worker service for AWS SQS and SNS: consume, provision, send, inspect.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import PackageNotFoundError, version
+
         try:
             v = version("sqs-worker")
         except PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -33,7 +30,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -55,21 +51,50 @@ def demo(
     raise typer.Exit(run_demo(endpoint_url=endpoint_url, log_level=log_level.lower()))
 
 
-app.command()(run.run)
-app.command()(run.check)
-app.command()(demo)
-app.command()(provision.provision)
-app.command()(messages.send)
-app.command()(messages.publish)
-app.add_typer(dlq.app)
-app.command()(inspect.stats)
-app.command("iam-policy")(inspect.iam_policy)
+def build_app(only_run: bool = False) -> typer.Typer:
+    """The ``worker`` app: every command, or (``only_run``) just ``worker run``."""
+    from worker.cli import run
+
+    app = typer.Typer(
+        name="worker",
+        help="An asyncio worker service for AWS SQS and SNS: consume, provision, send, inspect.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    app.command()(run.run)
+    if only_run:
+        return app
+    from worker.cli import dlq, inspect, messages, provision
+
+    app.command()(run.check)
+    app.command()(demo)
+    app.command()(provision.provision)
+    app.command()(messages.send)
+    app.command()(messages.publish)
+    app.add_typer(dlq.app)
+    app.command()(inspect.stats)
+    app.command("iam-policy")(inspect.iam_policy)
+    return app
+
+
+@functools.cache
+def _app(only_run: bool = False) -> typer.Typer:
+    return build_app(only_run)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the full app, built on first use
+        return _app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        app = _app(only_run=bool(args) and args[0] == "run")
         result = app(args=args, prog_name="worker", standalone_mode=False)
     except typer.TyperException as exc:  # usage: unknown command or option, bad value
         ctx = getattr(exc, "ctx", None)

@@ -14,7 +14,8 @@ import typer
 
 from worker.cli.common import ConfigOption, explain, report
 from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
-from worker.observe.logs import configure_logging, get_logger
+from worker.observe.logs import configure_logging, flush_logs, get_logger
+from worker.observe.metrics import NullMetrics
 from worker.runtime.processor import handler_threads_running
 from worker.runtime.supervisor import Supervisor, load_registries
 from worker.settings import WorkerSettings, load_settings
@@ -36,7 +37,9 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
     """Run the worker until SIGTERM/SIGINT; a second signal exits at once."""
     log = get_logger()
     registries = load_registries(settings)
-    supervisor = Supervisor(settings, registries)
+    # Without the health server nobody can scrape the metrics: record none (and leave
+    # prometheus_client unimported).
+    supervisor = Supervisor(settings, registries, None if settings.health.enabled else NullMetrics())
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
@@ -55,6 +58,7 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
         except Exception:
             pass
         if not first:
+            flush_logs()
             os._exit(EXIT_FAILED)
 
     wired: list[signal.Signals] = []
@@ -102,6 +106,7 @@ def run(
     if handler_threads_running():
         # A plain-function handler is still running past the final deadline; its message
         # was never released and reappears after its visibility timeout. Do not wait.
+        flush_logs()
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)

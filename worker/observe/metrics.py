@@ -10,22 +10,18 @@ registry in the process, handler code's included). ``init_queue`` creates every 
 a queue at 0 at start-up, so dashboards and ``rate()``/``increase()`` alerts see a series
 before its first event: per message type the queue routes, and for ``unknown`` the series
 an unknown message can reach (received, rejected, retried, dead-lettered, duration).
+
+``NullMetrics`` is what ``worker run`` uses when the health server is off: nobody can read
+the metrics then, so every series is a no-op and prometheus_client is not even imported.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    GCCollector,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 NS = "sqs_worker"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
@@ -45,6 +41,18 @@ RUNTIME_OPERATIONS = (
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            GCCollector,
+            Histogram,
+            PlatformCollector,
+            ProcessCollector,
+            disable_created_metrics,
+        )
+
+        self._api_children: dict[tuple[str, str], Any] = {}
         disable_created_metrics()  # type: ignore[no-untyped-call]  # (untyped upstream)
         r = self.registry = registry or CollectorRegistry()
         if registry is None:  # a registry given is used as it is (it may have them already)
@@ -155,7 +163,10 @@ class Metrics:
         )
 
     def api_call(self, operation: str, outcome: str) -> None:
-        self.api_calls.labels(operation, outcome).inc()
+        child = self._api_children.get((operation, outcome))
+        if child is None:
+            child = self._api_children[(operation, outcome)] = self.api_calls.labels(operation, outcome)
+        child.inc()
 
     def init_queue(self, queue: str, types: Iterable[str]) -> None:
         """Create every series of ``queue`` at 0: per message type in ``types`` (and
@@ -192,3 +203,44 @@ class Metrics:
         self.failed.labels(queue, UNKNOWN, "rejected")
         for operation in RUNTIME_OPERATIONS:
             self.api_calls.labels(operation, "ok")
+
+
+class _Null:
+    """A metric, or a labelled child of one, that records nothing."""
+
+    def labels(self, *args: object, **kwargs: object) -> _Null:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+
+_NULL = _Null()
+
+
+class NullMetrics(Metrics):
+    """Every metric of ``Metrics``, recording nothing (for a worker whose metrics nobody
+    can scrape: no health server). prometheus_client is never imported."""
+
+    def __init__(self) -> None:  # no registry, no collectors
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _NULL
+
+    def api_call(self, operation: str, outcome: str) -> None:
+        pass
+
+    def init_queue(self, queue: str, types: Iterable[str]) -> None:
+        pass

@@ -104,11 +104,16 @@ class Acker:
 
     async def _flush(self) -> None:
         for buffer in (self._deletes, self._changes):
-            ready = [lease for lease in buffer if lease.ready_to_send]
+            ready: list[Lease] = []
+            waiting: list[Lease] = []  # live, not ready yet (an extension in flight)
+            for lease in buffer:
+                if lease.ready_to_send:
+                    ready.append(lease)
+                elif lease.live:
+                    waiting.append(lease)
             if not ready:
                 continue
-            taken = {id(lease) for lease in ready}
-            buffer[:] = [lease for lease in buffer if id(lease) not in taken and lease.live]
+            buffer[:] = waiting
             for start in range(0, len(ready), BATCH):
                 await self._calls.acquire()
                 chunk = ready[start : start + BATCH]

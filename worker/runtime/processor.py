@@ -27,6 +27,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
+import math
 import random
 import threading
 import time
@@ -36,19 +37,20 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import structlog
-
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Route
-from worker.observe.logs import get_logger
+from worker.observe.logs import ContextBinder, get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease
 from worker.settings import QueueSettings
 
 MEMORY = 10_000
+_MESSAGE_CONTEXT = ContextBinder("queue", "message_id", "type", "receive_count", "group_id")
+"""What every log line about a message carries (handler code's lines included)."""
+_BATCH_CONTEXT = ContextBinder("queue", "type", "batch")
 Kind = Literal["succeeded", "failed", "rejected", "cancelled", "abandoned"]
 
 
@@ -105,6 +107,7 @@ class Processor:
         # Resolved once: the per-message path should not look loggers or labels up again.
         self.log = get_logger().bind()
         self._children: dict[tuple[str, str], Any] = {}
+        self._deadlines = _Deadlines()
         self._failed = _Memory()
         self.rejected = _Memory()
         """Ids rejected by this process: a redelivery is neither run nor logged again."""
@@ -125,12 +128,8 @@ class Processor:
         return message, attempt
 
     def _bind(self, message: Message) -> None:
-        structlog.contextvars.bind_contextvars(
-            queue=self.queue,
-            message_id=message.message_id,
-            type=message.type,
-            receive_count=message.receive_count,
-            group_id=message.group_id,
+        _MESSAGE_CONTEXT.bind(
+            self.queue, message.message_id, message.type, message.receive_count, message.group_id
         )
 
     async def run(self, lease: Lease) -> Outcome:
@@ -148,7 +147,14 @@ class Processor:
                 raise PermanentFailure(reason)
             if lease.attempts == 1:
                 self._observe_lag(message, route.message_type, time.time())
-            await self._chain(route, message, started)
+            if self.registry.middlewares:
+                await self._chain(route, message, started)
+            else:  # the chain is the handler alone: call it without building one
+                args = route.arguments(message, self.resources)
+                if route.is_async:
+                    await self._run_async(route, args)
+                else:
+                    await self._run_sync(route, args, started)
         except _Abandoned:
             return ABANDONED
         except asyncio.CancelledError:
@@ -160,12 +166,12 @@ class Processor:
             return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
         except Exception as exc:
             return self._outcome_of(exc, message, attempt, started)
-        return self._succeeded(message, started)
+        return self._succeeded(message, started, route.message_type)
 
-    def _succeeded(self, message: Message, started: float) -> Outcome:
+    def _succeeded(self, message: Message, started: float, label: str) -> Outcome:
+        """``label``: the type of the route that ran (its ``type_label``)."""
         self.counters.succeeded += 1
         duration = self._since(started)
-        label = self.type_label(message)
         self._child("succeeded", label).inc()
         self._child("duration", label).observe(duration)
         self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
@@ -216,7 +222,7 @@ class Processor:
             members.append((i, message, attempt))
         if not members:
             return outcomes
-        structlog.contextvars.bind_contextvars(queue=self.queue, type=route.message_type, batch=len(members))
+        _BATCH_CONTEXT.bind(self.queue, route.message_type, len(members))
         args = route.batch_arguments(payloads, [m for _, m, _ in members], self.resources)
         now = time.time()
         for i, message, _ in members:
@@ -248,7 +254,7 @@ class Processor:
             self._bind(message)
             reported = failed.get(message.message_id)
             outcomes[i] = (
-                self._succeeded(message, started)
+                self._succeeded(message, started, route.message_type)
                 if reported is None
                 else self._outcome_of(reported, message, attempt, started)
             )
@@ -270,13 +276,31 @@ class Processor:
         await call()
 
     async def _run_async(self, route: Route, args: tuple[Any, ...]) -> None:
+        """``route.fn`` under ``max_processing_time``: what ``asyncio.timeout`` does, with
+        the timer shared by every handler due in the same ``_Deadlines.GRAIN``."""
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        deadlines = self._deadlines
+        slot = deadlines.enter(task, self.settings.max_processing_time)
         try:
-            async with asyncio.timeout(self.settings.max_processing_time) as timeout:
-                await route.fn(*args)
-        except TimeoutError:
-            if timeout.expired():
+            await route.fn(*args)
+        except asyncio.CancelledError:
+            # Ours (the deadline passed) unless it was also cancelled from outside.
+            if deadlines.leave(task, slot) and task.uncancel() <= cancelling:
                 raise _Overdue() from None
             raise
+        except TimeoutError:
+            if deadlines.leave(task, slot):  # the handler turned our cancel into this
+                task.uncancel()
+                raise _Overdue() from None
+            raise
+        except BaseException:
+            if deadlines.leave(task, slot):
+                task.uncancel()
+            raise
+        if deadlines.leave(task, slot):  # it swallowed the cancel and returned
+            task.uncancel()
 
     async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> None:
         """A plain function in the thread pool. A thread cannot be stopped, so its message
@@ -379,6 +403,47 @@ def _in_thread(ctx: contextvars.Context, fn: Callable[..., Any], args: tuple[Any
 def handler_threads_running() -> int:
     """Plain-function handlers running now (the CLI does not wait for them at exit)."""
     return _threads_running
+
+
+class _Deadlines:
+    """Cancels handler tasks that run past their deadline, with one timer per ``GRAIN``
+    of deadlines (rounded up) instead of one per handler: ``asyncio.timeout`` costs a
+    timer, its heap entry and a context manager for every message. A timer whose
+    handlers all left is cancelled, so there are never more timers than handlers."""
+
+    GRAIN = 0.01
+
+    def __init__(self) -> None:
+        self._slots: dict[int, tuple[set[asyncio.Task[Any]], asyncio.TimerHandle]] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    def enter(self, task: asyncio.Task[Any], seconds: float) -> int:
+        loop = asyncio.get_running_loop()
+        slot = math.ceil((loop.time() + seconds) / self.GRAIN)
+        entry = self._slots.get(slot)
+        if entry is None:
+            entry = self._slots[slot] = (set(), loop.call_at(slot * self.GRAIN, self._expire, slot))
+        entry[0].add(task)
+        return slot
+
+    def leave(self, task: asyncio.Task[Any], slot: int) -> bool:
+        """``task`` is out of its handler; True when its deadline cancelled it."""
+        entry = self._slots.get(slot)
+        if entry is not None:
+            entry[0].discard(task)
+            if not entry[0]:
+                entry[1].cancel()
+                del self._slots[slot]
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _expire(self, slot: int) -> None:
+        tasks, _ = self._slots.pop(slot, (set(), None))
+        for task in tasks:
+            self._expired.add(task)
+            task.cancel()
 
 
 class _Abandoned(BaseException):

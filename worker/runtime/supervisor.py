@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
 
@@ -31,12 +31,14 @@ from worker.aws import (
 from worker.errors import WorkerError
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
-from worker.observe.health import HealthServer
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.consumer import Consumer
 from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
+
+if TYPE_CHECKING:
+    from worker.observe.health import HealthServer
 
 log = get_logger()
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
@@ -156,6 +158,8 @@ class Supervisor:
         executor = ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="handler")
         try:
             if s.health.enabled:
+                from worker.observe.health import HealthServer  # aiohttp's server: only when on
+
                 self.health = HealthServer(self, s.health)
                 await self.health.start()
                 log.info("health_server_started", host=s.health.host, port=self.health.port)
@@ -238,13 +242,23 @@ class Supervisor:
     async def _resolve(self, sqs: AwsClient) -> list[QueueTarget]:
         """Every configured queue, within ``aws.startup_timeout`` in all."""
         timeout = self.settings.aws.startup_timeout
+        # All queues at once; each result is taken in configuration order, so a failure is
+        # the one a resolution one queue after another would have reported.
+        tasks = [
+            asyncio.create_task(resolve_queue(sqs, key, q, timeout))
+            for key, q in self.settings.queues.items()
+        ]
         try:
             async with asyncio.timeout(timeout):
-                return [await resolve_queue(sqs, key, q, timeout) for key, q in self.settings.queues.items()]
+                return [await task for task in tasks]
         except TimeoutError:
             raise AwsUnreachable(
                 f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)"
             ) from None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _shutdown(self) -> None:
         """Stop receiving and let handlers finish within ``shutdown_grace``; then
