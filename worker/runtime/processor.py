@@ -11,7 +11,8 @@ bad body, bad payload
 raises anything else     ``failed`` with the queue's backoff for the attempt number
 (its own CancelledError
 included)
-async, runs too long     cancelled at ``max_processing_time``: ``failed``
+async, runs too long     cancelled at ``max_processing_time`` (10 ms or a thousandth of
+                         it late at most, whichever is more): ``failed``
 shutdown past the grace  async: cancelled, ``cancelled`` (made visible at once);
                          plain function: the thread cannot be stopped, so the lease is
                          kept while it runs and its result counts when it returns
@@ -107,7 +108,7 @@ class Processor:
         # Resolved once: the per-message path should not look loggers or labels up again.
         self.log = get_logger().bind()
         self._children: dict[tuple[str, str], Any] = {}
-        self._deadlines = _Deadlines()
+        self._deadlines = _Deadlines(settings.max_processing_time)
         self._failed = _Memory()
         self.rejected = _Memory()
         """Ids rejected by this process: a redelivery is neither run nor logged again."""
@@ -277,12 +278,12 @@ class Processor:
 
     async def _run_async(self, route: Route, args: tuple[Any, ...]) -> None:
         """``route.fn`` under ``max_processing_time``: what ``asyncio.timeout`` does, with
-        the timer shared by every handler due in the same ``_Deadlines.GRAIN``."""
+        the timer shared by every handler due in the same grain (``_Deadlines``)."""
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
         deadlines = self._deadlines
-        slot = deadlines.enter(task, self.settings.max_processing_time)
+        slot = deadlines.enter(task)
         try:
             await route.fn(*args)
         except asyncio.CancelledError:
@@ -406,42 +407,40 @@ def handler_threads_running() -> int:
 
 
 class _Deadlines:
-    """Cancels handler tasks that run past their deadline, with one timer per ``GRAIN``
-    of deadlines (rounded up) instead of one per handler: ``asyncio.timeout`` costs a
-    timer, its heap entry and a context manager for every message. A timer whose
-    handlers all left is cancelled, so there are never more timers than handlers."""
+    """Cancels handler tasks that run past ``seconds``, with one timer per ``grain`` of
+    deadlines (rounded up: a thousandth of ``seconds``, at least 10 ms) instead of one per
+    handler: ``asyncio.timeout`` costs a timer, its heap entry and its cancellation for
+    every message. A timer is never cancelled; one whose handlers all left fires for
+    nothing, so there are at most a thousand of them."""
 
-    GRAIN = 0.01
-
-    def __init__(self) -> None:
-        self._slots: dict[int, tuple[set[asyncio.Task[Any]], asyncio.TimerHandle]] = {}
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._grain = max(0.01, seconds / 1000)
+        self._slots: dict[int, set[asyncio.Task[Any]]] = {}
         self._expired: set[asyncio.Task[Any]] = set()
 
-    def enter(self, task: asyncio.Task[Any], seconds: float) -> int:
+    def enter(self, task: asyncio.Task[Any]) -> int:
         loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + seconds) / self.GRAIN)
-        entry = self._slots.get(slot)
-        if entry is None:
-            entry = self._slots[slot] = (set(), loop.call_at(slot * self.GRAIN, self._expire, slot))
-        entry[0].add(task)
+        slot = math.ceil((loop.time() + self._seconds) / self._grain)
+        tasks = self._slots.get(slot)
+        if tasks is None:
+            tasks = self._slots[slot] = set()
+            loop.call_at(slot * self._grain, self._expire, slot)
+        tasks.add(task)
         return slot
 
     def leave(self, task: asyncio.Task[Any], slot: int) -> bool:
         """``task`` is out of its handler; True when its deadline cancelled it."""
-        entry = self._slots.get(slot)
-        if entry is not None:
-            entry[0].discard(task)
-            if not entry[0]:
-                entry[1].cancel()
-                del self._slots[slot]
+        tasks = self._slots.get(slot)
+        if tasks is not None:
+            tasks.discard(task)
         if task in self._expired:
             self._expired.discard(task)
             return True
         return False
 
     def _expire(self, slot: int) -> None:
-        tasks, _ = self._slots.pop(slot, (set(), None))
-        for task in tasks:
+        for task in self._slots.pop(slot, ()):
             self._expired.add(task)
             task.cancel()
 
