@@ -237,7 +237,14 @@ async def moto(moto_endpoint: str) -> AsyncIterator[Aws]:
 
 
 def settings_for(endpoint: str, queue: TestQueue, **queue_overrides: Any) -> WorkerSettings:
-    worker_keys = {"shutdown_grace", "shutdown_flush", "delete_flush_interval", "thread_pool_size", "health"}
+    worker_keys = {
+        "shutdown_grace",
+        "shutdown_flush",
+        "delete_flush_interval",
+        "thread_pool_size",
+        "health",
+        "payloads",
+    }
     top = {k: queue_overrides.pop(k) for k in list(queue_overrides) if k in worker_keys}
     q: dict[str, Any] = {
         "name": queue.name,

@@ -27,6 +27,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from worker.aws import AwsClient
+from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Route
 from worker.observe.logs import get_logger
@@ -59,8 +60,10 @@ class Consumer:
         executor: Executor,
         metrics: Metrics,
         resources: Resources | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.target = target
+        self.payloads = payloads
         self.settings = settings
         self.counters = QueueCounters()
         self.metrics = metrics
@@ -93,7 +96,9 @@ class Consumer:
             metrics,
         )
         self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
-        self.processor = Processor(name, settings, registry, self.counters, executor, metrics, resources)
+        self.processor = Processor(
+            name, settings, registry, self.counters, executor, metrics, resources, payloads
+        )
         self.settler = Settler(target, self.acker, self.dead_letters, self.processor, self.counters, metrics)
         self.pollers = [
             Poller(
@@ -121,6 +126,7 @@ class Consumer:
         self._limit_gauge = metrics.in_flight_limit.labels(name)
         self._pollers_gauge = metrics.pollers.labels(name)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._discarding: set[asyncio.Task[bool]] = set()
         self._batchers: dict[str, Batcher] = {}
         self._stop = asyncio.Event()
         self.stopping = False
@@ -222,6 +228,12 @@ class Consumer:
             self.limiter.completed()
         if lease.state is State.LAPSED:
             self.counters.lapsed += 1
+        message = self.settler.discards.pop(lease, None)
+        if message is not None and lease.state is State.SETTLED and self.payloads is not None:
+            # Deleted from SQS: its offloaded body goes too (as configured; never raises).
+            task = asyncio.create_task(self.payloads.discard(message), name="payload-discard")
+            self._discarding.add(task)
+            task.add_done_callback(self._discarding.discard)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], leases: list[Lease]) -> None:
         task = asyncio.create_task(self._guarded(coro, leases))
@@ -307,7 +319,7 @@ class Consumer:
                 outcomes = [await self.processor.run(run[0])]
             done = 0
             while done < len(outcomes) and outcomes[done].kind == "succeeded":
-                self.settler.settle(run[done], None)
+                self.settler.settle_success(run[done])
                 done += 1
             if done == len(run):
                 return True
@@ -394,6 +406,8 @@ class Consumer:
         returns how many leases were left unconfirmed."""
         left = await self.acker.close(deadline)
         await self.heartbeat.stop()
+        if self._discarding:
+            await asyncio.wait(set(self._discarding), timeout=_until(deadline))
         return left
 
 

@@ -36,10 +36,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
+from worker.messages.payloads import reserved_attribute
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Route
 from worker.observe.logs import ContextBinder, get_logger
@@ -47,6 +48,9 @@ from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease
 from worker.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from worker.messages.payload_store import PayloadStore
 
 MEMORY = 10_000
 _MESSAGE_CONTEXT = ContextBinder("queue", "message_id", "type", "receive_count", "group_id")
@@ -64,6 +68,7 @@ class Outcome:
 
 
 SUCCEEDED = Outcome("succeeded")
+SKIPPED = Outcome("succeeded", 0, "offloaded payload missing; skipped (payloads.ignore_missing)")
 CANCELLED = Outcome("cancelled")
 ABANDONED = Outcome("abandoned")
 
@@ -97,9 +102,13 @@ class Processor:
         executor: Executor,
         metrics: Metrics,
         resources: Resources | None = None,
+        payloads: PayloadStore | None = None,
     ) -> None:
         self.queue = queue
         self.resources = resources or Resources()
+        self.payloads = payloads
+        """Where offloaded bodies (the extended-client format) are read from; None: an
+        offloaded message is rejected with its reason."""
         self.settings = settings
         self.registry = registry
         self.counters = counters
@@ -142,6 +151,11 @@ class Processor:
         if reason is not None:
             return Outcome("rejected", 0, reason)
         try:
+            if message.payload is not None or reserved_attribute(message.attributes) is not None:
+                resolved = await self._resolve(message)
+                if resolved is None:  # its object is gone and payloads.ignore_missing is on
+                    return SKIPPED
+                message = resolved
             route = self.registry.get(message.type)
             if route is None:
                 reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
@@ -168,6 +182,14 @@ class Processor:
         except Exception as exc:
             return self._outcome_of(exc, message, attempt, started)
         return self._succeeded(message, started, route.message_type)
+
+    async def _resolve(self, message: Message) -> Message | None:
+        """An offloaded message with its stored body (PermanentFailure when it cannot be)."""
+        if self.payloads is None:
+            raise PermanentFailure(
+                "the message's body is offloaded to S3 and this worker has no payload store"
+            )
+        return await self.payloads.resolve(message)
 
     def _succeeded(self, message: Message, started: float, label: str) -> Outcome:
         """``label``: the type of the route that ran (its ``type_label``)."""
@@ -215,8 +237,14 @@ class Processor:
         for i, lease in enumerate(leases):
             message, attempt = self._attempt(lease)
             try:
+                if message.payload is not None or reserved_attribute(message.attributes) is not None:
+                    resolved = await self._resolve(message)
+                    if resolved is None:
+                        outcomes[i] = SKIPPED
+                        continue
+                    message = resolved
                 payloads.append(route.payload(message))
-            except PermanentFailure as exc:
+            except Exception as exc:  # undecodable body, unreadable offloaded payload
                 self._bind(message)
                 outcomes[i] = self._outcome_of(exc, message, attempt, started)
                 continue

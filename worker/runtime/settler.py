@@ -9,6 +9,7 @@ order). Everything goes through the lease and the acker.
 
 from __future__ import annotations
 
+from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker
@@ -39,12 +40,14 @@ class Settler:
         self._released = metrics.released.labels(target.key)
         self._retried = metrics.retried
         self._dead_lettered = metrics.dead_lettered
+        self.discards: dict[Lease, Message] = {}
+        """Handled offloaded messages whose delete is not confirmed yet."""
 
     async def apply(self, lease: Lease, outcome: Outcome) -> None:
         """What happens to a standard queue's message after its handler ran."""
         kind = outcome.kind
         if kind == "succeeded":
-            self.settle(lease, None)
+            self.settle_success(lease)
         elif kind == "cancelled":
             self.release([lease], "shutdown")
         elif kind == "abandoned":
@@ -78,6 +81,13 @@ class Settler:
             return True
         max_count = self._target.max_receive_count
         return max_count is not None and lease.message.receive_count + lease.attempts - 1 >= max_count
+
+    def settle_success(self, lease: Lease) -> None:
+        """Delete a handled message; once SQS confirms it, its offloaded payload (if any)
+        may be deleted too (``discards``, read by the consumer when the lease ends)."""
+        if lease.message.payload is not None:
+            self.discards[lease] = lease.message
+        self.settle(lease, None)
 
     def settle(self, lease: Lease, visibility: int | None) -> None:
         if lease.state is not State.RUNNING:

@@ -29,6 +29,7 @@ from worker.aws import (
     sqs_client,
 )
 from worker.errors import WorkerError
+from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
 from worker.observe.logs import get_logger
@@ -163,7 +164,10 @@ class Supervisor:
                 self.health = HealthServer(self, s.health)
                 await self.health.start()
                 log.info("health_server_started", host=s.health.host, port=self.health.port)
-            async with sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs:
+            async with (
+                sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs,
+                PayloadStore.connect(s.aws, s.payloads) as payloads,  # S3 opened on first use
+            ):
                 self._sqs = sqs
                 targets = await self._resolve(sqs)
                 await self._hooks("startup")
@@ -177,6 +181,7 @@ class Supervisor:
                         executor,
                         self.metrics,
                         self.resources,
+                        payloads,
                     )
                     for t in targets
                 ]
