@@ -5,8 +5,11 @@ in the Amazon SQS/SNS Extended Client format."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -151,19 +154,33 @@ def _report(result: BatchResult, count: int, verb: str) -> None:
         raise typer.Exit(EXIT_FAILED)
 
 
-async def _send(
-    conn: Connection, queue: str, messages: list[OutgoingMessage], offload: Offload | None
-) -> BatchResult:
+@contextlib.asynccontextmanager
+async def _producer(conn: Connection, offload: Offload | None) -> AsyncIterator[Producer]:
     async with (
         conn.client("sqs") as sqs,
         conn.client("sns") as sns,
         PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
     ):
-        producer = Producer(sqs, sns, offload=offload, payloads=payloads)
-        if len(messages) == 1:
-            return await producer.send_many(queue, messages)
-        with progress("sending", len(messages)) as update:
-            return await producer.send_many(queue, messages, update)
+        yield Producer(sqs, sns, offload=offload, payloads=payloads)
+
+
+async def _deliver(
+    label: str,
+    deliver: Callable[[list[OutgoingMessage], Callable[[int, int], None] | None], Awaitable[BatchResult]],
+    messages: list[OutgoingMessage],
+) -> BatchResult:
+    """One message quietly; many with a progress bar."""
+    if len(messages) == 1:
+        return await deliver(messages, None)
+    with progress(label, len(messages)) as update:
+        return await deliver(messages, update)
+
+
+async def _send(
+    conn: Connection, queue: str, messages: list[OutgoingMessage], offload: Offload | None
+) -> BatchResult:
+    async with _producer(conn, offload) as producer:
+        return await _deliver("sending", functools.partial(producer.send_many, queue), messages)
 
 
 async def _publish(
@@ -171,22 +188,14 @@ async def _publish(
 ) -> BatchResult:
     from worker.ops.filters import untyped_goes_nowhere
 
-    async with (
-        conn.client("sqs") as sqs,
-        conn.client("sns") as sns,
-        PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
-    ):
-        producer = Producer(sqs, sns, offload=offload, payloads=payloads)
+    async with _producer(conn, offload) as producer:
         arn = await producer.topic_arn(topic)
-        if typeless and await untyped_goes_nowhere(sns, arn, "type"):
+        if typeless and await untyped_goes_nowhere(producer.sns, arn, "type"):
             warn(
                 f"topic {topic!r}: every subscription filters on the 'type' attribute, so a message "
                 "without --type reaches no queue"
             )
-        if len(messages) == 1:
-            return await producer.publish_many(arn, messages)
-        with progress("publishing", len(messages)) as update:
-            return await producer.publish_many(arn, messages, update)
+        return await _deliver("publishing", functools.partial(producer.publish_many, arn), messages)
 
 
 def send(
