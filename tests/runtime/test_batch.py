@@ -150,3 +150,23 @@ async def test_fifo_batch_items_after_a_failure_are_not_deleted_before_it(aws: A
         await eventually(lambda: worker.consumers[0].counters.succeeded >= 4, timeout=30)
     assert calls[0] == [0, 1, 2, 3]
     assert calls[1] == [1, 2, 3]  # from the failed one on, in order
+
+
+async def test_a_plain_function_batch_handler_counts_as_a_running_handler_thread(aws: Aws) -> None:
+    # The CLI skips waiting for the thread pool at exit only while this count is non-zero.
+    from worker.runtime.processor import handler_threads_running
+
+    queue = await aws.queue()
+    seen: list[int] = []
+    router = Router()
+
+    @router.batch_handler("row", max_size=5, max_wait=0.2)
+    def rows(payloads: list[dict[str, int]], messages: list[Message]) -> None:
+        seen.append(handler_threads_running())
+
+    async with running(settings_for(aws.endpoint, queue), router):
+        for i in range(3):
+            await aws.send(queue.url, {"n": i}, "row")
+        await eventually(lambda: seen, timeout=15)
+    assert seen[0] >= 1
+    assert handler_threads_running() == 0

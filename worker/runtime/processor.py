@@ -262,8 +262,9 @@ class Processor:
                 if route.is_async:
                     result = await route.fn(*args)
                 else:
-                    ctx = contextvars.copy_context()
-                    call = functools.partial(ctx.run, route.fn, *args)
+                    # Counted while it runs, like a single plain-function handler: the CLI
+                    # must not wait at exit for a thread past the final deadline.
+                    call = functools.partial(_in_thread, contextvars.copy_context(), route.fn, args)
                     result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except asyncio.CancelledError:
             if not self._shutting_down():
