@@ -53,6 +53,9 @@ TRANSIENT_CODES = frozenset(
     }
 )
 
+# The queue named does not exist (where it was looked for).
+MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
 # A receipt handle that no longer works: the message expired back to the queue (or was
 # received again elsewhere). LocalStack reports some of these as InvalidParameterValue.
 STALE_RECEIPT_CODES = frozenset(

@@ -34,7 +34,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
 
-from worker.aws import AwsClient, aws_client, error_code, list_topics
+from worker.aws import MISSING_QUEUE, AwsClient, aws_client, error_code, list_topics
 from worker.errors import EXIT_FAILED, EXIT_NOT_FOUND, ConfigError, NotFoundError
 from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import (
@@ -55,7 +55,6 @@ UPLOADS = 8
 """Offloaded bodies stored in S3 at once."""
 BATCH = 10
 RETRIES = 3
-MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 class ProducerError(ConfigError):

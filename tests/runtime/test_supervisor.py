@@ -306,3 +306,49 @@ async def test_queues_are_resolved_together_and_the_first_failure_in_order_is_re
         await Supervisor(settings, registries).run()
     # As if resolved one after another: the first missing queue in configuration order.
     assert str(failure.value) == f"queues.{missing}: queue 'no-such-queue-here' does not exist"
+
+
+async def test_a_server_that_keeps_failing_at_start_is_unreachable_not_refused() -> None:
+    # HTTP 503 on every call (a transient error) until startup_timeout: exit code 5, not 4.
+    from worker.aws import AwsUnreachable
+    from worker.messages.routing import Registry, Router
+    from worker.runtime.supervisor import Supervisor
+    from worker.settings import load_settings
+
+    async def unavailable(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                body = b'{"__type": "ServiceUnavailable", "message": "try later"}'
+                writer.write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.0\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(unavailable, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = load_settings(
+        None,
+        {
+            "aws": {"endpoint_url": f"http://127.0.0.1:{port}", "region": "us-east-1", "startup_timeout": 2},
+            "queues": {"q": {"handlers": ["tests.support.noop"]}},
+        },
+    )
+    try:
+        with pytest.raises(AwsUnreachable, match="startup_timeout"):
+            await Supervisor(settings, {"q": Registry(Router().routes)}).run()
+    finally:
+        server.close()

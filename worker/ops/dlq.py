@@ -30,12 +30,11 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, error_code, next_page
+from worker.aws import MISSING_QUEUE, AwsClient, error_code, next_page
 from worker.errors import ConfigError, NotFoundError, WorkerError
 from worker.messages.envelope import parse_message
 from worker.ops.queue_stats import queue_counts
 
-MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 UNSUPPORTED = frozenset(
     {
         "UnsupportedOperation",

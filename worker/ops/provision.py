@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, error_code, list_topics, next_page
+from worker.aws import MISSING_QUEUE, AwsClient, error_code, list_topics, next_page
 from worker.errors import ConfigError, UnsafeError
 from worker.ops.dlq import dead_letter_sources
 from worker.ops.filters import list_subscriptions
@@ -55,7 +55,6 @@ JSON_ATTRIBUTES = frozenset(
         "Notifications",
     }
 )
-MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 MISSING_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
 NO_CONFIGURATION = frozenset(
     {"ServerSideEncryptionConfigurationNotFoundError", "NoSuchLifecycleConfiguration", "NoSuchConfiguration"}

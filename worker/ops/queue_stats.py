@@ -8,11 +8,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClient, error_code
+from worker.aws import MISSING_QUEUE, AwsClient, error_code
 from worker.errors import NotFoundError
 from worker.ops.topology import Topology
-
-MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import ClientError
 
 from worker.aws import (
+    MISSING_QUEUE,
     AwsClient,
     AwsNotFound,
     AwsRefused,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from worker.observe.health import HealthServer
 
 log = get_logger()
-MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
 
 async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry_for: float) -> QueueTarget:
@@ -54,17 +54,8 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
         attributes: dict[str, Any] = (
             await sqs.call("get_queue_attributes", retry_for=retry_for, QueueUrl=url, AttributeNames=["All"])
         ).get("Attributes", {})
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in MISSING_QUEUE:
-            raise AwsNotFound(f"queues.{key}: queue {name!r} does not exist") from None
-        raise AwsRefused(f"queues.{key}: cannot use queue {name!r}: {code}: {exc}") from None
     except Exception as exc:
-        if is_transient(exc):
-            raise AwsUnreachable(
-                f"cannot reach SQS (gave up after aws.startup_timeout {retry_for:g}s): {exc}"
-            ) from None
-        raise
+        raise _start_error(exc, f"queues.{key}: queue {name!r}", retry_for) from None
     redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
     fifo = attributes.get("FifoQueue") == "true"
     dlq_arn = redrive.get("deadLetterTargetArn")
@@ -88,6 +79,18 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
     return target
 
 
+def _start_error(exc: Exception, what: str, retry_for: float) -> Exception:
+    """The start-up failure ``exc`` means, by kind (exit codes 3, 5, 4); anything else as is."""
+    if is_transient(exc):  # throttling and 5xx included: still failing at the time limit
+        return AwsUnreachable(f"cannot reach SQS (gave up after aws.startup_timeout {retry_for:g}s): {exc}")
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        if code in MISSING_QUEUE:
+            return AwsNotFound(f"{what} does not exist")
+        return AwsRefused(f"{what}: {code}: {exc}")
+    return exc
+
+
 async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float) -> str:
     """The DLQ's URL from its ARN (``arn:aws:sqs:region:account:name``): the worker moves
     rejected messages there itself."""
@@ -96,10 +99,8 @@ async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float)
         response = await sqs.call(
             "get_queue_url", retry_for=retry_for, QueueName=parts[-1], QueueOwnerAWSAccountId=parts[4]
         )
-    except ClientError as exc:
-        raise AwsRefused(
-            f"queues.{key}: cannot use its dead-letter queue {arn}: {error_code(exc)}: {exc}"
-        ) from None
+    except Exception as exc:
+        raise _start_error(exc, f"queues.{key}: its dead-letter queue {arn}", retry_for) from None
     return str(response["QueueUrl"])
 
 
