@@ -296,3 +296,9 @@ def test_a_worker_config_given_as_topology_is_one_line(capsys: pytest.CaptureFix
     result = invoke(capsys, "provision", "-t", "config/worker.yaml", "--dry-run")
     assert result.code == errors.EXIT_USAGE
     assert "this is a worker configuration" in result.one_line_error()
+
+
+def test_a_bad_region_option_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    result = invoke(capsys, "send", "q", "--type", "t", "--body", "{}", "--region", "us east 1")
+    assert result.code == errors.EXIT_USAGE
+    assert "--region" in result.one_line_error()

@@ -103,9 +103,10 @@ class Connection:
         )
 
     def where(self, service: str = "sqs") -> str:
-        aws = AwsSettings(region=self.region, endpoint_url=None)
+        # Unvalidated: this names where a call went even when the values are the problem.
+        aws = AwsSettings.model_construct(region=self.region, endpoint_url=self.endpoint_url)
         region = aws.resolved_region() or "no region"
-        endpoint = self.endpoint_url or AwsSettings().resolved_endpoint(service)
+        endpoint = aws.resolved_endpoint(service)
         return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
 
     @contextlib.asynccontextmanager
