@@ -21,7 +21,7 @@ from worker.cli.common import (
 from worker.cli.output import info
 from worker.errors import UnsafeError
 from worker.messages.payload_store import s3_client
-from worker.ops.provision import Change, Provisioner, render_plan
+from worker.ops.provision import Provisioner, render_plan
 from worker.ops.topology import Topology, load_topology
 
 
@@ -62,37 +62,39 @@ def provision(
     spec = load_topology(topology)
     conn = Connection(region, endpoint_url, timeout)
 
-    async def plan() -> tuple[list[Change], list[Change]]:
+    async def go() -> int:
+        # One read of AWS: the plan shown is the plan applied (the question, if any, is
+        # asked in between; nothing else runs on the loop meanwhile).
         async with provisioner(spec, conn) as p:
-            return await p.plan(), (await p.plan_prune() if prune else [])
-
-    changes, deletions = run_async(plan, conn)
-    if prune:
-        info(f"prune scope: resources tagged with topology name {spec.name!r} (name: in {topology})")
-    else:
-        info(f"topology {spec.name!r} ({topology}): what it creates is tagged with this name")
-    typer.echo(render_plan(changes + deletions))
-    pending = [c for c in changes + deletions if c.action != "unchanged"]
-    if not pending:
-        typer.echo(f"No changes: AWS matches {topology}.")
-        return
-    if dry_run:
-        typer.echo("Dry run: nothing changed.")
-        return
-    if deletions and not yes:
-        question = f"Delete {len(deletions)} resource(s) listed above with '-'?"
-        if not sys.stdin.isatty():
-            raise UnsafeError(f"--prune would delete {len(deletions)} resource(s); pass --yes to confirm")
-        if not typer.confirm(question, default=False):
-            raise UnsafeError("not confirmed: nothing changed")
-
-    async def apply() -> None:
-        async with provisioner(spec, conn) as p:
-            await p.plan()
+            changes = await p.plan()
+            deletions = await p.plan_prune() if prune else []
+            if prune:
+                info(f"prune scope: resources tagged with topology name {spec.name!r} (name: in {topology})")
+            else:
+                info(f"topology {spec.name!r} ({topology}): what it creates is tagged with this name")
+            typer.echo(render_plan(changes + deletions))
+            pending = [c for c in changes + deletions if c.action != "unchanged"]
+            if not pending:
+                typer.echo(f"No changes: AWS matches {topology}.")
+                return 0
+            if dry_run:
+                typer.echo("Dry run: nothing changed.")
+                return 0
+            if deletions and not yes:
+                if not sys.stdin.isatty():
+                    raise UnsafeError(
+                        f"--prune would delete {len(deletions)} resource(s); pass --yes to confirm"
+                    )
+                if not typer.confirm(
+                    f"Delete {len(deletions)} resource(s) listed above with '-'?", default=False
+                ):
+                    raise UnsafeError("not confirmed: nothing changed")
             await p.apply(changes)
             if deletions:
                 for name in await p.apply_prune(deletions, force=force):
                     info(f"removed the redrive policy of {name} (it pointed at a deleted queue)")
+            return len(pending)
 
-    run_async(apply, conn)
-    typer.echo(f"Applied {len(pending)} change(s).")
+    applied = run_async(go, conn)
+    if applied:
+        typer.echo(f"Applied {applied} change(s).")
