@@ -75,7 +75,6 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
         assert 0 < r["rate_with_startup"] < r["rate"], r
         # CPU comes from /proc in 10 ms ticks: a run of a few hundredths of a second can
         # read 0 (the quick start-up runs move 50 messages).
-        assert r["cpu_ms_per_message"] >= 0, r
         if r["seconds"] >= 0.5:
             assert r["cpu_ms_per_message"] > 0, r
         assert r["startup_cpu"] > 0, r

@@ -322,4 +322,8 @@ def test_null_metrics_take_every_call_and_record_nothing() -> None:
     metrics.in_flight.labels("q").set(3)
     metrics.free_slots.labels(queue="q").dec()
     metrics.tasks.set(1)
-    assert isinstance(metrics, Metrics)
+    assert isinstance(metrics, Metrics)  # a drop-in for the runtime
+    # Nothing is kept: every metric and every child is the one shared no-op.
+    assert metrics.received.labels("q", "a") is metrics.in_flight
+    assert "prometheus_client" not in type(metrics.received).__module__
+    assert not hasattr(metrics, "registry") or metrics.registry is metrics.in_flight
