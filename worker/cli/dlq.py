@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from worker.cli.common import (
+    DEFAULT_TIMEOUT,
     Connection,
     EndpointOption,
     JsonOption,
@@ -42,7 +43,7 @@ def show(
     json_: JsonOption = False,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """List a DLQ's messages without consuming them (each look counts as a receive)."""
     conn = Connection(region, endpoint_url, timeout)
@@ -82,7 +83,7 @@ def redrive(
     ] = False,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Move DLQ messages back to their source queue, each at most once, up to the depth the
     DLQ had when the command started."""

@@ -11,6 +11,8 @@ import typer
 from rich.live import Live
 
 from worker.cli.common import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOPOLOGY,
     Connection,
     EndpointOption,
     JsonOption,
@@ -47,13 +49,13 @@ def _stats_table(rows: list[QueueRow]) -> object:
 
 
 def stats(
-    topology: TopologyOption = "config/topology.yaml",
+    topology: TopologyOption = DEFAULT_TOPOLOGY,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C.")] = False,
     interval: Annotated[float, typer.Option(min=0.5, help="Seconds between refreshes with --watch.")] = 2.0,
     json_: JsonOption = False,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Per queue of the topology: visible, in flight, delayed, DLQ depth, oldest age.
 
@@ -93,7 +95,7 @@ def stats(
 
 
 def iam_policy(
-    topology: TopologyOption = "config/topology.yaml",
+    topology: TopologyOption = DEFAULT_TOPOLOGY,
     config: Annotated[
         str | None,
         typer.Option(
@@ -108,7 +110,7 @@ def iam_policy(
     ] = None,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Print the least-privilege IAM policies of the worker and of the producer (JSON)."""
     spec = load_topology(topology)

@@ -15,7 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli.common import Connection, EndpointOption, RegionOption, TimeoutOption, run_async
+from worker.cli.common import (
+    DEFAULT_TIMEOUT,
+    Connection,
+    EndpointOption,
+    RegionOption,
+    TimeoutOption,
+    run_async,
+)
 from worker.cli.output import info, progress, warn
 from worker.errors import EXIT_FAILED, ConfigError
 from worker.messages.payload_store import PayloadStore
@@ -214,7 +221,7 @@ def send(
     offload_threshold: ThresholdOption = DEFAULT_THRESHOLD,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Send one message, or many from a JSON-lines file, to a queue (up to 1 MiB each;
     larger with --s3-bucket)."""
@@ -249,7 +256,7 @@ def publish(
     offload_threshold: ThresholdOption = DEFAULT_THRESHOLD,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Publish one message, or many from a JSON-lines file, to a topic (up to 256 KiB each;
     larger with --s3-bucket)."""

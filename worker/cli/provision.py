@@ -11,6 +11,8 @@ import typer
 
 from worker.aws import AwsClient
 from worker.cli.common import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_TOPOLOGY,
     Connection,
     EndpointOption,
     RegionOption,
@@ -40,7 +42,7 @@ async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisi
 
 
 def provision(
-    topology: TopologyOption = "config/topology.yaml",
+    topology: TopologyOption = DEFAULT_TOPOLOGY,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan, change nothing.")] = False,
     prune: Annotated[
         bool,
@@ -55,7 +57,7 @@ def provision(
     ] = False,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
-    timeout: TimeoutOption = 5.0,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Make AWS match the topology file: queues, DLQs, topics, subscriptions, buckets and
     their notifications (plan first)."""

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from worker.cli.common import ConfigOption, explain, report
+from worker.cli.common import DEFAULT_CONFIG, ConfigOption, explain, report
 from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
 from worker.observe.logs import configure_logging, flush_logs, get_logger
 from worker.observe.metrics import NullMetrics
@@ -88,7 +88,7 @@ def import_path(app_dir: str) -> None:
 
 
 def run(
-    config: ConfigOption = "config/worker.yaml",
+    config: ConfigOption = DEFAULT_CONFIG,
     app_dir: AppDirOption = ".",
     log_level: Annotated[
         LogLevel | None, typer.Option(case_sensitive=False, help="Overrides log.level.")
@@ -112,7 +112,7 @@ def run(
     raise typer.Exit(code)
 
 
-def check(config: ConfigOption = "config/worker.yaml", app_dir: AppDirOption = ".") -> None:
+def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") -> None:
     """Validate the configuration and import the handler modules, without calling AWS."""
     import_path(app_dir)
     settings = load_settings(config)

@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -230,8 +229,3 @@ class PayloadStore:
             )
             return False
         return True
-
-
-def describe(payload: PayloadPointer | None) -> dict[str, Any]:
-    """Log fields for a message's payload (empty when not offloaded)."""
-    return {} if payload is None else {"payload": payload.uri, "payload_bytes": payload.size}

@@ -53,11 +53,6 @@ it copied."""
 HOLD_SECONDS = 120
 """Visibility timeout of what a redrive receives; what it leaves is made visible at the end."""
 
-DlqError = WorkerError
-"""Kept for callers that catch it: the errors raised here are the kinds of worker.errors
-(NotFoundError for a missing queue or DLQ, ConfigError for an ambiguous one, WorkerError for
-a failed move task)."""
-
 
 @dataclass(frozen=True)
 class DlqPair:
