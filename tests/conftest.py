@@ -19,6 +19,7 @@ from tests.servers import LocalStack
 
 if TYPE_CHECKING:
     from bench.harness import Proxy
+    from worker.observe.tracing import Tracing
 from worker.messages.routing import Registry, Router
 from worker.runtime.supervisor import Supervisor
 from worker.settings import WorkerSettings, load_settings
@@ -31,6 +32,8 @@ for _k, _v in {
 }.items():
     os.environ[_k] = _v
 for _k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS"):
+    os.environ.pop(_k, None)
+for _k in [k for k in os.environ if k.startswith("OTEL_")]:
     os.environ.pop(_k, None)
 
 
@@ -84,6 +87,29 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def dynamodb_table(moto_endpoint: str) -> AsyncIterator[str]:
+    """A fresh idempotency table (``id`` key) on moto's server, DynamoDB over HTTP."""
+    async with idempotency_table(moto_endpoint) as name:
+        yield name
+
+
+@contextlib.asynccontextmanager
+async def idempotency_table(moto_endpoint: str) -> AsyncIterator[str]:
+    name = f"idem-{uuid.uuid4().hex[:10]}"
+    async with get_session().create_client(
+        "dynamodb", endpoint_url=moto_endpoint, region_name="us-east-1"
+    ) as client:
+        await client.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        yield name
+        await client.delete_table(TableName=name)
 
 
 @dataclass
@@ -244,6 +270,7 @@ def settings_for(endpoint: str, queue: TestQueue, **queue_overrides: Any) -> Wor
         "thread_pool_size",
         "health",
         "payloads",
+        "idempotency",
     }
     top = {k: queue_overrides.pop(k) for k in list(queue_overrides) if k in worker_keys}
     q: dict[str, Any] = {
@@ -267,9 +294,13 @@ def settings_for(endpoint: str, queue: TestQueue, **queue_overrides: Any) -> Wor
 
 
 @contextlib.asynccontextmanager
-async def running(settings: WorkerSettings, router: Router) -> AsyncIterator[Supervisor]:
-    """Run a worker in-process with ``router``'s handlers on every queue; stop it on exit."""
-    supervisor = Supervisor(settings, {key: Registry(router.routes) for key in settings.queues})
+async def running(
+    settings: WorkerSettings, router: Router, tracing: Tracing | None = None, middleware: bool = False
+) -> AsyncIterator[Supervisor]:
+    """Run a worker in-process with ``router``'s handlers (and, with ``middleware``, its
+    middleware) on every queue; stop it on exit. Tracing only when given."""
+    registry = Registry.of(router) if middleware else Registry(router.routes)
+    supervisor = Supervisor(settings, dict.fromkeys(settings.queues, registry), tracing=tracing)
     task = asyncio.create_task(supervisor.run())
     started = asyncio.create_task(supervisor.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

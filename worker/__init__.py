@@ -9,7 +9,7 @@ from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
 from worker.messages.payloads import PayloadPointer
 from worker.messages.resources import Resources
-from worker.messages.routing import CallNext, Middleware, Router
+from worker.messages.routing import CallNext, Middleware, Router, replayed
 from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "S3Event",
     "S3EventRecord",
     "S3TestEvent",
+    "replayed",
 ]
 __version__ = "0.1.0"

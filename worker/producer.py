@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from pydantic import BaseModel
 
 from worker.aws import MISSING_QUEUE, AwsClient, aws_client, error_code, list_topics
 from worker.errors import EXIT_FAILED, EXIT_NOT_FOUND, ConfigError, NotFoundError
+from worker.messages.envelope import IDEMPOTENCY_KEY_ATTRIBUTE
 from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import (
     DEFAULT_THRESHOLD,
@@ -83,6 +85,10 @@ class OutgoingMessage:
     delay: int | None = None
     subject: str | None = None  # SNS only
     structure_json: bool = False  # SNS only: body is {"default": ..., "sqs": ...}
+    idempotency_key: str | None = None
+    """The ``idempotency-key`` attribute: what makes two sends one effect for an idempotent
+    handler (an order id, a request id). Default: a new UUID per message, so a send the
+    producer retries is still one effect."""
 
 
 @dataclass(frozen=True)
@@ -145,10 +151,26 @@ def encode_body(body: BaseModel | dict[str, Any] | list[Any] | str) -> str:
     return json.dumps(body)
 
 
-def _attributes(message: OutgoingMessage, type_attribute: str) -> dict[str, dict[str, str]]:
+def _attributes(
+    i: int, message: OutgoingMessage, type_attribute: str, keys: bool, destination: str
+) -> dict[str, dict[str, str]]:
+    """The message's attributes: its own, its type, its idempotency key and the current
+    trace context. The last two (when not asked for explicitly) only while one attribute
+    stays free, for the pointer an offloaded body needs: a message never fails for them."""
     attrs = {k: {"DataType": "String", "StringValue": str(v)} for k, v in message.attributes.items()}
     if message.message_type:
         attrs[type_attribute] = {"DataType": "String", "StringValue": message.message_type}
+    key = message.idempotency_key
+    if key is not None:
+        if not key or len(key) > 512:
+            raise ProducerError(f"message {i}: idempotency key must be 1-512 characters")
+        attrs[IDEMPOTENCY_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": key}
+    elif keys and IDEMPOTENCY_KEY_ATTRIBUTE not in attrs and len(attrs) < MAX_ATTRIBUTES - 1:
+        attrs[IDEMPOTENCY_KEY_ATTRIBUTE] = {"DataType": "String", "StringValue": uuid.uuid4().hex}
+    if "opentelemetry.trace" in sys.modules:  # else no span can be current
+        from worker.observe.tracing import inject
+
+        inject(attrs, destination, limit=MAX_ATTRIBUTES - 1)
     return attrs
 
 
@@ -161,10 +183,13 @@ class Producer:
         *,
         offload: Offload | None = None,
         payloads: PayloadStore | None = None,
+        idempotency_keys: bool = True,
     ) -> None:
         """``offload``: store bodies in S3 as configured, through ``payloads`` (default: a
         store opened from the standard AWS chain on first use; close it, or use
-        ``connect``)."""
+        ``connect``). ``idempotency_keys``: give every message without one a new
+        ``idempotency-key`` (``OutgoingMessage.idempotency_key``)."""
+        self.idempotency_keys = idempotency_keys
         self.sqs = sqs
         self.sns = sns
         self.type_attribute = type_attribute
@@ -214,9 +239,9 @@ class Producer:
         return self._topic_arns[topic]
 
     # -- entries -------------------------------------------------------------------------
-    def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> _Pending:
+    def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
-        attrs = _attributes(m, self.type_attribute)
+        attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
         offload = self._check(i, body, attrs, SQS_MAX_BYTES, "SQS")
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
         if attrs:
@@ -232,9 +257,9 @@ class Producer:
             raise ProducerError(f"message {i}: group and deduplication ids are for FIFO queues")
         return _Pending(entry, "MessageBody", body if offload else None)
 
-    def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool) -> _Pending:
+    def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
-        attrs = _attributes(m, self.type_attribute)
+        attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
         offload = self._check(i, body, attrs, SNS_MAX_BYTES, "SNS")
         if offload and m.structure_json:
             raise ProducerError(
@@ -340,8 +365,11 @@ class Producer:
     ) -> BatchResult:
         url = await self.queue_url(queue)
         fifo = url.endswith(".fifo")
-        pending = [self._sqs_entry(i, m, fifo) for i, m in enumerate(messages)]  # all checked first
-        return await self._send(pending, "send_message_batch", {"QueueUrl": url}, progress)
+        name = url.rsplit("/", 1)[-1]
+        batch = list(messages)
+        with _span("aws_sqs", name, "send", len(batch)):
+            pending = [self._sqs_entry(i, m, fifo, name) for i, m in enumerate(batch)]  # all checked first
+            return await self._send(pending, "send_message_batch", {"QueueUrl": url}, progress)
 
     async def publish(self, topic: str, body: Any, message_type: str | None = None, **options: Any) -> str:
         result = await self.publish_many(topic, [OutgoingMessage(body, message_type, **options)])
@@ -358,8 +386,11 @@ class Producer:
     ) -> BatchResult:
         arn = await self.topic_arn(topic)
         fifo = arn.endswith(".fifo")
-        pending = [self._sns_entry(i, m, fifo) for i, m in enumerate(messages)]
-        return await self._send(pending, "publish_batch", {"TopicArn": arn}, progress)
+        name = arn.rsplit(":", 1)[-1]
+        batch = list(messages)
+        with _span("aws_sns", name, "publish", len(batch)):
+            pending = [self._sns_entry(i, m, fifo, name) for i, m in enumerate(batch)]
+            return await self._send(pending, "publish_batch", {"TopicArn": arn}, progress)
 
     async def _send(
         self,
@@ -415,6 +446,17 @@ class Producer:
 
     def sqs_or_sns(self, operation: str) -> AwsClient:
         return self.sns if operation == "publish_batch" else self.sqs
+
+
+def _span(
+    system: str, destination: str, operation: str, count: int
+) -> contextlib.AbstractContextManager[Any]:
+    """The producer's span for one send/publish (nothing when OpenTelemetry is not loaded)."""
+    if "opentelemetry.trace" not in sys.modules:
+        return contextlib.nullcontext()
+    from worker.observe.tracing import producer_span
+
+    return producer_span(system, destination, operation, count)
 
 
 def _kib(limit: int) -> str:

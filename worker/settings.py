@@ -385,6 +385,31 @@ class PayloadSettings(BaseModel):
     """S3 path-style addressing; default: on when a custom endpoint is set (LocalStack, MinIO)."""
 
 
+class IdempotencySettings(BaseModel):
+    """Where idempotent handlers (``@router.handler(..., idempotent=True)``) record the
+    messages they ran (``idempotency:``; see ``worker.runtime.idempotency``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    store: Literal["none", "memory", "dynamodb"] = "none"
+    """``dynamodb``: a table shared by every replica (``worker provision`` creates it from a
+    ``tables:`` entry); ``memory``: this process only (tests, a single replica that never
+    restarts); ``none``: an idempotent handler refuses to start."""
+    table: str = Field(default="sqs-worker-idempotency", min_length=3, max_length=255)
+    """The DynamoDB table (partition key ``id``, string; TTL on ``expiration``)."""
+    expires_after: int = Field(default=86_400, ge=60, le=31_536_000)
+    """Seconds a completed record keeps a redelivery from running again (1 day; at least
+    as long as duplicates can arrive: SQS keeps a message up to its retention period)."""
+    endpoint_url: str | None = None
+    """DynamoDB endpoint when it is not ``aws.endpoint_url`` (e.g. DynamoDB Local next to
+    LocalStack); ``AWS_ENDPOINT_URL_DYNAMODB`` also works when ``aws.endpoint_url`` is unset."""
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoint_url(value)
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -410,6 +435,7 @@ class WorkerSettings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     payloads: PayloadSettings = Field(default_factory=PayloadSettings)
+    idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
 
     @classmethod
     def settings_customise_sources(
@@ -440,6 +466,12 @@ class WorkerSettings(BaseSettings):
                     f"queues.{key}.wait_time_seconds ({q.wait_time_seconds})"
                 )
         return self
+
+    def store_aws(self) -> AwsSettings:
+        """The AWS settings of the idempotency store (its own endpoint, if it has one)."""
+        if self.idempotency.endpoint_url is None:
+            return self.aws
+        return self.aws.model_copy(update={"endpoint_url": self.idempotency.endpoint_url})
 
     def pool_size(self) -> int:
         """HTTP connections: every long poll, extension and settle call in flight holds one."""

@@ -17,7 +17,7 @@ from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
 from worker.observe.logs import configure_logging, flush_logs, get_logger
 from worker.observe.metrics import NullMetrics
 from worker.runtime.processor import handler_threads_running
-from worker.runtime.supervisor import Supervisor, load_registries
+from worker.runtime.supervisor import Supervisor, check_idempotency, load_registries
 from worker.settings import WorkerSettings, load_settings
 
 AppDirOption = Annotated[
@@ -101,7 +101,7 @@ def run(
     import_path(app_dir)
     settings = load_settings(config)
     configure_logging(log_level or settings.log.level, log_format or settings.log.format)
-    load_registries(settings)  # fail on bad handler modules before any AWS call
+    check_idempotency(settings, load_registries(settings))  # bad handler modules: before any AWS call
     code = asyncio.run(serve(settings))
     if handler_threads_running():
         # A plain-function handler is still running past the final deadline; its message
@@ -117,6 +117,7 @@ def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") ->
     import_path(app_dir)
     settings = load_settings(config)
     registries = load_registries(settings)
+    check_idempotency(settings, registries)
     for key, registry in registries.items():
         typer.echo(f"{key}: {settings.queues[key].queue_name(key)} <- {', '.join(registry.types)}")
     typer.echo("configuration OK")

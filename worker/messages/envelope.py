@@ -38,6 +38,9 @@ from worker.messages.payloads import (
 from worker.messages.s3events import s3_event_type
 
 _SNS_TYPES = frozenset({"Notification"})
+IDEMPOTENCY_KEY_ATTRIBUTE = "idempotency-key"
+"""The message attribute that names a message's effect for idempotent handlers (set by the
+producer; ``worker.runtime.idempotency``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class Message:
     sent_timestamp_ms: int | None = None
     topic_arn: str | None = None
     """Set when the message came through SNS (envelope delivery)."""
+    dedup_id: str | None = None
+    """A FIFO message's MessageDeduplicationId."""
     payload: PayloadPointer | None = None
     """Set when the body was offloaded to S3 (extended-client format): where it is kept.
     The worker replaces ``body`` with the stored one before the handler runs."""
@@ -144,6 +149,7 @@ def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
         type=message_type,
         receive_count=int(system.get("ApproximateReceiveCount", 1)),
         group_id=system.get("MessageGroupId"),
+        dedup_id=system.get("MessageDeduplicationId"),
         sent_timestamp_ms=int(sent) if sent else None,
         topic_arn=topic_arn,
         payload=payload,

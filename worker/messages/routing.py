@@ -24,6 +24,8 @@ A router also carries start-up and shutdown hooks (``@router.on_startup``,
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import importlib
 import inspect
 import json
@@ -45,12 +47,26 @@ Decode = Literal["model", "json", "str", "message"]
 HandlerFn = Callable[..., Any]
 P = ParamSpec("P")
 R = TypeVar("R")
-CallNext = Callable[[], Awaitable[None]]
-Middleware = Callable[[Message, CallNext], Awaitable[None]]
+CallNext = Callable[[], Awaitable[Any]]
+Middleware = Callable[[Message, CallNext], Awaitable[Any]]
 """``async def mw(message, call_next)``: ``await call_next()`` runs the rest of the chain and
-the handler; raising (``Retry``, ``PermanentFailure``, anything) or returning decides the
-outcome as a handler would."""
+the handler and returns the handler's result (for an idempotent handler's replay: the
+stored result of the run that completed); raising (``Retry``, ``PermanentFailure``,
+anything) or returning decides the outcome as a handler would."""
 Hook = Callable[[Resources], Awaitable[None]]
+_replayed: contextvars.ContextVar[bool] = contextvars.ContextVar("replayed", default=False)
+
+
+def replayed() -> bool:
+    """In the middleware chain of an idempotent handler: True when the handler does not run
+    because an earlier run of the same key completed (``call_next()`` returns its stored
+    result, JSON-decoded)."""
+    return _replayed.get()
+
+
+def set_replayed(value: bool) -> None:
+    """The runtime's side of ``replayed()``, set before each chain runs."""
+    _replayed.set(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,8 @@ class Route:
     source: str
     batch: BatchSpec | None = None
     """Set for batch handlers: they take lists, and report per-message results."""
+    idempotent: bool = False
+    """Runs once per message key (``worker.runtime.idempotency``)."""
 
     def arguments(self, message: Message, resources: Resources | None = None) -> tuple[Any, ...]:
         """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
@@ -224,6 +242,7 @@ class Router:
         *,
         model: type[BaseModel] | None = None,
         batch: BatchSpec | None = None,
+        idempotent: bool = False,
     ) -> None:
         if not message_type:
             raise HandlerError("message type must be a non-empty string")
@@ -234,6 +253,13 @@ class Router:
                 f"message type {message_type!r}: a wildcard is a trailing ':*' (e.g. 's3:ObjectCreated:*')"
             )
         route = _route(message_type, fn, model, batch)
+        if idempotent:
+            if batch is not None:
+                raise HandlerError(
+                    f"{route.source}: idempotent=True is for single-message handlers (a batch "
+                    "handler's members would each need their own record)"
+                )
+            route = dataclasses.replace(route, idempotent=True)
         if message_type in self._routes:
             raise HandlerError(
                 f"two handlers for message type {message_type!r}: "
@@ -242,13 +268,15 @@ class Router:
         self._routes[message_type] = route
 
     def handler(
-        self, message_type: str, *, model: type[BaseModel] | None = None
+        self, message_type: str, *, model: type[BaseModel] | None = None, idempotent: bool = False
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated function for ``message_type``; the function is returned
-        as it is, signature and all."""
+        as it is, signature and all. ``idempotent=True``: it runs once per message key
+        (the ``idempotency-key`` attribute, else the FIFO deduplication id, else the
+        message id) within ``idempotency.expires_after``; needs ``idempotency.store``."""
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            self.add(message_type, fn, model=model)
+            self.add(message_type, fn, model=model, idempotent=idempotent)
             return fn
 
         return register
@@ -382,6 +410,11 @@ class Registry:
     @property
     def types(self) -> list[str]:
         return sorted(self._routes)
+
+    @property
+    def idempotent(self) -> list[Route]:
+        """The routes registered with ``idempotent=True``."""
+        return [r for r in self._routes.values() if r.idempotent]
 
 
 async def settle_s3_test_event(message: Message) -> None:

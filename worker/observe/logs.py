@@ -24,6 +24,7 @@ import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -57,6 +58,7 @@ def configure_logging(
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
     shared: list[structlog.typing.Processor] = [
         _merge_contextvars,
+        _add_trace_ids,
         structlog.processors.add_log_level,
         _timestamp,
     ]
@@ -127,6 +129,22 @@ _STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] | None = getattr(
 _PREFIX_LENGTH = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
 _bound: tuple[tuple[str, contextvars.ContextVar[Any]], ...] = ()
 """structlog's variables with their keys, as of the registry's last size."""
+
+
+trace_ids: Callable[[], tuple[str, str] | None] | None = None
+"""Set by ``worker.observe.tracing`` when tracing is on: the current span's ids."""
+
+
+def _add_trace_ids(
+    logger: object, name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """``trace_id`` and ``span_id`` of the current span on every line written inside one."""
+    if trace_ids is not None:
+        ids = trace_ids()
+        if ids is not None:
+            event.setdefault("trace_id", ids[0])
+            event.setdefault("span_id", ids[1])
+    return event
 
 
 def _merge_contextvars(

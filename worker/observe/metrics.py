@@ -69,6 +69,13 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.replayed = Counter(
+            "messages_replayed",
+            "Messages of idempotent handlers settled without running: an earlier run of their key completed",
+            qt,
+            namespace=NS,
+            registry=r,
+        )
         self.retried = Counter(
             "messages_retried", "Failed messages left for another attempt", qt, namespace=NS, registry=r
         )
@@ -189,6 +196,7 @@ class Metrics:
             for metric in (
                 self.received,
                 self.succeeded,
+                self.replayed,
                 self.retried,
                 self.dead_lettered,
                 self.duration,

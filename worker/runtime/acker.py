@@ -16,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import TYPE_CHECKING
 
 from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease, State
+
+if TYPE_CHECKING:
+    from worker.observe.tracing import Tracing
 
 BATCH = 10
 FIRST_BACKOFF = 0.2
@@ -45,7 +49,9 @@ class Acker:
         flush_interval: float = 0.05,
         max_calls: int = 4,
         call_timeout: float = 10.0,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._sqs = sqs
         self._queue = queue
         self._url = url
@@ -124,6 +130,17 @@ class Acker:
                 task.add_done_callback(self._inflight.discard)
 
     async def _send(self, chunk: list[Lease]) -> None:
+        if self._tracing is None:
+            return await self._call(chunk)
+        operation = "delete" if chunk[0].target is None else "change_visibility"
+        span = self._tracing.settle_span(operation, [lease.trace for lease in chunk])
+        try:
+            await self._call(chunk)
+        finally:
+            span.end()
+        return None
+
+    async def _call(self, chunk: list[Lease]) -> None:
         deleting = chunk[0].target is None
         try:
             if deleting:

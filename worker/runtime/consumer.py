@@ -24,9 +24,10 @@ import functools
 import time
 from collections.abc import Coroutine
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.aws import AwsClient
+from worker.idempotency.store import IdempotencyStore
 from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Route
@@ -37,6 +38,7 @@ from worker.runtime.batcher import Batcher
 from worker.runtime.counters import QueueCounters
 from worker.runtime.deadletter import DeadLetters
 from worker.runtime.heartbeat import Heartbeat
+from worker.runtime.idempotency import Idempotency
 from worker.runtime.lease import Lease, Leases, State
 from worker.runtime.limiter import TICK, Limiter
 from worker.runtime.poller import Poller, supervise
@@ -45,6 +47,9 @@ from worker.runtime.settler import Settler
 from worker.runtime.slots import Slots
 from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
+
+if TYPE_CHECKING:
+    from worker.observe.tracing import Tracing
 
 log = get_logger()
 
@@ -61,8 +66,12 @@ class Consumer:
         metrics: Metrics,
         resources: Resources | None = None,
         payloads: PayloadStore | None = None,
+        tracing: Tracing | None = None,
+        store: IdempotencyStore | None = None,
     ) -> None:
         self.target = target
+        if tracing is not None:
+            tracing = tracing.for_queue(target.name, target.url)
         self.payloads = payloads
         self.settings = settings
         self.counters = QueueCounters()
@@ -84,6 +93,7 @@ class Consumer:
             metrics,
             worker.delete_flush_interval,
             max_calls=settings.ack_calls,
+            tracing=tracing,
         )
         self.heartbeat = Heartbeat(
             sqs,
@@ -96,8 +106,22 @@ class Consumer:
             metrics,
         )
         self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
+        self.idempotency: Idempotency | None = None
+        if store is not None:
+            self.idempotency = Idempotency(
+                store, name, worker.idempotency.expires_after, settings.visibility_timeout / 2
+            )
         self.processor = Processor(
-            name, settings, registry, self.counters, executor, metrics, resources, payloads
+            name,
+            settings,
+            registry,
+            self.counters,
+            executor,
+            metrics,
+            resources,
+            payloads,
+            tracing,
+            self.idempotency,
         )
         self.settler = Settler(target, self.acker, self.dead_letters, self.processor, self.counters, metrics)
         self.pollers = [
@@ -117,6 +141,7 @@ class Consumer:
                 self.processor.type_label,
                 self.limiter,
                 None if self.limiter is None else functools.partial(self._retire, i),
+                tracing,
             )
             for i in range(polls.high)
         ]
@@ -161,6 +186,8 @@ class Consumer:
     def start(self) -> None:
         self.acker.start()
         self.heartbeat.start()
+        if self.idempotency is not None:
+            self.idempotency.start()
         self._scale_pollers()
         self._limit_gauge.set(self.slots.limit)
         if self.limiter is not None:
@@ -406,6 +433,8 @@ class Consumer:
         returns how many leases were left unconfirmed."""
         left = await self.acker.close(deadline)
         await self.heartbeat.stop()
+        if self.idempotency is not None:
+            await self.idempotency.stop()
         if self._discarding:
             await asyncio.wait(set(self._discarding), timeout=_until(deadline))
         return left

@@ -59,6 +59,7 @@ class Lease:
         "sending",
         "state",
         "target",
+        "trace",
         "visibility",
     )
 
@@ -89,6 +90,8 @@ class Lease:
         settle is still tried, and its answer ends the lease."""
         self.overdue = False
         """Its visibility ran out while it was live (the heartbeat did not keep up)."""
+        self.trace: Any = None
+        """The message's creation span context when tracing is on (``worker.observe.tracing``)."""
         self.attempts = 0
         """Handler runs during this delivery (FIFO retries in place run more than once)."""
         self._on_end = on_end

@@ -15,7 +15,7 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.aws import AwsClient, error_code, is_transient
 from worker.messages.envelope import Message, parse_message
@@ -26,6 +26,9 @@ from worker.runtime.lease import Lease, Leases
 from worker.runtime.limiter import Limiter
 from worker.runtime.slots import Slots
 from worker.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from worker.observe.tracing import Tracing
 
 log = get_logger()
 RECEIVE_SLACK = 10.0
@@ -56,6 +59,7 @@ class Poller:
         type_label: Callable[[Message], str],
         limiter: Limiter | None = None,
         retire: Callable[[], bool] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._stopping = stopping
         self._sqs = sqs
@@ -72,6 +76,7 @@ class Poller:
         self._type_label = type_label
         self._limiter = limiter
         self._retire = retire
+        self._tracing = tracing
         self._latency = metrics.receive_latency.labels(queue)
         self._received: dict[str, Any] = {}
         self.last_receive_ok: float | None = None
@@ -96,6 +101,8 @@ class Poller:
                 self._leases.open(parse_message(m, self._type_attribute), m, sent_at, visibility) for m in raw
             ]
             got = len(leases)
+            if self._tracing is not None and leases:
+                self._traced(leases, sent_at)
             if self._limiter is not None:
                 self._limiter.received(wanted, got, starved)
             self._count(leases)
@@ -104,6 +111,14 @@ class Poller:
         finally:
             self.receiving = False
             self._slots.release(wanted - got)
+
+    def _traced(self, leases: list[Lease], sent_at: float) -> None:
+        """Each lease gets its message's creation context; the call gets its span."""
+        tracing = self._tracing
+        assert tracing is not None
+        for lease in leases:
+            lease.trace = tracing.creation(lease.message.attributes, lease.raw.get("Attributes"))
+        tracing.received(sent_at, [lease.trace for lease in leases], len(leases))
 
     async def _receive(self, wanted: int) -> tuple[list[dict[str, Any]], float]:
         """ReceiveMessage, retrying transient errors with backoff until it works. Returns

@@ -51,6 +51,8 @@ from worker.settings import QueueSettings
 
 if TYPE_CHECKING:
     from worker.messages.payload_store import PayloadStore
+    from worker.observe.tracing import Tracing
+    from worker.runtime.idempotency import Claim, Idempotency
 
 MEMORY = 10_000
 _MESSAGE_CONTEXT = ContextBinder("queue", "message_id", "type", "receive_count", "group_id")
@@ -103,8 +105,14 @@ class Processor:
         metrics: Metrics,
         resources: Resources | None = None,
         payloads: PayloadStore | None = None,
+        tracing: Tracing | None = None,
+        idempotency: Idempotency | None = None,
     ) -> None:
         self.queue = queue
+        self.idempotency = idempotency
+        """Records of idempotent handlers' runs (None when no store is configured)."""
+        self.tracing = tracing
+        """Spans per handler run when tracing is on (``worker.observe.tracing``)."""
         self.resources = resources or Resources()
         self.payloads = payloads
         """Where offloaded bodies (the extended-client format) are read from; None: an
@@ -144,12 +152,23 @@ class Processor:
 
     async def run(self, lease: Lease) -> Outcome:
         """Run the handler once for ``lease``'s message; never raises (shutdown included)."""
+        tracing = self.tracing
+        if tracing is None:
+            return await self._run(lease)
+        m = lease.message
+        with tracing.process(lease.trace, m.message_id, m.type, m.receive_count + lease.attempts) as span:
+            outcome = await self._run(lease)
+            tracing.outcome(span, outcome.kind, outcome.reason)
+            return outcome
+
+    async def _run(self, lease: Lease) -> Outcome:
         message, attempt = self._attempt(lease)
         self._bind(message)
         started = time.monotonic()
         reason = self.rejected.get(message.message_id)
         if reason is not None:
             return Outcome("rejected", 0, reason)
+        claim: Claim | None = None
         try:
             if message.payload is not None or reserved_attribute(message.attributes) is not None:
                 resolved = await self._resolve(message)
@@ -162,26 +181,48 @@ class Processor:
                 raise PermanentFailure(reason)
             if lease.attempts == 1:
                 self._observe_lag(message, route.message_type, time.time())
+            if self.idempotency is not None:
+                claim = await self.idempotency.begin(lease) if route.idempotent else None
+                self.idempotency.mark(claim)  # what ``replayed()`` says in the chain
             if self.registry.middlewares:
-                await self._chain(route, message, started)
+                result = await self._chain(route, message, started, claim)
             else:  # the chain is the handler alone: call it without building one
-                args = route.arguments(message, self.resources)
-                if route.is_async:
-                    await self._run_async(route, args)
-                else:
-                    await self._run_sync(route, args, started)
+                result = await self._handler(route, message, started, claim)
         except _Abandoned:
+            if claim is not None and self.idempotency is not None:
+                self.idempotency.abandoned(claim)
             return ABANDONED
         except asyncio.CancelledError:
             if self._shutting_down():
+                await self._release(claim)
                 self.log.warning("message_cancelled", duration=self._since(started))
                 return CANCELLED
             # The handler's own CancelledError (an inner task it cancelled): a failure.
+            await self._release(claim)
             outcome = Outcome("failed", self.backoff(attempt), "CancelledError raised by the handler")
             return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
         except Exception as exc:
+            await self._release(claim)
             return self._outcome_of(exc, message, attempt, started)
-        return self._succeeded(message, started, route.message_type)
+        if claim is not None and self.idempotency is not None:
+            await self.idempotency.succeeded(claim, result)
+            if claim.replay:
+                self._child("replayed", route.message_type).inc()
+        return self._succeeded(message, started, route.message_type, claim is not None and claim.replay)
+
+    async def _release(self, claim: Claim | None) -> None:
+        if claim is not None and self.idempotency is not None:
+            await self.idempotency.failed(claim)
+
+    async def _handler(self, route: Route, message: Message, started: float, claim: Claim | None) -> Any:
+        """The innermost call of the chain: the handler, or an earlier run's stored result
+        when its key was completed (the handler does not run again)."""
+        if claim is not None and claim.replay:
+            return claim.result()
+        args = route.arguments(message, self.resources)
+        if route.is_async:
+            return await self._run_async(route, args)
+        return await self._run_sync(route, args, started)
 
     async def _resolve(self, message: Message) -> Message | None:
         """An offloaded message with its stored body (PermanentFailure when it cannot be)."""
@@ -191,13 +232,16 @@ class Processor:
             )
         return await self.payloads.resolve(message)
 
-    def _succeeded(self, message: Message, started: float, label: str) -> Outcome:
+    def _succeeded(self, message: Message, started: float, label: str, replayed: bool = False) -> Outcome:
         """``label``: the type of the route that ran (its ``type_label``)."""
         self.counters.succeeded += 1
         duration = self._since(started)
         self._child("succeeded", label).inc()
         self._child("duration", label).observe(duration)
-        self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
+        if replayed:
+            self.log.info("message_replayed", duration=duration, message_id=message.message_id)
+        else:
+            self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
         return SUCCEEDED
 
     @staticmethod
@@ -227,6 +271,20 @@ class Processor:
         return self._failed_with(message, started, outcome, "message_failed", exc_info=exc)
 
     async def run_batch(self, route: Route, leases: list[Lease]) -> list[Outcome]:
+        """``_run_batch`` inside its span when tracing is on."""
+        tracing = self.tracing
+        if tracing is None:
+            return await self._run_batch(route, leases)
+        creations = [lease.trace for lease in leases]
+        with tracing.process_batch(route.message_type, creations, len(leases)) as span:
+            outcomes = await self._run_batch(route, leases)
+            worst = next((o for o in outcomes if o.kind in ("failed", "rejected")), None)
+            tracing.outcome(
+                span, "succeeded" if worst is None else worst.kind, "" if worst is None else worst.reason
+            )
+            return outcomes
+
+    async def _run_batch(self, route: Route, leases: list[Lease]) -> list[Outcome]:
         """One call of a batch handler for ``leases`` (all of ``route``'s type); an outcome
         per lease, in order. Bodies that do not decode are rejected one by one and left out
         of the call; the handler's result names the failed ones."""
@@ -290,22 +348,15 @@ class Processor:
             )
         return outcomes
 
-    async def _chain(self, route: Route, message: Message, started: float) -> None:
-        """The middleware chain around the handler (first registered outermost)."""
-
-        async def handler() -> None:
-            args = route.arguments(message, self.resources)
-            if route.is_async:
-                await self._run_async(route, args)
-            else:
-                await self._run_sync(route, args, started)
-
-        call: Callable[[], Awaitable[None]] = handler
+    async def _chain(self, route: Route, message: Message, started: float, claim: Claim | None) -> Any:
+        """The middleware chain around the handler (first registered outermost); returns
+        what the handler (or the stored result of a replay) returned through it."""
+        call: Callable[[], Awaitable[Any]] = functools.partial(self._handler, route, message, started, claim)
         for middleware in reversed(self.registry.middlewares):
             call = functools.partial(middleware, message, call)
-        await call()
+        return await call()
 
-    async def _run_async(self, route: Route, args: tuple[Any, ...]) -> None:
+    async def _run_async(self, route: Route, args: tuple[Any, ...]) -> Any:
         """``route.fn`` under ``max_processing_time``: what ``asyncio.timeout`` does, with
         the timer shared by every handler due in the same grain (``_Deadlines``)."""
         task = asyncio.current_task()
@@ -314,7 +365,7 @@ class Processor:
         deadlines = self._deadlines
         slot = deadlines.enter(task)
         try:
-            await route.fn(*args)
+            result = await route.fn(*args)
         except asyncio.CancelledError:
             # Ours (the deadline passed) unless it was also cancelled from outside.
             if deadlines.leave(task, slot) and task.uncancel() <= cancelling:
@@ -331,8 +382,9 @@ class Processor:
             raise
         if deadlines.leave(task, slot):  # it swallowed the cancel and returned
             task.uncancel()
+        return result
 
-    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> None:
+    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> Any:
         """A plain function in the thread pool. A thread cannot be stopped, so its message
         stays leased while it runs: cancelled at shutdown, the coroutine goes on waiting
         for the thread (the result still counts) until it is cancelled a second time."""
@@ -344,8 +396,7 @@ class Processor:
             try:
                 limit = None if overdue else self.settings.max_processing_time - (time.monotonic() - started)
                 async with asyncio.timeout(limit):
-                    await asyncio.shield(future)
-                return
+                    return await asyncio.shield(future)
             except TimeoutError:
                 if future.done():
                     raise

@@ -12,8 +12,10 @@ and visibility changes. Signals are not handled here: the CLI wires them to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,10 +31,12 @@ from worker.aws import (
     is_transient,
     sqs_client,
 )
-from worker.errors import WorkerError
+from worker.errors import ConfigError, WorkerError
+from worker.idempotency.store import IdempotencyStore, MemoryStore
 from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
+from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.consumer import Consumer
@@ -41,6 +45,7 @@ from worker.settings import QueueSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from worker.observe.health import HealthServer
+    from worker.observe.tracing import Tracing
 
 log = get_logger()
 
@@ -110,9 +115,16 @@ class StartupError(WorkerError):
 
 class Supervisor:
     def __init__(
-        self, settings: WorkerSettings, registries: dict[str, Registry], metrics: Metrics | None = None
+        self,
+        settings: WorkerSettings,
+        registries: dict[str, Registry],
+        metrics: Metrics | None = None,
+        tracing: Tracing | Literal["environment"] | None = "environment",
     ) -> None:
         self.settings = settings
+        self._tracing_choice = tracing
+        """A ``Tracing`` to use, None for none, or "environment": as the OTEL_* variables say."""
+        self.tracing: Tracing | None = None
         self.registries = registries
         self.metrics = metrics or Metrics()
         self.health: HealthServer | None = None
@@ -157,6 +169,8 @@ class Supervisor:
 
     async def run(self) -> None:
         s = self.settings
+        check_idempotency(self.settings, self.registries)
+        self.tracing = self._start_tracing()
         executor = ThreadPoolExecutor(max_workers=s.thread_pool_size, thread_name_prefix="handler")
         try:
             if s.health.enabled:
@@ -168,6 +182,7 @@ class Supervisor:
             async with (
                 sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs,
                 PayloadStore.connect(s.aws, s.payloads) as payloads,  # S3 opened on first use
+                open_store(s) as store,
             ):
                 self._sqs = sqs
                 targets = await self._resolve(sqs)
@@ -183,6 +198,8 @@ class Supervisor:
                         self.metrics,
                         self.resources,
                         payloads,
+                        self.tracing,
+                        store,
                     )
                     for t in targets
                 ]
@@ -212,6 +229,23 @@ class Supervisor:
             executor.shutdown(wait=False, cancel_futures=True)
             if self.health is not None:
                 await self.health.stop()
+            if self.tracing is not None and self._tracing_choice == "environment":
+                from worker.observe.tracing import shutdown
+
+                await asyncio.to_thread(shutdown)  # the last spans exported (a blocking flush)
+
+    def _start_tracing(self) -> Tracing | None:
+        choice = self._tracing_choice
+        if choice != "environment":
+            return choice
+        if not tracing_switch.requested():
+            return None  # OpenTelemetry is not even imported
+        from worker.observe.tracing import configure
+
+        tracing = configure()
+        if tracing is not None:
+            log.info("tracing_started")
+        return tracing
 
     def _routers(self) -> list[Router]:
         """Every router of every queue, each once (one module may serve several queues)."""
@@ -316,6 +350,33 @@ class Supervisor:
                 totals=totals,
             )
             self._last_summary[c.target.key] = snap
+
+
+def check_idempotency(settings: WorkerSettings, registries: dict[str, Registry]) -> None:
+    """An idempotent handler needs a store: refused before anything starts."""
+    if settings.idempotency.store != "none":
+        return
+    for key, registry in registries.items():
+        for route in registry.idempotent:
+            raise ConfigError(
+                f"{route.source} is idempotent (queue {key}) but idempotency.store is none: "
+                "set idempotency.store to dynamodb (memory for a single process)"
+            )
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: WorkerSettings) -> AsyncIterator[IdempotencyStore | None]:
+    """The idempotency store ``idempotency.store`` names (None for ``none``)."""
+    config = settings.idempotency
+    if config.store == "none":
+        yield None
+    elif config.store == "memory":
+        yield MemoryStore()
+    else:
+        from worker.idempotency.dynamodb import DynamoDBStore
+
+        async with DynamoDBStore.connect(settings.store_aws(), config.table) as store:
+            yield store
 
 
 def load_registries(settings: WorkerSettings) -> dict[str, Registry]:

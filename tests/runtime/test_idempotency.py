@@ -1,0 +1,220 @@
+"""Idempotent handlers on LocalStack, with the in-memory store and with DynamoDB (moto's
+server): one effect per key, stored results for middleware, failures released, duplicates
+of a running message held back while its lease lives, takeovers after it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import Aws, TestQueue, eventually, idempotency_table, running, settings_for
+from worker import Message, Router, replayed
+from worker.errors import ConfigError
+from worker.idempotency import COMPLETED, IN_PROGRESS, IdempotencyStore, Record
+from worker.messages.routing import BatchSpec, HandlerError, Registry
+from worker.runtime.idempotency import key_of
+from worker.runtime.supervisor import Supervisor, check_idempotency
+from worker.settings import IdempotencySettings, WorkerSettings
+
+
+@pytest.fixture(params=["memory", "dynamodb"])
+async def store_config(request: pytest.FixtureRequest, moto_endpoint: str) -> AsyncIterator[dict[str, Any]]:
+    if request.param == "memory":
+        yield {"store": "memory"}
+        return
+    async with idempotency_table(moto_endpoint) as table:
+        yield {"store": "dynamodb", "table": table, "endpoint_url": moto_endpoint}
+
+
+def store_of(worker: Supervisor) -> IdempotencyStore:
+    idempotency = worker.consumers[0].idempotency
+    assert idempotency is not None
+    return idempotency.store
+
+
+async def send_keyed(aws: Aws, queue: TestQueue, key: str, body: dict[str, Any]) -> str:
+    return await aws.send(
+        queue.url,
+        body,
+        MessageAttributes={
+            "type": {"DataType": "String", "StringValue": "order"},
+            "idempotency-key": {"DataType": "String", "StringValue": key},
+        },
+    )
+
+
+def order_router(
+    calls: list[int], results: list[tuple[bool, Any]], work: Callable[[int], Awaitable[None]] | None = None
+) -> Router:
+    router = Router()
+
+    @router.middleware
+    async def observe(message: Message, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        result = await call_next()
+        results.append((replayed(), result))
+        return result
+
+    @router.handler("order", idempotent=True)
+    async def order(payload: dict[str, Any], message: Message) -> dict[str, int]:
+        calls.append(payload["n"])
+        if work is not None:
+            await work(message.receive_count)
+        return {"invoice": payload["n"] * 10}
+
+    return router
+
+
+async def test_a_key_runs_once_and_later_copies_replay_its_result(
+    aws: Aws, store_config: dict[str, Any]
+) -> None:
+    queue = await aws.queue()
+    calls: list[int] = []
+    results: list[tuple[bool, Any]] = []
+    settings = settings_for(aws.endpoint, queue, idempotency=store_config)
+    async with running(settings, order_router(calls, results), middleware=True) as worker:
+        counters = worker.consumers[0].counters
+        await send_keyed(aws, queue, "order-1", {"n": 1})
+        await eventually(lambda: counters.succeeded == 1, timeout=15)
+        await send_keyed(aws, queue, "order-1", {"n": 2})  # a producer's retry, say
+        await send_keyed(aws, queue, "order-2", {"n": 3})
+        await eventually(lambda: counters.succeeded == 3, timeout=15)
+        await eventually(lambda: worker.consumers[0].in_flight == 0, timeout=10)
+    assert sorted(calls) == [1, 3]
+    assert sorted(results, key=str) == sorted(
+        [(False, {"invoice": 10}), (True, {"invoice": 10}), (False, {"invoice": 30})], key=str
+    )
+    assert await aws.total(queue.url) == 0
+
+
+async def test_a_failed_run_releases_its_key(aws: Aws, store_config: dict[str, Any]) -> None:
+    queue = await aws.queue()
+    calls: list[int] = []
+
+    async def fail_first(receive_count: int) -> None:
+        if receive_count == 1:
+            raise RuntimeError("payment service down")
+
+    settings = settings_for(aws.endpoint, queue, idempotency=store_config)
+    async with running(settings, order_router(calls, [], fail_first), middleware=True) as worker:
+        await send_keyed(aws, queue, "order-9", {"n": 9})
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=20)
+    assert calls == [9, 9]  # it ran again: the failed run left no record behind
+
+
+async def test_a_duplicate_waits_while_the_first_run_holds_its_key(aws: Aws) -> None:
+    """The first run outlives the visibility timeout several times; the heartbeat extends
+    its lease and the keeper its record, so the duplicate never takes over."""
+    queue = await aws.queue()
+    calls: list[int] = []
+    results: list[tuple[bool, Any]] = []
+
+    async def slow(receive_count: int) -> None:
+        await asyncio.sleep(6)
+
+    settings = settings_for(aws.endpoint, queue, visibility_timeout=2, idempotency={"store": "memory"})
+    async with running(settings, order_router(calls, results, slow), middleware=True) as worker:
+        counters = worker.consumers[0].counters
+        await send_keyed(aws, queue, "order-5", {"n": 5})
+        await eventually(lambda: calls == [5], timeout=10)
+        await send_keyed(aws, queue, "order-5", {"n": 6})
+        await eventually(lambda: counters.succeeded == 2, timeout=30)
+    assert calls == [5]
+    assert (True, {"invoice": 50}) in results
+    assert counters.failed >= 1  # the duplicate was held back at least once (a Retry)
+
+
+async def test_a_record_whose_worker_died_is_taken_over_after_its_lease(aws: Aws) -> None:
+    queue = await aws.queue()
+    calls: list[int] = []
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, order_router(calls, []), middleware=True) as worker:
+        now = time.time()
+        claimed = Record("q:order-7", IN_PROGRESS, "dead-worker", "other-message", 1, now + 3, now + 3600)
+        assert await store_of(worker).claim(claimed, now) is None
+        await send_keyed(aws, queue, "order-7", {"n": 7})
+        await eventually(lambda: worker.consumers[0].counters.failed == 1, timeout=10)
+        assert calls == []  # not while the dead worker's lease would still run
+        await eventually(lambda: calls == [7], timeout=15)
+        assert time.time() >= now + 3
+
+
+async def test_the_next_delivery_of_the_same_message_takes_over_at_once(aws: Aws) -> None:
+    queue = await aws.queue()
+    message_id = await send_keyed(aws, queue, "order-8", {"n": 8})
+    # A first delivery whose worker died while holding the record (with a long lease).
+    first = await aws.sqs.receive_message(QueueUrl=queue.url, VisibilityTimeout=1, WaitTimeSeconds=2)
+    assert first["Messages"][0]["MessageId"] == message_id
+    calls: list[int] = []
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, order_router(calls, []), middleware=True) as worker:
+        now = time.time()
+        record = Record("q:order-8", IN_PROGRESS, "dead-worker", message_id, 1, now + 600, now + 3600)
+        assert await store_of(worker).claim(record, now) is None
+        await eventually(lambda: calls == [8], timeout=15)
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=5)
+        held = await store_of(worker).claim(
+            Record("q:order-8", IN_PROGRESS, "probe", "x", 1, now + 1, now + 3600), time.time()
+        )
+        assert held is not None
+        assert held.status == COMPLETED
+
+
+async def test_a_result_that_is_not_json_is_not_stored_but_the_key_completes(aws: Aws) -> None:
+    queue = await aws.queue()
+    router = Router()
+    calls: list[str] = []
+
+    @router.handler("order", idempotent=True)
+    async def order(payload: dict[str, Any]) -> object:
+        calls.append("ran")
+        return object()
+
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        await send_keyed(aws, queue, "k", {"n": 1})
+        await eventually(lambda: counters.succeeded == 1, timeout=15)
+        await send_keyed(aws, queue, "k", {"n": 1})
+        await eventually(lambda: counters.succeeded == 2, timeout=15)
+    assert calls == ["ran"]
+
+
+def test_the_key_is_the_attribute_then_the_dedup_id_then_the_message_id() -> None:
+    def message(attributes: dict[str, str], dedup: str | None = None) -> Message:
+        return Message("mid", "{}", attributes, "t", 1, dedup_id=dedup)
+
+    assert key_of(message({"idempotency-key": "k"}, "d")) == "k"
+    assert key_of(message({}, "d")) == "d"
+    assert key_of(message({})) == "mid"
+
+
+def test_an_idempotent_handler_needs_a_store(aws_settings: WorkerSettings) -> None:
+    router = Router()
+
+    @router.handler("order", idempotent=True)
+    async def order(payload: dict[str, Any]) -> None:
+        return None
+
+    registries = {"q": Registry(router.routes)}
+    with pytest.raises(ConfigError, match=r"is idempotent \(queue q\) but idempotency.store is none"):
+        check_idempotency(aws_settings, registries)
+    check_idempotency(
+        aws_settings.model_copy(update={"idempotency": IdempotencySettings(store="memory")}), registries
+    )
+
+
+def test_a_batch_handler_cannot_be_idempotent() -> None:
+    async def rows(payloads: list[dict[str, Any]]) -> None:
+        return None
+
+    with pytest.raises(HandlerError, match="for single-message handlers"):
+        Router().add("rows", rows, idempotent=True, batch=BatchSpec(10, 1))
+
+
+@pytest.fixture
+def aws_settings() -> WorkerSettings:
+    return WorkerSettings.model_validate({"queues": {"q": {"name": "q", "handlers": ["tests.support.noop"]}}})
