@@ -29,7 +29,8 @@ from worker.ops.topology import Topology, load_topology
 
 @contextlib.asynccontextmanager
 async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisioner]:
-    """A Provisioner with SQS and SNS clients, and S3 when the topology declares buckets."""
+    """A Provisioner with SQS and SNS clients, S3 when the topology declares buckets and
+    DynamoDB when it declares tables."""
     async with contextlib.AsyncExitStack() as stack:
         sqs = await stack.enter_async_context(conn.client("sqs"))
         sns = await stack.enter_async_context(conn.client("sns"))
@@ -38,7 +39,10 @@ async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisi
             s3 = await stack.enter_async_context(
                 s3_client(conn.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
             )
-        yield Provisioner(spec, sqs, sns, s3)
+        dynamodb: AwsClient | None = None
+        if spec.tables:
+            dynamodb = await stack.enter_async_context(conn.client("dynamodb"))
+        yield Provisioner(spec, sqs, sns, s3, dynamodb)
 
 
 def provision(

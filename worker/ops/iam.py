@@ -146,6 +146,22 @@ async def iam_policies(
                 "Resource": objects,
             }
         )
+    idempotency = worker.idempotency if worker is not None else None
+    if idempotency is not None and idempotency.store == "dynamodb":
+        # Idempotent handlers: conditional writes to their records (one table).
+        worker_statements.append(
+            {
+                "Sid": "IdempotencyRecords",
+                "Effect": "Allow",
+                "Action": [
+                    "dynamodb:PutItem",
+                    "dynamodb:UpdateItem",
+                    "dynamodb:DeleteItem",
+                    "dynamodb:GetItem",
+                ],
+                "Resource": f"arn:aws:dynamodb:*:*:table/{idempotency.table}",
+            }
+        )
     return {
         "worker": {"Version": "2012-10-17", "Statement": worker_statements},
         "producer": {"Version": "2012-10-17", "Statement": producer_statements},

@@ -28,6 +28,7 @@ from worker.errors import ConfigError, UnsafeError
 from worker.ops.dlq import dead_letter_sources
 from worker.ops.filters import list_subscriptions
 from worker.ops.queue_stats import queue_counts
+from worker.ops.tables import Table, apply_table, desired_view, read_table
 from worker.ops.topology import (
     MANAGED_ID,
     Topology,
@@ -41,7 +42,7 @@ from worker.ops.topology import (
     topic_attributes,
 )
 
-Kind = Literal["queue", "topic", "subscription", "bucket"]
+Kind = Literal["queue", "topic", "subscription", "bucket", "table"]
 Action = Literal["create", "update", "unchanged", "delete"]
 JSON_ATTRIBUTES = frozenset(
     {
@@ -83,6 +84,7 @@ class _Existing:
     # (topic, queue) -> (subscription arn, attributes)
     subscriptions: dict[tuple[str, str], tuple[str, dict[str, str]]] = field(default_factory=dict)
     buckets: dict[str, _Bucket] = field(default_factory=dict)
+    tables: dict[str, Table] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,11 +189,19 @@ class Provisioner:
     then ``apply_prune(changes, force)``. ``render_plan()`` shows either."""
 
     def __init__(
-        self, topology: Topology, sqs: AwsClient, sns: AwsClient, s3: AwsClient | None = None
+        self,
+        topology: Topology,
+        sqs: AwsClient,
+        sns: AwsClient,
+        s3: AwsClient | None = None,
+        dynamodb: AwsClient | None = None,
     ) -> None:
-        """``s3`` is needed when the topology declares buckets."""
+        """``s3`` is needed when the topology declares buckets, ``dynamodb`` for tables."""
         if topology.buckets and s3 is None:
             raise ConfigError("the topology declares buckets: provision needs an S3 client")
+        if topology.tables and dynamodb is None:
+            raise ConfigError("the topology declares tables: provision needs a DynamoDB client")
+        self.dynamodb = dynamodb
         self.topology = topology
         self.sqs = sqs
         self.sns = sns
@@ -250,6 +260,11 @@ class Provisioner:
             bucket = await self._read_bucket(name)
             if bucket is not None:
                 ex.buckets[name] = bucket
+        for name in self.topology.tables:
+            assert self.dynamodb is not None
+            table = await read_table(self.dynamodb, name)
+            if table is not None:
+                ex.tables[name] = table
 
     async def _read_bucket(self, name: str) -> _Bucket | None:
         assert self.s3 is not None
@@ -339,6 +354,14 @@ class Provisioner:
             else:
                 d = diff_attributes(bucket.view(), desired)
                 changes.append(Change("bucket", name, "update" if d else "unchanged", d, name))
+        for name in self.topology.tables:
+            wanted = desired_view()
+            table = ex.tables.get(name)
+            if table is None:
+                changes.append(Change("table", name, "create", {k: (None, v) for k, v in wanted.items()}))
+            else:
+                d = diff_attributes(table.view(), wanted)
+                changes.append(Change("table", name, "update" if d else "unchanged", d, name))
         return changes
 
     async def apply(self, changes: list[Change]) -> None:
@@ -404,6 +427,10 @@ class Provisioner:
                     )
         for c in (c for c in changes if c.kind == "bucket" and c.action in ("create", "update")):
             await self._apply_bucket(c)
+        for c in (c for c in changes if c.kind == "table"):
+            if c.action in ("create", "update"):
+                assert self.dynamodb is not None
+                await apply_table(self.dynamodb, c.name, ex.tables.get(c.name), tags, c.action)
 
     async def _apply_bucket(self, c: Change) -> None:
         """Create the bucket if needed, then set what differs: encryption, the managed

@@ -25,6 +25,7 @@ MANAGED_ID = "sqs-worker-"
 compared and replaced, a bucket's other configurations are left as they are."""
 MAX_MESSAGE_SIZE = 1_048_576
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
 class _Model(BaseModel):
@@ -103,6 +104,12 @@ class BucketSpec(_Model):
     notifications: list[BucketNotification] = Field(default_factory=list)
 
 
+class TableSpec(_Model):
+    kind: Literal["idempotency"] = "idempotency"
+    """What the table is for; ``idempotency``: the store of idempotent handlers (key ``id``,
+    on-demand billing, time to live on ``expiration``)."""
+
+
 class Topology(_Model):
     name: str = Field(default="default", min_length=1, max_length=128)
     """The scope: tagged on what provision creates; --prune only touches resources of this
@@ -113,6 +120,9 @@ class Topology(_Model):
     buckets: dict[str, BucketSpec] = Field(default_factory=dict)
     """S3 buckets by name: encryption, lifecycle rules, notifications to queues of the file.
     Provision creates and configures them; it never deletes one (not even with --prune)."""
+    tables: dict[str, TableSpec] = Field(default_factory=dict)
+    """DynamoDB tables by name (the idempotency store's). Provision creates them and turns
+    their time to live on; it never deletes one."""
 
     @model_validator(mode="after")
     def _references(self) -> Topology:
@@ -149,6 +159,9 @@ class Topology(_Model):
             if s.topic.endswith(".fifo") and not s.queue.endswith(".fifo"):
                 raise ValueError(f"subscriptions.{i}: FIFO topic {s.topic!r} needs a FIFO queue")
             seen.add((s.topic, s.queue))
+        for name in self.tables:
+            if not _TABLE_NAME.match(name):
+                raise ValueError(f"tables.{name}: table names are 3-255 letters, digits, '_', '-' or '.'")
         for name, b in self.buckets.items():
             if not _BUCKET_NAME.match(name) or ".." in name:
                 raise ValueError(
