@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import Aws, TestQueue, eventually, idempotency_table, running, settings_for
 from worker import Message, Router, replayed
@@ -105,9 +107,31 @@ async def test_a_failed_run_releases_its_key(aws: Aws, store_config: dict[str, A
     assert calls == [9, 9]  # it ran again: the failed run left no record behind
 
 
-async def test_a_duplicate_waits_while_the_first_run_holds_its_key(aws: Aws) -> None:
-    """The first run outlives the visibility timeout several times; the heartbeat extends
-    its lease and the keeper its record, so the duplicate never takes over."""
+async def test_a_copy_in_the_same_process_waits_for_the_first_run(aws: Aws) -> None:
+    queue = await aws.queue()
+    calls: list[int] = []
+    results: list[tuple[bool, Any]] = []
+
+    async def slow(receive_count: int) -> None:
+        await asyncio.sleep(1)
+
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, order_router(calls, results, slow), middleware=True) as worker:
+        counters = worker.consumers[0].counters
+        await send_keyed(aws, queue, "order-4", {"n": 4})
+        await send_keyed(aws, queue, "order-4", {"n": 4})
+        await eventually(lambda: counters.succeeded == 2, timeout=15)
+    assert calls == [4]
+    assert counters.failed == 0  # the copy waited here: no extra delivery
+    assert sorted(results, key=str) == [(False, {"invoice": 40}), (True, {"invoice": 40})]
+
+
+async def test_a_copy_elsewhere_waits_while_the_first_run_keeps_its_lease(
+    aws: Aws, moto_endpoint: str
+) -> None:
+    """Worker A's run outlives the visibility timeout three times; its heartbeat extends the
+    lease and the keeper the record, so worker B, given a copy, holds it back (Retry) until
+    A completed, then replays it: the effect happens once."""
     queue = await aws.queue()
     calls: list[int] = []
     results: list[tuple[bool, Any]] = []
@@ -115,16 +139,28 @@ async def test_a_duplicate_waits_while_the_first_run_holds_its_key(aws: Aws) -> 
     async def slow(receive_count: int) -> None:
         await asyncio.sleep(6)
 
-    settings = settings_for(aws.endpoint, queue, visibility_timeout=2, idempotency={"store": "memory"})
-    async with running(settings, order_router(calls, results, slow), middleware=True) as worker:
-        counters = worker.consumers[0].counters
-        await send_keyed(aws, queue, "order-5", {"n": 5})
-        await eventually(lambda: calls == [5], timeout=10)
-        await send_keyed(aws, queue, "order-5", {"n": 6})
-        await eventually(lambda: counters.succeeded == 2, timeout=30)
+    async with idempotency_table(moto_endpoint) as table:
+        store = {"store": "dynamodb", "table": table, "endpoint_url": moto_endpoint}
+        settings = settings_for(
+            aws.endpoint,
+            queue,
+            visibility_timeout=2,
+            max_in_flight=1,
+            batch_size=1,
+            pollers=1,
+            idempotency=store,
+        )
+        router = order_router(calls, results, slow)
+        async with running(settings, router, middleware=True) as a:
+            await send_keyed(aws, queue, "order-5", {"n": 5})
+            await eventually(lambda: calls == [5], timeout=10)
+            async with running(settings, router, middleware=True) as b:
+                await send_keyed(aws, queue, "order-5", {"n": 6})
+                await eventually(lambda: b.consumers[0].counters.succeeded == 1, timeout=30)
+            assert a.consumers[0].counters.succeeded == 1
     assert calls == [5]
     assert (True, {"invoice": 50}) in results
-    assert counters.failed >= 1  # the duplicate was held back at least once (a Retry)
+    assert b.consumers[0].counters.failed >= 1  # held back at least once
 
 
 async def test_a_record_whose_worker_died_is_taken_over_after_its_lease(aws: Aws) -> None:
@@ -218,3 +254,44 @@ def test_a_batch_handler_cannot_be_idempotent() -> None:
 @pytest.fixture
 def aws_settings() -> WorkerSettings:
     return WorkerSettings.model_validate({"queues": {"q": {"name": "q", "handlers": ["tests.support.noop"]}}})
+
+
+async def test_the_payments_example_charges_each_payment_once(aws: Aws, moto_endpoint: str) -> None:
+    """config/payments-topology.yaml provisioned (queue on LocalStack, table on moto's
+    DynamoDB), config/payments.yaml run: the same payment sent three times (two of them a
+    producer's retries with the same key) is charged once."""
+    from handlers.payments import Ledger
+    from worker.aws import AwsClient, aws_client
+    from worker.ops.provision import Provisioner
+    from worker.ops.topology import load_topology
+    from worker.producer import Producer
+    from worker.runtime.supervisor import load_registries
+    from worker.settings import AwsSettings, load_settings
+
+    topology = load_topology("config/payments-topology.yaml")
+    dynamo = AwsSettings(endpoint_url=moto_endpoint, region="us-east-1")
+    async with aws_client("dynamodb", dynamo) as dynamodb:
+        p = Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), dynamodb=dynamodb)
+        await p.apply(await p.plan())
+    url = (await aws.sqs.get_queue_url(QueueName="payments"))["QueueUrl"]
+    await aws.drain(url, wait=0)  # what an earlier run on a shared server left
+    shipped = yaml.safe_load(Path("config/payments.yaml").read_text())
+    shipped["aws"] = {"endpoint_url": aws.endpoint, "region": "us-east-1"}
+    shipped["idempotency"]["endpoint_url"] = moto_endpoint
+    shipped["queues"]["payments"]["wait_time_seconds"] = 1
+    settings = load_settings(None, shipped)
+    payment = {"payment_id": f"pay-{time.monotonic_ns()}", "order_id": "o-1", "amount_cents": 1250}
+    async with Producer.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as producer:
+        for _ in range(3):
+            await producer.send(
+                "payments", payment, "payment.requested", idempotency_key=payment["payment_id"]
+            )
+    before = len(Ledger.charges)
+    supervisor = Supervisor(settings, load_registries(settings), tracing=None)
+    task = asyncio.create_task(supervisor.run())
+    try:
+        await eventually(lambda: supervisor.consumers and supervisor.consumers[0].counters.succeeded == 3, 20)
+    finally:
+        supervisor.request_stop()
+        await task
+    assert Ledger.charges[before:] == [(payment["payment_id"], 1250)]

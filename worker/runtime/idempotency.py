@@ -33,7 +33,7 @@ import asyncio
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -66,6 +66,9 @@ class Claim:
     lease_expires: float
     done: Record | None = None
     """The completed record of an earlier run: a replay."""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when this run's record is completed, released or left (copies in this process
+    wait for it instead of being given back)."""
 
     @property
     def replay(self) -> bool:
@@ -96,27 +99,40 @@ class Idempotency:
         self._warned_result = False
 
     async def begin(self, lease: Lease) -> Claim:
-        """Claim ``lease``'s message; raises ``Retry`` when another run holds its key."""
+        """Claim ``lease``'s message. When a run of this process holds its key, wait for it
+        to finish (no extra delivery); when a run elsewhere does, raise ``Retry`` until its
+        record would run out."""
         message = lease.message
         key = f"{self.queue}:{key_of(message)}"
-        now = time.time()
-        claim = Claim(key, uuid.uuid4().hex, lease, now + max(0.0, lease.left()) + SKEW)
-        record = Record(
-            key,
-            IN_PROGRESS,
-            claim.owner,
-            message.message_id,
-            message.receive_count,
-            claim.lease_expires,
-            now + self.expires_after,
-        )
-        holder = await self.store.claim(record, now)
-        if holder is None:
-            self._held[key] = claim
-            return claim
-        if holder.status == COMPLETED:
-            claim.done = holder
-            return claim
+        while True:
+            local = self._held.get(key)
+            if local is not None:
+                await local.finished.wait()  # a run here holds it: then look again
+                continue
+            now = time.time()
+            claim = Claim(key, uuid.uuid4().hex, lease, now + max(0.0, lease.left()) + SKEW)
+            self._held[key] = claim  # copies arriving meanwhile wait for this claim
+            record = Record(
+                key,
+                IN_PROGRESS,
+                claim.owner,
+                message.message_id,
+                message.receive_count,
+                claim.lease_expires,
+                now + self.expires_after,
+            )
+            try:
+                holder = await self.store.claim(record, now)
+            except BaseException:
+                self._forget(claim)
+                raise
+            if holder is None:
+                return claim
+            self._forget(claim)
+            if holder.status == COMPLETED:
+                claim.done = holder
+                return claim
+            break
         wait = min(43_200, max(1, math.ceil(holder.lease_expires - now)))
         raise Retry(
             wait,
@@ -134,7 +150,6 @@ class Idempotency:
         that cannot be completed is logged, and a redelivery would run the handler again)."""
         if claim.replay:
             return
-        self._held.pop(claim.key, None)
         stored = self._encode(result)
         try:
             ok = await self.store.complete(claim.key, claim.owner, stored, time.time() + self.expires_after)
@@ -143,6 +158,8 @@ class Idempotency:
                 "idempotency_complete_failed", key=claim.key, error=f"{type(exc).__name__}: {exc}"[:300]
             )
             return
+        finally:
+            self._forget(claim)  # copies waiting here claim again: they find it completed
         if not ok:
             log.warning("idempotency_record_lost", key=claim.key, detail="taken over before completion")
 
@@ -150,7 +167,6 @@ class Idempotency:
         """The handler failed (or was cancelled): the record goes, the next attempt runs."""
         if claim.replay:
             return
-        self._held.pop(claim.key, None)
         try:
             await self.store.release(claim.key, claim.owner)
         except Exception as exc:
@@ -158,11 +174,18 @@ class Idempotency:
             log.warning(
                 "idempotency_release_failed", key=claim.key, error=f"{type(exc).__name__}: {exc}"[:300]
             )
+        finally:
+            self._forget(claim)
 
     def abandoned(self, claim: Claim) -> None:
         """A plain-function handler still runs at the final deadline: the record is left to
         run out with the lease (nothing keeps it any more)."""
-        self._held.pop(claim.key, None)
+        self._forget(claim)
+
+    def _forget(self, claim: Claim) -> None:
+        if self._held.get(claim.key) is claim:
+            del self._held[claim.key]
+        claim.finished.set()
 
     def _encode(self, result: Any) -> str | None:
         if result is None:
@@ -220,5 +243,6 @@ class Idempotency:
         if ok:
             claim.lease_expires = until
         else:
-            self._held.pop(claim.key, None)
+            if self._held.get(claim.key) is claim:
+                del self._held[claim.key]
             log.warning("idempotency_record_lost", key=claim.key, detail="taken over while the handler ran")
