@@ -225,6 +225,10 @@ def once(run: Run, raw: Result | None) -> Result:
     return result
 
 
+STORE_CALLS = "idempotency_calls"
+"""The idempotency store's requests, as counted among ``worker_log_events``'s events."""
+
+
 def worker_log_events(log: Path) -> tuple[Counter[str], int | None]:
     """Events of a worker's JSON log by name, and the API calls its shutdown line counts."""
     events: Counter[str] = Counter()
@@ -242,4 +246,5 @@ def worker_log_events(log: Path) -> tuple[Counter[str], int | None]:
         events[name] += 1
         if name == "shutdown_complete":
             calls = (calls or 0) + sum(int(v) for v in (data.get("api_calls") or {}).values())
+            events[STORE_CALLS] += sum(int(v) for v in (data.get("idempotency_calls") or {}).values())
     return events, calls

@@ -68,6 +68,22 @@ class Run:
         self.health_port = 0
         self.dead: set[str] = set()
         """Original ids of the messages found in the DLQ (set by ``account``)."""
+        self.idempotency: dict[str, Any] | None = None
+        """The workers' ``idempotency:`` (``use_store``), else none."""
+
+    async def use_store(self, dynamodb_endpoint: str) -> None:
+        """Run the workers with a DynamoDB idempotency store (a table of this run)."""
+        table = f"chaos-{uuid.uuid4().hex[:8]}"
+        async with get_session().create_client(
+            "dynamodb", endpoint_url=dynamodb_endpoint, region_name="us-east-1"
+        ) as dynamodb:
+            await dynamodb.create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        self.idempotency = {"store": "dynamodb", "table": table, "endpoint_url": dynamodb_endpoint}
 
     def sqs(self) -> Any:
         return get_session().create_client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
@@ -132,6 +148,8 @@ class Run:
             },
             "queues": {"q": q},
         }
+        if self.idempotency is not None:
+            config["idempotency"] = self.idempotency
         path = self.dir / f"worker-{len(self.procs)}.yaml"
         path.write_text(yaml.safe_dump(config))
         log = open(self.dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
@@ -281,8 +299,11 @@ class Run:
             result.extra["dlq_copies_extra"] = len(copies) - len(dead)
         if dead - sent_ids:
             result.extra["dlq_unknown_ids"] = len(dead - sent_ids)
-        crashes = sum(p.read_text().count('"poller_crashed"') for p in self.dir.glob("worker-*.log"))
-        result.extra["poller_crashes"] = crashes
+        logs = [p.read_text() for p in self.dir.glob("worker-*.log")]
+        result.extra["poller_crashes"] = sum(text.count('"poller_crashed"') for text in logs)
+        if self.idempotency is not None:
+            # Deliveries SQS made again whose effect had happened: settled without running.
+            result.extra["redeliveries_replayed"] = sum(text.count('"message_replayed"') for text in logs)
         return result
 
 
@@ -305,10 +326,12 @@ async def random_failures(endpoint: str, n: int) -> Accounting:
     return await run.account(sent, "5% of handler calls raise; after 3 receives SQS dead-letters")
 
 
-async def sigkill(endpoint: str, n: int, kills: int = 2) -> Accounting:
-    run = Run(endpoint, f"sigkill-x{kills}")
+async def sigkill(endpoint: str, n: int, kills: int = 2, store: str | None = None) -> Accounting:
+    run = Run(endpoint, f"sigkill-x{kills}" + ("+idempotency" if store else ""))
     await run.queues(max_receive_count=5)
-    sent = await run.send(n)
+    if store:
+        await run.use_store(store)
+    sent = await run.send(n, "effect" if store else "job")
     env = {"CHAOS_WORK_SECONDS": "0.02"}
     proc = run.spawn(env, visibility_timeout=3, heartbeat_interval=1)
     in_flight_at_kill = []
@@ -320,12 +343,14 @@ async def sigkill(endpoint: str, n: int, kills: int = 2) -> Accounting:
         proc.wait()
         proc = run.spawn(env, visibility_timeout=3, heartbeat_interval=1)
     await run.settle(timeout=120 + n / 20)
-    return await run.account(
-        sent,
-        "duplicates: messages handled but not yet deleted when the process was killed",
-        kills=kills,
-        duplicate_bound=sum(in_flight_at_kill),
+    explanation = (
+        "with the idempotency store (DynamoDB): a message handled but not yet deleted at a kill"
+        " is delivered again and settled without running (redeliveries_replayed); a duplicate"
+        " effect needs a kill between the handler's return and its record's completion"
+        if store
+        else "duplicates: messages handled but not yet deleted when the process was killed"
     )
+    return await run.account(sent, explanation, kills=kills, duplicate_bound=sum(in_flight_at_kill))
 
 
 async def sigterm_cycles(endpoint: str, n: int, cycles: int = 5) -> Accounting:
@@ -361,10 +386,12 @@ async def sigterm_cycles(endpoint: str, n: int, cycles: int = 5) -> Accounting:
     return result
 
 
-async def outage(endpoint: str, n: int, seconds: float, mode: str) -> Accounting:
-    run = Run(endpoint, f"outage-{mode}-{seconds:g}s")
+async def outage(endpoint: str, n: int, seconds: float, mode: str, store: str | None = None) -> Accounting:
+    run = Run(endpoint, f"outage-{mode}-{seconds:g}s" + ("+idempotency" if store else ""))
     await run.queues(max_receive_count=5)
-    sent = await run.send(n)
+    if store:
+        await run.use_store(store)
+    sent = await run.send(n, "effect" if store else "job")
     run.spawn({"CHAOS_WORK_SECONDS": "0.02"}, max_in_flight=20)
     await wait_for(lambda: run.done_count() >= n // 4, timeout=120)
     before = run.proxy.counts()["total"]
@@ -383,11 +410,17 @@ async def outage(endpoint: str, n: int, seconds: float, mode: str) -> Accounting
     recovered = round(time.monotonic() - start - seconds, 1)
     await run.settle(timeout=120 + n / 20)
     alive = all(p.poll() is None for p in run.procs)
+    explanation = (
+        "SQS unreachable (the store is not): leases that could not be kept are delivered again"
+        " after the outage and settled without running (redeliveries_replayed)"
+        if store
+        else "leases are extended and settles retried through the outage; a duplicate is a message"
+        " whose lease could not be kept: SQS unreachable for longer than its 10 s visibility"
+        " timeout, so it was delivered again after the outage (at-least-once)"
+    )
     return await run.account(
         sent,
-        "leases are extended and settles retried through the outage; a duplicate is a message"
-        " whose lease could not be kept: SQS unreachable for longer than its 10 s visibility"
-        " timeout, so it was delivered again after the outage (at-least-once)",
+        explanation,
         requests_during_outage=during,
         requests_per_second_during_outage=round(during / seconds, 2),
         readiness_went_503=saw_unready,
@@ -631,8 +664,12 @@ ALL = [
     "fifo-failures",
     "send-after-stop",
     "permanent-fifo",
+    "sigkill-idempotent",
+    "blackhole-idempotent",
+    "refused-idempotent",
     "soak",
 ]
+IDEMPOTENT = {"sigkill-idempotent", "blackhole-idempotent", "refused-idempotent"}
 
 
 async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes: float) -> list[Accounting]:
@@ -640,6 +677,15 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
     n = int(size["n"])
     groups, per_group = int(size["fifo_groups"]), int(size["fifo_per_group"])
     results: list[Accounting] = []
+    store = ""
+    moto: Any = None
+    if IDEMPOTENT & set(scenarios):
+        from moto.server import ThreadedMotoServer  # DynamoDB over HTTP (LocalStack's needs a download)
+
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        moto.start()
+        host, port = moto.get_host_and_port()
+        store = f"http://{host}:{port}"
     plan = {
         "failures": lambda: random_failures(endpoint, n),
         "sigkill": lambda: sigkill(endpoint, n),
@@ -652,12 +698,21 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
         "fifo-failures": lambda: fifo_failures(endpoint, groups, per_group),
         "send-after-stop": lambda: send_after_stop(endpoint),
         "permanent-fifo": lambda: permanent_fifo(endpoint, groups, per_group),
+        "sigkill-idempotent": lambda: sigkill(endpoint, n, store=store),
+        "blackhole-idempotent": lambda: outage(
+            endpoint, max(n // 5, 200), size["outage"], "blackhole", store
+        ),
+        "refused-idempotent": lambda: outage(endpoint, max(n // 5, 200), size["outage"], "refused", store),
         "soak": lambda: soak(endpoint, soak_minutes),
     }
-    for name in scenarios:
-        result = await plan[name]()
-        results.append(result)
-        print(render([result], header=not results[:-1]), flush=True)
+    try:
+        for name in scenarios:
+            result = await plan[name]()
+            results.append(result)
+            print(render([result], header=not results[:-1]), flush=True)
+    finally:
+        if moto is not None:
+            moto.stop()
     return results
 
 

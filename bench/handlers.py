@@ -58,6 +58,14 @@ async def noop(message: Message) -> None:
     seen.append(message.message_id)
 
 
+@router.handler("noop-idem", idempotent=True)
+async def noop_idempotent(message: Message) -> None:
+    """``noop`` with an idempotency record per message: what the store costs."""
+    if not first:
+        _first()
+    seen.append(message.message_id)
+
+
 @router.handler("io")
 async def io(message: Message) -> None:
     if not first:

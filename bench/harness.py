@@ -24,7 +24,7 @@ import yaml
 from aiobotocore.session import get_session
 
 from bench import procstat
-from bench.aggregate import Run, worker_log_events
+from bench.aggregate import STORE_CALLS, Run, worker_log_events
 from bench.procstat import Sample, hwm_mb
 from bench.result import ROOT, Capacity, Result, render
 
@@ -100,6 +100,8 @@ class Scenario:
     fifo_groups: int = 0
     queue: dict[str, Any] = field(default_factory=dict)
     """The worker's queue settings; {} is the worker's defaults."""
+    idempotent: bool = False
+    """Run with a DynamoDB idempotency store (moto's server, started by the bench)."""
 
 
 def repeated(raw_concurrency: int) -> list[Scenario]:
@@ -136,6 +138,13 @@ def repeated(raw_concurrency: int) -> list[Scenario]:
             queue={"pollers": 20, "max_in_flight": 1000},
         ),
         Scenario(
+            "noop-idempotent",
+            "no-op, idempotent (DynamoDB store)",
+            "idempotency",
+            "noop-idem",
+            idempotent=True,
+        ),
+        Scenario(
             "block", "20 ms blocking, 32 threads", "block", "block", queue={"pollers": 4, "max_in_flight": 64}
         ),
         Scenario(
@@ -160,6 +169,8 @@ class Bench:
         self.n = n
         self.workdir = workdir
         self.proxy = Proxy(endpoint)
+        self._dynamodb: str | None = None
+        self._moto: Any = None
         self.server_pid = server_pid
         self.results: list[Result] = []
         self.capacity: list[Capacity] = []
@@ -226,17 +237,45 @@ class Bench:
             )
         return sum(int(v) for v in a.get("Attributes", {}).values())
 
+    def close(self) -> None:
+        self.proxy.stop()
+        if self._moto is not None:
+            self._moto.stop()
+
+    async def idempotency_table(self) -> dict[str, Any]:
+        """A fresh table on moto's DynamoDB server (started on first use), as ``idempotency:``."""
+        if self._dynamodb is None:
+            from moto.server import ThreadedMotoServer
+
+            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+            self._moto.start()
+            host, port = self._moto.get_host_and_port()
+            self._dynamodb = f"http://{host}:{port}"
+        table = f"bench-{uuid.uuid4().hex[:8]}"
+        async with get_session().create_client(
+            "dynamodb", endpoint_url=self._dynamodb, region_name="us-east-1"
+        ) as dynamodb:
+            await dynamodb.create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        return {"store": "dynamodb", "table": table, "endpoint_url": self._dynamodb}
+
     # -- processes -----------------------------------------------------------------------
-    def worker_config(self, name: str, **queue: Any) -> Path:
+    def worker_config(self, name: str, idempotency: dict[str, Any] | None = None, **queue: Any) -> Path:
         """The worker's configuration: the queue's settings as given (none: the defaults),
         info-level JSON logs (the per-message ``message_succeeded`` line stays on)."""
         q = {"name": name, "handlers": ["bench.handlers"], **queue}
-        config = {
+        config: dict[str, Any] = {
             "aws": {"endpoint_url": self.proxy.url, "region": "us-east-1"},
             "log": {"level": "info", "summary_interval": 3600},
             "shutdown_grace": 10,
             "queues": {"bench": q},
         }
+        if idempotency is not None:
+            config["idempotency"] = idempotency
         path = self.workdir / f"worker-{uuid.uuid4().hex[:6]}.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -372,7 +411,8 @@ class Bench:
         if sc.raw_handler_ms is not None:
             procs = [self.spawn_raw(url, n, raw_concurrency, sc.raw_handler_ms)]
         else:
-            config = self.worker_config(name, **sc.queue)
+            store = await self.idempotency_table() if sc.idempotent else None
+            config = self.worker_config(name, store, **sc.queue)
             records = [self.workdir / f"rec-{uuid.uuid4().hex[:6]}.json" for _ in range(processes)]
             procs = [self.spawn_worker(config, r, extra_env, python_args) for r in records]
         self.last_logs = [r.with_suffix(".log") for r in records]
@@ -409,6 +449,8 @@ class Bench:
                 if calls is not None:
                     worker_calls = (worker_calls or 0) + calls
             extra["info_lines_per_message"] = round(events["message_succeeded"] / n, 2)
+            if sc.idempotent:
+                extra["store_requests_per_message"] = round(events[STORE_CALLS] / n, 3)
         # CPU between the first message and the last delete: per process, what it had at the
         # end (read at once; the raw loop may have exited: its total then) minus at its first
         # message (a process that handled none: all of it).

@@ -22,6 +22,8 @@ SCENARIOS = """\
 | fifo-failures | one worker on a FIFO queue, 20 groups x 50, 5% handler failures (backoff 0 s, maxReceiveCount 3) | only messages whose own handler failed reach the DLQ; successes in group order |
 | send-after-stop | a worker on an empty queue (20 s long polls) stops; 0.5 s later 10 messages are sent and a second worker starts | handled within seconds, not after the visibility timeout of a long poll the first worker abandoned |
 | permanent-fifo | a FIFO queue where 5% of the messages raise PermanentFailure | exactly the rejected messages in the DLQ; no follower dead-lettered; the rest in order |
+| sigkill-x2+idempotency | sigkill-x2 with an idempotent handler and the DynamoDB store (moto's server) | duplicate effects 0; SQS still delivers again, those deliveries are settled without running |
+| outage-*+idempotency | the two outages with the idempotent handler and the store | as sigkill: redeliveries replayed, effects once |
 | soak | steady load with 1% failures for 30 minutes | RSS at the end within 10% of after warm-up; no growth in tasks or open files |
 """
 

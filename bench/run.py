@@ -72,7 +72,19 @@ def sqs_server(given: str | None) -> Iterator[tuple[str, int | None]]:
         server.cleanup()
 
 
-GROUPS = ["raw", "noop", "io", "block", "fifo", "startup", "latency", "idle", "scale", "heartbeat"]
+GROUPS = [
+    "raw",
+    "noop",
+    "io",
+    "idempotency",
+    "block",
+    "fifo",
+    "startup",
+    "latency",
+    "idle",
+    "scale",
+    "heartbeat",
+]
 
 
 async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -> Bench:
@@ -88,7 +100,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(GROUPS)})")
     scenarios = [s for s in repeated(args.raw_concurrency) if s.group in wanted]
     try:
-        if wanted & {"raw", "noop", "io", "block", "fifo", "startup", "scale"}:
+        if wanted & {"raw", "noop", "io", "idempotency", "block", "fifo", "startup", "scale"}:
             # Unmeasured: the first start of each kind reads its files from disk, not the cache.
             print("warm-up", flush=True)
             for sc in (
@@ -154,7 +166,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
             startup = Scenario("startup-worker", "start-up: worker, default settings", "startup")
             await profile_scenarios(bench, list(dict.fromkeys(keys)), args, known, startup)
     finally:
-        bench.proxy.stop()
+        bench.close()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return bench

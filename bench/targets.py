@@ -166,6 +166,20 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
         out.append(
             Target("latency p50 < 30 ms, p99 < 150 ms", p50 < 30 and p99 < 150, f"p50 {p50} ms, p99 {p99} ms")
         )
+    idem, plain = by.get("noop-idempotent"), by.get("noop-default")
+    if idem is not None and plain is not None and plain.cpu_ms_per_message:
+        # Reported, not judged: what an idempotency record per message costs (issue 15).
+        out.append(
+            Target(
+                "idempotency store cost (DynamoDB, no-op handler; informational)",
+                None,
+                f"CPU {idem.cpu_ms_per_message:.3f} vs {plain.cpu_ms_per_message:.3f} ms/message "
+                f"({idem.cpu_ms_per_message / plain.cpu_ms_per_message:.2f}x), "
+                f"{idem.extra.get('store_requests_per_message', '?')} DynamoDB requests/message, "
+                f"throughput {_x(idem.ratio)} of the raw loop (default settings: {_x(plain.ratio)})",
+                "noop-idempotent",
+            )
+        )
     big = by.get("io-20x1000")
     if big:
         out.append(

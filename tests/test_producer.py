@@ -70,6 +70,33 @@ async def test_oversized_message_is_refused_before_any_call(aws: Aws) -> None:
     await p.send(queue.url, at_limit, "t")  # exactly 1 MiB: what SQS takes
     [m] = await aws.drain(queue.url)
     assert len(m["Body"]) == len(at_limit)
+    assert set(m["MessageAttributes"]) == {"type"}  # the default key would not fit: left out
+
+
+async def test_every_message_gets_an_idempotency_key_unless_given_one(aws: Aws) -> None:
+    queue = await aws.queue()
+    p = producer(aws)
+    await p.send_many(
+        queue.url,
+        [
+            OutgoingMessage({"n": 1}),
+            OutgoingMessage({"n": 2}),
+            OutgoingMessage({"n": 3}, idempotency_key="order-7"),
+        ],
+    )
+    keys = {
+        json.loads(m["Body"])["n"]: m["MessageAttributes"]["idempotency-key"]["StringValue"]
+        for m in await aws.drain(queue.url)
+    }
+    assert keys[3] == "order-7"
+    assert keys[1] != keys[2]
+    assert len(keys[1]) == 32
+    with pytest.raises(ProducerError, match="idempotency key must be 1-512 characters"):
+        await p.send(queue.url, "x", idempotency_key="")
+    bare = Producer(p.sqs, p.sns, idempotency_keys=False)
+    await bare.send(queue.url, "y", "t")
+    [m] = await aws.drain(queue.url)
+    assert set(m["MessageAttributes"]) == {"type"}
 
 
 async def test_sns_takes_256_kib(aws: Aws) -> None:

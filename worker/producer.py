@@ -156,7 +156,8 @@ def _attributes(
 ) -> dict[str, dict[str, str]]:
     """The message's attributes: its own, its type, its idempotency key and the current
     trace context. The last two (when not asked for explicitly) only while one attribute
-    stays free, for the pointer an offloaded body needs: a message never fails for them."""
+    stays free, for the pointer an offloaded body needs: a message never fails for them
+    (``_without_extras`` takes them out of a message they would make too large)."""
     attrs = {k: {"DataType": "String", "StringValue": str(v)} for k, v in message.attributes.items()}
     if message.message_type:
         attrs[type_attribute] = {"DataType": "String", "StringValue": message.message_type}
@@ -242,6 +243,7 @@ class Producer:
     def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
+        attrs = _without_extras(m, body, attrs, SQS_MAX_BYTES)
         offload = self._check(i, body, attrs, SQS_MAX_BYTES, "SQS")
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
         if attrs:
@@ -260,6 +262,7 @@ class Producer:
     def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
+        attrs = _without_extras(m, body, attrs, SNS_MAX_BYTES)
         offload = self._check(i, body, attrs, SNS_MAX_BYTES, "SNS")
         if offload and m.structure_json:
             raise ProducerError(
@@ -446,6 +449,20 @@ class Producer:
 
     def sqs_or_sns(self, operation: str) -> AwsClient:
         return self.sns if operation == "publish_batch" else self.sqs
+
+
+_EXTRAS = ("traceparent", "tracestate")
+
+
+def _without_extras(
+    message: OutgoingMessage, body: str, attrs: dict[str, dict[str, str]], limit: int
+) -> dict[str, dict[str, str]]:
+    """``attrs`` without what the producer added on its own (a default idempotency key, the
+    trace context) when the message is over ``limit`` with them."""
+    if message_bytes(body, attrs) <= limit:
+        return attrs
+    added = [*_EXTRAS, *([IDEMPOTENCY_KEY_ATTRIBUTE] if message.idempotency_key is None else [])]
+    return {k: v for k, v in attrs.items() if k not in added or k in message.attributes}
 
 
 def _span(

@@ -37,7 +37,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
             aws.endpoint,
             "--quick",
             "--scenarios",
-            "raw,noop,io,fifo,startup,heartbeat",
+            "raw,noop,io,idempotency,fifo,startup,heartbeat",
             "--profile",
             "noop-default,startup-worker",
             "--json",
@@ -63,10 +63,13 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
         "io-default",
         "io-10x500",
         "io-20x1000",
+        "noop-idempotent",
         "fifo",
         "startup-raw",
         "startup-worker",
     }
+    # One claim and one completion per message (a few more when a claim finds a holder).
+    assert 2 <= results["noop-idempotent"]["extra"]["store_requests_per_message"] < 2.5
     for r in results.values():
         assert r["losses"] == 0, r
         assert r["duplicates"] == 0, r

@@ -275,7 +275,7 @@ async def test_the_payments_example_charges_each_payment_once(aws: Aws, moto_end
         await p.apply(await p.plan())
     url = (await aws.sqs.get_queue_url(QueueName="payments"))["QueueUrl"]
     await aws.drain(url, wait=0)  # what an earlier run on a shared server left
-    shipped = yaml.safe_load(Path("config/payments.yaml").read_text())
+    shipped = yaml.safe_load(await asyncio.to_thread(Path("config/payments.yaml").read_text))
     shipped["aws"] = {"endpoint_url": aws.endpoint, "region": "us-east-1"}
     shipped["idempotency"]["endpoint_url"] = moto_endpoint
     shipped["queues"]["payments"]["wait_time_seconds"] = 1

@@ -322,12 +322,15 @@ class Supervisor:
         )
         unconfirmed = await asyncio.gather(*(c.close(final_deadline) for c in self.consumers))
         calls = dict(self._sqs.calls) if self._sqs is not None else {}
+        store = next((c.idempotency.store for c in self.consumers if c.idempotency is not None), None)
+        store_calls = getattr(getattr(store, "client", None), "calls", None)
         log.info(
             "shutdown_complete",
             seconds=round(time.monotonic() - started, 2),
             cancelled=sum(cancelled),
             unconfirmed=sum(unconfirmed),
             api_calls=calls,
+            **({"idempotency_calls": dict(store_calls)} if store_calls is not None else {}),
         )
 
     async def _summaries(self) -> None:
