@@ -150,6 +150,7 @@ class Run:
         }
         if self.idempotency is not None:
             config["idempotency"] = self.idempotency
+            q["handlers"] = [*q["handlers"], "bench.chaos_effects"]
         path = self.dir / f"worker-{len(self.procs)}.yaml"
         path.write_text(yaml.safe_dump(config))
         log = open(self.dir / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115

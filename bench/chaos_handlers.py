@@ -6,7 +6,7 @@ lose the record of a message that was handled. One line per handler call:
     fail <message_id> <group|-> <seq>      raised an injected failure (retried)
     reject <message_id> <group|-> <seq>    raised PermanentFailure (to the DLQ)
 
-Type ``effect`` is the idempotent twin of ``job`` (``idempotent=True``): run with an
+Type ``effect`` (``bench.chaos_effects``) is the idempotent twin of ``job``: run with an
 idempotency store, its ``ok`` lines are side effects, which must happen once per message.
 
 Environment:
@@ -64,14 +64,6 @@ async def job(payload: dict[str, int], message: Message) -> None:
         record(f"fail {what}")
         raise RuntimeError("injected handler failure")
     record(f"ok {what}")
-
-
-@router.handler("effect", idempotent=True)
-async def effect(payload: dict[str, int], message: Message) -> None:
-    """``job`` as an idempotent handler: its ``ok`` line is the side effect that must
-    happen once per message (the chaos runs with an idempotency store count them)."""
-    await asyncio.sleep(WORK_SECONDS)
-    record(f"ok {message.message_id} {message.group_id or '-'} {payload.get('seq', -1)}")
 
 
 @router.handler("hang")

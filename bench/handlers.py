@@ -29,7 +29,7 @@ profile: list[cProfile.Profile] = []
 _loop: list[asyncio.AbstractEventLoop] = []
 
 
-def _first() -> None:
+def record_first() -> None:
     first.extend((time.monotonic(), time.process_time()))
     if os.environ.get("BENCH_PROFILE"):
         if threading.current_thread() is threading.main_thread() or not _loop:
@@ -54,22 +54,14 @@ if os.environ.get("BENCH_PROFILE"):  # only then: nothing added to a measured st
 @router.handler("noop")
 async def noop(message: Message) -> None:
     if not first:
-        _first()
-    seen.append(message.message_id)
-
-
-@router.handler("noop-idem", idempotent=True)
-async def noop_idempotent(message: Message) -> None:
-    """``noop`` with an idempotency record per message: what the store costs."""
-    if not first:
-        _first()
+        record_first()
     seen.append(message.message_id)
 
 
 @router.handler("io")
 async def io(message: Message) -> None:
     if not first:
-        _first()
+        record_first()
     await asyncio.sleep(0.05)
     seen.append(message.message_id)
 
@@ -77,7 +69,7 @@ async def io(message: Message) -> None:
 @router.handler("block")
 def block(message: Message) -> None:
     if not first:
-        _first()
+        record_first()
     time.sleep(0.02)
     seen.append(message.message_id)
 
@@ -85,7 +77,7 @@ def block(message: Message) -> None:
 @router.handler("fifo")
 async def fifo(payload: dict[str, int], message: Message) -> None:
     if not first:
-        _first()
+        record_first()
     seen.append(message.message_id)
     fifo_order.append((message.group_id or "", payload["seq"]))
 
@@ -93,7 +85,7 @@ async def fifo(payload: dict[str, int], message: Message) -> None:
 @router.handler("latency")
 async def latency(payload: dict[str, float], message: Message) -> None:
     if not first:
-        _first()
+        record_first()
     latencies.append(time.time() - payload["t"])
     seen.append(message.message_id)
 
@@ -103,7 +95,7 @@ async def hold(payload: dict[str, float], message: Message) -> None:
     """Keeps its message (and its lease) for ``payload["hold"]`` seconds. Recorded when it
     starts: a message whose lease lapsed and that is received again shows twice."""
     if not first:
-        _first()
+        record_first()
     seen.append(message.message_id)
     await asyncio.sleep(payload["hold"])
 

@@ -267,7 +267,8 @@ class Bench:
     def worker_config(self, name: str, idempotency: dict[str, Any] | None = None, **queue: Any) -> Path:
         """The worker's configuration: the queue's settings as given (none: the defaults),
         info-level JSON logs (the per-message ``message_succeeded`` line stays on)."""
-        q = {"name": name, "handlers": ["bench.handlers"], **queue}
+        handlers = ["bench.handlers"] + (["bench.handlers_idempotent"] if idempotency else [])
+        q = {"name": name, "handlers": handlers, **queue}
         config: dict[str, Any] = {
             "aws": {"endpoint_url": self.proxy.url, "region": "us-east-1"},
             "log": {"level": "info", "summary_interval": 3600},
