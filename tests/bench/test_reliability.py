@@ -33,6 +33,14 @@ async def test_sigkill_twice(aws: Aws) -> None:
     assert result.duplicate_successes <= result.extra["duplicate_bound"]
 
 
+async def test_sigkill_twice_with_the_idempotency_store(aws: Aws, moto_endpoint: str) -> None:
+    result = await chaos.sigkill(aws.endpoint, int(N), store=moto_endpoint)
+    check(result)
+    # What is left is the window between a handler's effect and its record's completion.
+    assert result.duplicate_successes <= result.extra["duplicate_bound"]
+    assert "redeliveries_replayed" in result.extra
+
+
 async def test_sigterm_five_times_under_load(aws: Aws) -> None:
     result = await chaos.sigterm_cycles(aws.endpoint, 600)
     check(result)
