@@ -74,16 +74,29 @@ class Run:
     async def use_store(self, dynamodb_endpoint: str) -> None:
         """Run the workers with a DynamoDB idempotency store (a table of this run)."""
         table = f"chaos-{uuid.uuid4().hex[:8]}"
-        async with get_session().create_client(
-            "dynamodb", endpoint_url=dynamodb_endpoint, region_name="us-east-1"
-        ) as dynamodb:
-            await dynamodb.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
+        self.effects_table = f"{table}-effects"
+        self.dynamodb = dynamodb_endpoint
+        async with self.dynamodb_client() as dynamodb:
+            for name in (table, self.effects_table):
+                await dynamodb.create_table(
+                    TableName=name,
+                    KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
         self.idempotency = {"store": "dynamodb", "table": table, "endpoint_url": dynamodb_endpoint}
+
+    def dynamodb_client(self) -> Any:
+        return get_session().create_client("dynamodb", endpoint_url=self.dynamodb, region_name="us-east-1")
+
+    async def effects(self) -> Counter[str]:
+        """The side effects in the effects table, per message id."""
+        found: Counter[str] = Counter()
+        async with self.dynamodb_client() as dynamodb:
+            paginator = dynamodb.get_paginator("scan")
+            async for page in paginator.paginate(TableName=self.effects_table):
+                found.update(item["message_id"]["S"] for item in page.get("Items", []))
+        return found
 
     def sqs(self) -> Any:
         return get_session().create_client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
@@ -157,12 +170,17 @@ class Run:
         proc = subprocess.Popen(
             [PY, "-m", "worker", "run", "--config", str(path), "--log-format", "json"],
             cwd=ROOT,
-            env={**os.environ, "CHAOS_RECORD_DIR": str(self.records), **(env or {})},
+            env={**os.environ, "CHAOS_RECORD_DIR": str(self.records), **self._effects_env(), **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
         self.procs.append(proc)
         return proc
+
+    def _effects_env(self) -> dict[str, str]:
+        if self.idempotency is None:
+            return {}
+        return {"CHAOS_EFFECTS_TABLE": self.effects_table, "CHAOS_DYNAMODB": self.dynamodb}
 
     def successes(self) -> list[tuple[float, str, str, int]]:
         out = []
@@ -280,6 +298,11 @@ class Run:
         copies = await self.dead_letters()
         self.dead = dead = set(copies)
         ok_ids = set(counts)
+        effects: Counter[str] | None = None
+        if self.idempotency is not None:
+            # Handled: its transaction committed (ok) or a later delivery found it done (replay).
+            ok_ids |= self.ids("replay")
+            effects = await self.effects()
         sent_ids = set(sent)
         # In the DLQ and never handled successfully: accounted for only when its own handler
         # failed or rejected it at least once.
@@ -292,7 +315,9 @@ class Run:
             dead_lettered=len(in_dlq - unrun),
             dead_lettered_unrun=len(unrun),
             lost=len(sent_ids - ok_ids - (in_dlq - unrun)),
-            duplicate_successes=sum(c - 1 for c in counts.values() if c > 1),
+            duplicate_successes=sum(
+                c - 1 for c in (effects if effects is not None else counts).values() if c > 1
+            ),
             explanation=explanation,
             extra={**extra, "exit_seconds": took} if took else dict(extra),
         )
@@ -302,9 +327,11 @@ class Run:
             result.extra["dlq_unknown_ids"] = len(dead - sent_ids)
         logs = [p.read_text() for p in self.dir.glob("worker-*.log")]
         result.extra["poller_crashes"] = sum(text.count('"poller_crashed"') for text in logs)
-        if self.idempotency is not None:
+        if effects is not None:
             # Deliveries SQS made again whose effect had happened: settled without running.
             result.extra["redeliveries_replayed"] = sum(text.count('"message_replayed"') for text in logs)
+            result.extra["effects"] = sum(effects.values())
+            result.extra["messages_with_an_effect"] = len(effects)
         return result
 
 
@@ -345,9 +372,9 @@ async def sigkill(endpoint: str, n: int, kills: int = 2, store: str | None = Non
         proc = run.spawn(env, visibility_timeout=3, heartbeat_interval=1)
     await run.settle(timeout=120 + n / 20)
     explanation = (
-        "with the idempotency store (DynamoDB): a message handled but not yet deleted at a kill"
-        " is delivered again and settled without running (redeliveries_replayed); a duplicate"
-        " effect needs a kill between the handler's return and its record's completion"
+        "with the idempotency store (DynamoDB; dup counts effects, written in one transaction"
+        " with the record's completion): a message handled but not yet deleted at a kill is"
+        " delivered again and settled without running (redeliveries_replayed)"
         if store
         else "duplicates: messages handled but not yet deleted when the process was killed"
     )
@@ -413,7 +440,8 @@ async def outage(endpoint: str, n: int, seconds: float, mode: str, store: str | 
     alive = all(p.poll() is None for p in run.procs)
     explanation = (
         "SQS unreachable (the store is not): leases that could not be kept are delivered again"
-        " after the outage and settled without running (redeliveries_replayed)"
+        " after the outage and settled without running (redeliveries_replayed); dup counts"
+        " effects (written in one transaction with the record's completion)"
         if store
         else "leases are extended and settles retried through the outage; a duplicate is a message"
         " whose lease could not be kept: SQS unreachable for longer than its 10 s visibility"

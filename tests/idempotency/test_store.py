@@ -67,6 +67,16 @@ async def test_a_released_key_can_be_claimed_again_but_only_its_owner_releases(
     assert await store.claim(record("b", message="m2"), now) is None
 
 
+async def test_a_completed_record_is_not_released(store: IdempotencyStore) -> None:
+    now = time.time()
+    assert await store.claim(record("a"), now) is None
+    assert await store.complete("q:k1", "a", None, now + 3600)
+    await store.release("q:k1", "a")  # the handler raised after its transaction committed
+    held = await store.claim(record("b", message="m2"), now)
+    assert held is not None
+    assert held.status == COMPLETED
+
+
 async def test_an_in_progress_record_past_its_lease_is_taken_over(store: IdempotencyStore) -> None:
     now = time.time()
     assert await store.claim(record("a", lease=5), now) is None

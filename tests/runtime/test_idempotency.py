@@ -14,13 +14,14 @@ import pytest
 import yaml
 
 from tests.conftest import Aws, TestQueue, eventually, idempotency_table, running, settings_for
-from worker import Message, Router, replayed
+from worker import IdempotencyRecord, Message, Router, replayed
+from worker.aws import aws_client
 from worker.errors import ConfigError
 from worker.idempotency import COMPLETED, IN_PROGRESS, IdempotencyStore, Record
 from worker.messages.routing import BatchSpec, HandlerError, Registry
 from worker.runtime.idempotency import key_of
 from worker.runtime.supervisor import Supervisor, check_idempotency
-from worker.settings import IdempotencySettings, WorkerSettings
+from worker.settings import AwsSettings, IdempotencySettings, WorkerSettings
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
@@ -217,6 +218,52 @@ async def test_a_result_that_is_not_json_is_not_stored_but_the_key_completes(aws
         await send_keyed(aws, queue, "k", {"n": 1})
         await eventually(lambda: counters.succeeded == 2, timeout=15)
     assert calls == ["ran"]
+
+
+async def test_an_effect_and_its_record_commit_in_one_transaction(aws: Aws, moto_endpoint: str) -> None:
+    """The handler writes its effect and completes its record in one TransactWriteItems,
+    then fails: the record stays completed, so the retry settles without a second effect."""
+    queue = await aws.queue()
+    calls: list[int] = []
+    router = Router()
+    dynamo = AwsSettings(endpoint_url=moto_endpoint, region="us-east-1")
+    async with (
+        idempotency_table(moto_endpoint) as table,
+        idempotency_table(moto_endpoint) as ledger,
+        aws_client("dynamodb", dynamo) as client,
+    ):
+
+        @router.handler("order", idempotent=True)
+        async def order(payload: dict[str, Any], message: Message, record: IdempotencyRecord) -> None:
+            calls.append(message.receive_count)
+            effect = {"id": {"S": f"{payload['n']}/{record.owner}"}}
+            await client.call(
+                "transact_write_items",
+                TransactItems=[{"Put": {"TableName": ledger, "Item": effect}}, record.completion({"ok": 1})],
+            )
+            raise RuntimeError("crashed after the commit")
+
+        store = {"store": "dynamodb", "table": table, "endpoint_url": moto_endpoint}
+        settings = settings_for(aws.endpoint, queue, idempotency=store)
+        async with running(settings, router) as worker:
+            counters = worker.consumers[0].counters
+            await send_keyed(aws, queue, "order-11", {"n": 11})
+            await eventually(lambda: counters.succeeded == 1, timeout=20)
+        items = (await client.call("scan", TableName=ledger))["Items"]
+    assert calls == [1]  # the retry did not run it
+    assert counters.failed == 1
+    assert len(items) == 1
+
+
+def test_completion_in_a_transaction_needs_the_dynamodb_store() -> None:
+    with pytest.raises(RuntimeError, match=r"needs idempotency\.store: dynamodb"):
+        IdempotencyRecord("q:k", "owner").completion()
+
+    async def plain(payload: dict[str, Any], record: IdempotencyRecord) -> None:
+        return None
+
+    with pytest.raises(HandlerError, match="must be idempotent=True"):
+        Router().add("x", plain)
 
 
 def test_the_key_is_the_attribute_then_the_dedup_id_then_the_message_id() -> None:

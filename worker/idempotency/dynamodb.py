@@ -145,17 +145,35 @@ class DynamoDBStore:
             {":lease": {"N": repr(lease_expires)}, ":owner": {"S": owner}, ":ip": {"S": IN_PROGRESS}},
         )
 
-    async def complete(self, key: str, owner: str, result: str | None, expires: float) -> bool:
+    def completion_item(self, key: str, owner: str, result: str | None, expires: float) -> dict[str, Any]:
+        """``complete`` as a ``TransactWriteItems`` item (for a handler's own transaction)."""
+        expression, values = self._completion(owner, result, expires)
+        condition = "#owner = :owner"
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"id": {"S": key}},
+                "UpdateExpression": expression,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": _names(expression + condition),
+                "ExpressionAttributeValues": values,
+            }
+        }
+
+    @staticmethod
+    def _completion(owner: str, result: str | None, expires: float) -> tuple[str, dict[str, Any]]:
         values: dict[str, Any] = {
             ":done": {"S": COMPLETED},
             ":exp": {"N": str(int(expires))},
             ":owner": {"S": owner},
         }
         if result is None:
-            expression = "SET #st = :done, #exp = :exp REMOVE #res"
-        else:
-            expression = "SET #st = :done, #exp = :exp, #res = :res"
-            values[":res"] = {"S": result}
+            return "SET #st = :done, #exp = :exp REMOVE #res", values
+        values[":res"] = {"S": result}
+        return "SET #st = :done, #exp = :exp, #res = :res", values
+
+    async def complete(self, key: str, owner: str, result: str | None, expires: float) -> bool:
+        expression, values = self._completion(owner, result, expires)
         return await self._update(key, expression, "#owner = :owner", values)
 
     async def release(self, key: str, owner: str) -> None:
@@ -164,13 +182,13 @@ class DynamoDBStore:
                 "delete_item",
                 TableName=self.table,
                 Key={"id": {"S": key}},
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": {"S": owner}},
+                ConditionExpression="#owner = :owner AND #st = :ip",
+                ExpressionAttributeNames={"#owner": "owner", "#st": "status"},
+                ExpressionAttributeValues={":owner": {"S": owner}, ":ip": {"S": IN_PROGRESS}},
             )
         except ClientError as exc:
             if error_code(exc) != CONDITION_FAILED:
-                raise  # else: not ours any more (taken over), nothing to remove
+                raise  # else: not ours any more (taken over), or completed by the handler's own transaction
 
     async def close(self) -> None:
         return None

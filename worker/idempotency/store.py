@@ -64,7 +64,8 @@ class IdempotencyStore(Protocol):
         """Mark the record completed; False when ``owner`` no longer holds it."""
 
     async def release(self, key: str, owner: str) -> None:
-        """Remove the record if ``owner`` holds it (the handler failed: it may run again)."""
+        """Remove the record if ``owner`` holds it in progress (the handler failed: it may
+        run again). A record the handler completed in its own transaction stays."""
 
     async def close(self) -> None: ...
 
@@ -107,7 +108,7 @@ class MemoryStore:
 
     async def release(self, key: str, owner: str) -> None:
         held = self.records.get(key)
-        if held is not None and held.owner == owner:
+        if held is not None and held.owner == owner and held.status == IN_PROGRESS:
             del self.records[key]
 
     async def close(self) -> None:

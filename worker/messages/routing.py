@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 from worker.errors import ConfigError
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure
+from worker.messages.records import IdempotencyRecord
 from worker.messages.resources import Resources
 from worker.messages.s3events import S3_TEST_EVENT
 
@@ -110,14 +111,26 @@ class Route:
     idempotent: bool = False
     """Runs once per message key (``worker.runtime.idempotency``)."""
 
-    def arguments(self, message: Message, resources: Resources | None = None) -> tuple[Any, ...]:
+    def arguments(
+        self, message: Message, resources: Resources | None = None, record: IdempotencyRecord | None = None
+    ) -> tuple[Any, ...]:
         """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
         if self.decode == "message":
             return (message,)
         payload = self.payload(message)
         if not self.extras:
             return (payload,)
-        return (payload, *(message if kind is None else _resource(resources, kind) for kind in self.extras))
+        return (
+            payload,
+            *(
+                message
+                if kind is None
+                else record
+                if kind is IdempotencyRecord
+                else _resource(resources, kind)
+                for kind in self.extras
+            ),
+        )
 
     def batch_arguments(
         self, payloads: list[Any], messages: list[Message], resources: Resources | None
@@ -156,7 +169,8 @@ class Route:
 
     @property
     def resources(self) -> list[type]:
-        return [kind for kind in self.extras if kind is not None]
+        """The classes of the resources it takes (start-up hooks must provide them)."""
+        return [kind for kind in self.extras if kind is not None and kind is not IdempotencyRecord]
 
 
 def _resource(resources: Resources | None, kind: type) -> Any:
@@ -210,7 +224,7 @@ def _route(
         else:
             raise HandlerError(
                 f"{source}: parameter {param.name!r} needs a class annotation: Message, "
-                "or the class of a resource a start-up hook provides"
+                "IdempotencyRecord, or the class of a resource a start-up hook provides"
             )
     if decode == "message" and None in extras:
         raise HandlerError(f"{source}: a handler taking the Message first takes no second Message")
@@ -260,6 +274,8 @@ class Router:
                     "handler's members would each need their own record)"
                 )
             route = dataclasses.replace(route, idempotent=True)
+        elif IdempotencyRecord in route.extras:
+            raise HandlerError(f"{route.source}: takes an IdempotencyRecord, so it must be idempotent=True")
         if message_type in self._routes:
             raise HandlerError(
                 f"two handlers for message type {message_type!r}: "

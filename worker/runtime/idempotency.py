@@ -33,6 +33,7 @@ import asyncio
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from pydantic_core import to_jsonable_python
 from worker.idempotency.store import COMPLETED, IN_PROGRESS, IdempotencyStore, Record
 from worker.messages.envelope import IDEMPOTENCY_KEY_ATTRIBUTE, Message
 from worker.messages.outcomes import Retry
+from worker.messages.records import IdempotencyRecord
 from worker.messages.routing import set_replayed
 from worker.observe.logs import get_logger
 from worker.runtime.lease import Lease
@@ -73,6 +75,10 @@ class Claim:
     @property
     def replay(self) -> bool:
         return self.done is not None
+
+    def record(self, idempotency: Idempotency) -> IdempotencyRecord:
+        """What the handler may take to complete this claim in its own transaction."""
+        return IdempotencyRecord(self.key, self.owner, idempotency.completion_for(self))
 
     def result(self) -> Any:
         """The earlier run's result (JSON-decoded), or None."""
@@ -139,6 +145,18 @@ class Idempotency:
             f"idempotency key {key_of(message)!r} is being handled by another run "
             f"(message {holder.message_id}); tried again in {wait}s",
         )
+
+    def completion_for(self, claim: Claim) -> Callable[[Any], dict[str, Any]] | None:
+        """A store with transactions (DynamoDB) builds the completion item a handler puts
+        into its own ``TransactWriteItems``; other stores have none."""
+        item = getattr(self.store, "completion_item", None)
+        if item is None:
+            return None
+
+        def completion(result: Any = None) -> dict[str, Any]:
+            return dict(item(claim.key, claim.owner, self._encode(result), time.time() + self.expires_after))
+
+        return completion
 
     @staticmethod
     def mark(claim: Claim | None) -> None:

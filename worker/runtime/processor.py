@@ -219,7 +219,8 @@ class Processor:
         when its key was completed (the handler does not run again)."""
         if claim is not None and claim.replay:
             return claim.result()
-        args = route.arguments(message, self.resources)
+        record = None if claim is None or self.idempotency is None else claim.record(self.idempotency)
+        args = route.arguments(message, self.resources, record)
         if route.is_async:
             return await self._run_async(route, args)
         return await self._run_sync(route, args, started)
