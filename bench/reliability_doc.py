@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import time
 
 from bench.accounting import Accounting, render
@@ -28,6 +29,16 @@ SCENARIOS = """\
 """
 
 
+def _commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def write(results: list[Accounting], args: argparse.Namespace, started: float) -> None:
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
@@ -50,7 +61,7 @@ scenario.
 {SCENARIOS}
 ## Last run
 
-{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, {size}, scenarios: {args.scenarios}
+{time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, commit {_commit()}, {size}, scenarios: {args.scenarios}
 
 ```
 {render(results)}
