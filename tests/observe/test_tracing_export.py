@@ -121,3 +121,19 @@ def test_an_exporter_it_cannot_use_is_one_line_exit_2(
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_worker_send_injects_the_context_of_its_span(aws: Aws) -> None:
+    queue = await aws.queue()
+    done = await asyncio.to_thread(
+        run_worker,
+        ["send", queue.name, "--type", "job", "--body", '{"n": 1}', "--endpoint-url", aws.endpoint],
+        {"OTEL_TRACES_EXPORTER": "console", "AWS_DEFAULT_REGION": "us-east-1"},
+    )
+    assert done.returncode == 0, done.stderr
+    [message] = await aws.drain(queue.url)
+    traceparent = message["MessageAttributes"]["traceparent"]["StringValue"]
+    trace_id = traceparent.split("-")[1]
+    # The console exporter printed the send span, of the same trace.
+    assert f'"trace_id": "0x{trace_id}"' in done.stdout
+    assert f'"name": "send {queue.name}"' in done.stdout

@@ -5,6 +5,7 @@ in the Amazon SQS/SNS Extended Client format."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -27,6 +28,7 @@ from worker.cli.output import info, progress, warn
 from worker.errors import EXIT_FAILED, ConfigError
 from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import DEFAULT_THRESHOLD, SQS_MAX_BYTES
+from worker.observe import tracing_switch
 from worker.producer import BatchResult, Offload, OutgoingMessage, Producer
 
 TypeOption = Annotated[
@@ -163,12 +165,25 @@ def _report(result: BatchResult, count: int, verb: str) -> None:
 
 @contextlib.asynccontextmanager
 async def _producer(conn: Connection, offload: Offload | None) -> AsyncIterator[Producer]:
-    async with (
-        conn.client("sqs") as sqs,
-        conn.client("sns") as sns,
-        PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
-    ):
-        yield Producer(sqs, sns, offload=offload, payloads=payloads)
+    """A producer; with tracing asked for by the OTEL_* variables, its sends are spans
+    whose context goes into the messages (exported before the command ends)."""
+    traced = False
+    if tracing_switch.requested():
+        from worker.observe.tracing import configure
+
+        traced = configure("sqs-worker-cli") is not None
+    try:
+        async with (
+            conn.client("sqs") as sqs,
+            conn.client("sns") as sns,
+            PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
+        ):
+            yield Producer(sqs, sns, offload=offload, payloads=payloads)
+    finally:
+        if traced:
+            from worker.observe.tracing import shutdown
+
+            await asyncio.to_thread(shutdown)
 
 
 async def _deliver(
