@@ -18,6 +18,7 @@ import contextlib
 import os
 from typing import Any
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from bench.chaos_handlers import WORK_SECONDS, record
@@ -40,7 +41,11 @@ async def open_effects(resources: Resources) -> None:
     stack = contextlib.AsyncExitStack()
     client = await stack.enter_async_context(
         get_session().create_client(
-            "dynamodb", endpoint_url=os.environ.get("CHAOS_DYNAMODB"), region_name="us-east-1"
+            "dynamodb",
+            endpoint_url=os.environ.get("CHAOS_DYNAMODB"),
+            region_name="us-east-1",
+            # moto answers some concurrent transactions with a 500: retried, as AWS advises.
+            config=AioConfig(retries={"max_attempts": 10, "mode": "standard"}),
         )
     )
     resources.add(Effects(client, stack))

@@ -243,7 +243,8 @@ class Producer:
     def _sqs_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
-        attrs = _without_extras(m, body, attrs, SQS_MAX_BYTES)
+        if self.offload is None:  # offloaded, a message keeps them (room is kept for the pointer)
+            attrs = _without_extras(m, body, attrs, SQS_MAX_BYTES)
         offload = self._check(i, body, attrs, SQS_MAX_BYTES, "SQS")
         entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
         if attrs:
@@ -262,7 +263,8 @@ class Producer:
     def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
         body = encode_body(m.body)
         attrs = _attributes(i, m, self.type_attribute, self.idempotency_keys, destination)
-        attrs = _without_extras(m, body, attrs, SNS_MAX_BYTES)
+        if self.offload is None:
+            attrs = _without_extras(m, body, attrs, SNS_MAX_BYTES)
         offload = self._check(i, body, attrs, SNS_MAX_BYTES, "SNS")
         if offload and m.structure_json:
             raise ProducerError(

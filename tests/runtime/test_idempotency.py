@@ -170,7 +170,9 @@ async def test_a_record_whose_worker_died_is_taken_over_after_its_lease(aws: Aws
     settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
     async with running(settings, order_router(calls, []), middleware=True) as worker:
         now = time.time()
-        claimed = Record("q:order-7", IN_PROGRESS, "dead-worker", "other-message", 1, now + 3, now + 3600)
+        claimed = Record(
+            f"{queue.name}:order-7", IN_PROGRESS, "dead-worker", "other-message", 1, now + 3, now + 3600
+        )
         assert await store_of(worker).claim(claimed, now) is None
         await send_keyed(aws, queue, "order-7", {"n": 7})
         await eventually(lambda: worker.consumers[0].counters.failed == 1, timeout=10)
@@ -189,12 +191,17 @@ async def test_the_next_delivery_of_the_same_message_takes_over_at_once(aws: Aws
     settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
     async with running(settings, order_router(calls, []), middleware=True) as worker:
         now = time.time()
-        record = Record("q:order-8", IN_PROGRESS, "dead-worker", message_id, 1, now + 600, now + 3600)
+        # The dead worker's lease ran out when the visibility did (1 s); the record allows
+        # the skew on top, which the same message's next delivery does not wait for.
+        record = Record(
+            f"{queue.name}:order-8", IN_PROGRESS, "dead-worker", message_id, 1, now + 1.2, now + 3600
+        )
         assert await store_of(worker).claim(record, now) is None
         await eventually(lambda: calls == [8], timeout=15)
         await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=5)
+        assert worker.consumers[0].counters.failed == 0  # taken over, not given back
         held = await store_of(worker).claim(
-            Record("q:order-8", IN_PROGRESS, "probe", "x", 1, now + 1, now + 3600), time.time()
+            Record(f"{queue.name}:order-8", IN_PROGRESS, "probe", "x", 1, now + 1, now + 3600), time.time()
         )
         assert held is not None
         assert held.status == COMPLETED
@@ -264,6 +271,71 @@ def test_completion_in_a_transaction_needs_the_dynamodb_store() -> None:
 
     with pytest.raises(HandlerError, match="must be idempotent=True"):
         Router().add("x", plain)
+
+
+async def test_what_is_stored_is_what_the_handler_returned(aws: Aws) -> None:
+    """A middleware that returns nothing does not erase the result replays get."""
+    queue = await aws.queue()
+    seen: list[Any] = []
+    router = Router()
+
+    @router.middleware
+    async def forgetful(message: Message, call_next: Callable[[], Awaitable[Any]]) -> None:
+        seen.append(await call_next())
+
+    @router.handler("order", idempotent=True)
+    async def order(payload: dict[str, Any]) -> dict[str, int]:
+        return {"invoice": payload["n"]}
+
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, router, middleware=True) as worker:
+        counters = worker.consumers[0].counters
+        await send_keyed(aws, queue, "k-3", {"n": 3})
+        await eventually(lambda: counters.succeeded == 1, timeout=15)
+        await send_keyed(aws, queue, "k-3", {"n": 4})
+        await eventually(lambda: counters.succeeded == 2, timeout=15)
+    assert seen == [{"invoice": 3}, {"invoice": 3}]
+
+
+async def test_a_copy_on_its_last_delivery_waits_instead_of_going_to_the_dlq(aws: Aws) -> None:
+    """maxReceiveCount 2: given back once more, the copy would be dead-lettered without
+    having run; it waits in the worker (its lease kept) until the holder's record runs out."""
+    queue = await aws.queue(max_receive_count=2)
+    calls: list[int] = []
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, order_router(calls, []), middleware=True) as worker:
+        now = time.time()
+        held = Record(f"{queue.name}:order-12", IN_PROGRESS, "elsewhere", "other", 1, now + 4, now + 3600)
+        assert await store_of(worker).claim(held, now) is None
+        await send_keyed(aws, queue, "order-12", {"n": 12})
+        await eventually(lambda: worker.consumers[0].counters.failed == 1, timeout=10)  # 1st: Retry
+        await eventually(lambda: calls == [12], timeout=20)  # 2nd (the last): waited, then ran
+    assert queue.dlq_url
+    assert await aws.drain(queue.dlq_url, wait=0) == []
+
+
+async def test_a_handler_taking_the_message_first_gets_its_record(aws: Aws) -> None:
+    queue = await aws.queue()
+    owners: list[str] = []
+    router = Router()
+
+    @router.handler("order", idempotent=True)
+    async def order(message: Message, record: IdempotencyRecord) -> None:
+        owners.append(record.owner)
+
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, router) as worker:
+        await send_keyed(aws, queue, "k-1", {"n": 1})
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 1, timeout=15)
+    assert len(owners) == 1
+
+
+async def test_queues_without_idempotent_handlers_pay_nothing(aws: Aws) -> None:
+    queue = await aws.queue()
+    settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
+    async with running(settings, Router()) as worker:
+        assert worker.consumers[0].idempotency is None
+        assert worker.consumers[0].processor.idempotency is None
 
 
 def test_the_key_is_the_attribute_then_the_dedup_id_then_the_message_id() -> None:

@@ -5,6 +5,6 @@ lease) or completed (with the handler's result), shared by every replica.
 ``dynamodb`` the DynamoDB one. How a handler run uses them: ``worker.runtime.idempotency``.
 """
 
-from worker.idempotency.store import COMPLETED, IN_PROGRESS, IdempotencyStore, MemoryStore, Record
+from worker.idempotency.store import COMPLETED, IN_PROGRESS, LEASE_SKEW, IdempotencyStore, MemoryStore, Record
 
-__all__ = ["COMPLETED", "IN_PROGRESS", "IdempotencyStore", "MemoryStore", "Record"]
+__all__ = ["COMPLETED", "IN_PROGRESS", "LEASE_SKEW", "IdempotencyStore", "MemoryStore", "Record"]

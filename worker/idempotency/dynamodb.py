@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, aws_client, error_code
-from worker.idempotency.store import COMPLETED, IN_PROGRESS, Record
+from worker.idempotency.store import COMPLETED, IN_PROGRESS, LEASE_SKEW, Record
 from worker.settings import AwsSettings
 
 _NAMES = {
@@ -37,7 +37,7 @@ _NAMES = {
 }
 _CLAIM = (
     "attribute_not_exists(#id) OR #exp <= :now"
-    " OR (#st = :ip AND (#lease <= :now OR (#mid = :mid AND #rc < :rc)))"
+    " OR (#st = :ip AND (#lease <= :now OR (#mid = :mid AND #rc < :rc AND #lease <= :skewed)))"
 )
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
@@ -100,6 +100,7 @@ class DynamoDBStore:
                 ExpressionAttributeNames=_names(_CLAIM),
                 ExpressionAttributeValues={
                     ":now": {"N": repr(now)},
+                    ":skewed": {"N": repr(now + LEASE_SKEW)},
                     ":ip": {"S": IN_PROGRESS},
                     ":mid": {"S": record.message_id},
                     ":rc": {"N": str(record.receive_count)},
@@ -120,7 +121,10 @@ class DynamoDBStore:
             return _record(item)
         return None
 
-    async def _update(self, key: str, expression: str, condition: str, values: dict[str, Any]) -> bool:
+    async def _update(
+        self, key: str, expression: str, condition: str, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """None when written, else the item that failed the condition ({} when there is none)."""
         try:
             await self.client.call(
                 "update_item",
@@ -130,15 +134,16 @@ class DynamoDBStore:
                 ConditionExpression=condition,
                 ExpressionAttributeNames=_names(expression + condition),
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if error_code(exc) == CONDITION_FAILED:
-                return False
+                return dict(exc.response.get("Item") or {})
             raise
-        return True
+        return None
 
     async def extend(self, key: str, owner: str, lease_expires: float) -> bool:
-        return await self._update(
+        return None is await self._update(
             key,
             "SET #lease = :lease",
             "#owner = :owner AND #st = :ip",
@@ -174,7 +179,19 @@ class DynamoDBStore:
 
     async def complete(self, key: str, owner: str, result: str | None, expires: float) -> bool:
         expression, values = self._completion(owner, result, expires)
-        return await self._update(key, expression, "#owner = :owner", values)
+        values[":ip"] = {"S": IN_PROGRESS}
+        failed = await self._update(key, expression, "#owner = :owner AND #st = :ip", values)
+        if failed is None:
+            return True
+        if not failed:  # a server that does not return the item with the failure
+            got = await self.client.call(
+                "get_item", TableName=self.table, Key={"id": {"S": key}}, ConsistentRead=True
+            )
+            failed = dict(got.get("Item") or {})
+        # Completed already by this run, in the handler's own transaction: left as it is.
+        return bool(
+            failed.get("owner", {}).get("S") == owner and failed.get("status", {}).get("S") == COMPLETED
+        )
 
     async def release(self, key: str, owner: str) -> None:
         try:

@@ -11,8 +11,9 @@ A record is keyed by ``<queue>:<idempotency key>`` and is either
 
 ``claim`` writes an in-progress record unless a live one holds the key. A record no
 longer holds it when it has expired, when it is in progress past ``lease_expires``, or when
-it is in progress for the *same message* at an earlier delivery (SQS delivered the
-message again, so the earlier delivery's visibility has run out, by SQS's own clock).
+it is in progress for the *same message* at an earlier delivery and its lease, without
+the skew allowed for clocks, has run out (SQS delivers a message again after its
+visibility ran out; a standard queue's rare concurrent duplicate is held off).
 Every other write is conditional on the owner, so a run that lost its record (taken over)
 cannot overwrite the new holder's.
 """
@@ -27,6 +28,9 @@ from typing import Literal, Protocol
 Status = Literal["in_progress", "completed"]
 IN_PROGRESS: Status = "in_progress"
 COMPLETED: Status = "completed"
+LEASE_SKEW = 1.0
+"""Seconds an in-progress record outlives its lease (clocks of replicas and SQS differ)."""
+SWEEP_EVERY = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +52,9 @@ class Record:
             return True
         if self.lease_expires <= now:
             return False
-        return not (self.message_id == claimant.message_id and self.receive_count < claimant.receive_count)
+        # The same message at a later delivery, once the lease (without the skew) ran out.
+        later = self.message_id == claimant.message_id and self.receive_count < claimant.receive_count
+        return not (later and self.lease_expires - LEASE_SKEW <= now)
 
 
 class IdempotencyStore(Protocol):
@@ -61,7 +67,8 @@ class IdempotencyStore(Protocol):
         longer holds it."""
 
     async def complete(self, key: str, owner: str, result: str | None, expires: float) -> bool:
-        """Mark the record completed; False when ``owner`` no longer holds it."""
+        """Mark the record completed; False when ``owner`` no longer holds it. A record the
+        owner already completed (in the handler's own transaction) is left as it is."""
 
     async def release(self, key: str, owner: str) -> None:
         """Remove the record if ``owner`` holds it in progress (the handler failed: it may
@@ -77,6 +84,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
         self._lock = asyncio.Lock()
+        self._swept = 0.0
 
     async def claim(self, record: Record, now: float) -> Record | None:
         async with self._lock:
@@ -84,7 +92,8 @@ class MemoryStore:
             if held is not None and held.holds(record, now):
                 return held
             self.records[record.key] = record
-            if len(self.records) > 100_000:
+            if len(self.records) > 100_000 and now - self._swept >= SWEEP_EVERY:
+                self._swept = now
                 self._expire(now)
             return None
 
@@ -103,7 +112,8 @@ class MemoryStore:
         held = self.records.get(key)
         if held is None or held.owner != owner:
             return False
-        self.records[key] = dataclasses.replace(held, status=COMPLETED, result=result, expires=expires)
+        if held.status == IN_PROGRESS:  # else completed in the handler's own transaction: kept
+            self.records[key] = dataclasses.replace(held, status=COMPLETED, result=result, expires=expires)
         return True
 
     async def release(self, key: str, owner: str) -> None:

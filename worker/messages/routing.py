@@ -115,9 +115,7 @@ class Route:
         self, message: Message, resources: Resources | None = None, record: IdempotencyRecord | None = None
     ) -> tuple[Any, ...]:
         """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
-        if self.decode == "message":
-            return (message,)
-        payload = self.payload(message)
+        payload = message if self.decode == "message" else self.payload(message)
         if not self.extras:
             return (payload,)
         return (

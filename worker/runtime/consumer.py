@@ -107,9 +107,13 @@ class Consumer:
         )
         self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
         self.idempotency: Idempotency | None = None
-        if store is not None:
+        if store is not None and registry.idempotent:
             self.idempotency = Idempotency(
-                store, name, worker.idempotency.expires_after, settings.visibility_timeout / 2
+                store,
+                target.name,  # the queue, not its configuration key: records outlive renames
+                worker.idempotency.expires_after,
+                settings.visibility_timeout / 2,
+                target.max_receive_count,
             )
         self.processor = Processor(
             name,

@@ -13,9 +13,10 @@ record in the store (``worker.idempotency``):
 * completed by an earlier run: the handler does not run; the message settles as
   succeeded, and middleware gets the stored result from ``call_next()``
   (``worker.replayed()`` is True inside the chain);
+* in progress here: the copy waits for that run (no extra delivery);
 * in progress elsewhere (a duplicate of a message another run is handling): the message
   is tried again when that run's record would run out (``Retry``), by then completed or
-  free.
+  free; on its last delivery before the DLQ it waits here instead (its lease kept).
 
 The in-progress record is tied to the message's lease: it runs out when the lease would
 (plus ``SKEW``), and while the handler runs, the ``Keeper`` moves it on as the heartbeat
@@ -40,7 +41,7 @@ from typing import Any
 import orjson
 from pydantic_core import to_jsonable_python
 
-from worker.idempotency.store import COMPLETED, IN_PROGRESS, IdempotencyStore, Record
+from worker.idempotency.store import COMPLETED, IN_PROGRESS, LEASE_SKEW, IdempotencyStore, Record
 from worker.messages.envelope import IDEMPOTENCY_KEY_ATTRIBUTE, Message
 from worker.messages.outcomes import Retry
 from worker.messages.records import IdempotencyRecord
@@ -48,8 +49,7 @@ from worker.messages.routing import set_replayed
 from worker.observe.logs import get_logger
 from worker.runtime.lease import Lease
 
-SKEW = 1.0
-"""Seconds an in-progress record outlives its lease (clocks of replicas and SQS differ)."""
+SKEW = LEASE_SKEW
 MAX_RESULT = 350_000
 """Largest stored result (bytes of JSON; DynamoDB items hold 400 KB)."""
 KEEP_EVERY = 1.0
@@ -68,6 +68,12 @@ class Claim:
     lease_expires: float
     done: Record | None = None
     """The completed record of an earlier run: a replay."""
+    value: Any = None
+    """What the handler returned (stored with the completed record)."""
+    kept: bool = True
+    """The keeper moves its record on (stops when the record was completed or taken over)."""
+    in_transaction: bool = False
+    """The handler asked for the completion item of its own transaction."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when this run's record is completed, released or left (copies in this process
     wait for it instead of being given back)."""
@@ -92,10 +98,18 @@ class Idempotency:
     ones alive with their leases (``start``/``stop``)."""
 
     def __init__(
-        self, store: IdempotencyStore, queue: str, expires_after: float, refresh_before: float
+        self,
+        store: IdempotencyStore,
+        queue: str,
+        expires_after: float,
+        refresh_before: float,
+        max_receive_count: int | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
+        """The queue's name: records are ``<queue name>:<key>``."""
+        self.max_receive_count = max_receive_count
+        """The queue's redrive maxReceiveCount (None: no DLQ)."""
         self.expires_after = expires_after
         self.refresh_before = refresh_before
         """Seconds before an in-progress record runs out when the keeper moves it on (half
@@ -107,7 +121,7 @@ class Idempotency:
     async def begin(self, lease: Lease) -> Claim:
         """Claim ``lease``'s message. When a run of this process holds its key, wait for it
         to finish (no extra delivery); when a run elsewhere does, raise ``Retry`` until its
-        record would run out."""
+        record would run out, or, on the delivery before the DLQ, wait here for it."""
         message = lease.message
         key = f"{self.queue}:{key_of(message)}"
         while True:
@@ -132,19 +146,28 @@ class Idempotency:
             except BaseException:
                 self._forget(claim)
                 raise
-            if holder is None:
+            if holder is None or holder.owner == claim.owner:  # ours: a retried write that took
                 return claim
             self._forget(claim)
             if holder.status == COMPLETED:
                 claim.done = holder
                 return claim
-            break
+            if not self._near_dlq(message.receive_count) or not lease.live:
+                break
+            # Given back, this copy could reach the DLQ without having run: wait here for
+            # the holder (the heartbeat keeps this lease), then claim again.
+            await asyncio.sleep(min(5.0, max(0.5, (holder.lease_expires - now) / 2)))
         wait = min(43_200, max(1, math.ceil(holder.lease_expires - now)))
         raise Retry(
             wait,
             f"idempotency key {key_of(message)!r} is being handled by another run "
             f"(message {holder.message_id}); tried again in {wait}s",
         )
+
+    def _near_dlq(self, receive_count: int) -> bool:
+        """This is the message's last delivery: given back, SQS moves it to the DLQ."""
+        limit = self.max_receive_count
+        return limit is not None and receive_count >= limit
 
     def completion_for(self, claim: Claim) -> Callable[[Any], dict[str, Any]] | None:
         """A store with transactions (DynamoDB) builds the completion item a handler puts
@@ -154,6 +177,7 @@ class Idempotency:
             return None
 
         def completion(result: Any = None) -> dict[str, Any]:
+            claim.in_transaction = True
             return dict(item(claim.key, claim.owner, self._encode(result), time.time() + self.expires_after))
 
         return completion
@@ -242,7 +266,7 @@ class Idempotency:
         now = time.time()
         due = []
         for claim in self._held.values():
-            if not claim.lease.live or claim.lease_expires - now > self.refresh_before:
+            if not claim.kept or not claim.lease.live or claim.lease_expires - now > self.refresh_before:
                 continue
             until = now + max(0.0, claim.lease.left()) + SKEW
             if until > claim.lease_expires + KEEP_EVERY:
@@ -260,7 +284,8 @@ class Idempotency:
             return
         if ok:
             claim.lease_expires = until
-        else:
-            if self._held.get(claim.key) is claim:
-                del self._held[claim.key]
+            return
+        # Copies here still wait for the run to end (it stays in _held); only the keeping stops.
+        claim.kept = False
+        if not claim.in_transaction:  # else: completed by the handler's own transaction
             log.warning("idempotency_record_lost", key=claim.key, detail="taken over while the handler ran")

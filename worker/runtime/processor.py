@@ -33,7 +33,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -185,9 +185,9 @@ class Processor:
                 claim = await self.idempotency.begin(lease) if route.idempotent else None
                 self.idempotency.mark(claim)  # what ``replayed()`` says in the chain
             if self.registry.middlewares:
-                result = await self._chain(route, message, started, claim)
+                await self._chain(route, message, started, claim)
             else:  # the chain is the handler alone: call it without building one
-                result = await self._handler(route, message, started, claim)
+                await self._handler(route, message, started, claim)
         except _Abandoned:
             if claim is not None and self.idempotency is not None:
                 self.idempotency.abandoned(claim)
@@ -205,25 +205,46 @@ class Processor:
             await self._release(claim)
             return self._outcome_of(exc, message, attempt, started)
         if claim is not None and self.idempotency is not None:
-            await self.idempotency.succeeded(claim, result)
+            await self._store_write(self.idempotency.succeeded(claim, claim.value))
             if claim.replay:
                 self._child("replayed", route.message_type).inc()
         return self._succeeded(message, started, route.message_type, claim is not None and claim.replay)
 
     async def _release(self, claim: Claim | None) -> None:
         if claim is not None and self.idempotency is not None:
-            await self.idempotency.failed(claim)
+            await self._store_write(self.idempotency.failed(claim))
+
+    async def _store_write(self, write: Coroutine[Any, Any, None]) -> None:
+        """An idempotency record's completion or release (bounded by the store's retry
+        budget; never raises): a shutdown cancel does not cut it short, the write goes on
+        while the message's outcome is returned (its record is right, or runs out with the
+        lease)."""
+        task = asyncio.ensure_future(write)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is None or not current.cancelling():
+                raise
+            current.uncancel()
 
     async def _handler(self, route: Route, message: Message, started: float, claim: Claim | None) -> Any:
         """The innermost call of the chain: the handler, or an earlier run's stored result
         when its key was completed (the handler does not run again)."""
-        if claim is not None and claim.replay:
+        if claim is None:
+            args = route.arguments(message, self.resources)
+            if route.is_async:
+                return await self._run_async(route, args)
+            return await self._run_sync(route, args, started)
+        if claim.replay:
             return claim.result()
-        record = None if claim is None or self.idempotency is None else claim.record(self.idempotency)
-        args = route.arguments(message, self.resources, record)
+        assert self.idempotency is not None
+        args = route.arguments(message, self.resources, claim.record(self.idempotency))
         if route.is_async:
-            return await self._run_async(route, args)
-        return await self._run_sync(route, args, started)
+            claim.value = await self._run_async(route, args)
+        else:
+            claim.value = await self._run_sync(route, args, started)
+        return claim.value  # stored as the handler returned it, whatever middleware makes of it
 
     async def _resolve(self, message: Message) -> Message | None:
         """An offloaded message with its stored body (PermanentFailure when it cannot be)."""

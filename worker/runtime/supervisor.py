@@ -187,6 +187,8 @@ class Supervisor:
                 self._sqs = sqs
                 targets = await self._resolve(sqs)
                 await self._hooks("startup")
+                if self.tracing is None and self._tracing_choice == "environment":
+                    self.tracing = self._start_tracing()  # a provider a start-up hook installed
                 self.consumers = [
                     Consumer(
                         t,
