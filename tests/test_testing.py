@@ -106,3 +106,21 @@ async def test_handlers_receive_resources_by_class() -> None:
     async with HandlerKit(router) as kit:
         await kit.run(sqs_message({"n": 7}, type="row"))
         assert kit.resources.get(Db).rows == [7]
+
+
+async def test_an_idempotent_handler_replays_a_copy_in_the_kit() -> None:
+    from handlers.payments import Ledger
+    from handlers.payments import router as payments
+
+    payment = {"payment_id": "pay-kit-1", "order_id": "o-1", "amount_cents": 500}
+    before = len(Ledger.charges)
+    async with HandlerKit(payments) as kit:
+        first = await kit.run(
+            sqs_message(payment, type="payment.requested", attributes={"idempotency-key": "pay-kit-1"})
+        )
+        copy = await kit.run(
+            sqs_message(payment, type="payment.requested", attributes={"idempotency-key": "pay-kit-1"})
+        )
+    assert (first.outcome, first.replayed) == ("succeeded", False)
+    assert (copy.outcome, copy.replayed) == ("succeeded", True)
+    assert Ledger.charges[before:] == [("pay-kit-1", 500)]

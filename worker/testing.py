@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from worker.idempotency.store import MemoryStore
 from worker.messages.envelope import Message, parse_message
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
+from worker.runtime.idempotency import Idempotency
 from worker.runtime.lease import Leases
-from worker.runtime.processor import Processor
+from worker.runtime.processor import REPLAYED, Processor
 from worker.settings import QueueSettings
 
 __all__ = ["HandlerKit", "Result", "sns_message", "sqs_message"]
@@ -46,6 +48,9 @@ class Result:
     retry_in: int | None = None
     reason: str = ""
     message: Message | None = None
+    replayed: bool = False
+    """An idempotent handler's copy: succeeded without running (its key completed in
+    ``kit.store``, the kit's in-memory idempotency store)."""
 
 
 def _attributes(message_type: str | None, attributes: dict[str, str] | None) -> dict[str, Any]:
@@ -125,8 +130,22 @@ class HandlerKit:
         self.type_attribute = type_attribute
         self.resources = Resources()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="handler")
+        self.store = MemoryStore()
+        """Where idempotent handlers' runs are recorded: run a message twice to see the replay."""
+        idempotency = (
+            Idempotency(self.store, "test", 86_400, self.settings.visibility_timeout / 2)
+            if self.registry.idempotent
+            else None
+        )
         self._processor = Processor(
-            "test", self.settings, self.registry, QueueCounters(), self._executor, Metrics(), self.resources
+            "test",
+            self.settings,
+            self.registry,
+            QueueCounters(),
+            self._executor,
+            Metrics(),
+            self.resources,
+            idempotency=idempotency,
         )
         self._leases = Leases(lambda lease: None)
 
@@ -150,7 +169,7 @@ class HandlerKit:
         lease = self._leases.open(message, raw, time.monotonic(), self.settings.visibility_timeout)
         outcome = await self._processor.run(lease)
         if outcome.kind == "succeeded":
-            return Result("succeeded", message=message)
+            return Result("succeeded", message=message, replayed=outcome is REPLAYED)
         if outcome.kind == "rejected":
             return Result("rejected", reason=outcome.reason, message=message)
         return Result("retry", retry_in=outcome.visibility, reason=outcome.reason, message=message)

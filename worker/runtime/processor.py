@@ -70,6 +70,7 @@ class Outcome:
 
 
 SUCCEEDED = Outcome("succeeded")
+REPLAYED = Outcome("succeeded", 0, "replayed: an earlier run of its idempotency key completed")
 SKIPPED = Outcome("succeeded", 0, "offloaded payload missing; skipped (payloads.ignore_missing)")
 CANCELLED = Outcome("cancelled")
 ABANDONED = Outcome("abandoned")
@@ -262,8 +263,8 @@ class Processor:
         self._child("duration", label).observe(duration)
         if replayed:
             self.log.info("message_replayed", duration=duration, message_id=message.message_id)
-        else:
-            self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
+            return REPLAYED
+        self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
         return SUCCEEDED
 
     @staticmethod
