@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.conftest import Aws
 from worker import Message, PermanentFailure, Router
 from worker.aws_lambda import LambdaRunner, make_handler
@@ -96,3 +98,12 @@ async def test_fifo_group_stops_at_its_first_failure(aws: Aws) -> None:
     assert ran.count(2) == 0
     assert ran.count(3) == 0
     assert 10 in ran
+
+
+def test_idempotent_handlers_are_refused_with_the_reason() -> None:
+    from handlers.payments import router as payments
+    from worker.aws_lambda import make_handler
+    from worker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Lambda entry point does not run"):
+        make_handler(payments)

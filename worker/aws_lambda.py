@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from worker.errors import ConfigError
 from worker.messages.envelope import parse_message
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
@@ -55,6 +56,12 @@ def to_receive_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 class LambdaRunner:
     def __init__(self, registry: Registry, type_attribute: str = "type") -> None:
+        for route in registry.idempotent:
+            # The record is tied to the worker's lease of the message; Lambda's poller holds it.
+            raise ConfigError(
+                f"{route.source} is idempotent=True, which the Lambda entry point does not run "
+                "(no lease to tie its record to): run it in the worker, or use Powertools' idempotency"
+            )
         self.registry = registry
         self.type_attribute = type_attribute
         self.resources = Resources()
