@@ -25,13 +25,13 @@ WORKDIR /app
 # cache lives in a build cache mount: shared between builds, never part of a layer.
 COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-install-project
+    uv sync --locked --no-dev --extra tracing --no-install-project
 # The project itself; hatchling needs README.md (pyproject's `readme`) to build it.
 COPY README.md ./
 COPY worker ./worker
 COPY handlers ./handlers
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable
+    uv sync --locked --no-dev --extra tracing --no-editable
 
 FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
 ARG VERSION=0.1.0
