@@ -108,9 +108,10 @@ _second_prefix: tuple[int, str] = (-1, "")
 
 
 def _timestamp(logger: object, name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-    """``timestamp``: ISO 8601 in UTC, as structlog's ``TimeStamper(fmt="iso", utc=True)``
-    writes it (``2026-11-22T23:40:01.123456Z``, no fraction at a whole second), with the
-    date and time of day formatted once per second."""
+    """``timestamp``: ISO 8601 in UTC with microseconds, always six digits
+    (``2026-11-22T23:40:01.123456Z``; a whole second is ``.000000``, where structlog's
+    ``TimeStamper`` writes none, so that lines sort by their text), with the date and time of
+    day formatted once per second."""
     global _second_prefix
     second, nanos = divmod(time.time_ns(), 1_000_000_000)
     cached, prefix = _second_prefix  # one read: threads log too
@@ -118,7 +119,7 @@ def _timestamp(logger: object, name: str, event: structlog.typing.EventDict) -> 
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         _second_prefix = (second, prefix)
     micros = nanos // 1000
-    event["timestamp"] = f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+    event["timestamp"] = f"{prefix}.{micros:06d}Z"
     return event
 
 
