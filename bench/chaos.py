@@ -746,7 +746,7 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
             print(render([result], header=not results[:-1]), flush=True)
     finally:
         if moto is not None:
-            moto.terminate()
+            moto.kill()
             moto.wait(10)
     return results
 
