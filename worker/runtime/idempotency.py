@@ -118,10 +118,12 @@ class Idempotency:
         self._task: asyncio.Task[None] | None = None
         self._warned_result = False
 
-    async def begin(self, lease: Lease) -> Claim:
+    async def begin(self, lease: Lease, attempt: int | None = None) -> Claim:
         """Claim ``lease``'s message. When a run of this process holds its key, wait for it
         to finish (no extra delivery); when a run elsewhere does, raise ``Retry`` until its
-        record would run out, or, on the delivery before the DLQ, wait here for it."""
+        record would run out, or, on its last attempt before the DLQ, wait here for it.
+        ``attempt``: the attempt number (a FIFO message retried in place counts its runs;
+        default: SQS's receive count)."""
         message = lease.message
         key = f"{self.queue}:{key_of(message)}"
         while True:
@@ -152,7 +154,7 @@ class Idempotency:
             if holder.status == COMPLETED:
                 claim.done = holder
                 return claim
-            if not self._near_dlq(message.receive_count) or not lease.live:
+            if not self._near_dlq(attempt or message.receive_count) or not lease.live:
                 break
             # Given back, this copy could reach the DLQ without having run: wait here for
             # the holder (the heartbeat keeps this lease), then claim again.
@@ -164,10 +166,11 @@ class Idempotency:
             f"(message {holder.message_id}); tried again in {wait}s",
         )
 
-    def _near_dlq(self, receive_count: int) -> bool:
-        """This is the message's last delivery: given back, SQS moves it to the DLQ."""
+    def _near_dlq(self, attempt: int) -> bool:
+        """This is the message's last attempt: given back, SQS (or, for a FIFO message
+        retried in place, the worker) moves it to the DLQ."""
         limit = self.max_receive_count
-        return limit is not None and receive_count >= limit
+        return limit is not None and attempt >= limit
 
     def completion_for(self, claim: Claim) -> Callable[[Any], dict[str, Any]] | None:
         """A store with transactions (DynamoDB) builds the completion item a handler puts

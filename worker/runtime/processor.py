@@ -183,7 +183,7 @@ class Processor:
             if lease.attempts == 1:
                 self._observe_lag(message, route.message_type, time.time())
             if self.idempotency is not None:
-                claim = await self.idempotency.begin(lease) if route.idempotent else None
+                claim = await self.idempotency.begin(lease, attempt) if route.idempotent else None
                 self.idempotency.mark(claim)  # what ``replayed()`` says in the chain
             if self.registry.middlewares:
                 await self._chain(route, message, started, claim)
