@@ -709,16 +709,7 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
     store = ""
     moto: subprocess.Popen[bytes] | None = None
     if IDEMPOTENT & set(scenarios):
-        # DynamoDB over HTTP: moto's server in a process of its own (LocalStack's DynamoDB
-        # needs a download these machines cannot make).
-        port = free_port()
-        moto = subprocess.Popen(
-            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        store = f"http://127.0.0.1:{port}"
-        await wait_for(lambda: _listening(port), timeout=30)
+        moto, store = await start_moto()
     plan = {
         "failures": lambda: random_failures(endpoint, n),
         "sigkill": lambda: sigkill(endpoint, n),
@@ -749,6 +740,19 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
             moto.kill()
             moto.wait(10)
     return results
+
+
+async def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """DynamoDB over HTTP: moto's server in a process of its own (LocalStack's DynamoDB
+    needs a download these machines cannot make); the process and its endpoint."""
+    port = free_port()
+    moto = subprocess.Popen(
+        [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await wait_for(lambda: _listening(port), timeout=30)
+    return moto, f"http://127.0.0.1:{port}"
 
 
 def _listening(port: int) -> bool:

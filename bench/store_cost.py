@@ -12,23 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import time
 import uuid
 
 from aiobotocore.session import get_session
 
-from bench.harness import PY
+from bench.chaos import start_moto
 from worker.idempotency import IN_PROGRESS, Record
 from worker.idempotency.dynamodb import DynamoDBStore
 from worker.settings import AwsSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def measure(endpoint: str, n: int, concurrency: int) -> tuple[float, float]:
@@ -59,19 +51,7 @@ async def measure(endpoint: str, n: int, concurrency: int) -> tuple[float, float
 async def main_async(endpoint: str | None, n: int) -> None:
     server = None
     if endpoint is None:
-        port = _free_port()
-        server = subprocess.Popen(
-            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        endpoint = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.2)
+        server, endpoint = await start_moto()
     try:
         for concurrency in (1, 20):
             cpu_ms, rate = await measure(endpoint, n, concurrency)

@@ -219,14 +219,13 @@ class Tracing:
         )
         span.end()
 
-    @contextlib.contextmanager
     def process(
         self,
         creation: SpanContext | None,
         message_id: str | None,
         message_type: str | None,
         receive_count: int,
-    ) -> Iterator[Span]:
+    ) -> contextlib.AbstractContextManager[Span]:
         """The span of one handler run, current while it runs (handler code's own spans and
         outgoing calls are its children)."""
         attributes = self._attributes("process", "process")
@@ -240,34 +239,32 @@ class Tracing:
             if creation is not None
             else otel_context.Context()
         )
-        with self.tracer.start_as_current_span(
-            f"process {self.queue}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=[Link(creation)] if creation is not None else None,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            yield span
+        return self._consumer_span(parent, attributes, [creation])
 
-    @contextlib.contextmanager
     def process_batch(
         self, message_type: str, creations: Sequence[SpanContext | None], count: int
-    ) -> Iterator[Span]:
+    ) -> contextlib.AbstractContextManager[Span]:
+        """One span for a batch handler's run, a root linked to every message's origin."""
         attributes = self._attributes("process", "process")
         attributes["messaging.batch.message_count"] = count
         attributes["sqs_worker.message.type"] = message_type
-        with self.tracer.start_as_current_span(
+        return self._consumer_span(otel_context.Context(), attributes, creations)
+
+    def _consumer_span(
+        self,
+        parent: otel_context.Context,
+        attributes: dict[str, Any],
+        creations: Sequence[SpanContext | None],
+    ) -> contextlib.AbstractContextManager[Span]:
+        return self.tracer.start_as_current_span(
             f"process {self.queue}",
-            context=otel_context.Context(),
+            context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=[Link(c) for c in creations if c is not None],
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            yield span
+        )
 
     @staticmethod
     def outcome(span: Span, kind: str, reason: str = "") -> None:
