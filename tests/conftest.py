@@ -37,6 +37,28 @@ for _k in [k for k in os.environ if k.startswith("OTEL_")]:
     os.environ.pop(_k, None)
 
 
+_SHARED: LocalStack | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests run in parallel (pytest-xdist, ``-n`` in pyproject's addopts): the controller
+    starts the one LocalStack they share before the workers start, and they inherit its
+    address. A single process (``-p no:xdist`` or ``-n 0``) starts it on first use."""
+    global _SHARED
+    if hasattr(config, "workerinput") or os.environ.get("SQS_WORKER_TEST_ENDPOINT"):
+        return
+    if not config.getoption("numprocesses", default=None):
+        return
+    _SHARED = LocalStack()
+    _SHARED.start()
+    os.environ["SQS_WORKER_TEST_ENDPOINT"] = _SHARED.endpoint
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SHARED is not None and not hasattr(config, "workerinput"):
+        _SHARED.cleanup()
+
+
 @pytest.fixture(scope="session")
 def endpoint() -> Iterator[str]:
     """LocalStack: the one given in SQS_WORKER_TEST_ENDPOINT, else one started for the session."""
@@ -125,10 +147,11 @@ class TestQueue:
 class Aws:
     """Direct SQS/SNS access for arranging and checking tests (the worker has its own client)."""
 
-    def __init__(self, endpoint: str, sqs: Any, sns: Any) -> None:
+    def __init__(self, endpoint: str, sqs: Any, sns: Any, cloudwatch: Any = None) -> None:
         self.endpoint = endpoint
         self.sqs = sqs
         self.sns = sns
+        self.cloudwatch = cloudwatch
 
     async def queue(
         self,
@@ -246,8 +269,9 @@ async def aws_clients(endpoint: str) -> AsyncIterator[Aws]:
     async with (
         session.create_client("sqs", endpoint_url=endpoint, region_name="us-east-1") as sqs,
         session.create_client("sns", endpoint_url=endpoint, region_name="us-east-1") as sns,
+        session.create_client("cloudwatch", endpoint_url=endpoint, region_name="us-east-1") as cloudwatch,
     ):
-        yield Aws(endpoint, sqs, sns)
+        yield Aws(endpoint, sqs, sns, cloudwatch)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def test_demo_runs_end_to_end_on_the_embedded_server() -> None:
     out = result.stdout
     assert "embedded SQS/SNS server" in out
     assert "10 handled successfully, 4 dead-lettered" in out
-    assert "Plan: 12 to create" in out  # the topology came from worker provision
+    assert "Plan: 26 to create" in out  # the topology came from worker provision
     assert "billing-dlq" in out
     assert "A-1003" in out  # the order whose card always fails ended in the DLQ
     # The slow carrier booking outlived the 4 s visibility timeout and was extended.

@@ -57,10 +57,10 @@ EVENTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-async def provision(sqs: Any, sns: Any) -> dict[str, str]:
+async def provision(sqs: Any, sns: Any, cloudwatch: Any) -> dict[str, str]:
     """``worker provision`` on config/topology.yaml, the same code path as the command."""
     topology = load_topology(TOPOLOGY)
-    provisioner = Provisioner(topology, AwsClient(sqs), AwsClient(sns))
+    provisioner = Provisioner(topology, AwsClient(sqs), AwsClient(sns), cloudwatch=AwsClient(cloudwatch))
     changes = await provisioner.plan()
     print(render_plan(changes))
     await provisioner.apply(changes)
@@ -111,8 +111,9 @@ async def _run(settings: WorkerSettings) -> int:
     async with (
         session.create_client("sqs", endpoint_url=endpoint, region_name=region) as sqs,
         session.create_client("sns", endpoint_url=endpoint, region_name=region) as sns,
+        session.create_client("cloudwatch", endpoint_url=endpoint, region_name=region) as cloudwatch,
     ):
-        urls = await provision(sqs, sns)
+        urls = await provision(sqs, sns, cloudwatch)
         sent = await publish(sqs, sns, urls)
         print(f"demo: provisioned config/topology.yaml; published {sent} messages to 'orders'")
         supervisor = Supervisor(settings, load_registries(settings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -29,20 +30,32 @@ from worker.ops.topology import Topology, load_topology
 
 @contextlib.asynccontextmanager
 async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisioner]:
-    """A Provisioner with SQS and SNS clients, S3 when the topology declares buckets and
-    DynamoDB when it declares tables."""
+    """A Provisioner with the session region's SQS, SNS and CloudWatch clients (S3 when the
+    topology declares buckets, DynamoDB when it declares tables), opening clients for the
+    other regions the file names on first use."""
     async with contextlib.AsyncExitStack() as stack:
-        sqs = await stack.enter_async_context(conn.client("sqs"))
-        sns = await stack.enter_async_context(conn.client("sns"))
-        s3: AwsClient | None = None
-        if spec.buckets:
-            s3 = await stack.enter_async_context(
-                s3_client(conn.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
-            )
-        dynamodb: AwsClient | None = None
-        if spec.tables:
-            dynamodb = await stack.enter_async_context(conn.client("dynamodb"))
-        yield Provisioner(spec, sqs, sns, s3, dynamodb)
+        opened: dict[tuple[str, str | None], AwsClient] = {}
+
+        async def client(service: str, region: str | None = None) -> AwsClient:
+            key = (service, region)
+            if key not in opened:
+                where = conn if region is None else dataclasses.replace(conn, region=region)
+                if service == "s3":
+                    made = s3_client(where.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
+                else:
+                    made = where.client(service)
+                opened[key] = await stack.enter_async_context(made)
+            return opened[key]
+
+        yield Provisioner(
+            spec,
+            await client("sqs"),
+            await client("sns"),
+            await client("s3") if spec.buckets else None,
+            await client("dynamodb") if spec.tables else None,
+            await client("cloudwatch"),
+            regional=client,
+        )
 
 
 def provision(
@@ -64,7 +77,7 @@ def provision(
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Make AWS match the topology file: queues, DLQs, topics, subscriptions, buckets and
-    their notifications (plan first)."""
+    their notifications, tables, CloudWatch alarms, in every region it names (plan first)."""
     spec = load_topology(topology)
     conn = Connection(region, endpoint_url, timeout)
 

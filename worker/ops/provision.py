@@ -18,6 +18,7 @@ that points at a queue it deletes, before deleting it.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,12 +26,14 @@ from botocore.exceptions import ClientError
 
 from worker.aws import MISSING_QUEUE, AwsClient, error_code, list_topics, next_page
 from worker.errors import ConfigError, UnsafeError
+from worker.ops.alarms import AlarmDefinition, alarm_view
 from worker.ops.dlq import dead_letter_sources
 from worker.ops.filters import list_subscriptions
 from worker.ops.queue_stats import queue_counts
 from worker.ops.tables import Table, apply_table, desired_view, read_table
 from worker.ops.topology import (
     MANAGED_ID,
+    SubscriptionSpec,
     Topology,
     bucket_encryption,
     bucket_lifecycle,
@@ -39,11 +42,15 @@ from worker.ops.topology import (
     queue_attributes,
     queue_policy,
     subscription_attributes,
+    subscription_label,
     topic_attributes,
 )
 
-Kind = Literal["queue", "topic", "subscription", "bucket", "table"]
-Action = Literal["create", "update", "unchanged", "delete"]
+Kind = Literal["queue", "topic", "subscription", "bucket", "table", "alarm"]
+Action = Literal["create", "update", "unchanged", "delete", "pending"]
+Regional = Callable[[str, str], Awaitable[AwsClient]]
+"""(service, region) -> a client for that region: how provision reaches resources that live
+outside the session's region."""
 JSON_ATTRIBUTES = frozenset(
     {
         "RedrivePolicy",
@@ -54,6 +61,8 @@ JSON_ATTRIBUTES = frozenset(
         "Encryption",
         "Lifecycle",
         "Notifications",
+        "AlarmActions",
+        "OKActions",
     }
 )
 MISSING_BUCKET = frozenset({"404", "NoSuchBucket", "NotFound"})
@@ -73,6 +82,8 @@ class Change:
     """A queue to delete: the messages it holds (visible + in flight + delayed)."""
     dead_letter_of: list[str] = field(default_factory=list)
     """A queue to delete: the queues whose RedrivePolicy points at it (names)."""
+    region: str | None = None
+    """Where it lives when that is not the session's region."""
 
 
 @dataclass
@@ -81,10 +92,20 @@ class _Existing:
     queue_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_arns: dict[str, str] = field(default_factory=dict)
     topic_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
-    # (topic, queue) -> (subscription arn, attributes)
-    subscriptions: dict[tuple[str, str], tuple[str, dict[str, str]]] = field(default_factory=dict)
+    # label ("topic -> queue", "topic -> https://...") -> (subscription arn, attributes);
+    # the arn is "PendingConfirmation" (attributes empty) for an unconfirmed endpoint
+    subscriptions: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     buckets: dict[str, _Bucket] = field(default_factory=dict)
     tables: dict[str, Table] = field(default_factory=dict)
+    alarms: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+PENDING = "PendingConfirmation"
+
+
+def is_pending(arn: str, attrs: dict[str, str]) -> bool:
+    """An http/https/email endpoint that has not confirmed its subscription yet."""
+    return arn == PENDING or "pending" in arn.lower() or attrs.get("PendingConfirmation") == "true"
 
 
 @dataclass
@@ -195,19 +216,48 @@ class Provisioner:
         sns: AwsClient,
         s3: AwsClient | None = None,
         dynamodb: AwsClient | None = None,
+        cloudwatch: AwsClient | None = None,
+        *,
+        regional: Regional | None = None,
     ) -> None:
-        """``s3`` is needed when the topology declares buckets, ``dynamodb`` for tables."""
+        """The clients of the session's region: ``s3`` is needed when the topology declares
+        buckets, ``dynamodb`` for tables, ``cloudwatch`` for alarms. ``regional`` opens a
+        client for a resource that names another region."""
         if topology.buckets and s3 is None:
             raise ConfigError("the topology declares buckets: provision needs an S3 client")
         if topology.tables and dynamodb is None:
             raise ConfigError("the topology declares tables: provision needs a DynamoDB client")
+        self.alarms = topology.alarm_definitions()
+        if self.alarms and cloudwatch is None:
+            raise ConfigError("the topology declares alarms: provision needs a CloudWatch client")
         self.dynamodb = dynamodb
         self.topology = topology
         self.sqs = sqs
         self.sns = sns
         self.s3 = s3
+        self.cloudwatch = cloudwatch
+        self.regional = regional
+        self._defaults = {"sqs": sqs, "sns": sns, "s3": s3, "dynamodb": dynamodb, "cloudwatch": cloudwatch}
+        self._session_region = getattr(getattr(sqs.client, "meta", None), "region_name", None)
         self.existing = _Existing()
         self._read_done = False
+
+    async def client(self, service: str, region: str | None) -> AwsClient:
+        """The client for ``service`` in ``region`` (None: the session's)."""
+        if region is None or region == self._session_region:
+            found = self._defaults.get(service)
+            if found is None:
+                raise ConfigError(f"provision has no {service} client")
+            return found
+        if self.regional is None:
+            raise ConfigError(
+                f"the topology names region {region!r}: provision needs clients for other regions"
+            )
+        return await self.regional(service, region)
+
+    def _region(self, kind: Literal["queue", "topic", "bucket", "table"], name: str) -> str | None:
+        region = self.topology.region_of(kind, name)
+        return None if region == self._session_region else region
 
     @property
     def scope(self) -> str:
@@ -225,37 +275,43 @@ class Provisioner:
         ex = self.existing = _Existing()
         self._read_done = True
         for name in self.topology.queues:
+            sqs = await self.client("sqs", self._region("queue", name))
             try:
-                url = (await self.sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
+                url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
             except ClientError as exc:
                 if error_code(exc) in MISSING_QUEUE:
                     continue
                 raise
             ex.queue_urls[name] = url
-            attrs = await self.sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
+            attrs = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
             ex.queue_attrs[name] = attrs.get("Attributes", {})
-        all_topics = await list_topics(self.sns)
+        listed: dict[str | None, dict[str, str]] = {}
         for name in self.topology.topics:
-            if name in all_topics:
-                arn = all_topics[name]
+            region = self._region("topic", name)
+            sns = await self.client("sns", region)
+            if region not in listed:
+                listed[region] = await list_topics(sns)
+            if name in listed[region]:
+                arn = listed[region][name]
                 ex.topic_arns[name] = arn
-                ex.topic_attrs[name] = (await self.sns.call("get_topic_attributes", TopicArn=arn)).get(
+                ex.topic_attrs[name] = (await sns.call("get_topic_attributes", TopicArn=arn)).get(
                     "Attributes", {}
                 )
         queue_by_arn = {attrs.get("QueueArn"): name for name, attrs in ex.queue_attrs.items()}
         for topic, arn in ex.topic_arns.items():
-            for sub in await self._list_subscriptions(arn):
-                queue = queue_by_arn.get(sub.get("Endpoint"))
-                if (
-                    sub.get("Protocol") != "sqs"
-                    or queue is None
-                    or "PendingConfirmation" in sub["SubscriptionArn"]
-                ):
-                    continue
-                attrs = (
-                    await self.sns.call("get_subscription_attributes", SubscriptionArn=sub["SubscriptionArn"])
-                ).get("Attributes", {})
-                ex.subscriptions[(topic, queue)] = (sub["SubscriptionArn"], attrs)
+            sns = await self.client("sns", self._region("topic", topic))
+            for sub in await self._list_subscriptions(sns, arn):
+                protocol, endpoint = sub.get("Protocol", ""), sub.get("Endpoint", "")
+                queue = queue_by_arn.get(endpoint) if protocol == "sqs" else None
+                label = subscription_label(topic, protocol, queue or endpoint)
+                sub_arn = sub["SubscriptionArn"]
+                sub_attrs: dict[str, str] = {}
+                if sub_arn != PENDING:
+                    sub_attrs = (await sns.call("get_subscription_attributes", SubscriptionArn=sub_arn)).get(
+                        "Attributes", {}
+                    )
+                ex.subscriptions[label] = (sub_arn, sub_attrs)
+        await self._read_alarms()
         for name in self.topology.buckets:
             bucket = await self._read_bucket(name)
             if bucket is not None:
@@ -267,18 +323,17 @@ class Provisioner:
                 ex.tables[name] = table
 
     async def _read_bucket(self, name: str) -> _Bucket | None:
-        assert self.s3 is not None
+        s3 = await self.client("s3", self._region("bucket", name))
         try:
-            await self.s3.call("head_bucket", Bucket=name)
+            await s3.call("head_bucket", Bucket=name)
         except ClientError as exc:
             if error_code(exc) in MISSING_BUCKET:
                 return None
             raise
 
         async def read(operation: str, key: str | None, empty: Any) -> Any:
-            assert self.s3 is not None
             try:
-                found = await self.s3.call(operation, Bucket=name)
+                found = await s3.call(operation, Bucket=name)
             except ClientError as exc:
                 if error_code(exc) in NO_CONFIGURATION:
                     return empty
@@ -292,8 +347,29 @@ class Provisioner:
             notifications=await read("get_bucket_notification_configuration", None, {}),
         )
 
-    async def _list_subscriptions(self, topic_arn: str) -> list[dict[str, str]]:
-        return await list_subscriptions(self.sns, topic_arn)
+    async def _list_subscriptions(self, sns: AwsClient, topic_arn: str) -> list[dict[str, str]]:
+        return await list_subscriptions(sns, topic_arn)
+
+    async def _read_alarms(self) -> None:
+        by_region: dict[str | None, list[str]] = {}
+        for a in self.alarms:
+            by_region.setdefault(self._alarm_region(a), []).append(a.name)
+        for region, names in by_region.items():
+            cloudwatch = await self.client("cloudwatch", region)
+            for start in range(0, len(names), 100):
+                found = await cloudwatch.call(
+                    "describe_alarms", AlarmNames=names[start : start + 100], AlarmTypes=["MetricAlarm"]
+                )
+                for alarm in found.get("MetricAlarms", []):
+                    self.existing.alarms[alarm["AlarmName"]] = alarm
+
+    def _alarm_region(self, alarm: AlarmDefinition) -> str | None:
+        return None if alarm.region == self._session_region else alarm.region
+
+    def desired_alarm(self, alarm: AlarmDefinition) -> dict[str, Any]:
+        """PutMetricAlarm's parameters, with the notify topics' ARNs."""
+        actions = [t if t.startswith("arn:") else self._topic_arn(t) for t in alarm.notify]
+        return alarm.parameters(actions)
 
     # -- desired state -------------------------------------------------------------------
     def _queue_arn(self, name: str) -> str:
@@ -304,7 +380,11 @@ class Provisioner:
 
     def desired_queue(self, name: str) -> dict[str, str]:
         arns = {n: self._queue_arn(n) for n in self.topology.queues}
-        topics = [self._topic_arn(s.topic) for s in self.topology.subscriptions if s.queue == name]
+        topics = [
+            self._topic_arn(s.topic)
+            for s in self.topology.subscriptions
+            if s.kind == "sqs" and s.queue == name
+        ]
         policy = queue_policy(arns[name], topics, self.topology.notified_by(name))
         return queue_attributes(self.topology, name, arns, policy)
 
@@ -318,31 +398,57 @@ class Provisioner:
         changes: list[Change] = []
         for name in self.topology.topics:
             desired = topic_attributes(self.topology, name)
+            region = self._region("topic", name)
             if name not in ex.topic_arns:
-                changes.append(Change("topic", name, "create", {k: (None, v) for k, v in desired.items()}))
+                changes.append(
+                    Change("topic", name, "create", {k: (None, v) for k, v in desired.items()}, region=region)
+                )
             else:
                 d = diff_attributes(ex.topic_attrs[name], desired)
-                changes.append(Change("topic", name, "update" if d else "unchanged", d, ex.topic_arns[name]))
+                changes.append(
+                    Change(
+                        "topic", name, "update" if d else "unchanged", d, ex.topic_arns[name], region=region
+                    )
+                )
         for name in self.topology.queue_order():
             desired = self.desired_queue(name)
+            region = self._region("queue", name)
             if name not in ex.queue_urls:
-                changes.append(Change("queue", name, "create", {k: (None, v) for k, v in desired.items()}))
+                changes.append(
+                    Change("queue", name, "create", {k: (None, v) for k, v in desired.items()}, region=region)
+                )
             else:
                 d = diff_attributes(ex.queue_attrs[name], desired)
                 if "FifoQueue" in d:
                     raise ConfigError(f"queues.{name}: FifoQueue cannot be changed on an existing queue")
-                changes.append(Change("queue", name, "update" if d else "unchanged", d, ex.queue_urls[name]))
+                changes.append(
+                    Change(
+                        "queue", name, "update" if d else "unchanged", d, ex.queue_urls[name], region=region
+                    )
+                )
         for sub in self.topology.subscriptions:
-            label = f"{sub.topic} -> {sub.queue}"
+            label = sub.label
             desired = subscription_attributes(sub)
-            found = ex.subscriptions.get((sub.topic, sub.queue))
+            found = ex.subscriptions.get(label)
+            region = self._region("topic", sub.topic)
             if found is None:
                 changes.append(
-                    Change("subscription", label, "create", {k: (None, v) for k, v in desired.items()})
+                    Change(
+                        "subscription",
+                        label,
+                        "create",
+                        {k: (None, v) for k, v in desired.items()},
+                        region=region,
+                    )
                 )
+            elif is_pending(*found):
+                # SNS shows no attributes until the endpoint confirms; nothing to do but wait.
+                changes.append(Change("subscription", label, "pending", ref=found[0], region=region))
             else:
                 d = diff_attributes(found[1], desired)
-                changes.append(Change("subscription", label, "update" if d else "unchanged", d, found[0]))
+                changes.append(
+                    Change("subscription", label, "update" if d else "unchanged", d, found[0], region=region)
+                )
         for name in self.topology.buckets:
             desired = self.desired_bucket(name)
             bucket = ex.buckets.get(name)
@@ -362,6 +468,32 @@ class Provisioner:
             else:
                 d = diff_attributes(table.view(), wanted)
                 changes.append(Change("table", name, "update" if d else "unchanged", d, name))
+        for alarm in self.alarms:
+            wanted = alarm_view(self.desired_alarm(alarm))
+            current = ex.alarms.get(alarm.name)
+            region = self._alarm_region(alarm)
+            if current is None:
+                changes.append(
+                    Change(
+                        "alarm",
+                        alarm.name,
+                        "create",
+                        {k: (None, v) for k, v in wanted.items()},
+                        region=region,
+                    )
+                )
+            else:
+                d = diff_attributes(alarm_view(current), wanted)
+                changes.append(
+                    Change(
+                        "alarm",
+                        alarm.name,
+                        "update" if d else "unchanged",
+                        d,
+                        current["AlarmArn"],
+                        region=region,
+                    )
+                )
         return changes
 
     async def apply(self, changes: list[Change]) -> None:
@@ -369,9 +501,10 @@ class Provisioner:
         tags = self.topology.tags()
         for c in (c for c in changes if c.kind == "topic"):
             desired = topic_attributes(self.topology, c.name)
+            sns = await self.client("sns", self._region("topic", c.name))
             if c.action == "create":
                 arn = (
-                    await self.sns.call(
+                    await sns.call(
                         "create_topic",
                         Name=c.name,
                         Attributes=desired,
@@ -381,7 +514,7 @@ class Provisioner:
                 ex.topic_arns[c.name] = arn
             elif c.action == "update":
                 for attr, (_, value) in c.diff.items():
-                    await self.sns.call(
+                    await sns.call(
                         "set_topic_attributes", TopicArn=c.ref, AttributeName=attr, AttributeValue=value
                     )
         for c in (c for c in changes if c.kind == "queue"):
@@ -389,37 +522,39 @@ class Provisioner:
                 # ARNs of queues not created yet (a DLQ's redrive-allow list, the queue's
                 # own ARN in its policy) are filled in by the pass below.
                 desired = {k: v for k, v in self.desired_queue(c.name).items() if "<arn of" not in v}
-                url = (await self.sqs.call("create_queue", QueueName=c.name, Attributes=desired, tags=tags))[
+                sqs = await self.client("sqs", self._region("queue", c.name))
+                url = (await sqs.call("create_queue", QueueName=c.name, Attributes=desired, tags=tags))[
                     "QueueUrl"
                 ]
                 ex.queue_urls[c.name] = url
                 await self._refresh_queue(c.name)
         for c in (c for c in changes if c.kind == "queue" and c.action != "delete"):
             url = ex.queue_urls[c.name]
+            sqs = await self.client("sqs", self._region("queue", c.name))
             missing = diff_attributes(ex.queue_attrs[c.name], self.desired_queue(c.name))
             if missing:
-                await self.sqs.call(
+                await sqs.call(
                     "set_queue_attributes", QueueUrl=url, Attributes={k: v for k, (_, v) in missing.items()}
                 )
                 await self._refresh_queue(c.name)
             if c.action == "update":
-                await self.sqs.call("tag_queue", QueueUrl=url, Tags=tags)
-        subs = {f"{s.topic} -> {s.queue}": s for s in self.topology.subscriptions}
-        for c in (c for c in changes if c.kind == "subscription"):
+                await sqs.call("tag_queue", QueueUrl=url, Tags=tags)
+        subs = {s.label: s for s in self.topology.subscriptions}
+        for c in (c for c in changes if c.kind == "subscription" and c.action in ("create", "update")):
             sub = subs[c.name]
-            desired = subscription_attributes(sub)
+            sns = await self.client("sns", self._region("topic", sub.topic))
             if c.action == "create":
-                await self.sns.call(
+                await sns.call(
                     "subscribe",
                     TopicArn=ex.topic_arns[sub.topic],
-                    Protocol="sqs",
-                    Endpoint=self._queue_arn(sub.queue),
-                    Attributes=desired,
+                    Protocol=sub.kind,
+                    Endpoint=self._endpoint(sub),
+                    Attributes=subscription_attributes(sub),
                     ReturnSubscriptionArn=True,
                 )
-            elif c.action == "update":
+            else:
                 for attr, (_, value) in c.diff.items():
-                    await self.sns.call(
+                    await sns.call(
                         "set_subscription_attributes",
                         SubscriptionArn=c.ref,
                         AttributeName=attr,
@@ -429,14 +564,36 @@ class Provisioner:
             await self._apply_bucket(c)
         for c in (c for c in changes if c.kind == "table"):
             if c.action in ("create", "update"):
-                assert self.dynamodb is not None
-                await apply_table(self.dynamodb, c.name, ex.tables.get(c.name), tags, c.action)
+                dynamodb = await self.client("dynamodb", self._region("table", c.name))
+                await apply_table(dynamodb, c.name, ex.tables.get(c.name), tags, c.action)
+        by_name = {a.name: a for a in self.alarms}
+        for c in (c for c in changes if c.kind == "alarm" and c.action in ("create", "update")):
+            alarm = by_name[c.name]
+            cloudwatch = await self.client("cloudwatch", self._alarm_region(alarm))
+            params = self.desired_alarm(alarm)
+            tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
+            if c.action == "create":
+                await cloudwatch.call("put_metric_alarm", **params, Tags=tag_list)
+            else:
+                # PutMetricAlarm ignores tags when it updates an alarm.
+                await cloudwatch.call("put_metric_alarm", **params)
+                await cloudwatch.call("tag_resource", ResourceARN=c.ref, Tags=tag_list)
+
+    def _endpoint(self, sub: SubscriptionSpec) -> str:
+        if sub.kind == "sqs":
+            assert sub.queue is not None
+            return self._queue_arn(sub.queue)
+        assert sub.endpoint is not None
+        return sub.endpoint
 
     async def _apply_bucket(self, c: Change) -> None:
         """Create the bucket if needed, then set what differs: encryption, the managed
         lifecycle rules (others kept), the managed queue notifications (others kept)."""
-        assert self.s3 is not None
-        s3, name, spec = self.s3, c.name, self.topology.buckets[c.name]
+        s3, name, spec = (
+            await self.client("s3", self._region("bucket", c.name)),
+            c.name,
+            self.topology.buckets[c.name],
+        )
         current = self.existing.buckets.get(name)
         if current is None:
             params: dict[str, Any] = {"Bucket": name}
@@ -480,7 +637,8 @@ class Provisioner:
 
     async def _refresh_queue(self, name: str) -> None:
         url = self.existing.queue_urls[name]
-        attrs = await self.sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
+        sqs = await self.client("sqs", self._region("queue", name))
+        attrs = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
         self.existing.queue_attrs[name] = attrs.get("Attributes", {})
 
     # -- pruning -------------------------------------------------------------------------
@@ -497,57 +655,85 @@ class Provisioner:
         if not self._read_done:
             await self._read()
         changes: list[Change] = []
+        regions = [None if r == self._session_region else r for r in self.topology.regions()]
+        for region in dict.fromkeys(regions):
+            changes += await self._prune_queues(region)
+            sns = await self.client("sns", region)
+            for name, arn in (await list_topics(sns)).items():
+                if name in self.topology.topics:
+                    continue
+                ttags = (await sns.call("list_tags_for_resource", ResourceArn=arn)).get("Tags", [])
+                if self._ours({t["Key"]: t["Value"] for t in ttags}):
+                    changes.append(Change("topic", name, "delete", ref=arn, region=region))
+            if self.alarms or self.cloudwatch is not None:
+                changes += await self._prune_alarms(region)
+        # Subscriptions of the file's topics that the file does not list (any protocol; an
+        # unconfirmed one has no ARN to unsubscribe and expires by itself after three days).
+        wanted = {s.label for s in self.topology.subscriptions}
+        topic_of = {label: label.split(" -> ", 1)[0] for label in self.existing.subscriptions}
+        for label, (sub_arn, _) in self.existing.subscriptions.items():
+            if label not in wanted and sub_arn != PENDING:
+                region = self._region("topic", topic_of[label])
+                changes.append(Change("subscription", label, "delete", ref=sub_arn, region=region))
+        return changes
+
+    async def _prune_queues(self, region: str | None) -> list[Change]:
+        sqs = await self.client("sqs", region)
+        changes: list[Change] = []
         token: str | None = None
         while True:
-            page = await self.sqs.call("list_queues", MaxResults=1000, **next_page(token))
+            page = await sqs.call("list_queues", MaxResults=1000, **next_page(token))
             for url in page.get("QueueUrls", []):
                 name = _queue_name(url)
                 if name in self.topology.queues:
                     continue
                 try:
-                    qtags = (await self.sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
+                    qtags = (await sqs.call("list_queue_tags", QueueUrl=url)).get("Tags", {})
                 except ClientError as exc:
                     if error_code(exc) in MISSING_QUEUE:
                         continue  # deleted since it was listed
                     raise
                 if self._ours(qtags):
-                    change = Change("queue", name, "delete", ref=url)
+                    change = Change("queue", name, "delete", ref=url, region=region)
                     await self._describe_queue(change)
                     changes.append(change)
             token = page.get("NextToken")
             if not token:
-                break
-        for name, arn in (await list_topics(self.sns)).items():
-            if name in self.topology.topics:
-                continue
-            ttags = (await self.sns.call("list_tags_for_resource", ResourceArn=arn)).get("Tags", [])
-            if self._ours({t["Key"]: t["Value"] for t in ttags}):
-                changes.append(Change("topic", name, "delete", ref=arn))
-        wanted = {(s.topic, s.queue) for s in self.topology.subscriptions}
-        for (topic, queue), (sub_arn, _) in self.existing.subscriptions.items():
-            if (topic, queue) not in wanted:
-                changes.append(Change("subscription", f"{topic} -> {queue}", "delete", ref=sub_arn))
-        # Subscriptions of managed topics to queues outside the file.
-        known_queue_arns = {a.get("QueueArn") for a in self.existing.queue_attrs.values()}
-        for topic, arn in self.existing.topic_arns.items():
-            for sub in await self._list_subscriptions(arn):
-                if sub.get("Protocol") == "sqs" and sub.get("Endpoint") not in known_queue_arns:
+                return changes
+
+    async def _prune_alarms(self, region: str | None) -> list[Change]:
+        """Alarms named with this scope's prefix, tagged by this tool for this scope, that
+        the file no longer declares."""
+        cloudwatch = await self.client("cloudwatch", region)
+        wanted = {a.name for a in self.alarms}
+        changes: list[Change] = []
+        token: str | None = None
+        while True:
+            page = await cloudwatch.call(
+                "describe_alarms",
+                AlarmNamePrefix=f"{self.scope}-",
+                AlarmTypes=["MetricAlarm"],
+                **next_page(token),
+            )
+            for alarm in page.get("MetricAlarms", []):
+                if alarm["AlarmName"] in wanted:
+                    continue
+                found = await cloudwatch.call("list_tags_for_resource", ResourceARN=alarm["AlarmArn"])
+                if self._ours({t["Key"]: t["Value"] for t in found.get("Tags", [])}):
                     changes.append(
-                        Change(
-                            "subscription",
-                            f"{topic} -> {sub.get('Endpoint')}",
-                            "delete",
-                            ref=sub["SubscriptionArn"],
-                        )
+                        Change("alarm", alarm["AlarmName"], "delete", ref=alarm["AlarmArn"], region=region)
                     )
-        return changes
+            token = page.get("NextToken")
+            if not token:
+                return changes
 
     async def _describe_queue(self, change: Change) -> bool:
         """Fill in a queue deletion's message count and DLQ sources; False when it is gone."""
         assert change.ref is not None
+        sqs = await self.client("sqs", change.region)
         try:
-            change.messages = sum(await queue_counts(self.sqs, change.ref))
-            sources = await dead_letter_sources(self.sqs, change.ref)
+            change.messages = sum(await queue_counts(sqs, change.ref))
+            sources = await dead_letter_sources(sqs, change.ref)
         except ClientError as exc:
             if error_code(exc) in MISSING_QUEUE:
                 return False
@@ -579,25 +765,32 @@ class Provisioner:
                 "nothing was deleted; pass --force to delete them with their messages"
             )
         for c in changes:
+            if c.kind == "alarm" and c.action == "delete":
+                cloudwatch = await self.client("cloudwatch", c.region)
+                await cloudwatch.call("delete_alarms", AlarmNames=[c.name])
+        for c in changes:
             if c.kind == "subscription" and c.action == "delete":
-                await self.sns.call("unsubscribe", SubscriptionArn=c.ref)
+                sns = await self.client("sns", c.region)
+                await sns.call("unsubscribe", SubscriptionArn=c.ref)
         deleting = {c.name for c in present}
         detached: list[str] = []
         for c in present:
             assert c.ref is not None
-            for source in await dead_letter_sources(self.sqs, c.ref):
+            sqs = await self.client("sqs", c.region)
+            for source in await dead_letter_sources(sqs, c.ref):
                 if _queue_name(source) in deleting:
                     continue
-                await self.sqs.call("set_queue_attributes", QueueUrl=source, Attributes={"RedrivePolicy": ""})
+                await sqs.call("set_queue_attributes", QueueUrl=source, Attributes={"RedrivePolicy": ""})
                 detached.append(_queue_name(source))
             try:
-                await self.sqs.call("delete_queue", QueueUrl=c.ref)
+                await sqs.call("delete_queue", QueueUrl=c.ref)
             except ClientError as exc:
                 if error_code(exc) not in MISSING_QUEUE:
                     raise
         for c in changes:
             if c.kind == "topic" and c.action == "delete":
-                await self.sns.call("delete_topic", TopicArn=c.ref)
+                sns = await self.client("sns", c.region)
+                await sns.call("delete_topic", TopicArn=c.ref)
         return detached
 
 
@@ -631,10 +824,12 @@ def render_plan(changes: list[Change]) -> str:
     """The plan as text: one line per resource; for an update every changed attribute with
     its old and new value in full (policies as JSON, ``-`` old / ``+`` new lines); for a
     queue to delete its message count and the queues using it as their DLQ."""
-    symbols = {"create": "+", "update": "~", "unchanged": "=", "delete": "-"}
+    symbols = {"create": "+", "update": "~", "unchanged": "=", "delete": "-", "pending": "?"}
     lines: list[str] = []
     for c in changes:
-        lines.append(f"{symbols[c.action]} {c.kind:<12} {c.name:<40} {c.action}")
+        name = f"{c.name} ({c.region})" if c.region else c.name
+        action = "pending confirmation" if c.action == "pending" else c.action
+        lines.append(f"{symbols[c.action]} {c.kind:<12} {name:<40} {action}")
         if c.action == "update":
             for attr, (old, new) in c.diff.items():
                 lines += _render_change(attr, old, new)
@@ -647,9 +842,10 @@ def render_plan(changes: list[Change]) -> str:
                     "(their RedrivePolicy is removed first)"
                 )
     counts = {a: sum(1 for c in changes if c.action == a) for a in symbols}
+    pending = f", {counts['pending']} pending confirmation" if counts["pending"] else ""
     lines.append(
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
-        f"{counts['delete']} to delete, {counts['unchanged']} unchanged."
+        f"{counts['delete']} to delete, {counts['unchanged']} unchanged{pending}."
     )
     doomed = sum(c.messages or 0 for c in changes if c.action == "delete")
     if doomed:

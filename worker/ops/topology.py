@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worker.ops.alarms import Alarm, AlarmDefinition, AlarmSettings, QueueAlarms, TopicAlarms, resolve
 from worker.settings import ConfigError, format_validation_error, read_yaml_mapping, worker_config_evidence
 
 MANAGED_TAG = "managed-by"
@@ -26,6 +27,29 @@ compared and replaced, a bucket's other configurations are left as they are."""
 MAX_MESSAGE_SIZE = 1_048_576
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+Protocol = Literal["sqs", "http", "https", "email", "email-json", "sms", "lambda", "firehose", "application"]
+_ENDPOINTS: dict[str, tuple[re.Pattern[str], str]] = {
+    "http": (re.compile(r"^http://[^\s/]+"), "an http:// URL"),
+    "https": (re.compile(r"^https://[^\s/]+"), "an https:// URL"),
+    "email": (re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), "an email address"),
+    "email-json": (re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$"), "an email address"),
+    "sms": (re.compile(r"^\+[1-9]\d{6,14}$"), "a phone number in E.164 form (+15555550100)"),
+    "lambda": (
+        re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$"),
+        "a Lambda function ARN (arn:aws:lambda:<region>:<account>:function:<name>)",
+    ),
+    "firehose": (
+        re.compile(r"^arn:aws[a-z-]*:firehose:[a-z0-9-]+:\d{12}:deliverystream/[A-Za-z0-9_.-]+$"),
+        "a Firehose delivery stream ARN (arn:aws:firehose:<region>:<account>:deliverystream/<name>)",
+    ),
+    "application": (
+        re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:endpoint/.+$"),
+        "a platform application endpoint ARN (arn:aws:sns:<region>:<account>:endpoint/...)",
+    ),
+}
+RAW_PROTOCOLS = frozenset({"sqs", "http", "https", "firehose"})
+"""Protocols SNS can deliver raw (without its JSON envelope) to."""
 
 
 class _Model(BaseModel):
@@ -55,6 +79,9 @@ class QueueSpec(_Model):
     dead_letter: DeadLetter | None = None
     redrive_allow: Literal["all", "deny"] | list[str] | None = None
     """For a DLQ: which source queues may use it ("all", "deny", or queue names)."""
+    region: str | None = None
+    """The queue's region; default the file's ``region:``, else the session's."""
+    alarms: QueueAlarms = Field(default_factory=QueueAlarms)
 
 
 class TopicSpec(_Model):
@@ -63,14 +90,43 @@ class TopicSpec(_Model):
     content_based_deduplication: bool = False
     delivery_policy: dict[str, Any] | None = None
     access_policy: dict[str, Any] | None = None
+    region: str | None = None
+    """The topic's region; default the file's ``region:``, else the session's."""
+    alarms: TopicAlarms = Field(default_factory=TopicAlarms)
 
 
 class SubscriptionSpec(_Model):
     topic: str
-    queue: str
+    queue: str | None = None
+    """A queue of this file (protocol ``sqs``, the default when ``queue`` is given)."""
+    protocol: Protocol | None = None
+    """sqs, http, https, email, email-json, sms, lambda, firehose or application."""
+    endpoint: str | None = None
+    """Where a non-SQS subscription delivers: a URL, an address, a number or an ARN."""
     raw: bool = False
     filter_policy: dict[str, Any] | None = None
     filter_policy_scope: Literal["MessageAttributes", "MessageBody"] = "MessageAttributes"
+    delivery_policy: dict[str, Any] | None = None
+    """http/https only: SNS's retry policy for this endpoint (``healthyRetryPolicy``...)."""
+    subscription_role_arn: str | None = None
+    """firehose only (needed): the IAM role SNS assumes to write to the stream."""
+
+    @property
+    def kind(self) -> str:
+        return self.protocol or "sqs"
+
+    @property
+    def label(self) -> str:
+        """How plans and errors name it: ``topic -> queue`` or ``topic -> protocol:endpoint``."""
+        return subscription_label(self.topic, self.kind, self.queue or self.endpoint or "")
+
+
+def subscription_label(topic: str, protocol: str, target: str) -> str:
+    """``orders -> billing`` (a queue of the file), ``orders -> https://host/hook``,
+    ``orders -> email:ops@example.com``, ``orders -> sqs:arn:...`` (a queue outside the file)."""
+    if (protocol == "sqs" and not target.startswith("arn:")) or protocol in ("http", "https"):
+        return f"{topic} -> {target}"
+    return f"{topic} -> {protocol}:{target}"
 
 
 class BucketNotification(_Model):
@@ -123,6 +179,11 @@ class Topology(_Model):
     tables: dict[str, TableSpec] = Field(default_factory=dict)
     """DynamoDB tables by name (the idempotency store's). Provision creates them and turns
     their time to live on; it never deletes one."""
+    region: str | None = None
+    """The region of every resource that names none; default the session's (--region,
+    AWS_REGION)."""
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    """CloudWatch alarms: who they notify, whether the defaults are generated."""
 
     @model_validator(mode="after")
     def _references(self) -> Topology:
@@ -148,17 +209,12 @@ class Topology(_Model):
             _check_name(name, "topics")
             if t.content_based_deduplication and not name.endswith(".fifo"):
                 raise ValueError(f"topics.{name}.content_based_deduplication needs a FIFO topic (.fifo)")
-        seen: set[tuple[str, str]] = set()
+        seen: set[str] = set()
         for i, s in enumerate(self.subscriptions):
-            if s.topic not in self.topics:
-                raise ValueError(f"subscriptions.{i}.topic: unknown topic {s.topic!r}")
-            if s.queue not in self.queues:
-                raise ValueError(f"subscriptions.{i}.queue: unknown queue {s.queue!r}")
-            if (s.topic, s.queue) in seen:
-                raise ValueError(f"subscriptions.{i}: {s.topic} -> {s.queue} is listed twice")
-            if s.topic.endswith(".fifo") and not s.queue.endswith(".fifo"):
-                raise ValueError(f"subscriptions.{i}: FIFO topic {s.topic!r} needs a FIFO queue")
-            seen.add((s.topic, s.queue))
+            _check_subscription(self, i, s)
+            if s.label in seen:
+                raise ValueError(f"subscriptions.{i}: {s.label} is listed twice")
+            seen.add(s.label)
         for name in self.tables:
             if not _TABLE_NAME.match(name):
                 raise ValueError(f"tables.{name}: table names are 3-255 letters, digits, '_', '-' or '.'")
@@ -182,7 +238,115 @@ class Topology(_Model):
             prefixes = [r.prefix for r in b.lifecycle]
             if len(set(prefixes)) != len(prefixes):
                 raise ValueError(f"buckets.{name}.lifecycle: a prefix is listed twice")
+        self._check_regions()
+        self.alarm_definitions()
         return self
+
+    def _check_regions(self) -> None:
+        for where, specs in (("queues", self.queues), ("topics", self.topics), ("buckets", self.buckets)):
+            for name, spec in specs.items():
+                region = getattr(spec, "region", None)
+                if region is not None and not _REGION.match(region):
+                    raise ValueError(f"{where}.{name}.region: {region!r} is not a region name (eu-west-1)")
+        if self.region is not None and not _REGION.match(self.region):
+            raise ValueError(f"region: {self.region!r} is not a region name (eu-west-1)")
+        for name, q in self.queues.items():
+            if q.dead_letter is not None and self.region_of("queue", name) != self.region_of(
+                "queue", q.dead_letter.queue
+            ):
+                raise ValueError(
+                    f"queues.{name}.dead_letter.queue: {q.dead_letter.queue!r} is in another region; "
+                    "SQS needs a DLQ in the source queue's region"
+                )
+        for name, b in self.buckets.items():
+            for i, n in enumerate(b.notifications):
+                if self.region_of("bucket", name) != self.region_of("queue", n.queue):
+                    raise ValueError(
+                        f"buckets.{name}.notifications.{i}.queue: {n.queue!r} is in another region; "
+                        "S3 notifies queues of the bucket's region only"
+                    )
+
+    def region_of(self, kind: Literal["queue", "topic", "bucket", "table"], name: str) -> str | None:
+        """The region ``name`` lives in; None: the session's."""
+        specs: dict[str, dict[str, Any]] = {
+            "queue": self.queues,
+            "topic": self.topics,
+            "bucket": self.buckets,
+            "table": self.tables,
+        }
+        return getattr(specs[kind][name], "region", None) or self.region
+
+    def regions(self) -> list[str | None]:
+        """Every region the file's resources live in (None: the session's)."""
+        found: set[str | None] = {self.region}
+        for kind, names in (("queue", self.queues), ("topic", self.topics), ("bucket", self.buckets)):
+            found |= {self.region_of(kind, n) for n in names}  # type: ignore[arg-type]
+        return sorted(found, key=lambda r: r or "")
+
+    def alarm_definitions(self) -> list[AlarmDefinition]:
+        """Every alarm the file declares or the defaults generate, validated: a threshold
+        where the kind needs one, notify topics of the file in the alarm's region."""
+        defaults = self.alarms.defaults
+        dlqs = self.dead_letter_queues()
+        found: list[AlarmDefinition] = []
+
+        def add(kind: str, spec: Any, resource: str, rkind: Literal["queue", "topic"], **extra: Any) -> None:
+            where = f"{rkind}s.{resource}.alarms.{kind}"
+            region = self.region_of(rkind, resource)
+            notify = list(spec.notify if spec.notify is not None else self.alarms.notify)
+            for target in notify:
+                if target.startswith("arn:"):
+                    continue
+                if target not in self.topics:
+                    raise ValueError(
+                        f"{where}.notify: unknown topic {target!r} (a topic of this file or an ARN)"
+                    )
+                if self.region_of("topic", target) != region:
+                    raise ValueError(
+                        f"{where}.notify: topic {target!r} is in another region; "
+                        "CloudWatch notifies topics of the alarm's region only"
+                    )
+            try:
+                found.append(
+                    resolve(
+                        kind,
+                        spec,
+                        name=f"{self.name}-{resource}-{kind.replace('_', '-')}",
+                        resource=resource,
+                        region=region,
+                        dimension=("QueueName" if rkind == "queue" else "TopicName", resource),
+                        notify=notify,
+                        ok_actions=self.alarms.ok_actions,
+                        **extra,
+                    )
+                )
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+
+        for name, q in self.queues.items():
+            set_fields = q.alarms.model_fields_set
+            for kind in ("depth", "oldest_message", "not_empty", "sent_per_day"):
+                spec = getattr(q.alarms, kind)
+                default_above: float | None = None
+                if kind == "oldest_message" and q.dead_letter is not None:
+                    default_above = float(
+                        max(900, 2 * q.visibility_timeout * q.dead_letter.max_receive_count)
+                    )
+                if spec is None and kind not in set_fields and defaults:
+                    wanted = name in dlqs if kind == "not_empty" else q.dead_letter is not None
+                    if kind in ("not_empty", "oldest_message") and wanted:
+                        spec = Alarm()
+                if spec is not None:
+                    add(kind, spec, name, "queue", default_above=default_above)
+        for name, t in self.topics.items():
+            set_fields = t.alarms.model_fields_set
+            for kind in ("failed_deliveries", "published_per_day"):
+                spec = getattr(t.alarms, kind)
+                if spec is None and kind == "failed_deliveries" and kind not in set_fields and defaults:
+                    spec = Alarm()
+                if spec is not None:
+                    add(kind, spec, name, "topic", default_above=0.0 if kind == "failed_deliveries" else None)
+        return found
 
     def notified_by(self, queue: str) -> list[str]:
         """The buckets that send S3 events to ``queue``."""
@@ -214,6 +378,40 @@ class Topology(_Model):
 
     def source_of(self, dlq: str) -> list[str]:
         return [n for n, q in self.queues.items() if q.dead_letter and q.dead_letter.queue == dlq]
+
+
+def _check_subscription(topology: Topology, i: int, s: SubscriptionSpec) -> None:
+    where = f"subscriptions.{i}"
+    if s.topic not in topology.topics:
+        raise ValueError(f"{where}.topic: unknown topic {s.topic!r}")
+    kind = s.kind
+    if kind == "sqs":
+        if s.queue is None:
+            raise ValueError(f"{where}.queue: an sqs subscription names a queue of this file")
+        if s.endpoint is not None:
+            raise ValueError(f"{where}.endpoint: an sqs subscription names its queue with `queue:`")
+        if s.queue not in topology.queues:
+            raise ValueError(f"{where}.queue: unknown queue {s.queue!r}")
+        if s.topic.endswith(".fifo") and not s.queue.endswith(".fifo"):
+            raise ValueError(f"{where}: FIFO topic {s.topic!r} needs a FIFO queue")
+    else:
+        if s.queue is not None:
+            raise ValueError(f"{where}.queue: only sqs subscriptions name a queue (protocol is {kind!r})")
+        pattern, text = _ENDPOINTS[kind]
+        if s.endpoint is None:
+            raise ValueError(f"{where}.endpoint: a {kind} subscription needs an endpoint ({text})")
+        if not pattern.match(s.endpoint):
+            raise ValueError(f"{where}.endpoint: {s.endpoint!r} is not {text}")
+        if s.topic.endswith(".fifo"):
+            raise ValueError(f"{where}: FIFO topic {s.topic!r} delivers to SQS queues only")
+    if s.raw and kind not in RAW_PROTOCOLS:
+        raise ValueError(f"{where}.raw: raw delivery is for sqs, http, https and firehose, not {kind}")
+    if s.delivery_policy is not None and kind not in ("http", "https"):
+        raise ValueError(f"{where}.delivery_policy: delivery policies are for http and https endpoints")
+    if kind == "firehose" and not s.subscription_role_arn:
+        raise ValueError(f"{where}.subscription_role_arn: a firehose subscription needs the role SNS assumes")
+    if s.subscription_role_arn is not None and kind != "firehose":
+        raise ValueError(f"{where}.subscription_role_arn: only firehose subscriptions take a role")
 
 
 def _check_name(name: str, where: str) -> None:
@@ -327,10 +525,16 @@ def topic_attributes(topology: Topology, name: str) -> dict[str, str]:
 
 
 def subscription_attributes(s: SubscriptionSpec) -> dict[str, str]:
-    attrs = {"RawMessageDelivery": str(s.raw).lower()}
+    attrs: dict[str, str] = {}
+    if s.kind in RAW_PROTOCOLS:
+        attrs["RawMessageDelivery"] = str(s.raw).lower()
     if s.filter_policy is not None:
         attrs["FilterPolicy"] = canonical_json(s.filter_policy)
         attrs["FilterPolicyScope"] = s.filter_policy_scope
+    if s.delivery_policy is not None:
+        attrs["DeliveryPolicy"] = canonical_json(s.delivery_policy)
+    if s.subscription_role_arn is not None:
+        attrs["SubscriptionRoleArn"] = s.subscription_role_arn
     return attrs
 
 
