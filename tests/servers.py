@@ -123,6 +123,8 @@ class LocalStack:
             "SQS_ENDPOINT_STRATEGY": "path",
             "LOCALSTACK_HOST": f"127.0.0.1:{self.port}",
             "DISABLE_EVENTS": "1",
+            # Queue depth reaches CloudWatch every 5 s (default 60): alarm tests see it fire.
+            "SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL": "5",
         }
         log = open(self._root / "localstack.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(

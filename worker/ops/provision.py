@@ -572,12 +572,16 @@ class Provisioner:
             cloudwatch = await self.client("cloudwatch", self._alarm_region(alarm))
             params = self.desired_alarm(alarm)
             tag_list = [{"Key": k, "Value": v} for k, v in tags.items()]
-            if c.action == "create":
-                await cloudwatch.call("put_metric_alarm", **params, Tags=tag_list)
-            else:
-                # PutMetricAlarm ignores tags when it updates an alarm.
-                await cloudwatch.call("put_metric_alarm", **params)
-                await cloudwatch.call("tag_resource", ResourceARN=c.ref, Tags=tag_list)
+            await cloudwatch.call("put_metric_alarm", **params, Tags=tag_list)
+            arn = c.ref
+            if arn is None:
+                found = await cloudwatch.call(
+                    "describe_alarms", AlarmNames=[c.name], AlarmTypes=["MetricAlarm"]
+                )
+                arn = found["MetricAlarms"][0]["AlarmArn"]
+            # PutMetricAlarm ignores Tags when it updates an alarm (and some servers ignore
+            # them always): the tags that scope --prune are set on their own.
+            await cloudwatch.call("tag_resource", ResourceARN=arn, Tags=tag_list)
 
     def _endpoint(self, sub: SubscriptionSpec) -> str:
         if sub.kind == "sqs":
