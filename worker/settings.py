@@ -203,9 +203,30 @@ class QueueSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        return None if value is None else check_region(value)
+
+    def region_in(self, aws: AwsSettings) -> str | None:
+        """The region this queue's client signs for: ``region``, else an AWS URL's
+        (``https://sqs.eu-west-1.amazonaws.com/...``), else ``aws.region``'s chain."""
+        if self.region is not None:
+            return self.region
+        if self.url:
+            found = re.match(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?/", self.url) or re.match(
+                r"^https://([a-z0-9-]+)\.queue\.amazonaws\.com(\.cn)?/", self.url
+            )
+            if found:
+                return found.group(1)
+        return aws.resolved_region()
+
     name: str | None = None
     """SQS queue name; defaults to the key. Ignored when ``url`` is given."""
     url: str | None = None
+    region: str | None = None
+    """The queue's region when it is not ``aws.region`` (one SQS client per region); with
+    an AWS ``url`` and no region, the URL's region."""
     handlers: list[str] = Field(min_length=1)
     """Importable modules, each exposing ``router`` (a ``worker.Router``)."""
     pollers: int | Literal["auto"] = AUTO
@@ -353,6 +374,11 @@ class HealthSettings(BaseModel):
     port: int = Field(default=8080, ge=0, le=65_535)
     ready_window: float = Field(default=60.0, gt=0)
     """/readyz fails when a queue had no successful receive for this long."""
+    group_metrics: bool = False
+    """Count handler outcomes per message group too (``sqs_worker_group_messages_total``,
+    labels queue, group, outcome), for messages that carry a MessageGroupId (fair queues'
+    tenants, FIFO groups). Off by default: one series per group and outcome, and tenants
+    can be thousands."""
 
 
 class PayloadSettings(BaseModel):
@@ -473,11 +499,11 @@ class WorkerSettings(BaseSettings):
             return self.aws
         return self.aws.model_copy(update={"endpoint_url": self.idempotency.endpoint_url})
 
-    def pool_size(self) -> int:
-        """HTTP connections: every long poll, extension and settle call in flight holds one."""
-        return (
-            sum(q.poller_bounds.high + q.heartbeat_calls + q.ack_calls + 2 for q in self.queues.values()) + 2
-        )
+    def pool_size(self, keys: Iterable[str] | None = None) -> int:
+        """HTTP connections of the queues ``keys`` (default all): every long poll, extension
+        and settle call in flight holds one."""
+        queues = [self.queues[k] for k in keys] if keys is not None else list(self.queues.values())
+        return sum(q.poller_bounds.high + q.heartbeat_calls + q.ack_calls + 2 for q in queues) + 2
 
 
 # -- one error style -------------------------------------------------------------------------

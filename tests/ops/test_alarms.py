@@ -226,7 +226,7 @@ def test_alarm_errors_are_one_line_naming_the_field(
 
 
 def test_defaults_can_be_turned_off_per_alarm_or_for_the_file() -> None:
-    spec = {
+    spec: dict[str, Any] = {
         "queues": {"d": {}, "q": {"dead_letter": {"queue": "d", "max_receive_count": 2}}},
         "topics": {"t": {}},
     }
@@ -234,4 +234,4 @@ def test_defaults_can_be_turned_off_per_alarm_or_for_the_file() -> None:
     assert names == {"default-d-not-empty", "default-q-oldest-message", "default-t-failed-deliveries"}
     off = {**spec, "queues": {"d": {"alarms": {"not_empty": False}}, "q": spec["queues"]["q"]}}
     assert "default-d-not-empty" not in {a.name for a in Topology(**off).alarm_definitions()}
-    assert Topology(**spec, alarms={"defaults": False}).alarm_definitions() == []
+    assert Topology(**{**spec, "alarms": {"defaults": False}}).alarm_definitions() == []

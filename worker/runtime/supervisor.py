@@ -129,7 +129,7 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.health: HealthServer | None = None
         self._started_at: float | None = None
-        self._sqs: AwsClient | None = None
+        self._clients: dict[str | None, AwsClient] = {}
         self.consumers: list[Consumer] = []
         self.resources = Resources()
         """What start-up hooks provided; handlers receive it by parameter class."""
@@ -180,12 +180,21 @@ class Supervisor:
                 await self.health.start()
                 log.info("health_server_started", host=s.health.host, port=self.health.port)
             async with (
-                sqs_client(s.aws, pool_size=s.pool_size(), on_call=self.metrics.api_call) as sqs,
+                contextlib.AsyncExitStack() as clients,
                 PayloadStore.connect(s.aws, s.payloads) as payloads,  # S3 opened on first use
                 open_store(s) as store,
             ):
-                self._sqs = sqs
-                targets = await self._resolve(sqs)
+                # One SQS client per region the queues live in (most configurations: one).
+                regions: dict[str | None, list[str]] = {}
+                for key, q in s.queues.items():
+                    regions.setdefault(q.region_in(s.aws), []).append(key)
+                default = s.aws.resolved_region()
+                for region, keys in regions.items():
+                    aws = s.aws if region == default else s.aws.model_copy(update={"region": region})
+                    self._clients[region] = await clients.enter_async_context(
+                        sqs_client(aws, pool_size=s.pool_size(keys), on_call=self.metrics.api_call)
+                    )
+                targets = await self._resolve()
                 await self._hooks("startup")
                 if self.tracing is None and self._tracing_choice == "environment":
                     self.tracing = self._start_tracing()  # a provider a start-up hook installed
@@ -194,7 +203,7 @@ class Supervisor:
                         t,
                         s.queues[t.key],
                         s,
-                        sqs,
+                        self._client(t.key),
                         self.registries[t.key],
                         executor,
                         self.metrics,
@@ -281,13 +290,19 @@ class Supervisor:
                         f"handler {route.source} needs {', '.join(missing)}, which no start-up hook provided"
                     )
 
-    async def _resolve(self, sqs: AwsClient) -> list[QueueTarget]:
+    def _client(self, key: str) -> AwsClient:
+        """The SQS client of the queue's region."""
+        return self._clients[self.settings.queues[key].region_in(self.settings.aws)]
+
+    async def _resolve(self) -> list[QueueTarget]:
         """Every configured queue, within ``aws.startup_timeout`` in all."""
         timeout = self.settings.aws.startup_timeout
         # All queues at once; each result is taken in configuration order, so a failure is
         # the one a resolution one queue after another would have reported.
         tasks = [
-            asyncio.create_task(resolve_queue(sqs, key, q, timeout))
+            asyncio.create_task(
+                resolve_queue(self._client(key).counting(self.metrics.queue_requests(key)), key, q, timeout)
+            )
             for key, q in self.settings.queues.items()
         ]
         try:
@@ -323,7 +338,10 @@ class Supervisor:
             asyncio.gather(*(c.drain(grace_deadline, final_deadline) for c in self.consumers)),
         )
         unconfirmed = await asyncio.gather(*(c.close(final_deadline) for c in self.consumers))
-        calls = dict(self._sqs.calls) if self._sqs is not None else {}
+        calls: dict[str, int] = {}
+        for client in self._clients.values():
+            for operation, count in client.calls.items():
+                calls[operation] = calls.get(operation, 0) + count
         store = next((c.idempotency.store for c in self.consumers if c.idempotency is not None), None)
         store_calls = getattr(getattr(store, "client", None), "calls", None)
         log.info(
