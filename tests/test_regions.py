@@ -14,6 +14,7 @@ import pytest
 import yaml
 from aiobotocore.session import get_session
 
+from tests.cli.test_cli import run_worker
 from tests.conftest import Aws, eventually, running
 from worker.cli.common import Connection
 from worker.cli.provision import provisioner
@@ -169,3 +170,29 @@ def test_a_queue_url_of_another_region_signs_for_that_region() -> None:
         "b": "us-east-1",
         "c": "us-east-1",
     }
+
+
+async def test_dlq_and_iam_policy_find_queues_in_the_region_the_file_gives(aws: Aws, tmp_path: Path) -> None:
+    p = f"rc{uuid.uuid4().hex[:8]}"
+    spec = two_regions(p)
+    conn = Connection(region="us-east-1", endpoint_url=aws.endpoint, timeout=10)
+    async with provisioner(Topology(**spec), conn) as prov:
+        await prov.apply(await prov.plan())
+        dlq_url = prov.existing.queue_urls[f"{p}-eu-dlq"]
+    async with get_session().create_client("sqs", endpoint_url=aws.endpoint, region_name=EU) as eu:
+        await eu.send_message(QueueUrl=dlq_url, MessageBody='{"dead": true}')
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    where = ["--endpoint-url", aws.endpoint, "--region", "us-east-1"]
+    # --region names the session's region; the file says where the queue is.
+    shown = await asyncio.to_thread(
+        run_worker, ["dlq", "show", f"{p}-eu", "-t", str(path), "--json", "--endpoint-url", aws.endpoint]
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert [m["excerpt"] for m in json.loads(shown.stdout)] == ['{"dead": true}']
+    policy = await asyncio.to_thread(run_worker, ["iam-policy", "-t", str(path), *where])
+    assert policy.returncode == 0, policy.stderr
+    statements = {s["Sid"]: s for s in json.loads(policy.stdout)["worker"]["Statement"]}
+    assert f"arn:aws:sqs:{EU}:000000000000:{p}-eu" in statements["ConsumeQueues"]["Resource"]
+    assert f"arn:aws:sqs:us-east-1:000000000000:{p}-us" in statements["ConsumeQueues"]["Resource"]
+    assert statements["MoveToDeadLetterQueues"]["Resource"] == [f"arn:aws:sqs:{EU}:000000000000:{p}-eu-dlq"]

@@ -95,6 +95,22 @@ def check_region(value: str) -> str:
     return text
 
 
+_URL_REGION = (
+    re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
+    re.compile(r"^https://([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?/"),
+    re.compile(r"^https?://[^/]+/queue/([a-z0-9-]+)/\d+/"),  # LocalStack's path-style URLs
+)
+
+
+def url_region(url: str) -> str | None:
+    """The region a queue URL names (``https://sqs.eu-west-1.amazonaws.com/...``), if any."""
+    for pattern in _URL_REGION:
+        found = pattern.match(url)
+        if found:
+            return found.group(1)
+    return None
+
+
 class AwsSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -213,13 +229,7 @@ class QueueSettings(BaseModel):
         (``https://sqs.eu-west-1.amazonaws.com/...``), else ``aws.region``'s chain."""
         if self.region is not None:
             return self.region
-        if self.url:
-            found = re.match(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com(\.cn)?/", self.url) or re.match(
-                r"^https://([a-z0-9-]+)\.queue\.amazonaws\.com(\.cn)?/", self.url
-            )
-            if found:
-                return found.group(1)
-        return aws.resolved_region()
+        return (url_region(self.url) if self.url else None) or aws.resolved_region()
 
     name: str | None = None
     """SQS queue name; defaults to the key. Ignored when ``url`` is given."""

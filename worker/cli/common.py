@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import os
 import re
@@ -120,6 +121,33 @@ class Connection:
             retry_for=self.timeout,
         ) as c:
             yield c
+
+
+Clients = Callable[..., Awaitable[AwsClient]]
+"""``await clients(service, region=None)``: the command's client for a service in a region
+(None: the session's), opened on first use and closed with the command."""
+
+
+@contextlib.asynccontextmanager
+async def regional_clients(conn: Connection) -> AsyncIterator[Clients]:
+    """Clients of any service in any region, for commands whose resources live in several."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened: dict[tuple[str, str | None], AwsClient] = {}
+
+        async def client(service: str, region: str | None = None) -> AwsClient:
+            key = (service, region)
+            if key not in opened:
+                where = conn if region is None else dataclasses.replace(conn, region=region)
+                if service == "s3":
+                    from worker.messages.payload_store import s3_client
+
+                    made = s3_client(where.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
+                else:
+                    made = where.client(service)
+                opened[key] = await stack.enter_async_context(made)
+            return opened[key]
+
+        yield client
 
 
 # -- the one error style --------------------------------------------------------------------

@@ -22,6 +22,8 @@ from worker.cli.common import (
 from worker.cli.output import out, print_json, progress, table
 from worker.errors import EXIT_FAILED
 from worker.ops import dlq as dlq_ops
+from worker.ops.topology import load_topology
+from worker.settings import url_region
 
 app = typer.Typer(
     name="dlq", help="Inspect dead-letter queues and move their messages back.", no_args_is_help=True
@@ -30,6 +32,28 @@ app = typer.Typer(
 QueueArgument = Annotated[
     str, typer.Argument(metavar="QUEUE", help="The source queue or its DLQ (name or URL).")
 ]
+QueueTopologyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--topology",
+        "-t",
+        help="A topology file: a queue of it is looked for in the region the file gives it.",
+    ),
+]
+
+
+def connection(
+    queue: str, region: str | None, endpoint_url: str | None, timeout: float, topology: str | None
+) -> Connection:
+    """Where the queue lives: --region, else the region of its URL, else the region the
+    topology gives it, else the session's."""
+    if region is None:
+        region = url_region(queue)
+    if region is None and topology is not None:
+        spec = load_topology(topology)
+        if queue in spec.queues:
+            region = spec.region_of("queue", queue)
+    return Connection(region, endpoint_url, timeout)
 
 
 def _ts(ms: int | None) -> str:
@@ -41,12 +65,13 @@ def show(
     queue: QueueArgument,
     limit: Annotated[int, typer.Option(min=1, help="Show at most N messages.")] = 100,
     json_: JsonOption = False,
+    topology: QueueTopologyOption = None,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """List a DLQ's messages without consuming them (each look counts as a receive)."""
-    conn = Connection(region, endpoint_url, timeout)
+    conn = connection(queue, region, endpoint_url, timeout, topology)
 
     async def go() -> tuple[dlq_ops.DlqPair, list[dlq_ops.DeadMessage]]:
         async with conn.client("sqs") as sqs:
@@ -81,13 +106,14 @@ def redrive(
     manual: Annotated[
         bool, typer.Option("--manual", help="Move batch by batch instead of with SQS's StartMessageMoveTask.")
     ] = False,
+    topology: QueueTopologyOption = None,
     endpoint_url: EndpointOption = None,
     region: RegionOption = None,
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Move DLQ messages back to their source queue, each at most once, up to the depth the
     DLQ had when the command started."""
-    conn = Connection(region, endpoint_url, timeout)
+    conn = connection(queue, region, endpoint_url, timeout, topology)
 
     async def go() -> tuple[dlq_ops.DlqPair, dlq_ops.RedriveResult]:
         async with conn.client("sqs") as sqs:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sys
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 import typer
 
-from worker.aws import AwsClient
 from worker.cli.common import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOPOLOGY,
@@ -19,11 +17,11 @@ from worker.cli.common import (
     RegionOption,
     TimeoutOption,
     TopologyOption,
+    regional_clients,
     run_async,
 )
 from worker.cli.output import info
 from worker.errors import UnsafeError
-from worker.messages.payload_store import s3_client
 from worker.ops.provision import Provisioner, render_plan
 from worker.ops.topology import Topology, load_topology
 
@@ -33,20 +31,7 @@ async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisi
     """A Provisioner with the session region's SQS, SNS and CloudWatch clients (S3 when the
     topology declares buckets, DynamoDB when it declares tables), opening clients for the
     other regions the file names on first use."""
-    async with contextlib.AsyncExitStack() as stack:
-        opened: dict[tuple[str, str | None], AwsClient] = {}
-
-        async def client(service: str, region: str | None = None) -> AwsClient:
-            key = (service, region)
-            if key not in opened:
-                where = conn if region is None else dataclasses.replace(conn, region=region)
-                if service == "s3":
-                    made = s3_client(where.settings(), read_timeout=conn.timeout + 2, retry_for=conn.timeout)
-                else:
-                    made = where.client(service)
-                opened[key] = await stack.enter_async_context(made)
-            return opened[key]
-
+    async with regional_clients(conn) as client:
         yield Provisioner(
             spec,
             await client("sqs"),

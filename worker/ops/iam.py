@@ -3,6 +3,7 @@ topology (and the queues a worker configuration consumes)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from worker.aws import AwsClient, list_topics
@@ -24,24 +25,40 @@ async def iam_policies(
     worker: WorkerSettings | None,
     account_id: str | None = None,
     region: str | None = None,
+    regional: Callable[[str, str], Awaitable[AwsClient]] | None = None,
 ) -> dict[str, Any]:
     """The worker's and the producer's least-privilege policies, on exactly these ARNs.
 
-    ARNs are resolved from AWS, or built from ``account_id`` and ``region`` when given
-    (no AWS call then)."""
+    ARNs are resolved from AWS (resources of another region through ``regional``), or
+    built from ``account_id`` and ``region`` (or the resource's own region) when given (no
+    AWS call then)."""
+    queue_regions = {n: topology.region_of("queue", n) for n in topology.queues}
+    if worker is not None:
+        for k, q in worker.queues.items():
+            if q.region is not None:
+                queue_regions[q.queue_name(k)] = q.region
+    listed: dict[str | None, dict[str, str]] = {}
+
+    async def client(default: AwsClient, service: str, where: str | None) -> AwsClient:
+        if where is None or where == region or regional is None:
+            return default
+        return await regional(service, where)
 
     async def queue_arn(name: str) -> str:
+        where = queue_regions.get(name)
         if account_id and region:
-            return f"arn:aws:sqs:{region}:{account_id}:{name}"
-        return await _queue_arn(sqs, name)
+            return f"arn:aws:sqs:{where or region}:{account_id}:{name}"
+        return await _queue_arn(await client(sqs, "sqs", where), name)
 
     async def topic_arn(name: str) -> str:
+        where = topology.region_of("topic", name)
         if account_id and region:
-            return f"arn:aws:sns:{region}:{account_id}:{name}"
-        topics = await list_topics(sns)
-        if name not in topics:
+            return f"arn:aws:sns:{where or region}:{account_id}:{name}"
+        if where not in listed:
+            listed[where] = await list_topics(await client(sns, "sns", where))
+        if name not in listed[where]:
             raise NotFoundError(f"topic {name!r} does not exist")
-        return topics[name]
+        return listed[where][name]
 
     consumed = (
         [q.queue_name(k) for k, q in worker.queues.items()]
