@@ -110,3 +110,39 @@ def test_files_that_are_not_a_mapping(tmp_path: Path, content: bytes, expected: 
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     assert error_of(path) == f"cannot read topology file {path}: No such file or directory"
+
+
+def test_the_readme_reference_names_every_key_of_the_topology() -> None:
+    """Adding a topology key without documenting it fails here."""
+    from pydantic import BaseModel
+
+    from tests.servers import ROOT
+    from worker.ops.topology import Topology
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### The topology file") : readme.index("### Exit codes")]
+    missing: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if name not in section:
+                missing.add(f"{model.__name__}.{name}")
+            for inner in _models(field.annotation):
+                walk(inner)
+
+    walk(Topology)
+    assert not missing
+
+
+def _models(annotation: object) -> list[type[Any]]:
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
