@@ -1,10 +1,11 @@
 """The Lambda entry point with events built from real messages received from LocalStack
 (Lambda itself does not run here): same routing and outcomes, partial batch failures, FIFO
-groups stopped at their first failure."""
+groups stopped at their first failure (a standard queue's groups, fair queues' tenants, not)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -98,6 +99,27 @@ async def test_fifo_group_stops_at_its_first_failure(aws: Aws) -> None:
     assert ran.count(2) == 0
     assert ran.count(3) == 0
     assert 10 in ran
+
+
+async def test_a_group_on_a_standard_queue_stops_nothing(aws: Aws) -> None:
+    """Fair queues: on a standard queue a MessageGroupId names a tenant; a failure reports
+    that record alone, later records of its group run."""
+    queue = await aws.queue()
+    ids = []
+    for n in range(3):
+        response = await aws.sqs.send_message(
+            QueueUrl=queue.url,
+            MessageBody=json.dumps({"n": n, "fail": int(n == 0)}),
+            MessageGroupId="acme",
+            MessageAttributes={"type": {"DataType": "String", "StringValue": "step"}},
+        )
+        ids.append(response["MessageId"])
+    received = sorted(await receive_all(aws, queue.url, 3), key=lambda m: json.loads(m["Body"])["n"])
+    assert [m["Attributes"]["MessageGroupId"] for m in received] == ["acme"] * 3  # the failure first
+    router, ran = router_with_failures()
+    result = await LambdaRunner(Registry.of(router)).handle(lambda_event(received, queue.arn))
+    assert [f["itemIdentifier"] for f in result["batchItemFailures"]] == [ids[0]]
+    assert sorted(ran) == [0, 1, 2]
 
 
 def test_idempotent_handlers_are_refused_with_the_reason() -> None:

@@ -255,3 +255,92 @@ async def test_fifo_needs_a_group(aws: Aws) -> None:
     queue = await aws.queue(fifo=True)
     with pytest.raises(ProducerError, match="needs a group id"):
         await producer(aws).send(queue.url, {"a": 1})
+
+
+class Job(BaseModel):
+    tenant: str
+    n: int
+
+
+async def group_ids(aws: Aws, url: str, count: int) -> dict[str, str | None]:
+    """Body -> MessageGroupId of the next ``count`` messages, received (and deleted) with a
+    raw receive that asks for it."""
+    got: list[dict[str, Any]] = []
+    for _ in range(20):
+        r = await aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"]
+        )
+        got += r.get("Messages") or []
+        for m in r.get("Messages") or []:
+            await aws.sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        if len(got) >= count:
+            break
+    return {m["Body"]: m["Attributes"].get("MessageGroupId") for m in got}
+
+
+async def test_group_ids_on_a_standard_queue_and_topic_name_the_tenant_for_fair_queues(aws: Aws) -> None:
+    queue = await aws.queue()
+    p = producer(aws)
+    await p.send(queue.url, "one", "job", group_id="acme")
+    # group_by: a field of each body (dict key or model attribute), a group id of its own wins.
+    await p.send_many(
+        queue.url,
+        [
+            OutgoingMessage({"tenant": "globex", "n": 1}),
+            OutgoingMessage({"tenant": 42, "n": 2}),
+            OutgoingMessage({"tenant": "globex", "n": 3}, group_id="own"),
+        ],
+        group_by="tenant",
+    )
+    await p.send_many(queue.url, [OutgoingMessage(Job(tenant="initech", n=4))], group_by="tenant")
+    await p.send_many(
+        queue.url, [OutgoingMessage("five"), OutgoingMessage("six")], group_by=lambda b: b[0] * 2
+    )
+    assert await group_ids(aws, queue.url, 7) == {
+        "one": "acme",
+        '{"tenant": "globex", "n": 1}': "globex",
+        '{"tenant": 42, "n": 2}': "42",
+        '{"tenant": "globex", "n": 3}': "own",
+        '{"tenant":"initech","n":4}': "initech",
+        "five": "ff",
+        "six": "ss",
+    }
+    # A standard topic passes it on to the standard queues subscribed (raw or enveloped).
+    topic = (await aws.sns.create_topic(Name=f"fair-{uuid.uuid4().hex[:8]}"))["TopicArn"]
+    enveloped = await aws.queue()
+    await aws.sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=queue.arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    await aws.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=enveloped.arn)
+    await p.publish(topic, "seven", "job", group_id="acme")
+    await p.publish_many(topic, [OutgoingMessage({"tenant": "umbrella"})], group_by="tenant")
+    assert await group_ids(aws, queue.url, 2) == {"seven": "acme", '{"tenant": "umbrella"}': "umbrella"}
+    # Enveloped: the worker's parser gives handlers the group id (Message.group_id).
+    got = [parse_message(m) for m in await aws.drain(enveloped.url)]
+    assert {m.body: m.group_id for m in got} == {"seven": "acme", '{"tenant": "umbrella"}': "umbrella"}
+
+
+async def test_deduplication_ids_stay_fifo_only_and_group_by_errors_name_the_message(aws: Aws) -> None:
+    queue = await aws.queue()
+    topic = (await aws.sns.create_topic(Name=f"fair-{uuid.uuid4().hex[:8]}"))["TopicArn"]
+    p = producer(aws)
+    with pytest.raises(ProducerError, match=r"^message 0: a deduplication id .* queue '[^']+' is standard"):
+        await p.send(queue.url, {"a": 1}, dedup_id="d", group_id="g")
+    with pytest.raises(ProducerError, match=r"^message 1: a deduplication id .* topic '[^']+' is standard"):
+        await p.publish_many(topic, [OutgoingMessage("a"), OutgoingMessage("b", dedup_id="d")])
+    bad_bodies: list[tuple[Any, str]] = [
+        ({"n": 1}, "the body has no 'tenant' field"),
+        ("text", "the body is not a JSON object"),
+        ({"tenant": None}, "its 'tenant' is null, not a non-empty string or an integer"),
+        ({"tenant": ""}, "its 'tenant' is \"\""),
+    ]
+    for body, reason in bad_bodies:
+        with pytest.raises(ProducerError, match=rf"^message 1: group_by 'tenant': {reason}"):
+            await p.send_many(
+                queue.url, [OutgoingMessage({"tenant": "a"}), OutgoingMessage(body)], group_by="tenant"
+            )
+    with pytest.raises(ProducerError, match=r"^message 0: group_by returned int"):
+        await p.send_many(queue.url, [OutgoingMessage("x")], group_by=lambda b: 7)  # type: ignore[arg-type]
+    assert p.sqs.calls["send_message_batch"] == 0
+    assert p.sns.calls["publish_batch"] == 0
+    assert await aws.total(queue.url) == 0

@@ -11,7 +11,8 @@ What Lambda can express is less than the worker does: a failed record is reporte
 does not take a per-message delay), so ``Retry(delay)`` and the backoff schedule do not
 apply, and a rejected record is retried until the redrive policy moves it. On FIFO queues
 a group stops at its first failure: that record and every later record of its group are
-reported, so the group resumes in order.
+reported, so the group resumes in order. On a standard queue a MessageGroupId (a fair
+queue's tenant) stops nothing: each record runs and is reported on its own.
 """
 
 from __future__ import annotations
@@ -90,16 +91,28 @@ class LambdaRunner:
         for record in event.get("Records") or []:
             raw = to_receive_entry(record)
             message = parse_message(raw, self.type_attribute)
-            if message.group_id is not None and message.group_id in stopped_groups:
+            # Groups are ordered on FIFO queues only: on a standard queue a MessageGroupId
+            # names a fair queue's tenant, and its messages are independent.
+            group = message.group_id if _from_fifo(record) else None
+            if group is not None and group in stopped_groups:
                 failures.append(message.message_id)  # after a failure of its group: not run
                 continue
             lease = self._leases.open(message, raw, time.monotonic(), 30)
             outcome = await self._processor.run(lease)
             if outcome.kind != "succeeded":
                 failures.append(message.message_id)
-                if message.group_id is not None:
-                    stopped_groups.add(message.group_id)
+                if group is not None:
+                    stopped_groups.add(group)
         return {"batchItemFailures": [{"itemIdentifier": i} for i in failures]}
+
+
+def _from_fifo(record: dict[str, Any]) -> bool:
+    """Whether ``record`` came from a FIFO queue: its queue's ARN says (a record without one,
+    hand-made, by the deduplication id only FIFO messages carry)."""
+    arn = record.get("eventSourceARN")
+    if isinstance(arn, str) and arn:
+        return arn.endswith(".fifo")
+    return "MessageDeduplicationId" in (record.get("attributes") or {})
 
 
 def make_handler(*routers: Router, type_attribute: str = "type") -> LambdaHandler:

@@ -4,11 +4,17 @@
         await producer.send("billing", OrderPlaced(...), message_type="order.placed")
         result = await producer.send_many("billing", [OutgoingMessage(...), ...])
         await producer.publish("orders", OrderPlaced(...), message_type="order.placed")
+        await producer.send_many("jobs", [OutgoingMessage(job, "job.run") for job in jobs], group_by="tenant")
 
 Bodies are pydantic models (serialised to JSON), dicts/lists (JSON) or strings. The message
 type goes into the ``type`` attribute, which the worker dispatches on and SNS filter
 policies can match. Batches of ten are formed automatically; entries that fail inside a
 batch for a server-side reason are retried, the others are reported, each with its index.
+
+A group id (``OutgoingMessage.group_id``, or ``group_by=`` for a batch) is required by FIFO
+queues and topics and optional on standard ones: there it names the message's tenant, and SQS
+fair queues keep one tenant's backlog from delaying the others (a standard topic passes it on
+to the standard queues subscribed to it). A deduplication id is for FIFO destinations only.
 
 Sizes are counted as SQS and SNS count them (body plus attribute names, types and values).
 A message over what its destination accepts (1 MiB for SQS, 256 KiB for SNS) is refused
@@ -25,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from botocore.exceptions import ClientError
 from pydantic import BaseModel
@@ -81,7 +88,10 @@ class OutgoingMessage:
     message_type: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     group_id: str | None = None
+    """MessageGroupId. FIFO: the ordered group (required). Standard queues and topics: the
+    tenant the message belongs to, for SQS fair queues (optional; no ordering)."""
     dedup_id: str | None = None
+    """MessageDeduplicationId (FIFO queues and topics only)."""
     delay: int | None = None
     subject: str | None = None  # SNS only
     structure_json: bool = False  # SNS only: body is {"default": ..., "sqs": ...}
@@ -141,6 +151,51 @@ class BatchResult:
     sent: list[str] = field(default_factory=list)
     """Message ids, in input order of the successful entries."""
     failed: list[Failure] = field(default_factory=list)
+
+
+GroupBy: TypeAlias = str | Callable[[Any], str | None]
+"""How a batch's messages get their group id: a field of each body (a dict key or a model
+attribute, its value a string or an integer), or a function of the body (None: no group)."""
+
+
+def group_of(body: Any, field_name: str) -> str:
+    """The group id a body's field ``field_name`` holds; ValueError (its reason) when the
+    body has no such field or its value is not a non-empty string or an integer."""
+    if isinstance(body, BaseModel):
+        if field_name not in type(body).model_fields:
+            raise ValueError(f"the body has no {field_name!r} field")
+        value = getattr(body, field_name)
+    elif isinstance(body, dict):
+        if field_name not in body:
+            raise ValueError(f"the body has no {field_name!r} field")
+        value = body[field_name]
+    else:
+        raise ValueError(f"the body is not a JSON object, so it has no {field_name!r} field")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            f"its {field_name!r} is {json.dumps(value)[:60]}, not a non-empty string or an integer"
+        )
+    return value
+
+
+def _grouped(i: int, message: OutgoingMessage, group_by: GroupBy | None) -> OutgoingMessage:
+    """``message`` with the group id ``group_by`` gives it (a group id of its own wins)."""
+    if group_by is None or message.group_id:
+        return message
+    if isinstance(group_by, str):
+        try:
+            group: str | None = group_of(message.body, group_by)
+        except ValueError as exc:
+            raise ProducerError(f"message {i}: group_by {group_by!r}: {exc}") from None
+    else:
+        group = group_by(message.body)
+        if group is not None and not isinstance(group, str):
+            raise ProducerError(
+                f"message {i}: group_by returned {type(group).__name__}, not a string or None"
+            )
+    return message if not group else dataclasses.replace(message, group_id=group)
 
 
 def encode_body(body: BaseModel | dict[str, Any] | list[Any] | str) -> str:
@@ -251,13 +306,7 @@ class Producer:
             entry["MessageAttributes"] = attrs
         if m.delay is not None:
             entry["DelaySeconds"] = m.delay
-        if fifo:
-            if not m.group_id:
-                raise ProducerError(f"message {i}: a FIFO queue needs a group id")
-            entry["MessageGroupId"] = m.group_id
-            entry["MessageDeduplicationId"] = m.dedup_id or uuid.uuid4().hex
-        elif m.group_id or m.dedup_id:
-            raise ProducerError(f"message {i}: group and deduplication ids are for FIFO queues")
+        _identify(i, m, entry, fifo, "queue", destination)
         return _Pending(entry, "MessageBody", body if offload else None)
 
     def _sns_entry(self, i: int, m: OutgoingMessage, fifo: bool, destination: str) -> _Pending:
@@ -284,11 +333,7 @@ class Producer:
             if not isinstance(structure, dict) or "default" not in structure:
                 raise ProducerError(f'message {i}: message structure json needs a "default" key')
             entry["MessageStructure"] = "json"
-        if fifo:
-            if not m.group_id:
-                raise ProducerError(f"message {i}: a FIFO topic needs a group id")
-            entry["MessageGroupId"] = m.group_id
-            entry["MessageDeduplicationId"] = m.dedup_id or uuid.uuid4().hex
+        _identify(i, m, entry, fifo, "topic", destination)
         return _Pending(entry, "Message", body if offload else None)
 
     def _check(self, i: int, body: str, attrs: dict[str, dict[str, str]], limit: int, service: str) -> bool:
@@ -367,11 +412,15 @@ class Producer:
         queue: str,
         messages: Iterable[OutgoingMessage],
         progress: Callable[[int, int], None] | None = None,
+        *,
+        group_by: GroupBy | None = None,
     ) -> BatchResult:
+        """Send ``messages`` in batches of ten. ``group_by``: the group id of each message
+        without one of its own, from its body (a field name, or a function of the body)."""
         url = await self.queue_url(queue)
         fifo = url.endswith(".fifo")
         name = url.rsplit("/", 1)[-1]
-        batch = list(messages)
+        batch = [_grouped(i, m, group_by) for i, m in enumerate(messages)]
         with _span("aws_sqs", name, "send", len(batch)):
             pending = [self._sqs_entry(i, m, fifo, name) for i, m in enumerate(batch)]  # all checked first
             return await self._send(pending, "send_message_batch", {"QueueUrl": url}, progress)
@@ -388,11 +437,14 @@ class Producer:
         topic: str,
         messages: Iterable[OutgoingMessage],
         progress: Callable[[int, int], None] | None = None,
+        *,
+        group_by: GroupBy | None = None,
     ) -> BatchResult:
+        """Publish ``messages`` in batches of ten (``group_by``: as for ``send_many``)."""
         arn = await self.topic_arn(topic)
         fifo = arn.endswith(".fifo")
         name = arn.rsplit(":", 1)[-1]
-        batch = list(messages)
+        batch = [_grouped(i, m, group_by) for i, m in enumerate(messages)]
         with _span("aws_sns", name, "publish", len(batch)):
             pending = [self._sns_entry(i, m, fifo, name) for i, m in enumerate(batch)]
             return await self._send(pending, "publish_batch", {"TopicArn": arn}, progress)
@@ -451,6 +503,27 @@ class Producer:
 
     def sqs_or_sns(self, operation: str) -> AwsClient:
         return self.sns if operation == "publish_batch" else self.sqs
+
+
+def _identify(i: int, m: OutgoingMessage, entry: dict[str, Any], fifo: bool, kind: str, name: str) -> None:
+    """The entry's group and deduplication ids. FIFO: a group id is required, the
+    deduplication id defaults to a new UUID. Standard: a group id is the message's tenant
+    (SQS fair queues); a deduplication id is refused."""
+    if fifo:
+        if not m.group_id:
+            raise ProducerError(
+                f"message {i}: a FIFO {kind} needs a group id (group_id or group_by=; --group-id or --group-from)"
+            )
+        entry["MessageGroupId"] = m.group_id
+        entry["MessageDeduplicationId"] = m.dedup_id or uuid.uuid4().hex
+        return
+    if m.dedup_id:
+        raise ProducerError(
+            f"message {i}: a deduplication id (dedup_id, --dedup-id) is for FIFO queues and topics only; "
+            f"{kind} {name!r} is standard (a group id is accepted there, for fair queues)"
+        )
+    if m.group_id:
+        entry["MessageGroupId"] = m.group_id
 
 
 _EXTRAS = ("traceparent", "tracestate")

@@ -1,17 +1,20 @@
 """Consumer behaviour against LocalStack: FIFO order per group, parallel groups,
 backpressure on messages in flight, adaptive concurrency (a backlog raises the limit and
-the pollers, an idle queue keeps one long-polling poller)."""
+the pollers, an idle queue keeps one long-polling poller), group ids on standard queues
+(fair queues: no order, no holding)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from tests.conftest import Aws, eventually, running, settings_for
-from worker import Message, PermanentFailure, Router
+from worker import Message, PermanentFailure, Retry, Router
+from worker.observe.logs import configure_logging
 
 if TYPE_CHECKING:
     from bench.harness import Proxy
@@ -243,3 +246,74 @@ async def test_fixed_settings_stay_fixed(aws: Aws) -> None:
         await asyncio.sleep(2.5)  # empty 1 s receives: an adaptive count would drop to 1
         assert consumer.pollers_alive == 3
         assert consumer.slots.limit == 30
+
+
+async def send_grouped(aws: Aws, url: str, body: object, message_type: str, group: str) -> str:
+    """Send to a standard queue with a MessageGroupId (a fair queue's tenant)."""
+    response = await aws.sqs.send_message(
+        QueueUrl=url,
+        MessageBody=json.dumps(body),
+        MessageGroupId=group,
+        MessageAttributes={"type": {"DataType": "String", "StringValue": message_type}},
+    )
+    return str(response["MessageId"])
+
+
+async def test_a_standard_queue_runs_messages_of_one_group_side_by_side_and_logs_the_group(aws: Aws) -> None:
+    """Fair queues: a MessageGroupId on a standard queue names a tenant, it orders nothing.
+    Both messages of one group are in flight at once (a FIFO worker would hold the second
+    until the first finished), the handler sees the group, every line about them names it."""
+    queue = await aws.queue()
+    router = Router()
+    both_in_flight = asyncio.Event()
+    in_flight: Counter[str | None] = Counter()
+    most: Counter[str | None] = Counter()
+
+    @router.handler("job")
+    async def job(payload: dict[str, int], message: Message) -> None:
+        in_flight[message.group_id] += 1
+        most[message.group_id] = max(most[message.group_id], in_flight[message.group_id])
+        if in_flight[message.group_id] == 2:
+            both_in_flight.set()
+        try:
+            async with asyncio.timeout(5):  # a worker holding the group never gets here
+                await both_in_flight.wait()
+        finally:
+            in_flight[message.group_id] -= 1
+        if payload["n"] == 1 and message.receive_count == 1:
+            raise Retry(0, "once more")
+
+    ids = [await send_grouped(aws, queue.url, {"n": n}, "job", "acme") for n in range(2)]
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        settings = settings_for(aws.endpoint, queue, max_in_flight=10)
+        async with running(settings, router) as worker:
+            counters = worker.consumers[0].counters
+            await eventually(lambda: counters.succeeded == 2, timeout=15)
+    finally:
+        configure_logging("info", "console")
+    assert most["acme"] == 2
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    about = [line for line in lines if line.get("message_id") in ids]
+    events = {line["event"] for line in about}
+    assert {"message_succeeded", "message_retry_requested", "message_retry_scheduled"} <= events, events
+    assert all(line.get("group_id") == "acme" for line in about), [
+        (line["event"], line.get("group_id")) for line in about
+    ]
+
+
+async def test_a_standard_queue_rejection_keeps_its_group_in_the_dlq_copy(aws: Aws) -> None:
+    queue = await aws.queue(max_receive_count=5)
+    assert queue.dlq_url
+    router = Router()
+
+    @router.handler("bad")
+    async def bad(payload: dict[str, int]) -> None:
+        raise PermanentFailure("unknown tenant")
+
+    await send_grouped(aws, queue.url, {}, "bad", "acme")
+    async with running(settings_for(aws.endpoint, queue), router):
+        await eventually(lambda: aws.total(queue.dlq_url), timeout=10)
+    [dead] = await aws.drain(queue.dlq_url)
+    assert dead["Attributes"]["MessageGroupId"] == "acme"

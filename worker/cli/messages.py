@@ -1,7 +1,9 @@
 """``worker send`` and ``worker publish``: one message from ``--body``, or many from a
 JSON-lines ``--file`` (``-`` for stdin), sent in batches of ten. With ``--s3-bucket`` (or
 ``WORKER_PAYLOADS__BUCKET``) bodies over the threshold are stored in S3 and sent as pointers
-in the Amazon SQS/SNS Extended Client format."""
+in the Amazon SQS/SNS Extended Client format. ``--group-id`` (one value) or ``--group-from
+FIELD`` (each body's field) set the MessageGroupId: a FIFO destination's ordered group, or
+a standard one's tenant for SQS fair queues."""
 
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from worker.errors import EXIT_FAILED, ConfigError
 from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import DEFAULT_THRESHOLD, SQS_MAX_BYTES
 from worker.observe import tracing_switch
-from worker.producer import BatchResult, Offload, OutgoingMessage, Producer
+from worker.producer import BatchResult, Offload, OutgoingMessage, Producer, group_of
 
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Message type: the 'type' attribute the worker dispatches on.")
@@ -42,7 +44,22 @@ AttrOption = Annotated[
     list[str] | None,
     typer.Option("--attr", metavar="NAME=VALUE", help="A string message attribute (repeatable)."),
 ]
-GroupOption = Annotated[str | None, typer.Option("--group-id", help="Message group id (FIFO).")]
+GroupOption = Annotated[
+    str | None,
+    typer.Option(
+        "--group-id",
+        help="Message group id of every message: FIFO, the ordered group (required); standard, "
+        "the tenant, for fair queues.",
+    ),
+]
+GroupFromOption = Annotated[
+    str | None,
+    typer.Option(
+        "--group-from",
+        metavar="FIELD",
+        help="Take each message's group id from this field of its JSON body (e.g. a tenant key).",
+    ),
+]
 DedupOption = Annotated[str | None, typer.Option("--dedup-id", help="Deduplication id (FIFO, one message).")]
 RawOption = Annotated[
     bool, typer.Option("--raw", help="Send bodies as text, without checking they are JSON.")
@@ -125,6 +142,11 @@ def _body(text: str, raw: bool, where: str) -> Any:
 
 
 def read_bodies(body: str | None, file: str | None, raw: bool) -> list[Any]:
+    return [b for _, b in _read(body, file, raw)]
+
+
+def _read(body: str | None, file: str | None, raw: bool) -> list[tuple[str, Any]]:
+    """Each body with where it came from (``--body``, or ``FILE:LINE``)."""
     if body is not None and file is not None:
         raise ConfigError("give --body or --file, not both")
     if file is None:
@@ -138,14 +160,14 @@ def read_bodies(body: str | None, file: str | None, raw: bool) -> list[Any]:
                 text = Path(text[1:]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"--body {body}: {exc.strerror}") from None
-        return [_body(text, raw, "--body")]
+        return [("--body", _body(text, raw, "--body"))]
     try:
         stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"--file {file}: {exc.strerror}") from None
     with stream:
         lines = [(n, line.rstrip("\n")) for n, line in enumerate(stream, 1) if line.strip()]
-    return [_body(line, raw, f"{file}:{n}") for n, line in lines]
+    return [(f"{file}:{n}", _body(line, raw, f"{file}:{n}")) for n, line in lines]
 
 
 def _typeless(bodies: list[Any], message_type: str | None) -> bool:
@@ -227,6 +249,7 @@ def send(
     file: FileOption = None,
     attr: AttrOption = None,
     group_id: GroupOption = None,
+    group_from: GroupFromOption = None,
     dedup_id: DedupOption = None,
     raw: RawOption = False,
     delay: Annotated[int | None, typer.Option(min=0, max=900, help="Delivery delay in seconds.")] = None,
@@ -241,7 +264,7 @@ def send(
     """Send one message, or many from a JSON-lines file, to a queue (up to 1 MiB each;
     larger with --s3-bucket)."""
     offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
-    messages = _outgoing(type_, body, file, attr, group_id, dedup_id, raw, delay=delay)
+    messages = _outgoing(type_, body, file, attr, (group_id, group_from), dedup_id, raw, delay=delay)
     if _typeless([m.body for m in messages], type_):
         info(
             'note: no --type and no "type" in the body: the worker dispatches on the message type and '
@@ -259,6 +282,7 @@ def publish(
     file: FileOption = None,
     attr: AttrOption = None,
     group_id: GroupOption = None,
+    group_from: GroupFromOption = None,
     dedup_id: DedupOption = None,
     raw: RawOption = False,
     subject: Annotated[str | None, typer.Option(help="SNS subject.")] = None,
@@ -277,7 +301,15 @@ def publish(
     larger with --s3-bucket)."""
     offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
     messages = _outgoing(
-        type_, body, file, attr, group_id, dedup_id, raw, subject=subject, structure_json=structure_json
+        type_,
+        body,
+        file,
+        attr,
+        (group_id, group_from),
+        dedup_id,
+        raw,
+        subject=subject,
+        structure_json=structure_json,
     )
     typeless = type_ is None
     conn = Connection(region, endpoint_url, timeout)
@@ -290,13 +322,19 @@ def _outgoing(
     body: str | None,
     file: str | None,
     attr: list[str] | None,
-    group_id: str | None,
+    group: tuple[str | None, str | None],
     dedup_id: str | None,
     raw: bool,
     **extra: Any,
 ) -> list[OutgoingMessage]:
+    """The messages to send; ``group``: (``--group-id``, ``--group-from``)."""
+    group_id, group_from = group
     if dedup_id and file is not None:
         raise ConfigError("--dedup-id applies to one message; with --file each message gets its own")
+    if group_id is not None and group_from is not None:
+        raise ConfigError("give --group-id (one group for every message) or --group-from FIELD, not both")
+    if group_from is not None and raw:
+        raise ConfigError(f"--group-from {group_from}: takes the group id from a JSON body; not with --raw")
     common: dict[str, Any] = {
         "message_type": message_type,
         "attributes": _parse_attrs(attr or []),
@@ -304,4 +342,12 @@ def _outgoing(
         "dedup_id": dedup_id,
         **{k: v for k, v in extra.items() if v not in (None, False)},
     }
-    return [OutgoingMessage(b, **common) for b in read_bodies(body, file, raw)]
+    messages = []
+    for i, (where, b) in enumerate(_read(body, file, raw)):
+        if group_from is not None:
+            try:
+                common["group_id"] = group_of(b, group_from)
+            except ValueError as exc:
+                raise ConfigError(f"--group-from {group_from}: message {i} ({where}): {exc}") from None
+        messages.append(OutgoingMessage(b, **common))
+    return messages

@@ -10,6 +10,8 @@ registry in the process, handler code's included). ``init_queue`` creates every 
 a queue at 0 at start-up, so dashboards and ``rate()``/``increase()`` alerts see a series
 before its first event: per message type the queue routes, and for ``unknown`` the series
 an unknown message can reach (received, rejected, retried, dead-lettered, duration).
+``group_messages`` (per message group; on with ``health.group_metrics``) has no series
+until a group's first outcome: its groups are not known in advance.
 
 ``NullMetrics`` is what ``worker run`` uses when the health server is off: nobody can read
 the metrics then, so every series is a no-op and prometheus_client is not even imported.
@@ -66,6 +68,14 @@ class Metrics:
             "messages_failed",
             "Messages whose handling failed, by reason (error, timeout, retry_requested, rejected)",
             [*qt, "reason"],
+            namespace=NS,
+            registry=r,
+        )
+        self.group_messages = Counter(
+            "group_messages",
+            "Handler outcomes (succeeded, failed, rejected) of messages with a MessageGroupId, per "
+            "group: fair queues' tenants, FIFO groups (only with health.group_metrics)",
+            ["queue", "group", "outcome"],
             namespace=NS,
             registry=r,
         )

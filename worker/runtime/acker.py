@@ -195,6 +195,7 @@ class Acker:
             fields = {
                 "queue": self._queue,
                 "message_id": lease.message.message_id,
+                "group_id": lease.message.group_id,
                 "code": code,
                 "detail": str(failure.get("Message", ""))[:200],
             }

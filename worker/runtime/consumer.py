@@ -1,19 +1,21 @@
 """Everything one queue needs: slots, leases, pollers, handler tasks, heartbeat and acker,
 and what happens to a message after its handler ran.
 
-Standard queues run each message as its own task. A failure makes it visible again after
-the backoff (SQS's redrive policy moves it to the DLQ after maxReceiveCount failed
-deliveries); a rejection moves it to the DLQ at once. Without a DLQ, both follow the
-backoff schedule (no spinning on a poison message).
+Standard queues run each message as its own task, with a MessageGroupId or without (on a
+standard queue it names the message's tenant for SQS fair queues, which promise no order:
+messages of one group run side by side). A failure makes it visible again after the backoff
+(SQS's redrive policy moves it to the DLQ after maxReceiveCount failed deliveries); a
+rejection moves it to the DLQ at once. Without a DLQ, both follow the backoff schedule (no
+spinning on a poison message).
 
-FIFO queues run the messages of one MessageGroupId from one receive strictly one after
-another, different groups in parallel. While a group's message is in flight SQS hands no
-other message of that group to anyone, so a failed message is retried *in place*: the
-worker keeps the group's leases, waits out the backoff and runs it again. Only when its
-own attempts are used up (or it is rejected) is it moved to the DLQ, by the worker, and
-the group goes on with the next message. The followers are never given back because of
-another message's failure, so their receive counts do not rise and none of them reaches
-the DLQ without having run.
+FIFO queues (known by their name's ``.fifo``, never by their messages) run the messages of
+one MessageGroupId from one receive strictly one after another, different groups in
+parallel. While a group's message is in flight SQS hands no other message of that group to
+anyone, so a failed message is retried *in place*: the worker keeps the group's leases,
+waits out the backoff and runs it again. Only when its own attempts are used up (or it is
+rejected) is it moved to the DLQ, by the worker, and the group goes on with the next
+message. The followers are never given back because of another message's failure, so
+their receive counts do not rise and none of them reaches the DLQ without having run.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ class Consumer:
             payloads,
             tracing,
             self.idempotency,
+            group_metrics=worker.health.group_metrics,
         )
         self.settler = Settler(target, self.acker, self.dead_letters, self.processor, self.counters, metrics)
         self.pollers = [

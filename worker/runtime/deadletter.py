@@ -7,7 +7,8 @@ message itself when its own handler has rejected it or used up its attempts: a c
 sent to the DLQ (same body, attributes, group; ``worker.failure_reason`` and
 ``worker.original_message_id`` added while the 10-attribute limit allows), then the
 original is deleted through its lease. A FIFO copy's deduplication id is the original's
-message id, so a retried send within SQS's 5-minute window is not stored twice.
+message id, so a retried send within SQS's 5-minute window is not stored twice. A standard
+queue's message with a MessageGroupId (a fair queue's tenant) keeps it in the copy.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class DeadLetters:
         if self._fifo:
             params["MessageGroupId"] = message.group_id or "default"
             params["MessageDeduplicationId"] = message.message_id
+        elif message.group_id is not None:  # a fair queue's tenant stays the copy's tenant
+            params["MessageGroupId"] = message.group_id
         try:
             await self._sqs.call("send_message", retry_for=min(30.0, max(1.0, lease.left() - 2)), **params)
         except Exception as exc:
@@ -66,6 +69,7 @@ class DeadLetters:
                 "dead_letter_failed",
                 queue=self._queue,
                 message_id=message.message_id,
+                group_id=message.group_id,
                 error=error_code(exc),
                 detail=str(exc)[:200],
             )

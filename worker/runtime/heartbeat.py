@@ -143,6 +143,7 @@ class Heartbeat:
                     "visibility_extend_failed",
                     queue=self._queue,
                     message_id=lease.message.message_id,
+                    group_id=lease.message.group_id,
                     code=code,
                     detail=str(failure.get("Message", ""))[:200],
                 )
@@ -169,6 +170,7 @@ class Heartbeat:
             "lease_overdue",
             queue=self._queue,
             message_id=lease.message.message_id,
+            group_id=lease.message.group_id,
             late=round(-lease.left(), 2),
             state=lease.state.value,
         )

@@ -108,8 +108,12 @@ class Processor:
         payloads: PayloadStore | None = None,
         tracing: Tracing | None = None,
         idempotency: Idempotency | None = None,
+        *,
+        group_metrics: bool = False,
     ) -> None:
+        """``group_metrics``: also count outcomes per MessageGroupId (``health.group_metrics``)."""
         self.queue = queue
+        self._groups = metrics.group_messages if group_metrics else None
         self.idempotency = idempotency
         """Records of idempotent handlers' runs (None when no store is configured)."""
         self.tracing = tracing
@@ -261,6 +265,8 @@ class Processor:
         duration = self._since(started)
         self._child("succeeded", label).inc()
         self._child("duration", label).observe(duration)
+        if self._groups is not None and message.group_id is not None:
+            self._groups.labels(self.queue, message.group_id, "succeeded").inc()
         if replayed:
             self.log.info("message_replayed", duration=duration, message_id=message.message_id)
             return REPLAYED
@@ -454,8 +460,10 @@ class Processor:
             self.counters.rejected += 1
         duration = self._since(started)
         label = self.type_label(message)
-        if self._failed.add(message.message_id):
+        if self._failed.add(message.message_id):  # once per message, whatever its attempts
             self.metrics.failed.labels(self.queue, label, _REASONS[event]).inc()
+            if self._groups is not None and message.group_id is not None:
+                self._groups.labels(self.queue, message.group_id, outcome.kind).inc()
         self._child("duration", label).observe(duration)
         self.log.warning(
             event,

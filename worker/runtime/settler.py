@@ -71,6 +71,7 @@ class Settler:
             "message_retry_scheduled",
             queue=self._target.key,
             message_id=lease.message.message_id,
+            group_id=lease.message.group_id,
             retry_in=visibility,
             dead_letter_next=last_try,
         )
