@@ -390,6 +390,13 @@ def test_dashboard_uses_only_metrics_the_worker_exports() -> None:
     }
     assert used
     assert used <= exported, used - exported
+    # Every dashboard variable an expression uses is defined (the price ones too); the
+    # cost panel prices FIFO queues with their own variable.
+    defined = {variable["name"] for variable in dashboard["templating"]["list"]}
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    variables = {name for expr in exprs for name in re.findall(r"\$(\w+)", expr) if not name.startswith("__")}
+    assert variables <= defined, variables - defined
+    assert {"price_per_million", "fifo_price_per_million"} <= variables
 
 
 def _dockerfile() -> tuple[list[str], dict[str, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -123,6 +124,19 @@ class AwsClient:
         self.retry_for = retry_for
         """How long ``call`` retries transient errors unless told otherwise (None: forever);
         the operator commands set it to their ``--timeout``."""
+        self.on_request: Callable[[str], None] | None = None
+        """Told the operation of every request made through this client (each attempt,
+        when it starts); set on the views ``counting`` returns."""
+
+    def counting(self, on_request: Callable[[str], None] | None) -> AwsClient:
+        """This client, with ``on_request(operation)`` called for every request made
+        through the copy returned (the worker's per-queue request counts). The copy shares
+        the connection, ``calls``, ``on_call`` and ``retry_for``; None: this client as it is."""
+        if on_request is None:
+            return self
+        view = copy.copy(self)
+        view.on_request = on_request
+        return view
 
     async def once(self, operation: str, limit: float | None, **params: Any) -> dict[str, Any]:
         """One attempt of ``operation`` that gives up after ``limit`` seconds (raises
@@ -131,6 +145,8 @@ class AwsClient:
         attempts) and for each attempt of ``call``."""
         method: Callable[..., Awaitable[dict[str, Any]]] = getattr(self.client, operation)
         self.calls[operation] += 1
+        if self.on_request is not None:
+            self.on_request(operation)
         try:
             async with asyncio.timeout(limit):
                 result = await method(**params)

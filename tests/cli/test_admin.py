@@ -7,13 +7,17 @@ import json
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.cli.test_cli import run_worker
+from tests.cli.test_errors import ainvoke
 from tests.conftest import Aws, eventually, running, settings_for
 from tests.ops.test_provision import fan_out_topology, provision
 from worker import Message, Router
 from worker.ops.topology import Topology
+from worker.runtime.supervisor import Supervisor
+from worker.settings import load_settings
 
 
 def cli(aws: Aws, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -189,6 +193,8 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     assert rows[f"{prefix}-a"]["visible"] == 2
     assert rows[f"{prefix}-a"]["dlq"] == f"{prefix}-a-dlq"
     assert rows[f"{prefix}-a"]["dlq_depth"] == 0
+    # Without --metrics-url nothing is measured, and nothing is made up.
+    assert all(r["requests"] is None and r["monthly_cost"] is None for r in rows.values())
 
     code, out, err = await asyncio.to_thread(cli, aws, "iam-policy", "-t", str(path))
     assert code == 0, err
@@ -226,6 +232,121 @@ async def test_stats_and_iam_policy_name_exactly_the_configured_resources(aws: A
     )
     assert offline.returncode == 0, offline.stderr
     assert f"arn:aws:sqs:eu-west-1:123456789012:{prefix}-a" in offline.stdout
+
+
+async def test_stats_shows_the_request_cost_the_running_workers_measured(
+    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``stats --metrics-url`` reads a running worker's /metrics over HTTP (the command runs
+    in-process, one run after another: a subprocess each would cost a second of imports)."""
+    prefix = f"c{uuid.uuid4().hex[:8]}"
+    consumed, other = f"{prefix}-a", f"{prefix}-b"
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump({"name": prefix, "queues": {consumed: {}, other: {}}}))
+    url = (await aws.sqs.create_queue(QueueName=consumed))["QueueUrl"]
+    await aws.sqs.create_queue(QueueName=other)
+    config = tmp_path / "worker.yaml"  # the key `orders` is not the queue's name: -c maps it
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1", "startup_timeout": 5},
+                "queues": {
+                    "orders": {
+                        "name": consumed,
+                        "handlers": ["tests.support.noop"],
+                        "wait_time_seconds": 1,
+                        "pollers": 1,
+                    }
+                },
+                "health": {"enabled": True, "host": "127.0.0.1", "port": 0},
+                "log": {"summary_interval": 3600},
+            }
+        )
+    )
+    n = 10
+    await aws.send_many(url, [{"n": i} for i in range(n)], "job")
+    router = Router()
+    router.add("job", lambda payload: None)
+
+    def requests_now(worker: Supervisor) -> float:
+        return sum(
+            s.value
+            for family in worker.metrics.requests_by_queue.collect()
+            for s in family.samples
+            if s.labels["queue"] == "orders"
+        )
+
+    async with running(load_settings(str(config)), router) as worker:
+        await eventually(lambda: worker.consumers[0].counters.succeeded == n, timeout=20)
+        assert worker.health is not None
+        where = ["--endpoint-url", aws.endpoint, "--region", "us-east-1"]
+        base = [
+            "stats",
+            "-t",
+            str(topology),
+            *where,
+            "--metrics-url",
+            f"http://127.0.0.1:{worker.health.port}",
+        ]
+        before = requests_now(worker)
+        standard = await ainvoke(capsys, *base, "-c", str(config), "--sample", "2", "--json")
+        dearer = await ainvoke(
+            capsys, *base, "-c", str(config), "--sample", "0", "--json", "--price-per-million", "4"
+        )
+        table = await ainvoke(capsys, *base, "-c", str(config), "--sample", "0")
+        unmapped = await ainvoke(capsys, *base, "--sample", "0", "--json")
+        after = requests_now(worker)
+    unreachable = await ainvoke(
+        capsys, "stats", "-t", str(topology), *where, "--metrics-url", "http://127.0.0.1:9"
+    )
+    bad = await ainvoke(capsys, "stats", "-t", str(topology), *where, "--metrics-url", "127.0.0.1:9")
+
+    for run in (standard, dearer, table, unmapped):
+        assert run.code == 0, run.err
+    rows = {r["name"]: r for r in json.loads(standard.out)}
+    a = rows[consumed]
+    assert a["received"] == n
+    assert before <= a["requests"] <= after  # the worker's own counter, read by the command
+    assert a["requests_per_message"] == pytest.approx(a["requests"] / n)
+    assert a["rate_basis"] == "interval"
+    assert 2 <= a["rate_seconds"] < 5
+    # The requests between the command's two reads: some (the poller's receives), and no more
+    # than the counter rose around the whole command.
+    in_window = round(a["requests_per_second"] * a["rate_seconds"])
+    assert 1 <= in_window <= after - before
+    assert a["price_per_million"] == 0.40
+    assert a["monthly_cost"] == pytest.approx(a["requests_per_second"] * 30 * 86400 * 0.40 / 1e6)
+    # A queue no worker reports: not measured.
+    assert rows[other]["requests"] is None
+    assert rows[other]["monthly_cost"] is None
+    # --price-per-million: priced at 4 USD (the rate here: the average since the worker started).
+    d = next(r for r in json.loads(dearer.out) if r["name"] == consumed)
+    assert d["price_per_million"] == 4.0
+    assert d["rate_basis"] == "since_start"
+    assert d["monthly_cost"] == pytest.approx(d["requests_per_second"] * 30 * 86400 * 4.0 / 1e6)
+    assert d["monthly_cost"] / d["requests_per_second"] == pytest.approx(
+        10 * a["monthly_cost"] / a["requests_per_second"]
+    )
+    # The table: the three columns, and how the rate was taken (--sample 0: since start).
+    lines = table.out.splitlines()
+    header = lines[0].split()
+    assert header[:6] == ["queue", "visible", "in", "flight", "delayed", "DLQ"]
+    assert header[7:10] == ["req/msg", "req/s", "$/month"]
+    cells = next(line for line in lines if line.startswith(consumed)).split()
+    assert before / n - 0.01 <= float(cells[6]) <= after / n + 0.01  # req/msg
+    assert (
+        abs(float(cells[8].removeprefix("$")) - float(cells[7]) * 2.592 * 0.40) <= 0.011
+    )  # $/month of req/s
+    assert "average since each worker started" in table.out
+    assert "$0.40 per million requests (FIFO $0.50)" in table.out
+    # Without -c, the metrics' queue key names no queue of the topology: said, not guessed.
+    assert "name queues that have no row here: orders" in unmapped.err
+    assert next(r for r in json.loads(unmapped.out) if r["name"] == consumed)["requests"] is None
+    # A metrics endpoint that does not answer, and one that is not a URL: one line, exit 5 and 2.
+    assert unreachable.code == 5
+    assert "cannot read worker metrics at http://127.0.0.1:9/metrics" in unreachable.one_line_error()
+    assert bad.code == 2
+    assert "--metrics-url" in bad.one_line_error()
 
 
 async def test_provision_prune_asks_shows_counts_and_refuses_a_non_empty_queue(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from tests.conftest import Aws, TestQueue, eventually, running, settings_for
-from worker import Message, Retry, Router
+from worker import Message, PermanentFailure, Retry, Router
 from worker.messages.envelope import parse_message
 from worker.messages.routing import Registry
-from worker.observe.metrics import FAILURE_REASONS, Metrics
+from worker.observe.metrics import FAILURE_REASONS, RUNTIME_OPERATIONS, Metrics
 from worker.runtime import processor as processor_module
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Leases
@@ -120,6 +121,10 @@ async def test_a_fresh_worker_exposes_process_metrics_every_series_at_zero_and_n
         ):
             assert m[key(name, queue=queue)] == 0, (name, queue)
         assert key("sqs_worker_receive_latency_seconds_count", queue=queue) in m
+        for operation in RUNTIME_OPERATIONS:  # per queue from the start (the pollers already receive)
+            assert key("sqs_worker_queue_requests_total", queue=queue, operation=operation) in m
+        for operation in ("delete_message_batch", "change_message_visibility_batch", "send_message"):
+            assert m[key("sqs_worker_queue_requests_total", queue=queue, operation=operation)] == 0
         for t in types:
             for name in (
                 "sqs_worker_messages_received_total",
@@ -291,6 +296,61 @@ async def test_a_failing_fifo_batch_counts_every_message_retried_in_place(aws: A
     assert m[key("sqs_worker_messages_dead_lettered_total", queue="q", type="row")] == 0
 
 
+async def test_requests_are_counted_per_queue_as_the_worker_makes_them(aws: Aws) -> None:
+    """Every SQS request lands on the queue it was made for (DLQ moves and start-up lookups
+    included), and the per-queue counts add up to the worker's per-operation call counts."""
+    busy, idle = await aws.queue(max_receive_count=3), await aws.queue()
+    router = Router()
+
+    @router.handler("job")
+    async def job(payload: dict[str, int]) -> None:
+        if payload["n"] < 2:
+            raise PermanentFailure("rejected: moved to the DLQ by the worker")
+
+    n = 20
+    await aws.send_many(busy.url, [{"n": i} for i in range(n)], "job")
+    q = {"handlers": ["tests.support.noop"], "wait_time_seconds": 1, "pollers": 1}
+    settings = load_settings(
+        None,
+        {
+            "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1", "startup_timeout": 5},
+            "queues": {"busy": {"name": busy.name, **q}, "idle": {"name": idle.name, **q}},
+            "delete_flush_interval": 3,  # a partial batch of deletes waits for ten
+            "log": {"summary_interval": 3600},
+        },
+    )
+    async with running(settings, router) as worker:
+        counters = worker.consumers[0].counters
+        await eventually(lambda: counters.succeeded == n - 2 and counters.failed == 2, timeout=20)
+        await eventually(lambda: worker.consumers[0].in_flight == 0, timeout=10)
+    _, m = scrape(worker.metrics)  # stopped: no request in progress
+
+    def requests(queue: str, operation: str) -> float:
+        return m.get(key("sqs_worker_queue_requests_total", queue=queue, operation=operation), 0.0)
+
+    # Batches of ten (the rejected two deleted too): a flush sends all that wait, so at most
+    # one short batch more than the fewest possible.
+    assert math.ceil(n / 10) <= requests("busy", "delete_message_batch") <= math.ceil(n / 10) + 1
+    assert requests("busy", "send_message") == 2  # the worker's own DLQ moves, counted for their queue
+    assert requests("busy", "receive_message") >= math.ceil(n / 10)
+    assert requests("idle", "receive_message") >= 1  # empty receives cost too
+    for queue in ("busy", "idle"):
+        assert requests(queue, "change_message_visibility_batch") == 0  # quick handlers: no extension
+        assert requests(queue, "get_queue_attributes") == 1
+    assert requests("busy", "get_queue_url") == 2  # the queue and its DLQ
+    assert requests("idle", "get_queue_url") == 1
+    assert requests("idle", "delete_message_batch") == requests("idle", "send_message") == 0
+    # Nothing escapes: per operation, the queues' counts are the worker's calls (every outcome).
+    operations = {dict(labels)["operation"] for name, labels in m if name == "sqs_worker_aws_api_calls_total"}
+    for operation in operations:
+        calls = sum(
+            v for (name, labels), v in m.items()
+            if name == "sqs_worker_aws_api_calls_total" and dict(labels)["operation"] == operation
+        )  # fmt: skip
+        assert requests("busy", operation) + requests("idle", operation) == calls, operation
+    assert m[key("sqs_worker_messages_received_total", queue="busy", type="job")] == n
+
+
 def test_the_dashboard_uses_only_series_the_worker_exports() -> None:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "sqs-worker.json").read_text())
     metrics = Metrics()
@@ -307,6 +367,22 @@ def test_the_dashboard_uses_only_series_the_worker_exports() -> None:
             for e in exprs
         )
     assert {"process_cpu_seconds_total", "process_resident_memory_bytes"} <= used
+    # Requests per message and the monthly request cost, per queue, from the per-queue counter.
+    panels = {panel["title"]: [t["expr"] for t in panel["targets"]] for panel in dashboard["panels"]}
+    per_message = panels["Requests per message"]
+    assert any(
+        "sqs_worker_queue_requests_total" in e
+        and "sqs_worker_messages_received_total" in e
+        and "by (queue)" in e
+        for e in per_message
+    )
+    cost = panels["Estimated monthly request cost (USD)"]
+    assert all("sqs_worker_queue_requests_total" in e and "by (queue)" in e for e in cost)
+    assert any("$price_per_million" in e and "2592000" in e for e in cost)
+    assert any("$fifo_price_per_million" in e and ".fifo" in e for e in cost)
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["price_per_million"]["query"] == "0.40"
+    assert variables["fifo_price_per_million"]["query"] == "0.50"
 
 
 def test_null_metrics_take_every_call_and_record_nothing() -> None:
@@ -322,6 +398,7 @@ def test_null_metrics_take_every_call_and_record_nothing() -> None:
     metrics.in_flight.labels("q").set(3)
     metrics.free_slots.labels(queue="q").dec()
     metrics.tasks.set(1)
+    assert metrics.queue_requests("q") is None  # the SQS client is not even wrapped
     assert isinstance(metrics, Metrics)  # a drop-in for the runtime
     # Nothing is kept: every metric and every child is the one shared no-op.
     shared: object = metrics.in_flight

@@ -177,8 +177,10 @@ def stats(
         typer.Option(
             "--config",
             "-c",
-            help="The workers' configuration, whose queue keys the metrics name (default: each key is "
-            "its queue's name).",
+            envvar="WORKER_CONFIG",
+            show_envvar=True,
+            help="With --metrics-url: the workers' configuration, whose queue keys the metrics name "
+            "(default: each key is its queue's name).",
             rich_help_panel="Request cost",
         ),
     ] = None,
@@ -196,7 +198,7 @@ def stats(
     conn = Connection(region, endpoint_url, timeout)
     urls = [metrics_url_of(u) for u in metrics_url or []]
     names: dict[str, str] = {}
-    if config:
+    if config and urls:
         settings = load_settings(config)
         names = {key: q.queue_name(key) for key, q in settings.queues.items()}
     meter = CostMeter(urls, timeout) if urls else None

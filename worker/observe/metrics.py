@@ -19,7 +19,7 @@ the metrics then, so every series is a no-op and prometheus_client is not even i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -141,6 +141,14 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.requests_by_queue = Counter(
+            "queue_requests",
+            "SQS requests the worker made for a queue, by operation (each attempt; its DLQ moves and "
+            "start-up lookups included)",
+            ["queue", "operation"],
+            namespace=NS,
+            registry=r,
+        )
         self.receive_latency = Histogram(
             "receive_latency_seconds",
             "ReceiveMessage round trip (long polls included)",
@@ -185,6 +193,20 @@ class Metrics:
             child = self._api_children[(operation, outcome)] = self.api_calls.labels(operation, outcome)
         child.inc()
 
+    def queue_requests(self, queue: str) -> Callable[[str], None] | None:
+        """What counts ``queue``'s SQS requests: called with the operation of each request
+        (``AwsClient.counting``). Its children are resolved once per operation."""
+        children: dict[str, Any] = {}
+        counter = self.requests_by_queue
+
+        def record(operation: str) -> None:
+            child = children.get(operation)
+            if child is None:
+                child = children[operation] = counter.labels(queue, operation)
+            child.inc()
+
+        return record
+
     def init_queue(self, queue: str, types: Iterable[str]) -> None:
         """Create every series of ``queue`` at 0: per message type in ``types`` (and
         ``unknown`` where it can occur), per failure reason. ``queue`` is the label the
@@ -221,6 +243,7 @@ class Metrics:
         self.failed.labels(queue, UNKNOWN, "rejected")
         for operation in RUNTIME_OPERATIONS:
             self.api_calls.labels(operation, "ok")
+            self.requests_by_queue.labels(queue, operation)
 
 
 class _Null:
@@ -259,6 +282,9 @@ class NullMetrics(Metrics):
 
     def api_call(self, operation: str, outcome: str) -> None:
         pass
+
+    def queue_requests(self, queue: str) -> Callable[[str], None] | None:
+        return None  # AwsClient.counting(None): no view, not even a call per request
 
     def init_queue(self, queue: str, types: Iterable[str]) -> None:
         pass

@@ -23,6 +23,17 @@ class QueueRow:
     dlq_depth: int | None
     oldest_age: float | None
     """Seconds; from CloudWatch's ApproximateAgeOfOldestMessage where the server reports it."""
+    # From the workers' metrics (``worker stats --metrics-url``; ``request_cost.QueueCost``);
+    # None: not measured (no metrics read, or no worker reported the queue).
+    requests: int | None = None
+    received: int | None = None
+    requests_per_message: float | None = None
+    requests_per_second: float | None = None
+    monthly_cost: float | None = None
+    price_per_million: float | None = None
+    rate_basis: str | None = None
+    """``interval`` (between two reads of the workers' metrics) or ``since_start``."""
+    rate_seconds: float | None = None
 
 
 async def queue_counts(sqs: AwsClient, url: str) -> tuple[int, int, int]:

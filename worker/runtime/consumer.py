@@ -80,6 +80,7 @@ class Consumer:
         self.metrics = metrics
         name = target.key
         metrics.init_queue(name, registry.types)  # every series at 0 before the first event
+        sqs = sqs.counting(metrics.queue_requests(name))  # every request of this queue's roles
         flight, polls = settings.in_flight_bounds, settings.poller_bounds
         self.limiter: Limiter | None = None
         """Adaptive concurrency (None when both the limit and the pollers are fixed)."""
