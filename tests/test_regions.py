@@ -52,11 +52,13 @@ async def test_a_queue_in_one_region_subscribed_to_a_topic_in_another(aws: Aws) 
     async with provisioner(Topology(**spec), conn) as prov:
         plan = await prov.plan()
         text = render_plan(plan)
-        assert f"{p}-eu ({EU})" in text and f"{p}-orders " in text
+        assert f"{p}-eu ({EU})" in text
+        assert f"{p}-orders " in text
         await prov.apply(plan)
         eu_url = prov.existing.queue_urls[f"{p}-eu"]
         topic_arn = prov.existing.topic_arns[f"{p}-orders"]
-    assert f"/{EU}/" in eu_url and ":us-east-1:" in topic_arn
+    assert f"/{EU}/" in eu_url
+    assert ":us-east-1:" in topic_arn
     async with get_session().create_client("sqs", endpoint_url=aws.endpoint, region_name=EU) as eu:
         attrs = (await eu.get_queue_attributes(QueueUrl=eu_url, AttributeNames=["All"]))["Attributes"]
         # The queue's policy lets the topic of the other region send to it.
@@ -139,7 +141,8 @@ async def test_one_worker_consumes_queues_in_two_regions(aws: Aws) -> None:
             await eventually(lambda: len(seen) == 6, timeout=20)
             urls = {c.target.key: c.target.url for c in worker.consumers}
         assert sorted(seen) == [(r, n) for r in ("eu", "us") for n in range(3)]
-        assert f"/{EU}/" in urls["eu"] and "/us-east-1/" in urls["us"]
+        assert f"/{EU}/" in urls["eu"]
+        assert "/us-east-1/" in urls["us"]
         await asyncio.sleep(0.5)  # deletes confirmed before the worker stopped; both empty
         for url, client in ((us_url, aws.sqs), (eu_url, eu)):
             attrs = await client.get_queue_attributes(
@@ -190,6 +193,12 @@ async def test_dlq_and_iam_policy_find_queues_in_the_region_the_file_gives(aws: 
     )
     assert shown.returncode == 0, shown.stderr
     assert [m["excerpt"] for m in json.loads(shown.stdout)] == ['{"dead": true}']
+    # stats reads every queue in its region: the eu queue's DLQ holds the message.
+    stats = await asyncio.to_thread(run_worker, ["stats", "-t", str(path), "--json", *where])
+    assert stats.returncode == 0, stats.stderr
+    rows = {r["name"]: r for r in json.loads(stats.stdout)}
+    assert (rows[f"{p}-eu"]["dlq"], rows[f"{p}-eu"]["dlq_depth"]) == (f"{p}-eu-dlq", 1)
+    assert rows[f"{p}-us"]["dlq_depth"] is None
     policy = await asyncio.to_thread(run_worker, ["iam-policy", "-t", str(path), *where])
     assert policy.returncode == 0, policy.stderr
     statements = {s["Sid"]: s for s in json.loads(policy.stdout)["worker"]["Statement"]}

@@ -73,7 +73,8 @@ async def test_alarms_are_created_unchanged_updated_and_pruned(aws: Aws) -> None
     assert depth["Dimensions"] == [{"Name": "QueueName", "Value": f"{p}-q"}]
     assert (depth["Threshold"], depth["Period"], depth["EvaluationPeriods"]) == (100, 60, 3)
     assert depth["ComparisonOperator"] == "GreaterThanThreshold"
-    assert depth["AlarmActions"] == [topic_arn] and depth["OKActions"] == [topic_arn]
+    assert depth["AlarmActions"] == [topic_arn]
+    assert depth["OKActions"] == [topic_arn]
     assert depth["TreatMissingData"] == "notBreaching"
     # The oldest-message default: 2 x visibility (200 s) x max receive count (3) = 1200 s.
     oldest = found[f"{p}-{p}-q-oldest-message"]

@@ -103,12 +103,16 @@ async def test_provisioned_bucket_notifies_its_queue_and_the_handler_gets_the_up
     p = f"b{uuid.uuid4().hex[:8]}"
     topology = Topology(**bucket_topology(p))
     bucket, queue = f"{p}-files", f"{p}-uploads"
-    first = Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch))
+    first = Provisioner(
+        topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)
+    )
     plan = await first.plan()
     [created] = [c for c in plan if c.kind == "bucket"]
     assert (created.action, sorted(created.diff)) == ("create", ["Encryption", "Lifecycle", "Notifications"])
     await first.apply(plan)
-    again = await Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)).plan()
+    again = await Provisioner(
+        topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)
+    ).plan()
     assert [c for c in again if c.action != "unchanged"] == []
 
     # What exists is what was asked for, the queue policy included.
@@ -165,7 +169,9 @@ async def test_provision_keeps_what_it_does_not_manage(aws: Aws, s3: AwsClient) 
     p = f"b{uuid.uuid4().hex[:8]}"
     topology = Topology(**bucket_topology(p))
     bucket = f"{p}-files"
-    provisioner = Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch))
+    provisioner = Provisioner(
+        topology, AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)
+    )
     await provisioner.apply(await provisioner.plan())
     # Someone else's rule and notification on the same bucket.
     other_url = (await aws.sqs.get_queue_url(QueueName=f"{p}-other"))["QueueUrl"]
@@ -193,7 +199,9 @@ async def test_provision_keeps_what_it_does_not_manage(aws: Aws, s3: AwsClient) 
     changed = bucket_topology(p)
     changed["buckets"][bucket]["lifecycle"][0]["expire_days"] = 14
     changed["buckets"][bucket]["notifications"][0]["suffix"] = ".json"
-    update = Provisioner(Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch))
+    update = Provisioner(
+        Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)
+    )
     plan = await update.plan()
     [c] = [c for c in plan if c.kind == "bucket"]
     assert (c.action, sorted(c.diff)) == ("update", ["Lifecycle", "Notifications"])
@@ -268,7 +276,9 @@ async def test_the_uploads_example_processes_an_uploaded_file(
     [bucket_spec] = spec.pop("buckets").values()
     bucket_spec["notifications"][0]["queue"] = f"{p}-uploads"
     spec["buckets"] = {f"{p}-files": bucket_spec}
-    provisioner = Provisioner(Topology(**spec), AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch))
+    provisioner = Provisioner(
+        Topology(**spec), AwsClient(aws.sqs), AwsClient(aws.sns), s3, cloudwatch=AwsClient(aws.cloudwatch)
+    )
     await provisioner.apply(await provisioner.plan())
     url = (await aws.sqs.get_queue_url(QueueName=f"{p}-uploads"))["QueueUrl"]
     await aws.drain(url)

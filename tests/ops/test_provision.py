@@ -77,7 +77,9 @@ async def test_provision_twice_second_plan_is_all_unchanged(aws: Aws) -> None:
     assert len([c for c in first if c.kind != "alarm"]) == 6 + 1 + 3
     assert {c.name for c in first if c.kind == "alarm"} == {a.name for a in topology.alarm_definitions()}
     await p.apply(first)
-    again = await Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)).plan()
+    again = await Provisioner(
+        topology, AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)
+    ).plan()
     assert [c for c in again if c.action != "unchanged"] == []
     # What was asked for is what exists.
     url = (await aws.sqs.get_queue_url(QueueName=f"{prefix}-a"))["QueueUrl"]
@@ -91,7 +93,9 @@ async def test_provision_twice_second_plan_is_all_unchanged(aws: Aws) -> None:
     # A change in the file shows up as exactly that attribute.
     changed = fan_out_topology(prefix)
     changed["queues"][f"{prefix}-a"]["visibility_timeout"] = 90
-    plan = await Provisioner(Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)).plan()
+    plan = await Provisioner(
+        Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)
+    ).plan()
     updates = [c for c in plan if c.action == "update"]
     assert len(updates) == 1
     assert updates[0].diff == {"VisibilityTimeout": ("45", "90")}
@@ -173,13 +177,18 @@ async def test_prune_deletes_only_managed_resources_the_file_dropped(aws: Aws) -
     smaller = fan_out_topology(prefix)
     del smaller["queues"][f"{prefix}-c"]
     smaller["subscriptions"] = [s for s in smaller["subscriptions"] if s["queue"] != f"{prefix}-c"]
-    p = Provisioner(Topology(**smaller), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch))
+    p = Provisioner(
+        Topology(**smaller), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)
+    )
     changes = await p.plan()
     assert [c for c in changes if c.action != "unchanged"] == []
     prune = await p.plan_prune()
     deleted = {(c.kind, c.name) for c in prune}
     assert ("queue", f"{prefix}-c") in deleted
-    assert ("subscription", f"{prefix}-orders -> sqs:arn:aws:sqs:us-east-1:000000000000:{prefix}-c") in deleted
+    assert (
+        "subscription",
+        f"{prefix}-orders -> sqs:arn:aws:sqs:us-east-1:000000000000:{prefix}-c",
+    ) in deleted
     assert not any(unmanaged.name in name for _, name in deleted)
     assert all(name.startswith(prefix) for _, name in deleted)  # other topologies untouched
     await p.apply_prune(prune)
@@ -211,7 +220,12 @@ async def test_prune_refuses_a_non_empty_dlq_and_detaches_its_sources(aws: Aws) 
     redrive = json.dumps({"deadLetterTargetArn": await aws.arn(dlq_url), "maxReceiveCount": "5"})
     await aws.sqs.set_queue_attributes(QueueUrl=foreign.url, Attributes={"RedrivePolicy": redrive})
 
-    p = Provisioner(Topology(**dlq_topology(prefix, with_dlq=False)), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch))
+    p = Provisioner(
+        Topology(**dlq_topology(prefix, with_dlq=False)),
+        AwsClient(aws.sqs),
+        AwsClient(aws.sns),
+        cloudwatch=AwsClient(aws.cloudwatch),
+    )
     await p.plan()
     prune = await p.plan_prune()
     assert [(c.kind, c.name, c.messages) for c in prune] == [("queue", f"{prefix}-a-dlq", 3)]
@@ -256,7 +270,12 @@ async def test_prune_refuses_a_non_empty_dlq_and_detaches_its_sources(aws: Aws) 
 async def test_prune_deletes_an_empty_dlq_without_force(aws: Aws) -> None:
     prefix = f"e{uuid.uuid4().hex[:8]}"
     await provision(aws, Topology(**dlq_topology(prefix)))
-    p = Provisioner(Topology(**dlq_topology(prefix, with_dlq=False)), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch))
+    p = Provisioner(
+        Topology(**dlq_topology(prefix, with_dlq=False)),
+        AwsClient(aws.sqs),
+        AwsClient(aws.sns),
+        cloudwatch=AwsClient(aws.cloudwatch),
+    )
     await p.plan()
     prune = await p.plan_prune()
     assert [(c.name, c.messages, c.dead_letter_of) for c in prune] == [
@@ -275,7 +294,9 @@ async def test_plan_shows_a_redrive_policy_change_in_full(aws: Aws) -> None:
     changed = fan_out_topology(prefix)
     changed["queues"][f"{prefix}-a"]["dead_letter"]["max_receive_count"] = 5
     changed["subscriptions"][0]["filter_policy"] = {"type": ["order.placed", "order.paid"]}
-    plan = await Provisioner(Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)).plan()
+    plan = await Provisioner(
+        Topology(**changed), AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch)
+    ).plan()
     text = render_plan(plan)
     dlq_arn = f"arn:aws:sqs:us-east-1:000000000000:{prefix}-a-dlq"
     assert "      RedrivePolicy:" in text

@@ -390,7 +390,13 @@ async def test_the_payments_example_charges_each_payment_once(aws: Aws, moto_end
     topology = load_topology("config/payments-topology.yaml")
     dynamo = AwsSettings(endpoint_url=moto_endpoint, region="us-east-1")
     async with aws_client("dynamodb", dynamo) as dynamodb:
-        p = Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), dynamodb=dynamodb, cloudwatch=AwsClient(aws.cloudwatch))
+        p = Provisioner(
+            topology,
+            AwsClient(aws.sqs),
+            AwsClient(aws.sns),
+            dynamodb=dynamodb,
+            cloudwatch=AwsClient(aws.cloudwatch),
+        )
         await p.apply(await p.plan())
     url = (await aws.sqs.get_queue_url(QueueName="payments"))["QueueUrl"]
     await aws.drain(url, wait=0)  # what an earlier run on a shared server left

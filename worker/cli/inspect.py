@@ -208,8 +208,9 @@ def stats(
 
     async def go() -> None:
         async with contextlib.AsyncExitStack() as stack:
-            sqs = await stack.enter_async_context(conn.client("sqs"))
-            cloudwatch = await stack.enter_async_context(conn.client("cloudwatch"))
+            client = await stack.enter_async_context(regional_clients(conn))
+            sqs = await client("sqs")
+            cloudwatch = await client("cloudwatch")
             session = None
             if meter is not None:
                 session = await stack.enter_async_context(aiohttp.ClientSession())
@@ -219,12 +220,13 @@ def stats(
                         info(f"reading the workers' metrics twice, {sample:g}s apart, for requests/s ...")
                     await asyncio.sleep(sample)
             on_aws = not conn.settings().resolved_endpoint("cloudwatch")
-            oldest = OldestAge(cloudwatch.client if on_aws else None)
+            oldest = OldestAge(cloudwatch.client if on_aws else None, client)
+            here = conn.settings().resolved_region()
             live: Live | None = None
             told = False
             try:
                 while True:
-                    rows = await queue_stats(sqs, spec, oldest)
+                    rows = await queue_stats(sqs, spec, oldest, client, here)
                     note = None
                     if meter is not None and session is not None:
                         costs, rates = await meter.report(session, price_of)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ from botocore.exceptions import ClientError
 from worker.aws import MISSING_QUEUE, AwsClient, error_code
 from worker.errors import NotFoundError
 from worker.ops.topology import Topology
+
+Regional = Callable[[str, str], Awaitable[AwsClient]]
 
 
 @dataclass
@@ -71,15 +74,19 @@ async def _counts(sqs: AwsClient, name: str) -> tuple[int, int, int]:
 class OldestAge:
     """ApproximateAgeOfOldestMessage from CloudWatch; gives up quietly where there is none."""
 
-    def __init__(self, cloudwatch: Any | None) -> None:
+    def __init__(self, cloudwatch: Any | None, regional: Regional | None = None) -> None:
         self.cloudwatch = cloudwatch
+        self.regional = regional
 
-    async def get(self, queue: str) -> float | None:
+    async def get(self, queue: str, region: str | None = None) -> float | None:
         if self.cloudwatch is None:
             return None
         now = dt.datetime.now(dt.UTC)
         try:
-            r = await self.cloudwatch.get_metric_statistics(
+            client = self.cloudwatch
+            if region is not None and self.regional is not None:
+                client = (await self.regional("cloudwatch", region)).client
+            r = await client.get_metric_statistics(
                 Namespace="AWS/SQS",
                 MetricName="ApproximateAgeOfOldestMessage",
                 Dimensions=[{"Name": "QueueName", "Value": queue}],
@@ -95,14 +102,27 @@ class OldestAge:
         return float(points[-1]["Maximum"]) if points else None
 
 
-async def queue_stats(sqs: AwsClient, topology: Topology, oldest: OldestAge) -> list[QueueRow]:
+async def queue_stats(
+    sqs: AwsClient,
+    topology: Topology,
+    oldest: OldestAge,
+    regional: Regional | None = None,
+    session_region: str | None = None,
+) -> list[QueueRow]:
+    """One row per queue that is not a DLQ (its DLQ's depth in the row), each read in the
+    region the topology gives it (through ``regional`` when not ``session_region``)."""
     rows: list[QueueRow] = []
     dlqs = topology.dead_letter_queues()
     for name, spec in topology.queues.items():
         if name in dlqs:
             continue  # shown in its source queue's row
-        visible, in_flight, delayed = await _counts(sqs, name)
+        region = topology.region_of("queue", name)
+        region = None if region == session_region or regional is None else region
+        client = sqs if region is None or regional is None else await regional("sqs", region)
+        visible, in_flight, delayed = await _counts(client, name)
         dlq = spec.dead_letter.queue if spec.dead_letter else None
-        dlq_depth = sum(await _counts(sqs, dlq)) if dlq else None
-        rows.append(QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name)))
+        dlq_depth = sum(await _counts(client, dlq)) if dlq else None  # a DLQ is in its source's region
+        rows.append(
+            QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name, region))
+        )
     return rows
