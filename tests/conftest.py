@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import structlog
 from aiobotocore.session import get_session
 
 from tests.servers import LocalStack
@@ -38,6 +39,15 @@ for _k in [k for k in os.environ if k.startswith("OTEL_")]:
 
 
 _SHARED: LocalStack | None = None
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config() -> Iterator[None]:
+    """No test leaks its logging configuration into the next (an in-process CLI run sets
+    the "error" level globally; capture_logs in a later test would then see nothing)."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -228,7 +228,15 @@ async def test_prune_refuses_a_non_empty_dlq_and_detaches_its_sources(aws: Aws) 
     )
     await p.plan()
     prune = await p.plan_prune()
-    assert [(c.kind, c.name, c.messages) for c in prune] == [("queue", f"{prefix}-a-dlq", 3)]
+    # The queue, and its default alarms (the DLQ's "not empty", the source's "oldest
+    # message", which only queues with a DLQ get).
+    assert [(c.kind, c.name, c.messages) for c in prune if c.kind != "alarm"] == [
+        ("queue", f"{prefix}-a-dlq", 3)
+    ]
+    assert {c.name for c in prune if c.kind == "alarm"} == {
+        f"{prefix}-{prefix}-a-dlq-not-empty",
+        f"{prefix}-{prefix}-a-oldest-message",
+    }
     assert prune[0].dead_letter_of == sorted([f"{prefix}-a", foreign.name])
     text = render_plan(prune)
     assert f"- queue        {prefix}-a-dlq" in text
@@ -278,7 +286,7 @@ async def test_prune_deletes_an_empty_dlq_without_force(aws: Aws) -> None:
     )
     await p.plan()
     prune = await p.plan_prune()
-    assert [(c.name, c.messages, c.dead_letter_of) for c in prune] == [
+    assert [(c.name, c.messages, c.dead_letter_of) for c in prune if c.kind == "queue"] == [
         (f"{prefix}-a-dlq", 0, [f"{prefix}-a"])
     ]
     assert await p.apply_prune(prune) == [f"{prefix}-a"]
