@@ -119,7 +119,9 @@ def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") ->
     registries = load_registries(settings)
     check_idempotency(settings, registries)
     for key, registry in registries.items():
-        typer.echo(f"{key}: {settings.queues[key].queue_name(key)} <- {', '.join(registry.types)}")
+        q = settings.queues[key]
+        where = f" ({q.region})" if q.region else ""
+        typer.echo(f"{key}: {q.queue_name(key)}{where} <- {', '.join(registry.types)}")
     typer.echo("configuration OK")
 
 
