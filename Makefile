@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run bench compare chaos soak audit mutation
+.PHONY: install lint typecheck test check demo run bench compare chaos soak audit mutation docs docs-build
 install:
 	$(UV) sync --locked
 lint:
@@ -41,3 +41,9 @@ mutation:
 	rm -rf mutants
 	SQS_WORKER_TEST_ENDPOINT=$(SQS_WORKER_TEST_ENDPOINT) $(UV) run mutmut run
 	$(UV) run mutmut results
+# The documentation site (mkdocs.yml; the reference pages are generated from the code).
+# docs: served at http://127.0.0.1:8000, rebuilt on every change; docs-build: as CI builds it.
+docs:
+	NO_MKDOCS_2_WARNING=1 $(UV) run --group docs mkdocs serve
+docs-build:
+	NO_MKDOCS_2_WARNING=1 $(UV) run --group docs mkdocs build --strict

@@ -112,6 +112,9 @@ def url_region(url: str) -> str | None:
 
 
 class AwsSettings(BaseModel):
+    """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
+    standard AWS chain (environment, shared files, SSO, container and instance roles)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     region: str | None = None
@@ -119,6 +122,7 @@ class AwsSettings(BaseModel):
     endpoint_url: str | None = None
     """Custom endpoint (LocalStack, moto); falls back to AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL."""
     connect_timeout: float = Field(default=5.0, gt=0)
+    """Seconds to open a connection to an AWS endpoint."""
     startup_timeout: float = Field(default=30.0, ge=0)
     """How long start-up retries transient AWS errors before giving up."""
 
@@ -234,24 +238,35 @@ class QueueSettings(BaseModel):
     name: str | None = None
     """SQS queue name; defaults to the key. Ignored when ``url`` is given."""
     url: str | None = None
+    """The queue's URL, instead of ``name`` (e.g. a queue of another account); its region is
+    the URL's when ``region`` is not given."""
     region: str | None = None
     """The queue's region when it is not ``aws.region`` (one SQS client per region); with
     an AWS ``url`` and no region, the URL's region."""
     handlers: list[str] = Field(min_length=1)
     """Importable modules, each exposing ``router`` (a ``worker.Router``)."""
     pollers: int | Literal["auto"] = AUTO
-    """Concurrent long polls. A number alone is fixed; ``auto`` adapts between
+    """Concurrent long polls, 1 to 64. A number alone is fixed; ``auto`` adapts between
     ``min_pollers`` (default 1) and 16; a number with ``min_pollers`` is the upper bound of
     an adaptive count."""
     min_pollers: int | None = Field(default=None, ge=1, le=64)
+    """The fewest pollers an adaptive count keeps (default 1): an idle queue has this many,
+    each long-polling."""
     max_in_flight: int | Literal["auto"] = AUTO
-    """Messages received whose lease has not ended, shared by the pollers. A number alone is
-    fixed; ``auto`` adapts between ``min_in_flight`` (default ``batch_size``) and 1,000 (at
+    """Messages received whose lease has not ended, shared by the pollers, 1 to 10,000 and at
+    least ``batch_size``. A number alone is fixed (at most the heartbeat's capacity at 1 s per
+    call: 10 x ``heartbeat_calls`` x the heartbeat interval); ``auto`` adapts between ``min_in_flight`` (default ``batch_size``) and 1,000 (at
     most the heartbeat's capacity at 1 s per call); a number with ``min_in_flight`` is the
     upper bound of an adaptive limit."""
     min_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    """The lowest an adaptive in-flight limit goes (default ``batch_size``; at least
+    ``batch_size``)."""
     wait_time_seconds: int = Field(default=20, ge=1, le=20)
+    """Seconds a ReceiveMessage long poll waits for messages; at most ``shutdown_grace +
+    shutdown_flush`` (a poll in progress at a stop is let finish) and below
+    ``health.ready_window``."""
     batch_size: int = Field(default=10, ge=1, le=10)
+    """Most messages a receive asks for."""
     batch_wait: float = Field(default=0.05, ge=0, le=5)
     """Seconds a poller waits for ``batch_size`` free slots before it receives what fits."""
     visibility_timeout: int = Field(default=30, ge=2, le=43_200)
@@ -359,9 +374,13 @@ class QueueSettings(BaseModel):
 
 
 class LogSettings(BaseModel):
+    """The worker's log lines (``log:``): JSON lines or console, with the message's context."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """The lowest level written, in any case (``DEBUG`` too); ``worker run --log-level``
+    overrides it."""
     format: Literal["auto", "json", "console"] = "auto"
     """auto: console on a TTY, JSON lines otherwise."""
     summary_interval: float = Field(default=60.0, gt=0)
@@ -380,8 +399,11 @@ class HealthSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = False
+    """Serve the endpoint. Without it the worker records no metrics (nothing could read them)."""
     host: str = "0.0.0.0"
+    """The address the endpoint listens on."""
     port: int = Field(default=8080, ge=0, le=65_535)
+    """The port the endpoint listens on (0: any free port)."""
     ready_window: float = Field(default=60.0, gt=0)
     """/readyz fails when a queue had no successful receive for this long."""
     group_metrics: bool = False
@@ -447,6 +469,8 @@ class IdempotencySettings(BaseModel):
 
 
 class WorkerSettings(BaseSettings):
+    """The worker configuration: the top level of the YAML file."""
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
@@ -455,7 +479,10 @@ class WorkerSettings(BaseSettings):
     )
 
     aws: AwsSettings = Field(default_factory=AwsSettings)
+    """Where the AWS calls go: region, endpoint, timeouts."""
     queues: dict[str, QueueSettings] = Field(min_length=1)
+    """The queues to consume, by key (the key is the queue's name unless ``name`` or ``url``
+    says otherwise, and the ``queue`` label of its metrics)."""
     message_type_attribute: str = Field(default="type", min_length=1)
     """Message attribute that carries the message type; the JSON body's ``type`` is the fallback."""
     shutdown_grace: float = Field(default=30.0, ge=0)
@@ -469,9 +496,13 @@ class WorkerSettings(BaseSettings):
     thread_pool_size: int = Field(default=32, ge=1, le=1024)
     """Threads for plain (non-async) handlers."""
     log: LogSettings = Field(default_factory=LogSettings)
+    """Log level, format and the per-queue summary."""
     health: HealthSettings = Field(default_factory=HealthSettings)
+    """The HTTP endpoint: health, readiness and metrics."""
     payloads: PayloadSettings = Field(default_factory=PayloadSettings)
+    """Large bodies kept in S3 (extended-client format)."""
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
+    """The store of idempotent handlers' runs."""
 
     @classmethod
     def settings_customise_sources(

@@ -61,6 +61,9 @@ def _coerce(value: Any) -> Any:
 
 
 class QueueAlarms(_Model):
+    """A queue's alarms. Each is a number (the threshold), ``true`` (the kind's defaults),
+    ``false`` (off) or a mapping (``above``, ``period``, ``periods``, ``notify``)."""
+
     depth: Alarm | None = None
     """Visible messages above N (``above`` needed) for ``periods`` minutes (default 5)."""
     oldest_message: Alarm | None = None
@@ -78,6 +81,8 @@ class QueueAlarms(_Model):
 
 
 class TopicAlarms(_Model):
+    """A topic's alarms, written as a queue's are."""
+
     failed_deliveries: Alarm | None = None
     """Deliveries SNS gave up on (NumberOfNotificationsFailed) above N (default 0) in 5
     minutes: on by default for every topic."""

@@ -57,46 +57,78 @@ class _Model(BaseModel):
 
 
 class DeadLetter(_Model):
+    """The queue's redrive policy: where SQS moves a message it delivered too often."""
+
     queue: str
     """Name of the dead-letter queue (a queue of this file)."""
     max_receive_count: int = Field(ge=1, le=1000)
+    """Deliveries after which SQS moves a message to the dead-letter queue (``maxReceiveCount``)."""
 
 
 class KmsEncryption(_Model):
+    """SSE-KMS for a queue: ``encryption: {kms_key_id: ...}``."""
+
     kms_key_id: str
+    """The KMS key: an id, ARN or alias (``alias/...``; ``alias/aws/sqs`` for AWS's own)."""
     data_key_reuse_seconds: int = Field(default=300, ge=60, le=86_400)
+    """Seconds SQS reuses a data key before asking KMS again."""
 
 
 class QueueSpec(_Model):
+    """A queue, by its name (a name ending in ``.fifo`` is a FIFO queue)."""
+
     visibility_timeout: int = Field(default=30, ge=0, le=43_200)
+    """The queue's default visibility timeout in seconds (the worker asks for its own,
+    ``visibility_timeout`` of its configuration, on every receive)."""
     message_retention: int = Field(default=345_600, ge=60, le=1_209_600)
+    """Seconds SQS keeps a message (4 days; 60 s to 14 days)."""
     delay: int = Field(default=0, ge=0, le=900)
+    """Seconds every new message stays invisible (delivery delay)."""
     receive_wait_time: int = Field(default=0, ge=0, le=20)
+    """The queue's default long-poll wait in seconds (the worker gives its own)."""
     max_message_size: int = Field(default=MAX_MESSAGE_SIZE, ge=1024, le=MAX_MESSAGE_SIZE)
     """Bytes, body plus attributes: 1 KiB to 1 MiB (SQS's default and most)."""
     content_based_deduplication: bool = False
+    """FIFO queues only: the body's SHA-256 is the deduplication id when a message has none."""
     encryption: Literal["sqs", "none"] | KmsEncryption = "sqs"
+    """``sqs`` (SSE-SQS, keys managed by SQS), ``none``, or ``{kms_key_id: ...}`` (SSE-KMS)."""
     dead_letter: DeadLetter | None = None
+    """The redrive policy: the dead-letter queue and after how many deliveries."""
     redrive_allow: Literal["all", "deny"] | list[str] | None = None
     """For a DLQ: which source queues may use it ("all", "deny", or queue names)."""
     region: str | None = None
     """The queue's region; default the file's ``region:``, else the session's."""
     alarms: QueueAlarms = Field(default_factory=QueueAlarms)
+    """CloudWatch alarms on the queue."""
 
 
 class TopicSpec(_Model):
+    """An SNS topic, by its name (a name ending in ``.fifo`` is a FIFO topic)."""
+
     display_name: str | None = None
+    """The topic's display name (the sender name of SMS and email deliveries)."""
     kms_key_id: str | None = None
+    """SSE-KMS: the KMS key (id, ARN or alias) that encrypts the topic's messages."""
     content_based_deduplication: bool = False
+    """FIFO topics only: the body's SHA-256 is the deduplication id when a message has none."""
     delivery_policy: dict[str, Any] | None = None
+    """SNS's delivery policy of the topic (JSON, as SNS's ``DeliveryPolicy``): retries of
+    its http/https deliveries."""
     access_policy: dict[str, Any] | None = None
+    """The topic's access policy (JSON, as SNS's ``Policy``); unset: SNS's default, which
+    lets the owner account publish and subscribe."""
     region: str | None = None
     """The topic's region; default the file's ``region:``, else the session's."""
     alarms: TopicAlarms = Field(default_factory=TopicAlarms)
+    """CloudWatch alarms on the topic."""
 
 
 class SubscriptionSpec(_Model):
+    """A subscription of a topic of the file: to a queue of the file, or to an endpoint of
+    another protocol."""
+
     topic: str
+    """The topic (a topic of this file)."""
     queue: str | None = None
     """A queue of this file (protocol ``sqs``, the default when ``queue`` is given)."""
     protocol: Protocol | None = None
@@ -104,8 +136,12 @@ class SubscriptionSpec(_Model):
     endpoint: str | None = None
     """Where a non-SQS subscription delivers: a URL, an address, a number or an ARN."""
     raw: bool = False
+    """Raw message delivery (sqs, http/https, firehose): the body as published, without SNS's
+    JSON envelope (the worker reads both)."""
     filter_policy: dict[str, Any] | None = None
+    """SNS filter policy (JSON): only matching messages are delivered."""
     filter_policy_scope: Literal["MessageAttributes", "MessageBody"] = "MessageAttributes"
+    """What ``filter_policy`` matches: the message attributes or the JSON body."""
     delivery_policy: dict[str, Any] | None = None
     """http/https only: SNS's retry policy for this endpoint (``healthyRetryPolicy``...)."""
     subscription_role_arn: str | None = None
@@ -133,6 +169,7 @@ class BucketNotification(_Model):
     """S3 events of a bucket delivered to a queue of this file."""
 
     queue: str
+    """The queue (a standard queue of this file, in the bucket's region)."""
     events: list[str] = Field(default_factory=lambda: ["s3:ObjectCreated:*"], min_length=1)
     """S3 event types, e.g. ``s3:ObjectCreated:*``, ``s3:ObjectRemoved:Delete``."""
     prefix: str | None = None
@@ -145,34 +182,51 @@ class LifecycleRule(_Model):
     """Expire objects under a prefix (e.g. offloaded payloads nobody deleted)."""
 
     prefix: str = Field(min_length=1)
+    """The key prefix whose objects expire (e.g. ``payloads/``)."""
     expire_days: int = Field(ge=1, le=36_500)
+    """Days after its creation an object is deleted."""
 
 
 class KmsBucketEncryption(_Model):
+    """SSE-KMS for a bucket: ``encryption: {kms_key_id: ...}``."""
+
     kms_key_id: str
+    """The KMS key (id, ARN or alias) of the bucket's default encryption."""
     bucket_key: bool = True
+    """Use an S3 Bucket Key (fewer KMS requests)."""
 
 
 class BucketSpec(_Model):
+    """An S3 bucket, by its name."""
+
     encryption: Literal["s3"] | KmsBucketEncryption = "s3"
     """Default encryption: ``s3`` (SSE-S3, AES256) or ``{kms_key_id: ...}`` (SSE-KMS)."""
     lifecycle: list[LifecycleRule] = Field(default_factory=list)
+    """Expiration rules (provision manages only the rules it wrote)."""
     notifications: list[BucketNotification] = Field(default_factory=list)
+    """S3 event notifications to queues of the file (provision manages only its own)."""
 
 
 class TableSpec(_Model):
+    """A DynamoDB table, by its name."""
+
     kind: Literal["idempotency"] = "idempotency"
     """What the table is for; ``idempotency``: the store of idempotent handlers (key ``id``,
     on-demand billing, time to live on ``expiration``)."""
 
 
 class Topology(_Model):
+    """The topology file: the top level."""
+
     name: str = Field(default="default", min_length=1, max_length=128)
     """The scope: tagged on what provision creates; --prune only touches resources of this
     name, and needs it set in the file (unset, every unnamed file shares "default")."""
     queues: dict[str, QueueSpec] = Field(default_factory=dict)
+    """SQS queues by name."""
     topics: dict[str, TopicSpec] = Field(default_factory=dict)
+    """SNS topics by name."""
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
+    """Subscriptions of the file's topics (each topic and target once)."""
     buckets: dict[str, BucketSpec] = Field(default_factory=dict)
     """S3 buckets by name: encryption, lifecycle rules, notifications to queues of the file.
     Provision creates and configures them; it never deletes one (not even with --prune)."""
