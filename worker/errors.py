@@ -3,7 +3,7 @@
 Every error the CLI reports is one line, ``worker: error: <message>``, and the message
 names what was wrong and where it came from (a field and its file or environment
 variable; a queue or topic with its region and endpoint). The exit code says which kind of
-failure it was, the same for every command (README, "Exit codes"):
+failure it was, the same for every command (docs/configuration.md, "Exit codes"):
 
 ====  =====================================================================================
 0     success

@@ -109,7 +109,7 @@ async def test_the_worker_policy_grants_its_idempotency_table() -> None:
         AwsClient(None), AwsClient(None), topology, worker, "123456789012", "eu-west-1"
     )
     [records] = [s for s in policies["worker"]["Statement"] if s["Sid"] == "IdempotencyRecords"]
-    assert records["Resource"] == "arn:aws:dynamodb:*:*:table/effects"
+    assert records["Resource"] == "arn:aws:dynamodb:eu-west-1:123456789012:table/effects"
     assert "dynamodb:PutItem" in records["Action"]
     memory = load_settings(
         None, {"queues": {"jobs": {"handlers": ["x"]}}, "idempotency": {"store": "memory"}}

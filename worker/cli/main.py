@@ -1,5 +1,5 @@
 """The ``worker`` command: one Typer app; every failure is one line and a documented exit
-code (worker/errors.py, README "Exit codes").
+code (worker/errors.py, docs/configuration.md "Exit codes").
 
 ``worker run`` is parsed by the same app holding only ``run`` (same options, help and
 errors), so that a starting worker does not import the operator commands (rich tables and

@@ -120,6 +120,24 @@ async def iam_policies(
         worker_statements.append(
             {"Sid": "DecryptMessages", "Effect": "Allow", "Action": ["kms:Decrypt"], "Resource": kms_consumed}
         )
+    # The worker's own moves to a DLQ encrypted with a KMS key send to it: that needs the
+    # key's data keys (SQS's rule for SendMessage to an SSE-KMS queue).
+    kms_dead_letter = sorted(
+        {
+            spec.encryption.kms_key_id
+            for n, spec in topology.queues.items()
+            if n in dead_letter and isinstance(spec.encryption, KmsEncryption)
+        }
+    )
+    if kms_dead_letter:
+        worker_statements.append(
+            {
+                "Sid": "EncryptDeadLetters",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": kms_dead_letter,
+            }
+        )
     producer_statements: list[dict[str, Any]] = []
     if produced_arns:
         producer_statements.append(
@@ -163,6 +181,8 @@ async def iam_policies(
                 "Resource": objects,
             }
         )
+    # The table is in the worker's region and account (the account of its queues).
+    account = account_id or next((a.split(":")[4] for a in consumed_arns if a.count(":") >= 5), None)
     idempotency = worker.idempotency if worker is not None else None
     if idempotency is not None and idempotency.store == "dynamodb":
         # Idempotent handlers: conditional writes to their records (one table).
@@ -176,7 +196,7 @@ async def iam_policies(
                     "dynamodb:DeleteItem",
                     "dynamodb:GetItem",
                 ],
-                "Resource": f"arn:aws:dynamodb:*:*:table/{idempotency.table}",
+                "Resource": f"arn:aws:dynamodb:{region or '*'}:{account or '*'}:table/{idempotency.table}",
             }
         )
     return {
