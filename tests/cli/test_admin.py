@@ -115,6 +115,22 @@ async def test_dlq_show_does_not_consume(aws: Aws) -> None:
     shown = json.loads(out)
     assert sorted(m["excerpt"] for m in shown) == sorted(json.dumps({"order_id": str(i)}) for i in range(3))
     assert {m["type"] for m in shown} == {"order.placed"}
+    assert {m["reason"] for m in shown} == {None}  # SQS's redrive says nothing
+    # A message the worker moved itself says why.
+    await aws.sqs.send_message(
+        QueueUrl=queue.dlq_url,
+        MessageBody="{}",
+        MessageAttributes={
+            "worker.failure_reason": {"DataType": "String", "StringValue": "unknown type 'x'"}
+        },
+    )
+    code, out, err = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name, "--json")
+    assert [m["reason"] for m in json.loads(out) if m["reason"]] == ["unknown type 'x'"]
+    code, out, _ = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name)
+    assert "unknown type 'x'" in out
+    await aws.drain(queue.dlq_url, wait=0)
+    for i in range(3):
+        await aws.send(queue.dlq_url, {"order_id": str(i)}, "order.placed")
     await eventually(lambda: aws.counts(queue.dlq_url), timeout=5)
     assert (await aws.counts(queue.dlq_url))["visible"] == 3  # still there, visible
     code, out, _ = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name)

@@ -86,12 +86,20 @@ def show(
     console.print(f"{pair.dlq_url}: {len(messages)} message(s)")
     if messages:
         rows = [
-            (m.message_id, m.type, m.receive_count, _ts(m.first_received_ms), m.size, m.excerpt)
+            (
+                m.message_id,
+                m.type,
+                m.receive_count,
+                _ts(m.first_received_ms),
+                m.size,
+                m.reason or "-",
+                m.excerpt,
+            )
             for m in messages
         ]
         console.print(
             table(
-                ["message id", "type", "receives", "first received", "size", "body"],
+                ["message id", "type", "receives", "first received", "size", "reason", "body"],
                 rows,
                 right=["receives", "size"],
             )

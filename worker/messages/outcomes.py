@@ -7,6 +7,11 @@ and after the queue's ``maxReceiveCount`` SQS moves it to the dead-letter queue.
 
 from __future__ import annotations
 
+REASON_ATTRIBUTE = "worker.failure_reason"
+"""On a message the worker moved to a DLQ itself: why (the rejection's reason)."""
+ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
+"""On a message the worker moved to a DLQ itself: the message id it had in its queue."""
+
 
 class Retry(Exception):
     """Retry this message after ``delay`` seconds (0-43200) instead of the backoff schedule."""

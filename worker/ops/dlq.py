@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from worker.aws import MISSING_QUEUE, AwsClient, error_code, next_page
 from worker.errors import ConfigError, NotFoundError, WorkerError
 from worker.messages.envelope import parse_message
+from worker.messages.outcomes import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 from worker.ops.queue_stats import queue_counts
 
 UNSUPPORTED = frozenset(
@@ -47,7 +48,6 @@ UNSUPPORTED = frozenset(
 MAX_ATTRIBUTES = 10
 RUN_ATTRIBUTE = "worker.redrive_run"
 """Set on every copy a manual redrive sends: the id of the run that sent it."""
-ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
 """Set by the worker's own DLQ move (worker/runtime/deadletter.py): the id of the message
 it copied."""
 HOLD_SECONDS = 120
@@ -71,6 +71,9 @@ class DeadMessage:
     sent_ms: int | None
     size: int
     excerpt: str
+    reason: str | None = None
+    """Why it is here, when the worker moved it (``worker.failure_reason``); None when SQS's
+    redrive did (the handler's failures are in the worker's logs)."""
 
 
 @dataclass
@@ -202,6 +205,7 @@ async def peek(
                         sent_ms=m.sent_timestamp_ms,
                         size=size,
                         excerpt=excerpt,
+                        reason=m.attributes.get(REASON_ATTRIBUTE),
                     ),
                 )
     finally:

@@ -17,12 +17,11 @@ import base64
 from typing import Any
 
 from worker.aws import AwsClient, error_code
+from worker.messages.outcomes import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
 from worker.observe.logs import get_logger
 from worker.runtime.lease import Lease
 
 MAX_ATTRIBUTES = 10
-REASON_ATTRIBUTE = "worker.failure_reason"
-ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
 log = get_logger()
 
 
