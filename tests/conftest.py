@@ -53,7 +53,7 @@ def _structlog_config() -> Iterator[None]:
 def pytest_configure(config: pytest.Config) -> None:
     """Tests run in parallel (pytest-xdist, ``-n`` in pyproject's addopts): the controller
     starts the one LocalStack they share before the workers start, and they inherit its
-    address. A single process (``-p no:xdist`` or ``-n 0``) starts it on first use."""
+    address. A single process (``-n 0``) starts it on first use."""
     global _SHARED
     if hasattr(config, "workerinput") or os.environ.get("SQS_WORKER_TEST_ENDPOINT"):
         return

@@ -21,7 +21,7 @@ from worker.cli.provision import provisioner
 from worker.messages.routing import Router
 from worker.ops.provision import render_plan
 from worker.ops.topology import Topology, load_topology
-from worker.settings import ConfigError, load_settings
+from worker.settings import ConfigError, load_settings, url_region
 
 EU = "eu-west-1"
 
@@ -205,3 +205,35 @@ async def test_dlq_and_iam_policy_find_queues_in_the_region_the_file_gives(aws: 
     assert f"arn:aws:sqs:{EU}:000000000000:{p}-eu" in statements["ConsumeQueues"]["Resource"]
     assert f"arn:aws:sqs:us-east-1:000000000000:{p}-us" in statements["ConsumeQueues"]["Resource"]
     assert statements["MoveToDeadLetterQueues"]["Resource"] == [f"arn:aws:sqs:{EU}:000000000000:{p}-eu-dlq"]
+
+
+def test_a_bucket_notifies_queues_of_its_own_region_only() -> None:
+    spec: dict[str, Any] = {
+        "queues": {"uploads": {"region": EU}},
+        "buckets": {"files-bucket": {"region": "us-east-1", "notifications": [{"queue": "uploads"}]}},
+    }
+    with pytest.raises(ValueError, match="S3 notifies queues of the bucket's region only"):
+        Topology(**spec)
+    spec["buckets"]["files-bucket"]["region"] = EU
+    assert Topology(**spec).region_of("bucket", "files-bucket") == EU
+
+
+@pytest.mark.parametrize(
+    ("url", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/q", "eu-west-1"),
+        ("https://sqs.eu-west-1.amazonaws.com:443/123456789012/q", "eu-west-1"),
+        ("https://sqs-fips.us-gov-west-1.amazonaws.com/123456789012/q", "us-gov-west-1"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q", "cn-north-1"),
+        ("https://sqs.ap-southeast-2.api.aws/123456789012/q", "ap-southeast-2"),
+        ("https://vpce-0a1b-c2d3.sqs.eu-central-1.vpce.amazonaws.com/123456789012/q", "eu-central-1"),
+        ("https://eu-west-2.queue.amazonaws.com/123456789012/q", "eu-west-2"),
+        ("https://queue.amazonaws.com/123456789012/q", "us-east-1"),
+        ("http://sqs.eu-west-1.localhost.localstack.cloud:4566/000000000000/q", "eu-west-1"),
+        ("http://127.0.0.1:4566/queue/eu-west-1/000000000000/q", "eu-west-1"),
+        ("http://localhost:4566/000000000000/q", None),
+        ("not a url", None),
+    ],
+)
+def test_the_region_of_a_queue_url(url: str, region: str | None) -> None:
+    assert url_region(url) == region

@@ -273,6 +273,11 @@ def sqs_client(
     return aws_client("sqs", aws, pool_size, on_call, validate=False)
 
 
+Regional = Callable[[str, str], Awaitable["AwsClient"]]
+"""(service, region) -> a client of that region: how operator code reaches resources that
+live outside the session's region (the CLI's ``regional_clients`` makes them)."""
+
+
 def next_page(token: str | None) -> dict[str, Any]:
     return {"NextToken": token} if token else {}
 

@@ -95,20 +95,32 @@ def check_region(value: str) -> str:
     return text
 
 
-_URL_REGION = (
-    re.compile(r"^https://sqs[.-]([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/"),
-    re.compile(r"^https://([a-z0-9-]+)\.queue\.amazonaws\.com(?:\.cn)?/"),
-    re.compile(r"^https?://[^/]+/queue/([a-z0-9-]+)/\d+/"),  # LocalStack's path-style URLs
-)
+_REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_LOCALSTACK_PATH = re.compile(r"^/queue/([a-z0-9-]+)/\d+/")
 
 
 def url_region(url: str) -> str | None:
-    """The region a queue URL names (``https://sqs.eu-west-1.amazonaws.com/...``), if any."""
-    for pattern in _URL_REGION:
-        found = pattern.match(url)
-        if found:
-            return found.group(1)
-    return None
+    """The region a queue URL names, if any: ``sqs.<region>.amazonaws.com`` (``.cn``,
+    ``sqs-fips.``, dual-stack ``sqs.<region>.api.aws``, VPC endpoints
+    ``vpce-….sqs.<region>.vpce.amazonaws.com``, LocalStack's
+    ``sqs.<region>.localhost.localstack.cloud``), the legacy ``<region>.queue.amazonaws.com``
+    and ``queue.amazonaws.com`` (us-east-1), or LocalStack's path-style ``/queue/<region>/``."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "queue.amazonaws.com":
+        return "us-east-1"
+    labels = host.split(".")
+    for i, label in enumerate(labels[:-1]):
+        following = labels[i + 1]
+        if label in ("sqs", "sqs-fips") and _REGION_SHAPE.match(following):
+            return following
+        if following == "queue" and _REGION_SHAPE.match(label):
+            return label
+    found = _LOCALSTACK_PATH.match(parts.path)
+    return found.group(1) if found else None
 
 
 class AwsSettings(BaseModel):

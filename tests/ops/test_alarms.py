@@ -141,12 +141,12 @@ async def test_alarms_are_created_unchanged_updated_and_pruned(aws: Aws) -> None
 
 async def test_a_dlq_alarm_goes_to_alarm_and_tells_the_topic(aws: Aws) -> None:
     """LocalStack reports queue depth to CloudWatch every 5 s (tests/servers.py) and
-    evaluates an alarm every period: a 10 s period fires within seconds."""
+    evaluates an alarm every period: the default one-minute period fires within ~70 s."""
     p = f"as{uuid.uuid4().hex[:8]}"
     spec = {
         "name": p,
         "queues": {
-            f"{p}-dlq": {"alarms": {"not_empty": {"period": 10}}},
+            f"{p}-dlq": {},  # not_empty by default: the DLQ of a queue
             f"{p}-q": {"dead_letter": {"queue": f"{p}-dlq", "max_receive_count": 3}},
             f"{p}-oncall": {},
         },
@@ -158,7 +158,7 @@ async def test_a_dlq_alarm_goes_to_alarm_and_tells_the_topic(aws: Aws) -> None:
     await prov.apply(await prov.plan())
     name = f"{p}-{p}-dlq-not-empty"
     await aws.sqs.send_message(QueueUrl=prov.existing.queue_urls[f"{p}-dlq"], MessageBody="failed")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 150
     state = ""
     while time.monotonic() < deadline:
         [alarm] = (await aws.cloudwatch.describe_alarms(AlarmNames=[name]))["MetricAlarms"]
@@ -195,8 +195,9 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
             "queues.q.alarms.depth: needs `above` (the visible messages that should raise the alarm)",
         ),
         (
-            {"queues": {"q": {"alarms": {"not_empty": {"period": 45}}}}},
-            "queues.q.alarms.not_empty.period: period must be 10, 20, 30 or a multiple of 60 seconds",
+            {"queues": {"q": {"alarms": {"not_empty": {"period": 30}}}}},
+            "queues.q.alarms.not_empty.period: period must be a multiple of 60 seconds "
+            "(SQS and SNS report one-minute metrics)",
         ),
         (
             {"queues": {"q": {"alarms": {"depth": 5}}}, "alarms": {"notify": ["pager"]}},
@@ -212,8 +213,9 @@ def write(tmp_path: Path, data: dict[str, Any]) -> Path:
             "CloudWatch notifies topics of the alarm's region only",
         ),
         (
-            {"queues": {"q": {"alarms": {"depth": {"above": 1, "period": 3600, "periods": 25}}}}},
-            "queues.q.alarms.depth: period x periods is 90000 s; CloudWatch evaluates at most one day",
+            {"queues": {"q": {"alarms": {"depth": {"above": 1, "period": 600, "periods": 150}}}}},
+            "queues.q.alarms.depth: period x periods is 90000 s; CloudWatch evaluates at most one day "
+            "(a week with periods of an hour or more)",
         ),
     ],
 )
@@ -236,3 +238,28 @@ def test_defaults_can_be_turned_off_per_alarm_or_for_the_file() -> None:
     off = {**spec, "queues": {"d": {"alarms": {"not_empty": False}}, "q": spec["queues"]["q"]}}
     assert "default-d-not-empty" not in {a.name for a in Topology(**off).alarm_definitions()}
     assert Topology(**{**spec, "alarms": {"defaults": False}}).alarm_definitions() == []
+
+
+async def test_an_alarm_of_another_topology_with_the_same_name_is_refused(aws: Aws) -> None:
+    """`shop` with queue `eu-orders` and `shop-eu` with queue `orders` both name an alarm
+    `shop-eu-orders-depth`: the second file must not take the first one's alarm over."""
+    p = f"ao{uuid.uuid4().hex[:6]}"
+    first = {
+        "name": p,
+        "queues": {f"eu-{p}": {"alarms": {"depth": 10}}},
+        "alarms": {"defaults": False},
+    }
+    second = {
+        "name": f"{p}-eu",
+        "queues": {p: {"alarms": {"depth": 99}}},
+        "alarms": {"defaults": False},
+    }
+    assert {a.name for a in Topology(**first).alarm_definitions()} == {
+        a.name for a in Topology(**second).alarm_definitions()
+    }
+    owner = provisioner(aws, first)
+    await owner.apply(await owner.plan())
+    with pytest.raises(ConfigError, match=f"belongs to topology '{p}'"):
+        await provisioner(aws, second).plan()
+    [alarm] = (await alarms(aws, f"{p}-eu-{p}")).values()
+    assert alarm["Threshold"] == 10  # untouched

@@ -44,9 +44,10 @@ def test_rate_between_two_reads_since_start_and_over_a_restart() -> None:
     assert request_rates(before, after) == {"a": 5.0, "b": 0.0}
     # No earlier read: the counts over the worker's uptime (100 s here).
     assert request_rates(None, before) == pytest.approx({"a": 1.0, "b": 0.07})
-    # The worker restarted between the reads: its counts start from 0 again.
+    # The worker restarted between the reads: its counts start from 0 again, over the 5 s
+    # since its start.
     restarted = scrape(1010.0, {"a": 20.0, "b": 1.0}, started=1005.0)
-    assert request_rates(before, restarted) == {"a": 2.0, "b": 0.1}
+    assert request_rates(before, restarted) == {"a": 4.0, "b": 0.2}
     # Same start time but a count that went down (a reset all the same).
     assert request_rates(before, scrape(1010.0, {"a": 30.0, "b": 7.0}, started=900.0))["a"] == 3.0
     # A queue that appeared between the reads counts from 0.

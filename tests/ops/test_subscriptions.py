@@ -267,3 +267,12 @@ def test_subscription_errors_are_one_line_naming_the_field(
         load_topology(path)
     assert str(info.value).startswith(f"invalid topology ({path}): ")
     assert str(info.value).removeprefix(f"invalid topology ({path}): ") == expected
+
+
+def test_a_confirmed_subscription_of_a_topic_named_pending_is_not_pending() -> None:
+    from worker.ops.provision import is_pending
+
+    arn = f"arn:aws:sns:us-east-1:{ACCOUNT}:spending-alerts:0b7c9b6e-1f7a-4c0e-9a55-3c2b1d7e6f10"
+    assert not is_pending(arn, {"PendingConfirmation": "false"})
+    assert is_pending(arn, {"PendingConfirmation": "true"})
+    assert is_pending("PendingConfirmation", {})

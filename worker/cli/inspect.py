@@ -195,7 +195,7 @@ def stats(
     current rate. With --json --watch, one JSON line per refresh.
     """
     spec = load_topology(topology)
-    conn = Connection(region, endpoint_url, timeout)
+    conn = Connection(region or spec.region, endpoint_url, timeout)  # the file's region: its default
     urls = [metrics_url_of(u) for u in metrics_url or []]
     names: dict[str, str] = {}
     if config and urls:
@@ -286,7 +286,8 @@ def iam_policy(
     """Print the least-privilege IAM policies of the worker and of the producer (JSON)."""
     spec = load_topology(topology)
     worker = load_settings(config) if config else None
-    conn = Connection(region, endpoint_url, timeout)
+    default = spec.region or (worker.aws.resolved_region() if worker is not None else None)
+    conn = Connection(region or default, endpoint_url, timeout)
 
     async def go() -> dict[str, object]:
         async with regional_clients(conn) as client:

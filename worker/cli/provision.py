@@ -64,7 +64,7 @@ def provision(
     """Make AWS match the topology file: queues, DLQs, topics, subscriptions, buckets and
     their notifications, tables, CloudWatch alarms, in every region it names (plan first)."""
     spec = load_topology(topology)
-    conn = Connection(region, endpoint_url, timeout)
+    conn = Connection(region or spec.region, endpoint_url, timeout)  # the file's region: its default
 
     async def go() -> int:
         # One read of AWS: the plan shown is the plan applied (the question, if any, is

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Namespace = Literal["AWS/SQS", "AWS/SNS"]
 DAY = 86_400
+WEEK = 7 * DAY
 
 
 class _Model(BaseModel):
@@ -32,7 +33,8 @@ class Alarm(_Model):
     """The alarm fires when the statistic is above this (the kind's unit: messages,
     seconds, deliveries)."""
     period: int | None = None
-    """Seconds per datapoint: 10, 20, 30 or a multiple of 60 (per-day kinds: 86400)."""
+    """Seconds per datapoint: a multiple of 60 (SQS and SNS publish one-minute metrics;
+    per-day kinds: 86400)."""
     periods: int | None = Field(default=None, ge=1, le=1440)
     """Consecutive datapoints above the threshold before the alarm fires."""
     notify: list[str] | None = None
@@ -41,8 +43,10 @@ class Alarm(_Model):
     @field_validator("period")
     @classmethod
     def _period(cls, value: int | None) -> int | None:
-        if value is not None and value not in (10, 20, 30) and (value < 60 or value % 60):
-            raise ValueError("period must be 10, 20, 30 or a multiple of 60 seconds")
+        if value is not None and (value < 60 or value % 60):
+            raise ValueError(
+                "period must be a multiple of 60 seconds (SQS and SNS report one-minute metrics)"
+            )
         return value
 
 
@@ -203,8 +207,12 @@ def resolve(
         raise ValueError(f"needs `above` (the {k.text} that should raise the alarm)")
     period = spec.period or k.period
     periods = spec.periods or k.periods
-    if period * periods > DAY:
-        raise ValueError(f"period x periods is {period * periods} s; CloudWatch evaluates at most one day")
+    limit = WEEK if period >= 3600 else DAY
+    if period * periods > limit:
+        raise ValueError(
+            f"period x periods is {period * periods} s; CloudWatch evaluates at most one day "
+            "(a week with periods of an hour or more)"
+        )
     window = f"{periods} x {period} s" if periods > 1 else f"{period} s"
     return AlarmDefinition(
         name=name,

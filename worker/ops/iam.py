@@ -3,13 +3,12 @@ topology (and the queues a worker configuration consumes)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.aws import AwsClient, list_topics
+from worker.aws import AwsClient, Regional, list_topics
 from worker.errors import NotFoundError
 from worker.ops.topology import KmsEncryption, Topology
-from worker.settings import WorkerSettings
+from worker.settings import WorkerSettings, url_region
 
 
 async def _queue_arn(sqs: AwsClient, name: str) -> str:
@@ -25,7 +24,7 @@ async def iam_policies(
     worker: WorkerSettings | None,
     account_id: str | None = None,
     region: str | None = None,
-    regional: Callable[[str, str], Awaitable[AwsClient]] | None = None,
+    regional: Regional | None = None,
 ) -> dict[str, Any]:
     """The worker's and the producer's least-privilege policies, on exactly these ARNs.
 
@@ -35,8 +34,11 @@ async def iam_policies(
     queue_regions = {n: topology.region_of("queue", n) for n in topology.queues}
     if worker is not None:
         for k, q in worker.queues.items():
-            if q.region is not None:
-                queue_regions[q.queue_name(k)] = q.region
+            # Its own region, its URL's, or the worker configuration's (not the environment's:
+            # --region says where the policy is for).
+            where = q.region or (url_region(q.url) if q.url else None) or worker.aws.region
+            if where is not None:
+                queue_regions[q.queue_name(k)] = where
     listed: dict[str | None, dict[str, str]] = {}
 
     async def client(default: AwsClient, service: str, where: str | None) -> AwsClient:
@@ -184,6 +186,7 @@ async def iam_policies(
     # The table is in the worker's region and account (the account of its queues).
     account = account_id or next((a.split(":")[4] for a in consumed_arns if a.count(":") >= 5), None)
     idempotency = worker.idempotency if worker is not None else None
+    table_region = (worker.aws.region if worker is not None else None) or region
     if idempotency is not None and idempotency.store == "dynamodb":
         # Idempotent handlers: conditional writes to their records (one table).
         worker_statements.append(
@@ -196,7 +199,7 @@ async def iam_policies(
                     "dynamodb:DeleteItem",
                     "dynamodb:GetItem",
                 ],
-                "Resource": f"arn:aws:dynamodb:{region or '*'}:{account or '*'}:table/{idempotency.table}",
+                "Resource": f"arn:aws:dynamodb:{table_region or '*'}:{account or '*'}:table/{idempotency.table}",
             }
         )
     return {

@@ -18,13 +18,12 @@ that points at a queue it deletes, before deleting it.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from worker.aws import MISSING_QUEUE, AwsClient, error_code, list_topics, next_page
+from worker.aws import MISSING_QUEUE, AwsClient, Regional, error_code, list_topics, next_page
 from worker.errors import ConfigError, UnsafeError
 from worker.ops.alarms import AlarmDefinition, alarm_view
 from worker.ops.dlq import dead_letter_sources
@@ -33,6 +32,7 @@ from worker.ops.queue_stats import queue_counts
 from worker.ops.tables import Table, apply_table, desired_view, read_table
 from worker.ops.topology import (
     MANAGED_ID,
+    TOPOLOGY_TAG,
     SubscriptionSpec,
     Topology,
     bucket_encryption,
@@ -48,9 +48,6 @@ from worker.ops.topology import (
 
 Kind = Literal["queue", "topic", "subscription", "bucket", "table", "alarm"]
 Action = Literal["create", "update", "unchanged", "delete", "pending"]
-Regional = Callable[[str, str], Awaitable[AwsClient]]
-"""(service, region) -> a client for that region: how provision reaches resources that live
-outside the session's region."""
 JSON_ATTRIBUTES = frozenset(
     {
         "RedrivePolicy",
@@ -105,7 +102,7 @@ PENDING = "PendingConfirmation"
 
 def is_pending(arn: str, attrs: dict[str, str]) -> bool:
     """An http/https/email endpoint that has not confirmed its subscription yet."""
-    return arn == PENDING or "pending" in arn.lower() or attrs.get("PendingConfirmation") == "true"
+    return arn == PENDING or attrs.get("PendingConfirmation") == "true"
 
 
 @dataclass
@@ -317,8 +314,7 @@ class Provisioner:
             if bucket is not None:
                 ex.buckets[name] = bucket
         for name in self.topology.tables:
-            assert self.dynamodb is not None
-            table = await read_table(self.dynamodb, name)
+            table = await read_table(await self.client("dynamodb", self._region("table", name)), name)
             if table is not None:
                 ex.tables[name] = table
 
@@ -351,17 +347,39 @@ class Provisioner:
         return await list_subscriptions(sns, topic_arn)
 
     async def _read_alarms(self) -> None:
+        """The file's alarms that exist, by name; one of another topology's (tagged with its
+        name: a name both files produce) is refused rather than taken over."""
         by_region: dict[str | None, list[str]] = {}
         for a in self.alarms:
             by_region.setdefault(self._alarm_region(a), []).append(a.name)
         for region, names in by_region.items():
             cloudwatch = await self.client("cloudwatch", region)
             for start in range(0, len(names), 100):
-                found = await cloudwatch.call(
-                    "describe_alarms", AlarmNames=names[start : start + 100], AlarmTypes=["MetricAlarm"]
-                )
-                for alarm in found.get("MetricAlarms", []):
-                    self.existing.alarms[alarm["AlarmName"]] = alarm
+                token: str | None = None
+                while True:
+                    found = await cloudwatch.call(
+                        "describe_alarms",
+                        AlarmNames=names[start : start + 100],
+                        AlarmTypes=["MetricAlarm"],
+                        MaxRecords=100,
+                        **next_page(token),
+                    )
+                    for alarm in found.get("MetricAlarms", []):
+                        await self._check_owner(cloudwatch, alarm)
+                        self.existing.alarms[alarm["AlarmName"]] = alarm
+                    token = found.get("NextToken")
+                    if not token:
+                        break
+
+    async def _check_owner(self, cloudwatch: AwsClient, alarm: dict[str, Any]) -> None:
+        found = await cloudwatch.call("list_tags_for_resource", ResourceARN=alarm["AlarmArn"])
+        tags = {t["Key"]: t["Value"] for t in found.get("Tags", [])}
+        owner = tags.get(TOPOLOGY_TAG)
+        if owner is not None and owner != self.scope:
+            raise ConfigError(
+                f"alarm {alarm['AlarmName']!r} exists and belongs to topology {owner!r}: this file "
+                f"({self.scope!r}) would overwrite it; give one of the files another name"
+            )
 
     def _alarm_region(self, alarm: AlarmDefinition) -> str | None:
         return None if alarm.region == self._session_region else alarm.region

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import MISSING_QUEUE, AwsClient, error_code
+from worker.aws import MISSING_QUEUE, AwsClient, Regional, error_code
 from worker.errors import NotFoundError
 from worker.ops.topology import Topology
-
-Regional = Callable[[str, str], Awaitable[AwsClient]]
 
 
 @dataclass

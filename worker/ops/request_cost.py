@@ -125,8 +125,11 @@ def request_rates(before: Scrape | None, now: Scrape) -> dict[str, float]:
         elapsed = None if now.started is None else now.at - now.started
         previous: dict[str, float] = {}
     else:
-        elapsed = now.at - before.at
-        previous = before.requests if before.started == now.started else {}
+        restarted = before.started != now.started
+        # A worker that restarted between the reads: its counts are since its start.
+        since = max(before.at, now.started) if restarted and now.started is not None else before.at
+        elapsed = now.at - since
+        previous = {} if restarted else before.requests
     if not elapsed or elapsed <= 0:
         return {}
     rates: dict[str, float] = {}

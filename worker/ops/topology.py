@@ -205,6 +205,9 @@ class BucketSpec(_Model):
     """Expiration rules (provision manages only the rules it wrote)."""
     notifications: list[BucketNotification] = Field(default_factory=list)
     """S3 event notifications to queues of the file (provision manages only its own)."""
+    region: str | None = None
+    """The bucket's region; default the file's ``region:``, else the session's. Its
+    notifications go to queues of the same region."""
 
 
 class TableSpec(_Model):
