@@ -57,7 +57,12 @@ def _uv() -> list[str]:
     return [found] if found else [sys.executable, "-m", "uv"]
 
 
-def _run(cmd: list[str], timeout: float = 600, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+INSTALL_BUDGET = 150.0
+"""Seconds one install step may take: a network that drops packets ends in InstallError
+(the test skips) instead of in the test's own timeout."""
+
+
+def _run(cmd: list[str], timeout: float = INSTALL_BUDGET, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -160,7 +165,16 @@ def _ensure_node() -> Node:
     )
     env = {**os.environ, "PATH": f"{node.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     _run(
-        [str(node), str(npm_cli), "install", "--no-audit", "--no-fund", "--no-package-lock"],
+        [
+            str(node),
+            str(npm_cli),
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--no-package-lock",
+            "--fetch-timeout=30000",
+            "--fetch-retries=1",
+        ],
         cwd=prefix,
         env=env,
     )

@@ -48,7 +48,7 @@ def test_quick_comparison_of_every_consumer(endpoint: str, tmp_path: Path) -> No
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=480,  # three install steps of at most 150 s each (bench/external.py), then the run
         check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]

@@ -11,6 +11,15 @@ from worker.ops.topology import KmsEncryption, Topology
 from worker.settings import WorkerSettings, url_region
 
 
+def partition(region: str | None) -> str:
+    """The ARN partition of a region: ``aws-cn`` (China), ``aws-us-gov`` (GovCloud), ``aws``."""
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
 async def _queue_arn(sqs: AwsClient, name: str) -> str:
     url = (await sqs.call("get_queue_url", QueueName=name))["QueueUrl"]
     a = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["QueueArn"])
@@ -49,13 +58,13 @@ async def iam_policies(
     async def queue_arn(name: str) -> str:
         where = queue_regions.get(name)
         if account_id and region:
-            return f"arn:aws:sqs:{where or region}:{account_id}:{name}"
+            return f"arn:{partition(where or region)}:sqs:{where or region}:{account_id}:{name}"
         return await _queue_arn(await client(sqs, "sqs", where), name)
 
     async def topic_arn(name: str) -> str:
         where = topology.region_of("topic", name)
         if account_id and region:
-            return f"arn:aws:sns:{where or region}:{account_id}:{name}"
+            return f"arn:{partition(where or region)}:sns:{where or region}:{account_id}:{name}"
         if where not in listed:
             listed[where] = await list_topics(await client(sns, "sns", where))
         if name not in listed[where]:
@@ -170,7 +179,8 @@ async def iam_policies(
     if payloads is not None and payloads.bucket:
         # Offloaded bodies (extended-client format): the worker reads and, after success,
         # deletes them; producers write them (and delete those of messages not sent).
-        objects = f"arn:aws:s3:::{payloads.bucket}/{payloads.prefix}*"
+        where = worker.aws.region if worker is not None else None
+        objects = f"arn:{partition(where or region)}:s3:::{payloads.bucket}/{payloads.prefix}*"
         read = ["s3:GetObject", "s3:DeleteObject"] if payloads.delete_after_success else ["s3:GetObject"]
         worker_statements.append(
             {"Sid": "ReadOffloadedPayloads", "Effect": "Allow", "Action": read, "Resource": objects}
@@ -199,7 +209,10 @@ async def iam_policies(
                     "dynamodb:DeleteItem",
                     "dynamodb:GetItem",
                 ],
-                "Resource": f"arn:aws:dynamodb:{table_region or '*'}:{account or '*'}:table/{idempotency.table}",
+                "Resource": (
+                    f"arn:{partition(table_region)}:dynamodb:{table_region or '*'}:{account or '*'}"
+                    f":table/{idempotency.table}"
+                ),
             }
         )
     return {
