@@ -244,12 +244,12 @@ async def test_an_alarm_of_another_topology_with_the_same_name_is_refused(aws: A
     """`shop` with queue `eu-orders` and `shop-eu` with queue `orders` both name an alarm
     `shop-eu-orders-depth`: the second file must not take the first one's alarm over."""
     p = f"ao{uuid.uuid4().hex[:6]}"
-    first = {
+    first: dict[str, Any] = {
         "name": p,
         "queues": {f"eu-{p}": {"alarms": {"depth": 10}}},
         "alarms": {"defaults": False},
     }
-    second = {
+    second: dict[str, Any] = {
         "name": f"{p}-eu",
         "queues": {p: {"alarms": {"depth": 99}}},
         "alarms": {"defaults": False},
