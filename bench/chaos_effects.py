@@ -8,6 +8,7 @@ message's idempotency record, so the effect and the completed record exist toget
 at all. The accounting counts effects per message from that table. Record lines:
 
     ok <message_id> - <seq>       the handler's transaction committed
+    fail <message_id> - <seq>     the handler's transaction failed (the run failed)
     replay <message_id> - -1      a delivery settled without running (its key completed)
 """
 
@@ -70,7 +71,13 @@ async def effect(
 ) -> None:
     await asyncio.sleep(WORK_SECONDS)
     item = {"id": {"S": f"{message.message_id}/{claim.owner}"}, "message_id": {"S": message.message_id}}
-    await effects.client.transact_write_items(
-        TransactItems=[{"Put": {"TableName": effects.table, "Item": item}}, claim.completion()]
-    )
+    try:
+        await effects.client.transact_write_items(
+            TransactItems=[{"Put": {"TableName": effects.table, "Item": item}}, claim.completion()]
+        )
+    except Exception:
+        # A run that failed (moto answers some transactions with a 500 even after retries):
+        # the accounting then knows a message in the DLQ failed in its own handler.
+        record(f"fail {message.message_id} - {payload.get('seq', -1)}")
+        raise
     record(f"ok {message.message_id} - {payload.get('seq', -1)}")
