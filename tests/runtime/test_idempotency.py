@@ -157,8 +157,14 @@ async def test_a_copy_elsewhere_waits_while_the_first_run_keeps_its_lease(
             await eventually(lambda: calls == [5], timeout=10)
             async with running(settings, router, middleware=True) as b:
                 await send_keyed(aws, queue, "order-5", {"n": 6})
-                await eventually(lambda: b.consumers[0].counters.succeeded == 1, timeout=30)
-            assert a.consumers[0].counters.succeeded == 1
+
+                # The copy is replayed by whichever worker receives it once A's run is done:
+                # B, after holding it back, or A itself (its slot free again).
+                def succeeded() -> int:
+                    return a.consumers[0].counters.succeeded + b.consumers[0].counters.succeeded
+
+                await eventually(lambda: succeeded() == 2, timeout=30)
+            assert a.consumers[0].counters.succeeded >= 1
     assert calls == [5]
     assert (True, {"invoice": 50}) in results
     assert b.consumers[0].counters.failed >= 1  # held back at least once
