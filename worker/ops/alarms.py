@@ -64,7 +64,16 @@ def _coerce(value: Any) -> Any:
     return value
 
 
-class QueueAlarms(_Model):
+class _Alarms(_Model):
+    """Alarm fields written as a number, ``true``/``false`` or a mapping."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _coerce_all(cls, value: Any) -> Any:
+        return _coerce(value)
+
+
+class QueueAlarms(_Alarms):
     """A queue's alarms. Each is a number (the threshold), ``true`` (the kind's defaults),
     ``false`` (off) or a mapping (``above``, ``period``, ``periods``, ``notify``)."""
 
@@ -78,13 +87,8 @@ class QueueAlarms(_Model):
     sent_per_day: Alarm | None = None
     """Messages sent to the queue in a day above a budget (``above`` needed): usage."""
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _coerce_all(cls, value: Any) -> Any:
-        return _coerce(value)
 
-
-class TopicAlarms(_Model):
+class TopicAlarms(_Alarms):
     """A topic's alarms, written as a queue's are."""
 
     failed_deliveries: Alarm | None = None
@@ -92,11 +96,6 @@ class TopicAlarms(_Model):
     minutes: on by default for every topic."""
     published_per_day: Alarm | None = None
     """Messages published in a day above a budget (``above`` needed): usage."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _coerce_all(cls, value: Any) -> Any:
-        return _coerce(value)
 
 
 class AlarmSettings(_Model):
