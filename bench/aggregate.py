@@ -127,6 +127,10 @@ def _extra(runs: list[Run]) -> dict[str, Any]:
     return out
 
 
+SAME_WORKLOAD = {"io": "raw-io", "block": "raw-block", "fifo": "raw-fifo"}
+"""Worker scenarios (by key or key prefix) and the raw loop that runs the same workload."""
+
+
 def aggregate(
     runs: list[Run],
     tuned: dict[str, list[str]],
@@ -136,12 +140,13 @@ def aggregate(
     """One Result per scenario key, in the order the keys first ran. ``tuned`` names, for a
     default-settings scenario, its hand-tuned variants: its row gets ``x_best_tuned``, its
     throughput over the best of them in the same repetition (start-up excluded and included).
-    Rows of 50 ms I/O scenarios get ``x_raw_io``, over the raw loop with the same handler."""
+    Rows of the worker whose raw loop runs the same workload (``SAME_WORKLOAD``) get
+    ``x_raw_io`` / ``x_raw_block`` / ``x_raw_fifo``: their throughput over that raw loop's."""
     by_key: dict[str, list[Run]] = {}
     for r in runs:
         by_key.setdefault(r.key, []).append(r)
     raw = {r.rep: r for r in by_key.get(raw_key, [])}
-    raw_io = {r.rep: r for r in by_key.get("raw-io", [])}
+    same = {k: {r.rep: r for r in by_key.get(k, [])} for k in SAME_WORKLOAD.values()}
     results = []
     for key, rs in by_key.items():
         n = rs[0].messages
@@ -191,9 +196,13 @@ def aggregate(
             result.extra["x_best_tuned_with_startup"] = _r(
                 _ratios(rs, best_started, lambda r: r.rate_with_startup), 2
             )
-        if key.startswith("io-") and raw_io:
-            result.extra["x_raw_io"] = _r(_ratios(rs, raw_io, lambda r: r.rate), 2)
-            result.extra["x_raw_io_with_startup"] = _r(_ratios(rs, raw_io, lambda r: r.rate_with_startup), 2)
+        for prefix, raw_same in SAME_WORKLOAD.items():
+            if (key == prefix or key.startswith(prefix + "-")) and same[raw_same]:
+                name = "x_" + raw_same.replace("-", "_")
+                result.extra[name] = _r(_ratios(rs, same[raw_same], lambda r: r.rate), 2)
+                result.extra[name + "_with_startup"] = _r(
+                    _ratios(rs, same[raw_same], lambda r: r.rate_with_startup), 2
+                )
         result.extra["window"] = _window(rs)
         result.extra["reps"] = [
             {

@@ -97,6 +97,8 @@ class Scenario:
     message_type: str = "noop"
     raw_handler_ms: float | None = None
     """Set: the raw loop (with this much asyncio sleep per message); else the worker."""
+    raw_threads: int = 0
+    """The raw loop's handler blocks (``time.sleep``) in a pool of this many threads."""
     fifo_groups: int = 0
     queue: dict[str, Any] = field(default_factory=dict)
     """The worker's queue settings; {} is the worker's defaults."""
@@ -145,7 +147,21 @@ def repeated(raw_concurrency: int) -> list[Scenario]:
             idempotent=True,
         ),
         Scenario(
-            "block", "20 ms blocking, 32 threads", "block", "block", queue={"pollers": 4, "max_in_flight": 64}
+            "raw-block",
+            f"raw loop, 20 ms blocking, 32 threads (C={c})",
+            "block",
+            "block",
+            raw_handler_ms=20,
+            raw_threads=32,
+        ),
+        Scenario("block", "20 ms blocking, 32 threads, default settings", "block", "block"),
+        Scenario(
+            "raw-fifo",
+            f"raw loop, FIFO, 100 groups (C={c})",
+            "fifo",
+            "fifo",
+            raw_handler_ms=0,
+            fifo_groups=100,
         ),
         Scenario(
             "fifo",
@@ -154,6 +170,9 @@ def repeated(raw_concurrency: int) -> list[Scenario]:
             "fifo",
             fifo_groups=100,
             queue={"pollers": 8, "max_in_flight": 200},
+        ),
+        Scenario(
+            "fifo-default", "FIFO, 100 groups, no-op, default settings", "fifo", "fifo", fifo_groups=100
         ),
     ]
 
@@ -301,7 +320,15 @@ class Bench:
             stderr=log,
         )
 
-    def spawn_raw(self, url: str, n: int, concurrency: int, handler_ms: float) -> subprocess.Popen[bytes]:
+    def spawn_raw(
+        self,
+        url: str,
+        n: int,
+        concurrency: int,
+        handler_ms: float,
+        extra_env: dict[str, str] | None = None,
+        threads: int = 0,
+    ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
                 PY,
@@ -317,8 +344,11 @@ class Bench:
                 str(concurrency),
                 "--handler-ms",
                 str(handler_ms),
+                "--threads",
+                str(threads),
             ],
             cwd=ROOT,
+            env={**os.environ, **(extra_env or {})},
             stdout=subprocess.PIPE,
         )
 
@@ -410,7 +440,7 @@ class Bench:
         samples: list[Sample] = [self.sample()]
         start = time.monotonic()
         if sc.raw_handler_ms is not None:
-            procs = [self.spawn_raw(url, n, raw_concurrency, sc.raw_handler_ms)]
+            procs = [self.spawn_raw(url, n, raw_concurrency, sc.raw_handler_ms, extra_env, sc.raw_threads)]
         else:
             store = await self.idempotency_table() if sc.idempotent else None
             config = self.worker_config(name, store, **sc.queue)
@@ -462,7 +492,7 @@ class Bench:
         first = min((m[0] for m in marks), default=None)
         last = float(counts["last"].get("DeleteMessageBatch", time.monotonic()))
         window = procstat.window(samples, first if first is not None else start, last)
-        if sc.fifo_groups:
+        if sc.fifo_groups and records:
             extra["order_violations"] = self._order_violations(records)
         extra["left_in_queue"] = await self.depth(url)
         await self.delete_queue(url)

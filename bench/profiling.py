@@ -5,6 +5,10 @@ ones (profiling slows the process; its numbers are not reported as measurements)
   to the exit (``BENCH_PROFILE``, see bench/handlers.py), the top 20 functions by own time,
   and the share of wall time spent waiting in the selector (the worker idle, waiting for
   the server: the server is the bound).
+- Beside a worker profile, when the raw loop was profiled too (``raw``: always with
+  ``--profile missed``): own time per message by package, the worker's and the raw loop's,
+  so a CPU gap is split into what the worker adds (its own code, its log line, more tasks)
+  and what both spend in botocore, aiohttp and the event loop.
 - Start-up (``startup-worker``): ``python -X importtime`` of ``worker run``, the 20 largest
   imports by cumulative time.
 """
@@ -57,6 +61,47 @@ def top_functions(path: Path, count: int = TOP) -> str:
     return "\n".join(lines)
 
 
+PACKAGES = (
+    ("worker (own code)", ("/worker/",)),
+    ("structlog, orjson (log line library)", ("structlog/", "orjson")),
+    ("aiobotocore", ("aiobotocore/",)),
+    ("botocore", ("botocore/",)),
+    ("aiohttp, yarl, multidict", ("aiohttp/", "yarl/", "multidict/")),
+    ("HTTP headers (stdlib email)", ("/email/", "/http/")),
+    ("event loop, tasks (asyncio)", ("/asyncio/", "_asyncio", "selectors", "_contextvars")),
+    ("other Python (stdlib, libraries)", ("lib/python3",)),
+)
+WAITING = "waiting in the selector (not CPU)"
+
+
+def by_package(path: Path, messages: int) -> dict[str, float]:
+    """Own time per message (microseconds) by package; the selector's wait on its own row
+    (wall time in a profile, not CPU). cProfile inflates every call alike (about 3x)."""
+    table = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+    out: dict[str, float] = {}
+    for (file, _, func), (_, _, own, _, _) in table.items():
+        if re.search(r"'(poll|select)' of 'select\.", func):
+            name = WAITING
+        else:
+            where = func if file == "~" else file
+            name = next((n for n, marks in PACKAGES if any(m in where for m in marks)), "other (builtins)")
+        out[name] = out.get(name, 0.0) + own * 1e6 / max(1, messages)
+    return out
+
+
+def package_table(worker: dict[str, float], raw: dict[str, float], label: str) -> str:
+    """Both profiles' own time per message by package, side by side."""
+    names = [n for n, _ in PACKAGES] + ["other (builtins)", WAITING]
+    lines = [f"{'own us/msg (profiled)':<36} {label[:14]:>14} {'raw loop':>9} {'diff':>7}"]
+    for name in names:
+        a, b = worker.get(name, 0.0), raw.get(name, 0.0)
+        lines.append(f"{name:<36} {a:14.1f} {b:9.1f} {a - b:+7.1f}")
+    cpu_a = sum(v for k, v in worker.items() if k != WAITING)
+    cpu_b = sum(v for k, v in raw.items() if k != WAITING)
+    lines.append(f"{'total without the wait':<36} {cpu_a:14.1f} {cpu_b:9.1f} {cpu_a - cpu_b:+7.1f}")
+    return "\n".join(lines)
+
+
 def top_imports(log: Path, count: int = TOP) -> str:
     """``-X importtime`` lines of a log: the total and the largest imports by cumulative time."""
     rows = []
@@ -82,6 +127,7 @@ async def profile_scenarios(
     bench: Bench, keys: list[str], args: argparse.Namespace, known: dict[str, Scenario], startup: Scenario
 ) -> None:
     """One profiled run per key: ``known`` scenarios by key, or ``startup`` (-X importtime)."""
+    packages: dict[str, dict[str, float]] = {}
     for key in keys:
         if key in ("startup", "startup-worker"):
             sc = startup
@@ -97,7 +143,14 @@ async def profile_scenarios(
             bench.runs.remove(run)
             if path.exists():
                 bench.profiles[key] = top_functions(path)
+                packages[key] = by_package(path, run.messages)
         else:
             print(f"  no profile for {key!r} (known: startup-worker, {', '.join(known)})", flush=True)
             continue
-        print(f"profile of {key}:\n{bench.profiles.get(key, '(none written)')}", flush=True)
+        shown = "startup-worker" if key == "startup" else key
+        print(f"profile of {shown}:\n{bench.profiles.get(shown, '(none written)')}", flush=True)
+    raw = packages.get("raw")
+    for key, mine in packages.items():
+        if raw is not None and key != "raw" and not key.startswith("raw-"):
+            bench.profiles[key] += "\n\n" + package_table(mine, raw, key)
+            print(f"by package, {key} vs the raw loop:\n{package_table(mine, raw, key)}", flush=True)

@@ -1,6 +1,11 @@
 """The raw loop: the leanest honest aiobotocore consumer. C tasks each receive ten with long
 polling, run the handler on each (nothing, or ``--handler-ms`` of asyncio sleep, the ten at
-once) and delete them with one DeleteMessageBatch, until N messages are deleted.
+once; with ``--threads T``, ``--handler-ms`` of blocking ``time.sleep`` in a pool of T
+threads) and delete them with one DeleteMessageBatch, until N messages are deleted. A FIFO
+queue needs nothing else: SQS hands out a group's next messages once these are deleted.
+
+With $BENCH_PROFILE set, a cProfile runs from the first message to the end (as the worker's
+bench handlers do) and is written there.
 
 At exit it prints one JSON line: ``first`` (time.monotonic() when the first received message
 was handed to its handler) and ``cpu_first`` (the process's CPU seconds then), so the
@@ -10,24 +15,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 
-async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: float) -> None:
+async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: float, threads: int) -> None:
     config = AioConfig(
         max_pool_connections=concurrency + 2, retries={"total_max_attempts": 1, "mode": "standard"}
     )
     deleted = 0
     first: list[float] = []
     pause = handler_ms / 1000
+    profile_path = os.environ.get("BENCH_PROFILE")
+    profiler = cProfile.Profile()
+
+    pool = ThreadPoolExecutor(threads) if threads else None
 
     async def handle(message: dict[str, Any]) -> None:
-        await asyncio.sleep(pause)
+        if pool is None:
+            await asyncio.sleep(pause)
+        else:
+            await asyncio.get_running_loop().run_in_executor(pool, time.sleep, pause)
 
     async with get_session().create_client(
         "sqs", endpoint_url=endpoint, region_name="us-east-1", config=config
@@ -42,6 +57,8 @@ async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: fl
                     continue
                 if not first:
                     first.extend((time.monotonic(), time.process_time()))
+                    if profile_path:
+                        profiler.enable()
                 if pause:
                     await asyncio.gather(*(handle(m) for m in messages))
                 d = await sqs.delete_message_batch(
@@ -53,6 +70,9 @@ async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: fl
                 deleted += len(d.get("Successful", []))
 
         await asyncio.gather(*(loop() for _ in range(concurrency)))
+    if profile_path and first:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
     if first:
         print(json.dumps({"first": first[0], "cpu_first": first[1]}), flush=True)
 
@@ -64,5 +84,6 @@ if __name__ == "__main__":
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--handler-ms", type=float, default=0.0, help="asyncio sleep per message (0: none)")
+    p.add_argument("--threads", type=int, default=0, help="blocking sleep in a pool of this many threads")
     a = p.parse_args()
-    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms))
+    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms, a.threads))

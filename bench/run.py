@@ -160,9 +160,11 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
             targets = evaluate(bench.results, bench.capacity)
             if args.profile == "missed":
                 keys = [t.profile for t in targets if t.ok is False and t.profile]
+                if any(k != "startup-worker" for k in keys):
+                    keys.insert(0, "raw")  # the reference for the per-package comparison
             else:
                 keys = args.profile.split(",")
-            known = {s.key: s for s in repeated(args.raw_concurrency) if s.raw_handler_ms is None}
+            known = {s.key: s for s in repeated(args.raw_concurrency)}
             startup = Scenario("startup-worker", "start-up: worker, default settings", "startup")
             await profile_scenarios(bench, list(dict.fromkeys(keys)), args, known, startup)
     finally:

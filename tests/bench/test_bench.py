@@ -39,7 +39,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
             "--scenarios",
             "raw,noop,io,idempotency,fifo,startup,heartbeat",
             "--profile",
-            "noop-default,startup-worker",
+            "raw,noop-default,startup-worker",
             "--json",
             str(out),
             "--docs-dir",
@@ -64,7 +64,9 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
         "io-10x500",
         "io-20x1000",
         "noop-idempotent",
+        "raw-fifo",
         "fifo",
+        "fifo-default",
         "startup-raw",
         "startup-worker",
     }
@@ -100,6 +102,9 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     # The proxy's count and the worker's own agree (the worker's adds its start and stop).
     assert abs(noop["requests_per_message"] - noop["worker_requests_per_message"]) * noop["messages"] <= 20
     assert results["fifo"]["extra"]["order_violations"] == 0
+    # FIFO is judged against the raw loop on a FIFO queue of the same run.
+    assert results["fifo"]["extra"]["x_raw_fifo"] > 0
+    assert "order_violations" not in results["raw-fifo"]["extra"]  # the raw loop records no order
     assert results["startup-worker"]["first_vs_raw"] is not None
     (capacity,) = data["capacity"]
     assert capacity["held"] == capacity["in_flight"]
@@ -107,6 +112,9 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     assert capacity["overdue"] == capacity["duplicates"] == capacity["visible_max"] == capacity["losses"] == 0
     assert capacity["declared_capacity"] >= capacity["in_flight"]
     assert "waiting in the selector" in data["profiles"]["noop-default"]
+    # Beside the raw loop's profile: own time per message by package, side by side.
+    assert "worker (own code)" in data["profiles"]["noop-default"]
+    assert "total without the wait" in data["profiles"]["noop-default"]
     assert "importing" in data["profiles"]["startup-worker"]
     text = (docs / "benchmarks.md").read_text()
     for heading in (
@@ -173,6 +181,29 @@ def test_ratios_are_taken_within_a_repetition_then_the_median() -> None:
     assert "95% busy" in cpu.explanation
     assert targets["first message handled"].ok is False  # +0.3 s
     assert targets["no-op, default settings"].ok is False
+
+
+def test_fifo_and_blocking_are_judged_against_the_raw_loop_on_the_same_workload() -> None:
+    # The raw loop on the FIFO queue reaches 0.8x of its no-op; the worker 0.76x: 0.95x of
+    # the raw loop on the same workload (met), though 0.76x of the no-op. Blocking: 0.6x of
+    # the raw loop's blocking run (missed). Without a same-workload raw loop: the no-op.
+    runs = [
+        _run("raw", 0, 1000, 0.5, 0.3),
+        _run("raw-fifo", 0, 800, 0.5, 0.3),
+        _run("fifo", 0, 760, 0.5, 0.3),
+        _run("raw-block", 0, 700, 0.5, 0.3),
+        _run("block", 0, 420, 0.5, 0.3),
+    ]
+    targets = {t.profile: t for t in evaluate(aggregate(runs, TUNED), []) if t.profile in ("fifo", "block")}
+    assert targets["fifo"].ok is True
+    assert "0.95x without (raw loop on a FIFO queue" in targets["fifo"].result
+    assert "/ 0.76x of the raw loop's no-op" in targets["fifo"].result
+    assert "/ 0.80x\n" in targets["fifo"].result + "\n"  # the raw FIFO loop's own, start-up excluded
+    assert targets["block"].ok is False
+    assert "0.60x without (raw loop on 20 ms blocking" in targets["block"].result
+    alone = {t.profile: t for t in evaluate(aggregate(runs[:1] + runs[2:3], TUNED), [])}
+    assert alone["fifo"].ok is False  # 0.76x of the no-op: no raw FIFO loop to judge against
+    assert "(raw loop, no-op)" in alone["fifo"].result
 
 
 def test_heartbeat_capacity_target() -> None:

@@ -319,3 +319,38 @@ async def test_a_standard_queue_rejection_keeps_its_group_in_the_dlq_copy(aws: A
         await eventually(lambda: aws.total(queue.dlq_url), timeout=10)
     [dead] = await aws.drain(queue.dlq_url)
     assert dead["Attributes"]["MessageGroupId"] == "acme"
+
+
+async def test_a_bug_in_settling_logs_once_frees_the_slot_and_gives_the_message_back(aws: Aws) -> None:
+    # A bug of ours after the handler ran (here: applying the outcome raises once): the
+    # message must not stay leased for good; it is given back with the backoff and runs again.
+    queue = await aws.queue(max_receive_count=5)
+    runs: list[int] = []
+    router = Router()
+
+    @router.handler("work")
+    async def work(payload: dict[str, int], message: Message) -> None:
+        runs.append(message.receive_count)
+
+    await aws.send(queue.url, {"n": 1}, "work")
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[1], max_in_flight=10, pollers=1)
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        apply = consumer.settler.apply
+        broken = [True]
+
+        async def apply_once_broken(lease: object, outcome: object) -> None:
+            if broken:
+                broken.clear()
+                raise RuntimeError("a bug of ours")
+            await apply(lease, outcome)  # type: ignore[arg-type]
+
+        consumer.settler.apply = apply_once_broken  # type: ignore[method-assign]
+        await eventually(lambda: consumer.counters.succeeded == 2 and consumer.in_flight == 0, timeout=20)
+    assert runs == [1, 2]  # given back (visible after the 1 s backoff), run again, deleted
+    assert await aws.total(queue.url) == 0
+    errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
+    assert len(errors) == 1
+    assert "a bug of ours" in json.dumps(errors[0])

@@ -46,7 +46,7 @@ def s3_event_type(data: Any) -> str | None:
 
 
 class _S3Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class S3Bucket(_S3Model):

@@ -270,21 +270,26 @@ class Consumer:
             self._discarding.add(task)
             task.add_done_callback(self._discarding.discard)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], leases: list[Lease]) -> None:
-        task = asyncio.create_task(self._guarded(coro, leases))
+    def _spawn(self, coro: Coroutine[Any, Any, None], leases: list[Lease] | None = None) -> None:
+        """A task for ``coro``; ``leases``: wrap it in ``_guarded`` (``_run_one`` guards
+        itself: one coroutine less per message)."""
+        task = asyncio.create_task(coro if leases is None else self._guarded(coro, leases))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _guarded(self, coro: Coroutine[Any, Any, None], leases: list[Lease]) -> None:
-        """A bug of ours must not leave a lease running forever (its slot lost, its
-        message extended for good): log it and give the message back after the backoff."""
         try:
             await coro
         except Exception:
-            log.exception("consumer_error", queue=self.target.key)
-            for lease in leases:
-                if lease.state is State.RUNNING:
-                    self.settler.settle(lease, self.processor.backoff(lease.message.receive_count))
+            self._bug(leases)
+
+    def _bug(self, leases: list[Lease]) -> None:
+        """A bug of ours must not leave a lease running forever (its slot lost, its
+        message extended for good): log it and give the message back after the backoff."""
+        log.exception("consumer_error", queue=self.target.key)
+        for lease in leases:
+            if lease.state is State.RUNNING:
+                self.settler.settle(lease, self.processor.backoff(lease.message.receive_count))
 
     def _dispatch(self, leases: list[Lease]) -> None:
         if self.stopping:
@@ -297,7 +302,7 @@ class Consumer:
                 if route is not None and route.batch is not None:
                     self._batcher(route).add(lease)
                 else:
-                    self._spawn(self._run_one(lease), [lease])
+                    self._spawn(self._run_one(lease))
             return
         groups: dict[str | None, list[Lease]] = {}
         for lease in leases:
@@ -307,7 +312,10 @@ class Consumer:
 
     # -- standard queues ---------------------------------------------------------------------
     async def _run_one(self, lease: Lease) -> None:
-        await self.settler.apply(lease, await self.processor.run(lease))
+        try:
+            await self.settler.apply(lease, await self.processor.run(lease))
+        except Exception:
+            self._bug([lease])
 
     def _batcher(self, route: Route) -> Batcher:
         batcher = self._batchers.get(route.message_type)

@@ -30,6 +30,16 @@ from worker.settings import QueueSettings
 if TYPE_CHECKING:
     from worker.observe.tracing import Tracing
 
+SYSTEM_ATTRIBUTES = [
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "AWSTraceHeader",
+]
+"""The system attributes the worker reads (``parse_message``, tracing): asking for ``All``
+has SQS send, and botocore parse, the rest for every message."""
+
 log = get_logger()
 RECEIVE_SLACK = 10.0
 """Seconds past ``wait_time_seconds`` before a receive is given up as lost."""
@@ -132,7 +142,7 @@ class Poller:
             "WaitTimeSeconds": self._settings.wait_time_seconds,
             "VisibilityTimeout": self._settings.visibility_timeout,
             "MessageAttributeNames": ["All"],
-            "MessageSystemAttributeNames": ["All"],
+            "MessageSystemAttributeNames": SYSTEM_ATTRIBUTES,
         }
         if self._fifo:
             params["ReceiveRequestAttemptId"] = uuid.uuid4().hex
