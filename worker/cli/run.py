@@ -5,6 +5,7 @@ and nowhere else."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -66,6 +67,7 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
             wired.append(sig)
+    frozen = asyncio.create_task(_freeze_after_start(supervisor), name="gc-freeze")
     try:
         await supervisor.run()
     except Exception as exc:
@@ -74,9 +76,21 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
             raise
         return report(explained)
     finally:
+        frozen.cancel()
         for sig in wired:
             loop.remove_signal_handler(sig)
     return EXIT_OK
+
+
+async def _freeze_after_start(supervisor: Supervisor) -> None:
+    """Once every consumer runs, what start-up built (modules, botocore's service models,
+    settings, handler registries: about 90,000 objects) moves to the garbage collector's
+    permanent generation (``gc.freeze``): it lives as long as the process, and a full
+    collection no longer walks it (about 40 ms each, once every few thousand messages:
+    measured, about 3% of a no-op message's CPU). Start-up's own cyclic garbage, if any,
+    stays (once, bounded); what is created later is collected as before."""
+    await supervisor.started.wait()
+    gc.freeze()
 
 
 def import_path(app_dir: str) -> None:
