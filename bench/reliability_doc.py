@@ -1,4 +1,5 @@
-"""docs/reliability.md from a fault-injection run."""
+"""docs/reliability.md from a fault-injection run. What follows ``KEEP`` in the page
+(hand-written: the run's duplicates explained, mutation testing) is kept as it is."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ SCENARIOS = """\
 | outage-*+idempotency | the two outages with the idempotent handler and the store | as sigkill: redeliveries replayed, effects once |
 | soak | steady load with 1% failures for 30 minutes | RSS at the end within 10% of after warm-up; no growth in tasks or open files |
 """
+
+
+KEEP = "<!-- Hand-written from here on: bench/reliability_doc.py keeps it when it rewrites the page. -->"
+LEGACY_KEEP = "## Duplicates and dead letters, explained"
+
+
+def kept(page: str) -> str:
+    """The hand-written tail of the page (from ``KEEP``; from the first hand-written heading in
+    a page written before the marker), or ""."""
+    for marker in (KEEP, LEGACY_KEEP):
+        at = page.find(marker)
+        if at >= 0:
+            tail = page[at:]
+            return tail if marker == KEEP else f"{KEEP}\n\n{tail}"
+    return ""
 
 
 def _commit() -> str:
@@ -71,4 +87,6 @@ scenario.
         + "\n".join(f"- **{r.scenario}**: {r.explanation}" for r in results)
         + "\n"
     )
-    (docs / "reliability.md").write_text(text)
+    page = docs / "reliability.md"
+    tail = kept(page.read_text()) if page.exists() else ""
+    page.write_text(text + ("\n" + tail if tail else ""))

@@ -262,3 +262,14 @@ async def test_empty_receives_answer_open_long_polls_at_once(aws: Aws) -> None:
     finally:
         await asyncio.to_thread(proxy.stop)
     assert counts["outcomes"]["emptied"] == 2
+
+
+def test_the_reliability_page_keeps_its_hand_written_sections() -> None:
+    from bench.reliability_doc import KEEP, kept
+
+    generated = "# Reliability\n\n## Last run\n\ntable\n\n"
+    hand = "## Duplicates and dead letters, explained (this run)\n\nwhy\n\n## Mutation testing\n\nscores\n"
+    assert kept(generated + hand) == f"{KEEP}\n\n{hand}"  # a page from before the marker
+    marked = f"{generated}{KEEP}\n\n{hand}"
+    assert kept(marked) == f"{KEEP}\n\n{hand}"
+    assert kept(generated) == ""
