@@ -56,12 +56,7 @@ def configure_logging(
     out = _Tolerant(stream if stream is not None else sys.stderr)
     _outputs[:] = [out]
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
-    shared: list[structlog.typing.Processor] = [
-        _merge_contextvars,
-        _add_trace_ids,
-        structlog.processors.add_log_level,
-        _timestamp,
-    ]
+    shared: list[structlog.typing.Processor] = [_context]
     renderer: list[structlog.typing.Processor]
     if use_console:
         renderer = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
@@ -105,22 +100,7 @@ def _drop_color_message(
 
 # -- the timestamp ------------------------------------------------------------------------
 _second_prefix: tuple[int, str] = (-1, "")
-
-
-def _timestamp(logger: object, name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
-    """``timestamp``: ISO 8601 in UTC with microseconds, always six digits
-    (``2026-11-22T23:40:01.123456Z``; a whole second is ``.000000``, where structlog's
-    ``TimeStamper`` writes none, so that lines sort by their text), with the date and time of
-    day formatted once per second."""
-    global _second_prefix
-    second, nanos = divmod(time.time_ns(), 1_000_000_000)
-    cached, prefix = _second_prefix  # one read: threads log too
-    if second != cached:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second_prefix = (second, prefix)
-    micros = nanos // 1000
-    event["timestamp"] = f"{prefix}.{micros:06d}Z"
-    return event
+"""The last second formatted (``_context``) and its text."""
 
 
 # -- the bound context ----------------------------------------------------------------------
@@ -130,67 +110,81 @@ _STRUCTLOG_VARS: dict[str, contextvars.ContextVar[Any]] | None = getattr(
 _PREFIX_LENGTH = len(structlog.contextvars.STRUCTLOG_KEY_PREFIX)
 _bound: tuple[tuple[str, contextvars.ContextVar[Any]], ...] = ()
 """structlog's variables with their keys, as of the registry's last size."""
+_binders: tuple[contextvars.ContextVar[dict[str, Any] | None], ...] = ()
+"""Each ``ContextBinder``'s variable (one per binder, holding all of its keys)."""
 
 
 trace_ids: Callable[[], tuple[str, str] | None] | None = None
 """Set by ``worker.observe.tracing`` when tracing is on: the current span's ids."""
 
+_LEVEL_NAMES = {"warn": "warning", "exception": "error"}
 
-def _add_trace_ids(
-    logger: object, name: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """``trace_id`` and ``span_id`` of the current span on every line written inside one."""
+
+def _context(logger: object, name: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """What every line gets, in one processor (a per-message line goes through it once):
+
+    * the bound context: the ``ContextBinder`` values (the message's queue, id, type...),
+      then what was bound with ``structlog.contextvars`` (handler code may), reading only
+      the variables structlog created instead of copying the whole context;
+    * ``trace_id`` and ``span_id`` of the current span, inside one (tracing on);
+    * ``level`` (as ``structlog.processors.add_log_level`` names it);
+    * ``timestamp``: ISO 8601 in UTC with microseconds, always six digits
+      (``2026-11-22T23:40:01.123456Z``; a whole second is ``.000000``, where structlog's
+      ``TimeStamper`` writes none, so that lines sort by their text), with the date and
+      time of day formatted once per second.
+
+    Keys the call gave win over bound ones."""
+    global _bound, _second_prefix
+    for binder in _binders:
+        values = binder.get()
+        if values is not None:
+            for key, value in values.items():
+                event.setdefault(key, value)
+    registry = _STRUCTLOG_VARS
+    if registry is None:  # pragma: no cover - a structlog without the registry
+        event = structlog.contextvars.merge_contextvars(logger, name, event)
+    else:
+        bound = _bound
+        if len(bound) != len(registry):  # a variable was added (structlog never removes one)
+            bound = _bound = tuple(
+                (key[_PREFIX_LENGTH:], var)
+                for key, var in tuple(registry.items())  # (threads may add one meanwhile)
+            )
+        for key, var in bound:
+            bound_value = var.get()
+            if bound_value is not Ellipsis:
+                event.setdefault(key, bound_value)
     if trace_ids is not None:
         ids = trace_ids()
         if ids is not None:
             event.setdefault("trace_id", ids[0])
             event.setdefault("span_id", ids[1])
-    return event
-
-
-def _merge_contextvars(
-    logger: object, name: str, event: structlog.typing.EventDict
-) -> structlog.typing.EventDict:
-    """``structlog.contextvars.merge_contextvars``, reading only the variables structlog
-    created (its registry) instead of walking a copy of the whole context: a third of a
-    per-message line's cost. Falls back to structlog's own if the registry is gone."""
-    global _bound
-    if _STRUCTLOG_VARS is None:  # pragma: no cover - a structlog without the registry
-        return structlog.contextvars.merge_contextvars(logger, name, event)
-    bound = _bound
-    if len(bound) != len(_STRUCTLOG_VARS):  # a variable was added (structlog never removes one)
-        bound = _bound = tuple(
-            (key[_PREFIX_LENGTH:], var)
-            for key, var in tuple(_STRUCTLOG_VARS.items())  # (threads may add one meanwhile)
-        )
-    for key, var in bound:
-        value = var.get()
-        if value is not Ellipsis:
-            event.setdefault(key, value)
+    event["level"] = _LEVEL_NAMES.get(name, name)
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached, prefix = _second_prefix  # one read: threads log too
+    if second != cached:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_prefix = (second, prefix)
+    event["timestamp"] = f"{prefix}.{nanos // 1000:06d}Z"
     return event
 
 
 class ContextBinder:
-    """``structlog.contextvars.bind_contextvars`` for a fixed set of keys, with structlog's
-    context variables looked up once: ``bind(*values)`` binds them in order."""
+    """Binds a fixed set of keys for every log line of the current context (the task),
+    handler code's lines included: ``bind(*values)`` binds them in order, replacing what
+    this binder bound before. One context variable per binder (one ``set`` per message,
+    instead of one per key with ``structlog.contextvars.bind_contextvars``)."""
 
     def __init__(self, *keys: str) -> None:
+        global _binders
         self._keys = keys
-        self._vars: tuple[contextvars.ContextVar[Any], ...] | None = None
-        if _STRUCTLOG_VARS is not None:
-            # Let structlog create its variables (set only in a throwaway context).
-            contextvars.copy_context().run(structlog.contextvars.bind_contextvars, **dict.fromkeys(keys))
-            prefix = structlog.contextvars.STRUCTLOG_KEY_PREFIX
-            found = [_STRUCTLOG_VARS.get(prefix + key) for key in keys]
-            if all(var is not None for var in found):
-                self._vars = tuple(var for var in found if var is not None)
+        self._var: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+            f"worker_log_context_{len(_binders)}", default=None
+        )
+        _binders = (*_binders, self._var)
 
     def bind(self, *values: object) -> None:
-        if self._vars is None:  # pragma: no cover - a structlog without the registry
-            structlog.contextvars.bind_contextvars(**dict(zip(self._keys, values, strict=True)))
-            return
-        for var, value in zip(self._vars, values, strict=True):
-            var.set(value)
+        self._var.set(dict(zip(self._keys, values, strict=True)))
 
 
 # -- rendering ----------------------------------------------------------------------------
