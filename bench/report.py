@@ -147,7 +147,10 @@ MAKE_BENCH = "python -m bench --profile missed --docs --json bench/results.json"
 
 def command_line(data: dict[str, Any]) -> str:
     command = str(data.get("command") or MAKE_BENCH)
-    return f"make bench  # {command}" if command == MAKE_BENCH else command
+    if command != MAKE_BENCH:
+        return command
+    python = data.get("bench_python")
+    return f"make bench BENCH_PYTHON=/path/to/{python}  # {command}" if python else f"make bench  # {command}"
 
 
 def write_docs(data: dict[str, Any], docs: Path | None = None) -> Path:

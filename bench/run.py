@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -278,7 +279,17 @@ def payload(
     return {
         "started": started,
         "server": server,
-        "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        # --keep changes nothing measured: left out, so that ``make bench BENCH_ARGS=--keep``
+        # still reads as ``make bench``.
+        "command": " ".join(
+            ["python -m bench", *(a for a in (argv if argv is not None else sys.argv[1:]) if a != "--keep")]
+        ),
+        # The Makefile's BENCH_PYTHON (its own environment, .cache/bench-venv): which Python.
+        "bench_python": (
+            f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            if os.environ.get("UV_PROJECT_ENVIRONMENT", "").endswith("bench-venv")
+            else None
+        ),
         "defaults": {k: str(v) for k, v in defaults().items()},
         "minutes": round((finished - started) / 60, 1),
         "args": {

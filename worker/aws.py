@@ -57,12 +57,15 @@ TRANSIENT_CODES = frozenset(
 # The queue named does not exist (where it was looked for).
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
 
-# A receipt handle that no longer works: the message expired back to the queue (or was
-# received again elsewhere). LocalStack reports some of these as InvalidParameterValue.
+# A receipt handle that no longer works: the message expired back to the queue, or was
+# received again elsewhere and deleted there. SQS's query protocol calls some of these
+# InvalidParameterValue, its JSON protocol (and LocalStack, for a message deleted through
+# another receipt) InvalidParameterValueException.
 STALE_RECEIPT_CODES = frozenset(
     {
         "ReceiptHandleIsInvalid",
         "InvalidParameterValue",
+        "InvalidParameterValueException",
         "MessageNotInflight",
         "AWS.SimpleQueueService.MessageNotInflight",
     }

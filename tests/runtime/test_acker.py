@@ -14,6 +14,7 @@ from aiobotocore.session import get_session
 
 from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
+from tests.support.receipts import delete_elsewhere, leases_for
 from worker import Message, Router
 from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
@@ -150,20 +151,6 @@ async def test_a_stop_during_an_outage_ends_at_its_deadline(aws: Aws, proxy: Pro
     await asyncio.to_thread(proxy.faults)
 
 
-async def _leases_for(aws: Aws, url: str, n: int, visibility: int = 30) -> tuple[Leases, list[Any]]:
-    """``n`` messages sent and received for real, each with its lease."""
-    await aws.send_many(url, [{"n": i} for i in range(n)], "t")
-    leases = Leases(lambda lease: None)
-    out: list[Any] = []
-    while len(out) < n:
-        r = await aws.sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=visibility, WaitTimeSeconds=1
-        )
-        for raw in r.get("Messages") or []:
-            out.append(leases.open(parse_message(raw), raw, time.monotonic(), visibility))
-    return leases, out
-
-
 def _acker(client: Any, url: str, **kwargs: Any) -> tuple[Acker, QueueCounters, AwsClient]:
     sqs = AwsClient(client)
     counters = QueueCounters()
@@ -172,7 +159,7 @@ def _acker(client: Any, url: str, **kwargs: Any) -> tuple[Acker, QueueCounters, 
 
 async def test_deletes_go_ten_per_request_and_nothing_is_left_behind(aws: Aws) -> None:
     queue = await aws.queue()
-    leases, held = await _leases_for(aws, queue.url, 25)
+    leases, held = await leases_for(aws, queue.url, 25)
     acker, _, sqs = _acker(aws.sqs, queue.url)
     acker.start()
     for lease in held:
@@ -194,7 +181,7 @@ async def test_deletes_go_ten_per_request_and_nothing_is_left_behind(aws: Aws) -
 
 async def test_visibility_changes_are_sent_and_end_the_lease_as_released(aws: Aws) -> None:
     queue = await aws.queue()
-    _, (now, later) = await _leases_for(aws, queue.url, 2)
+    _, (now, later) = await leases_for(aws, queue.url, 2)
     acker, _, sqs = _acker(aws.sqs, queue.url)
     acker.start()
     now.settle_visibility(0)
@@ -220,7 +207,7 @@ async def test_a_receipt_that_no_longer_works_ends_the_lease_and_is_counted(aws:
         time.monotonic(),
         30,
     )
-    _, (good,) = await _leases_for(aws, queue.url, 1)
+    _, (good,) = await leases_for(aws, queue.url, 1)
     acker, counters, _ = _acker(aws.sqs, queue.url)
     acker.start()
     for lease in (bogus, good):
@@ -236,7 +223,7 @@ async def test_a_receipt_that_no_longer_works_ends_the_lease_and_is_counted(aws:
 
 async def test_a_failed_request_is_sent_again_and_a_stuck_one_is_given_up(aws: Aws, proxy: Proxy) -> None:
     queue = await aws.queue()
-    _, held = await _leases_for(aws, queue.url, 3)
+    _, held = await leases_for(aws, queue.url, 3)
     cfg = AioConfig(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=60)
     async with get_session().create_client(
         "sqs", endpoint_url=proxy.url, region_name="us-east-1", config=cfg
@@ -260,3 +247,22 @@ async def test_a_failed_request_is_sent_again_and_a_stuck_one_is_given_up(aws: A
 
 def test_retries_back_off_doubling_from_a_fifth_of_a_second() -> None:
     assert [retry_delay(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+
+
+async def test_a_receipt_of_a_message_deleted_elsewhere_ends_the_lease_at_once(aws: Aws) -> None:
+    """The lease's visibility ran out, another receive got the message and deleted it: SQS
+    refuses the old receipt handle for a visibility change (LocalStack:
+    InvalidParameterValueException). That ends the lease as lapsed at the first answer;
+    it is not retried until the deadline (a request per retry, as long as the worker runs)."""
+    queue = await aws.queue()
+    _, (stale,) = await leases_for(aws, queue.url, 1, visibility=1)
+    await delete_elsewhere(aws, queue.url)
+    acker, _, sqs = _acker(aws.sqs, queue.url)
+    acker.start()
+    stale.settle_visibility(0)
+    acker.submit(stale)
+    await eventually(lambda: not stale.live, timeout=5)
+    assert stale.state is State.LAPSED
+    assert sqs.calls["change_message_visibility_batch"] == 1
+    assert acker.pending == 0
+    await acker.close(time.monotonic() + 5)

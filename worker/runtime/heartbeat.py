@@ -3,10 +3,11 @@
 Every ``tick`` the heartbeat takes the leases that are due (their visibility was granted
 ``interval`` or more ago and no extension is in flight), most urgent first, and extends
 them with ChangeMessageVisibilityBatch, ten per call, up to ``max_calls`` calls at once.
-A call is tried once, with a timeout below the visibility its most urgent lease has left;
-a failed or timed-out call is not retried as such: its leases are due again at the next
-tick and go out in a fresh request, so an entry of a lease settled meanwhile is never sent
-again. The visibility granted counts from the moment the request was sent.
+A call is tried once, with a timeout below the visibility its most urgent lease has left
+(``call_timeout``); a failed or timed-out call is not retried as such: its leases are due
+again at the next tick and go out in a fresh request, so an entry of a lease settled
+meanwhile is never sent again. The visibility granted counts from the moment the request
+was sent.
 
 Capacity: a lease is due every ``interval`` seconds, so at ``L`` seconds per call the
 heartbeat keeps ``10 * max_calls * interval / L`` messages alive (``QueueSettings`` checks
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
 from worker.observe.logs import get_logger
@@ -27,7 +29,23 @@ from worker.runtime.lease import Lease, Leases, State
 BATCH = 10
 MIN_CALL_TIMEOUT = 0.5
 MAX_CALL_TIMEOUT = 10.0
+SLOWEST_DECAY = 0.95
+"""Per answered call, how much of the slowest recent call's duration is remembered."""
 log = get_logger()
+
+
+def call_timeout(left: float, slowest: float) -> float:
+    """The time limit of a call whose most urgent lease has ``left`` seconds of visibility,
+    when recent calls took up to ``slowest`` seconds to answer.
+
+    Half of what is left, so that a call lost on the way is given up with time for another
+    one; but only while that leaves room for two calls as slow as the recent ones. Past
+    that, a second call could not arrive in time anyway, and cutting the first short at
+    half would fail every call once calls take longer than half: a slight overload (a slow
+    server, the heartbeat at its capacity) would turn into every lease lapsing. Then the
+    call may take all the time left. Always within [MIN_CALL_TIMEOUT, MAX_CALL_TIMEOUT]."""
+    limit = left / 2 if left / 2 >= 2 * slowest else left
+    return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, limit))
 
 
 class Heartbeat:
@@ -54,6 +72,11 @@ class Heartbeat:
         self._lapses = metrics.lease_overdue.labels(queue)
         self._inflight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self.slowest = 0.0
+        """The slowest recent call's time (seconds): a slower call raises it at once, every
+        other call lowers it by ``SLOWEST_DECAY``. A call that timed out counts with its
+        time limit: when every call is slower than half the visibility left, the next one,
+        the lease's last chance, gets all of it."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"heartbeat:{self._queue}")
@@ -104,9 +127,9 @@ class Heartbeat:
         sent_at = time.monotonic()
         granted: set[int] = set()
         try:
-            timeout = min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, chunk[0].left(sent_at) / 2))
-            response = await self._sqs.once(
-                "change_message_visibility_batch",
+            timeout = call_timeout(chunk[0].left(sent_at), self.slowest)
+            response = await self._answered(
+                sent_at,
                 timeout,
                 QueueUrl=self._url,
                 Entries=[
@@ -139,6 +162,12 @@ class Heartbeat:
                 code = str(failure.get("Code", ""))
                 if not lease.live:
                     continue  # settled while the call was in flight: nothing to say
+                if code in STALE_RECEIPT_CODES:
+                    # Extending stops. A running handler keeps its slot; the settle (sent,
+                    # or to come) is still tried, and SQS's answer to it ends the lease.
+                    lease.lost = True
+                    if lease.state is State.SETTLING and lease.target is None:
+                        continue  # its delete reached SQS first: the usual race, no news
                 log.warning(
                     "visibility_extend_failed",
                     queue=self._queue,
@@ -147,11 +176,6 @@ class Heartbeat:
                     code=code,
                     detail=str(failure.get("Message", ""))[:200],
                 )
-                if code in STALE_RECEIPT_CODES:
-                    if lease.state is State.RUNNING:
-                        lease.lost = True  # its handler still runs and keeps the slot
-                    else:
-                        lease.lapsed()
         finally:
             for i, lease in enumerate(chunk):
                 lease.extension_done(sent_at, i in granted)
@@ -159,6 +183,13 @@ class Heartbeat:
         if granted:
             self._counters.extended += len(granted)
             self._extensions.inc(len(granted))
+
+    async def _answered(self, sent_at: float, limit: float, **params: Any) -> dict[str, Any]:
+        """The call, its time counted in ``slowest`` (an error answer and a timeout too)."""
+        try:
+            return await self._sqs.once("change_message_visibility_batch", limit, **params)
+        finally:
+            self.slowest = max(time.monotonic() - sent_at, self.slowest * SLOWEST_DECAY)
 
     def _lapsed_by_clock(self, lease: Lease) -> None:
         if lease.overdue:
