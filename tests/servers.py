@@ -109,6 +109,8 @@ class LocalStack:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._root = Path(tempfile.mkdtemp(prefix="localstack-"))
+        self._ended_here = False
+        """The process was stopped or killed by this object (not by itself or another)."""
 
     def start(self, timeout: float = 90) -> None:
         python = ensure_localstack()
@@ -126,6 +128,7 @@ class LocalStack:
             # Queue depth reaches CloudWatch every 5 s (default 60): alarm tests see it fire.
             "SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL": "5",
         }
+        self._ended_here = False
         log = open(self._root / "localstack.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(python), "-m", "localstack.runtime.main"],
@@ -152,12 +155,14 @@ class LocalStack:
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        self._ended_here = True
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        self._ended_here = True
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
@@ -166,4 +171,12 @@ class LocalStack:
 
     def cleanup(self) -> None:
         self.stop()
+        if self.proc is not None and not self._ended_here:
+            # It ended on its own (a crash; -9: killed, e.g. by the kernel): keep its log.
+            print(
+                f"LocalStack exited by itself (code {self.proc.returncode}); its log is kept: "
+                f"{self._root / 'localstack.log'}",
+                file=sys.stderr,
+            )
+            return
         shutil.rmtree(self._root, ignore_errors=True)

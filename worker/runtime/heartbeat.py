@@ -30,7 +30,7 @@ BATCH = 10
 MIN_CALL_TIMEOUT = 0.5
 MAX_CALL_TIMEOUT = 10.0
 SLOWEST_DECAY = 0.95
-"""Per answered call, how much of the slowest recent call's duration is remembered."""
+"""Per call, how much of the slowest recent call's time ``Heartbeat.slowest`` keeps."""
 log = get_logger()
 
 
