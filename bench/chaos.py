@@ -54,10 +54,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_RUNS: list[Run] = []
+"""Every scenario's Run, so that a run that stops on an error leaves no process behind."""
+
+
 class Run:
     """One scenario: its queues, its proxy, its worker processes, its records."""
 
     def __init__(self, endpoint: str, name: str) -> None:
+        _RUNS.append(self)
         self.endpoint = endpoint
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-"))
@@ -276,6 +281,15 @@ class Run:
             return int(e.code)
         except OSError:
             return 0
+
+    def abandon(self) -> None:
+        """Kill what is still running (the run stopped on an error before ``account``)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        if self.proxy.proc.poll() is None:
+            self.proxy.stop()
 
     def stop_all(self) -> list[float]:
         """SIGTERM every live worker; seconds each took to exit."""
@@ -748,6 +762,9 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
         if moto is not None:
             moto.kill()
             moto.wait(10)
+        for run in _RUNS:
+            run.abandon()
+        _RUNS.clear()
     return results
 
 

@@ -113,3 +113,19 @@ async def test_permanent_failures_fifo(aws: Aws) -> None:
     assert result.extra["rejected_not_in_dlq"] == 0, result.extra
     assert result.extra["followers_dead_lettered"] == 0, result.extra
     assert result.extra["order_violations"] == 0, result.extra
+
+
+async def test_a_run_that_stops_on_an_error_leaves_no_process_behind(aws: Aws) -> None:
+    """A scenario that raises before its accounting (a server gone, a wait run out) must
+    not leave its workers and its proxy running after the chaos run ends."""
+    run = chaos.Run(aws.endpoint, "abandoned")
+    await run.queues()
+    worker = run.spawn()
+    try:
+        assert worker.poll() is None
+        assert run.proxy.proc.poll() is None
+    finally:
+        run.abandon()
+    assert worker.poll() is not None
+    assert run.proxy.proc.poll() is not None
+    run.abandon()  # twice: nothing left to do
