@@ -165,10 +165,10 @@ async def test_an_extension_refused_for_a_message_deleted_elsewhere_stops_extend
     lease is marked lost and not extended again (no request per tick for the rest of its
     handler's run)."""
     queue = await aws.queue()
-    _, (stale,) = await leases_for(aws, queue.url, 1, visibility=1)
+    leases, (stale,) = await leases_for(aws, queue.url, 1, visibility=1)
     await delete_elsewhere(aws, queue.url)
     sqs = AwsClient(aws.sqs)
-    heartbeat = Heartbeat(sqs, "q", queue.url, _Only(stale), 0.0, 1, QueueCounters(), Metrics())
+    heartbeat = Heartbeat(sqs, "q", queue.url, leases, 0.0, 1, QueueCounters(), Metrics())
     await heartbeat.extend_due()
     await eventually(lambda: not stale.extending, timeout=5)
     assert stale.lost
@@ -182,11 +182,11 @@ async def test_an_extension_that_loses_the_race_to_its_delete_is_no_news(aws: Aw
     lease: the extension is refused (the message is gone). That is the usual race, not a
     lapse: the lease stays until the delete's own answer ends it, and nothing is logged."""
     queue = await aws.queue()
-    _, (lease,) = await leases_for(aws, queue.url, 1)
+    leases, (lease,) = await leases_for(aws, queue.url, 1)
     lease.settle_delete()
     await aws.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=lease.receipt_handle)
     sqs = AwsClient(aws.sqs)
-    heartbeat = Heartbeat(sqs, "q", queue.url, _Only(lease), 0.0, 1, QueueCounters(), Metrics())
+    heartbeat = Heartbeat(sqs, "q", queue.url, leases, 0.0, 1, QueueCounters(), Metrics())
     with structlog.testing.capture_logs() as logs:
         await heartbeat.extend_due()
         await eventually(lambda: not lease.extending, timeout=5)
@@ -194,15 +194,6 @@ async def test_an_extension_that_loses_the_race_to_its_delete_is_no_news(aws: Aw
     assert lease.live  # the delete's answer ends it
     assert lease.lost  # not extended again
     assert not [e for e in logs if e["event"] == "visibility_extend_failed"]
-
-
-class _Only(Leases):
-    def __init__(self, lease: Lease) -> None:
-        super().__init__(lambda ended: None)
-        self._lease = lease
-
-    def live(self) -> list[Lease]:
-        return [self._lease] if self._lease.live else []
 
 
 def test_a_call_gets_half_the_time_left_while_two_calls_fit_else_all_of_it() -> None:
