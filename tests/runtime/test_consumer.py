@@ -354,3 +354,26 @@ async def test_a_bug_in_settling_logs_once_frees_the_slot_and_gives_the_message_
     errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
     assert len(errors) == 1
     assert "a bug of ours" in json.dumps(errors[0])
+
+
+async def test_a_finished_message_task_leaves_the_consumer(aws: Aws) -> None:
+    """Every message runs in a task the consumer holds while it runs (shutdown cancels
+    what is left); a task that ended, at once or after waiting, is held no longer: a
+    long-running worker must not grow with the messages it has handled."""
+    queue = await aws.queue()
+    router = Router()
+
+    @router.handler("now")
+    async def now(payload: dict[str, int]) -> None:
+        pass  # never waits: on Python 3.12+ it ends inside the eager start
+
+    @router.handler("later")
+    async def later(payload: dict[str, int]) -> None:
+        await asyncio.sleep(0.01)
+
+    await aws.send_many(queue.url, [{"n": i} for i in range(20)], "now")
+    await aws.send_many(queue.url, [{"n": i} for i in range(20)], "later")
+    async with running(settings_for(aws.endpoint, queue), router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.counters.succeeded == 40, timeout=30)
+        await eventually(lambda: not consumer._tasks, timeout=5)
