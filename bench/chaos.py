@@ -770,13 +770,17 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
 
 async def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     """DynamoDB over HTTP: moto's server in a process of its own (LocalStack's DynamoDB
-    needs a download these machines cannot make); the process and its endpoint."""
+    needs a download these machines cannot make), one request at a time
+    (``bench.moto_server``); the process and its endpoint."""
     port = free_port()
-    moto = subprocess.Popen(
-        [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = Path(tempfile.mkdtemp(prefix="chaos-moto-")) / "moto.log"
+    print(f"  moto's server on port {port}, its log: {log}", flush=True)
+    with open(log, "wb") as out:
+        moto = subprocess.Popen(
+            [PY, "-m", "bench.moto_server", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     await wait_for(lambda: _listening(port), timeout=30)
     return moto, f"http://127.0.0.1:{port}"
 

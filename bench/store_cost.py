@@ -1,7 +1,7 @@
 """What the idempotency store costs the client per message, alone: claim + completion
 against a DynamoDB-compatible server in a loop, client CPU and pairs/s.
 
-    python -m bench.store_cost                        # starts moto's server (python -m moto.server)
+    python -m bench.store_cost                        # starts moto's server (bench.moto_server)
     python -m bench.store_cost --endpoint http://localhost:8000   # e.g. DynamoDB Local
 
 ``make bench`` measures the whole worker with the store (scenario ``idempotency``); this

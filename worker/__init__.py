@@ -5,13 +5,32 @@ Handler modules import what they need from here::
     from worker import Message, PermanentFailure, Retry, Router
 """
 
+from typing import TYPE_CHECKING, Any
+
 from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure, Retry
 from worker.messages.payloads import PayloadPointer
 from worker.messages.records import IdempotencyRecord
 from worker.messages.resources import Resources
 from worker.messages.routing import CallNext, Middleware, Router, replayed
-from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
+
+if TYPE_CHECKING:
+    from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
+
+_LAZY = {"S3Event", "S3EventRecord", "S3TestEvent"}
+"""Imported on first use: the S3 event models cost a worker that handles no S3 events
+start-up time (their pydantic classes), so a handler module that names them pays it."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from worker.messages import s3events
+
+        value = getattr(s3events, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'worker' has no attribute {name!r}")
+
 
 __all__ = [
     "CallNext",

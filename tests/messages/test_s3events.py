@@ -11,7 +11,8 @@ import pytest
 from worker import Message, Router, S3Event, S3EventRecord
 from worker.messages.envelope import body_type, parse_message
 from worker.messages.routing import HandlerError, Registry, families
-from worker.messages.s3events import S3TestEvent, s3_event_type
+from worker.messages.s3events import S3TestEvent
+from worker.messages.s3types import s3_event_type
 from worker.testing import sns_message, sqs_message
 
 

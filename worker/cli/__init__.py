@@ -1,5 +1,2 @@
-"""The ``worker`` command (run, check, demo) and the operator subcommands."""
-
-from worker.cli.main import main
-
-__all__ = ["main"]
+"""The ``worker`` command (run, check, demo) and the operator subcommands; the console
+script enters at ``worker.cli.entry.main``."""

@@ -10,7 +10,7 @@ Three shapes arrive on a queue:
 
 The message type is the configured attribute (default ``type``), else the ``type`` field of
 a JSON object body, else, for an S3 event notification, ``s3:`` + its event name
-(``s3:ObjectCreated:Put``; ``s3:TestEvent``: see ``worker.messages.s3events``).
+(``s3:ObjectCreated:Put``; ``s3:TestEvent``: see ``worker.messages.s3types``).
 
 A message offloaded to S3 in the extended-client format (the reserved attribute
 ``ExtendedPayloadSize`` or ``SQSLargePayloadSize``, on the message or in the SNS envelope,
@@ -35,7 +35,7 @@ from worker.messages.payloads import (
     find_pointer,
     reserved_attribute,
 )
-from worker.messages.s3events import s3_event_type
+from worker.messages.s3types import s3_event_type
 
 _SNS_TYPES = frozenset({"Notification"})
 IDEMPOTENCY_KEY_ATTRIBUTE = "idempotency-key"

@@ -42,7 +42,7 @@ from worker.messages.envelope import Message
 from worker.messages.outcomes import PermanentFailure
 from worker.messages.records import IdempotencyRecord
 from worker.messages.resources import Resources
-from worker.messages.s3events import S3_TEST_EVENT
+from worker.messages.s3types import S3_TEST_EVENT
 
 Decode = Literal["model", "json", "str", "message"]
 HandlerFn = Callable[..., Any]
