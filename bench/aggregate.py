@@ -99,8 +99,9 @@ def _ratios(runs: list[Run], refs: dict[int, Run], of: Callable[[Run], float | N
 
 
 def _window(runs: list[Run]) -> dict[str, float | None]:
-    """Where the CPU went while the scenario ran (medians): the machine's busy share, and
-    per message the consumer's, the server's and the proxy's CPU ms."""
+    """Where the CPU went while the scenario ran (medians): the machine's busy share, per
+    message the consumer's, the server's and the proxy's CPU ms, and the share of one core
+    the server used (``server_core``)."""
 
     def per_message(r: Run, name: str) -> float | None:
         v = r.window.get(name)
@@ -111,6 +112,14 @@ def _window(runs: list[Run]) -> dict[str, float | None]:
         "consumer_ms": _r(_median(r.cpu_ms for r in runs), 3),
         "server_ms": _r(_median(per_message(r, "server_cpu") for r in runs), 3),
         "proxy_ms": _r(_median(per_message(r, "proxy_cpu") for r in runs), 3),
+        "server_core": _r(
+            _median(
+                r.window["server_cpu"] / r.window["seconds"]
+                for r in runs
+                if r.window.get("server_cpu") is not None and r.window.get("seconds")
+            ),
+            3,
+        ),
     }
 
 

@@ -18,6 +18,9 @@ OF_TUNED = 0.9
 OF_RAW = 0.9
 REQUESTS_PER_MESSAGE = 0.21
 IDLE_PER_POLLER = 3.0
+SERVER_BOUND = 0.85
+"""The share of one core from which the server (LocalStack: one Python process, bound to
+about one core) is taken as the bound of a run."""
 
 
 @dataclass
@@ -50,7 +53,14 @@ def where_cpu_went(r: Result, raw: Result | None) -> str:
             f" (raw loop: {rw.get('host_busy', 0):.0%} busy; consumer {ms(rw.get('consumer_ms'))}, "
             f"server {ms(rw.get('server_ms'))}, proxy {ms(rw.get('proxy_ms'))})"
         )
-    if busy >= 0.9:
+    core = w.get("server_core")
+    if core is not None and core >= SERVER_BOUND:
+        text += (
+            f"; the server used {core:.0%} of a core (raw loop: {rw.get('server_core') or 0:.0%}), and "
+            "LocalStack answers from one Python process, which one core bounds: the server was "
+            "the bound, and each message's share of it is its server CPU per message."
+        )
+    elif busy >= 0.9:
         text += "; the cores were saturated, so CPU the consumer spends is CPU the server lacks."
     else:
         text += "; the cores had room: the consumer waited (see its profile)."

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -21,7 +22,7 @@ from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
-from worker.runtime.heartbeat import Heartbeat, call_timeout
+from worker.runtime.heartbeat import Heartbeat, call_timeout, next_slowest
 from worker.runtime.lease import Lease, Leases
 from worker.runtime.supervisor import Supervisor
 
@@ -203,6 +204,16 @@ def test_a_call_gets_half_the_time_left_while_two_calls_fit_else_all_of_it() -> 
     assert call_timeout(0.2, 0.0) == 0.5  # never below MIN_CALL_TIMEOUT
     assert call_timeout(60.0, 0.0) == 10.0  # nor above MAX_CALL_TIMEOUT
     assert call_timeout(60.0, 20.0) == 10.0
+
+
+def test_the_slowest_call_is_remembered_at_once_and_forgotten_slowly() -> None:
+    assert next_slowest(2.0, 0.5) == 2.0  # a slower call: at once
+    assert next_slowest(0.1, 1.0) == pytest.approx(0.95)  # a faster one: 5% less per call
+    slowest = 1.0
+    for _ in range(14):
+        slowest = next_slowest(0.01, slowest)
+    assert 0.45 < slowest < 0.5  # about half after 14 fast calls
+    assert next_slowest(0.6, 1.0) == pytest.approx(0.95)  # not below the decayed value
 
 
 async def test_calls_slower_than_half_the_time_left_are_waited_for_once_seen(aws: Aws, proxy: Proxy) -> None:

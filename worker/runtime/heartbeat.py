@@ -48,6 +48,13 @@ def call_timeout(left: float, slowest: float) -> float:
     return min(MAX_CALL_TIMEOUT, max(MIN_CALL_TIMEOUT, limit))
 
 
+def next_slowest(took: float, slowest: float) -> float:
+    """``Heartbeat.slowest`` after a call that took ``took`` seconds: a slower call raises it
+    at once, a faster one lowers it by ``SLOWEST_DECAY`` (after 14 fast calls it is about
+    half: one slow moment is remembered for a few rounds, not for good)."""
+    return max(took, slowest * SLOWEST_DECAY)
+
+
 class Heartbeat:
     def __init__(
         self,
@@ -189,7 +196,7 @@ class Heartbeat:
         try:
             return await self._sqs.once("change_message_visibility_batch", limit, **params)
         finally:
-            self.slowest = max(time.monotonic() - sent_at, self.slowest * SLOWEST_DECAY)
+            self.slowest = next_slowest(time.monotonic() - sent_at, self.slowest)
 
     def _lapsed_by_clock(self, lease: Lease) -> None:
         if lease.overdue:
