@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 from tests.servers import ROOT
 
@@ -69,3 +70,7 @@ def test_public_api_stays_at_the_top() -> None:
 
     assert {"Message", "PermanentFailure", "Retry", "Router"} <= set(worker.__all__)
     assert hasattr(producer, "Producer")
+    for name in worker.__all__:  # the S3 event models too, imported on first use
+        assert getattr(worker, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        worker.Nope  # noqa: B018

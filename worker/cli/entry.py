@@ -4,10 +4,9 @@
 model, settings, the handler modules) builds objects that live as long as the process, and
 the collections their allocations trigger meanwhile (measured on Python 3.12: one full
 collection, about a dozen of the middle generation and 140 young ones, 60-80 ms of CPU)
-would delay the first message for little: ``worker.cli.run`` collects once, moves what is
-left to the permanent generation and switches the collector back on soon after every
-consumer runs (``gc.freeze``: the pattern the gc module's documentation gives for start-up
-state). Every other command runs with the collector on. (The ``worker`` package's own
+would delay the first message for little: ``worker.cli.run`` moves them to the permanent
+generation and switches the collector back on once every consumer runs (``gc.freeze``: the
+pattern the gc module's documentation gives for start-up state). Every other command runs with the collector on. (The ``worker`` package's own
 ``__init__``, imported before this module, runs with it on.)"""
 
 from __future__ import annotations
