@@ -3,7 +3,7 @@
 ``worker run`` starts with the garbage collector off. Start-up (imports, botocore's service
 model, settings, the handler modules) builds objects that live as long as the process, and
 the collections their allocations trigger meanwhile (measured on Python 3.12: one full
-collection, about a dozen of the middle generation and 140 young ones, 60-80 ms of CPU)
+collection, about a dozen of the middle generation and 120 young ones, about 50 ms of CPU)
 would delay the first message for little: ``worker.cli.run`` moves them to the permanent
 generation and switches the collector back on once every consumer runs (``gc.freeze``: the
 pattern the gc module's documentation gives for start-up state). Every other command runs with the collector on. (The ``worker`` package's own
