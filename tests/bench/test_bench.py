@@ -7,8 +7,11 @@ profile, the docs); the aggregation and the targets on made-up runs; the proxy's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +28,41 @@ from tests.conftest import Aws
 from tests.servers import ROOT
 
 
+def _run_group(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``args`` in a process group of its own: on a timeout the whole group is killed (the
+    benchmark's worker and raw-loop processes too, which a kill of the benchmark alone
+    would leave running)."""
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+
+
+def test_a_run_that_times_out_leaves_no_process_behind(tmp_path: Path) -> None:
+    pidfile = tmp_path / "child"
+    spawn = (
+        "import subprocess, sys; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); p.wait()"
+    )
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run_group([sys.executable, "-c", spawn], timeout=3)
+    assert time.monotonic() - started < 10  # not held by a grandchild's open pipe
+    child = Path(f"/proc/{pidfile.read_text()}/stat")
+    deadline = time.monotonic() + 5
+    while child.exists() and child.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the grandchild outlived the timeout"
+        time.sleep(0.05)
+
+
 # About 70 s alone on 2 cores, over the suite's 120 s beside the other test processes on a
 # slow day: bounded by the subprocess's own 400 s instead.
 @pytest.mark.timeout(420)
@@ -32,7 +70,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     docs = tmp_path / "docs"
     started = time.monotonic()
-    result = subprocess.run(
+    result = _run_group(
         [
             sys.executable,
             "-m",
@@ -49,11 +87,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
             "--docs-dir",
             str(docs),
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=400,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     data = json.loads(out.read_text())
