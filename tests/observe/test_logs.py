@@ -12,11 +12,13 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 import structlog
 
 from worker import Message, Router
+from worker.observe import logs
 from worker.observe.logs import configure_logging, flush_logs
 from worker.testing import HandlerKit, sqs_message
 
@@ -91,6 +93,42 @@ def test_json_lines_have_the_iso_utc_timestamp_and_event_last(monkeypatch: pytes
     assert second["timestamp"] == whole.isoformat(timespec="microseconds").replace("+00:00", "Z")
     assert second["timestamp"] == "2026-11-18T11:06:40.000000Z"
     assert sorted([second["timestamp"], "2026-11-18T11:06:40.000001Z"])[0] == second["timestamp"]
+
+
+def test_every_line_gets_the_bound_context_the_span_and_its_level_and_the_call_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    tenant = f"tenant_{uuid.uuid4().hex[:8]}"  # a new context variable: the registry grows
+    monkeypatch.setattr(logs, "trace_ids", lambda: ("t" * 32, "s" * 16))
+    monkeypatch.setattr(time, "time_ns", lambda: 1_795_000_001 * 10**9 + 123_456_789)
+    try:
+        log = structlog.get_logger("worker")
+        with structlog.contextvars.bound_contextvars(**{tenant: "acme", "user": "bound"}):
+            log.info("bound", user="given")
+            log.warn("warned")
+            try:
+                raise ZeroDivisionError
+            except ZeroDivisionError:
+                log.exception("failed")
+        log.info("unbound")
+        monkeypatch.setattr(logs, "trace_ids", lambda: None)
+        log.info("outside a span")
+    finally:
+        monkeypatch.undo()
+        configure_logging("info", "console")
+    lines = {line["event"]: line for line in (json.loads(x) for x in out.getvalue().splitlines())}
+    bound = lines["bound"]
+    assert (bound[tenant], bound["user"]) == ("acme", "given")  # the call's key wins
+    assert (bound["trace_id"], bound["span_id"]) == ("t" * 32, "s" * 16)
+    assert (bound["level"], bound["timestamp"]) == ("info", "2026-11-18T11:06:41.123456Z")
+    assert (lines["warned"]["level"], lines["warned"][tenant]) == ("warning", "acme")
+    assert lines["failed"]["level"] == "error"
+    assert tenant not in lines["unbound"]
+    assert "user" not in lines["unbound"]
+    assert "trace_id" not in lines["outside a span"]
+    assert "span_id" not in lines["outside a span"]
 
 
 def test_values_json_cannot_hold_are_rendered_as_structlog_would() -> None:
