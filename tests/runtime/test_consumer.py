@@ -356,6 +356,44 @@ async def test_a_bug_in_settling_logs_once_frees_the_slot_and_gives_the_message_
     assert "a bug of ours" in json.dumps(errors[0])
 
 
+async def test_a_bug_in_a_fifo_groups_settling_logs_once_and_gives_the_group_back_in_order(aws: Aws) -> None:
+    # The same bug on a FIFO queue, where a group's messages run in one task: the head's
+    # success cannot be settled, so the head and the followers it held are given back with
+    # the backoff (none left leased for good) and the group runs again, in order.
+    queue = await aws.queue(fifo=True, max_receive_count=5)
+    runs: list[int] = []
+    router = Router()
+
+    @router.handler("step")
+    async def step(payload: dict[str, int]) -> None:
+        runs.append(payload["seq"])
+
+    for seq in range(3):
+        await aws.send(queue.url, {"seq": seq}, "step", group="g")
+    out = io.StringIO()
+    configure_logging("info", "json", out)
+    settings = settings_for(aws.endpoint, queue, retry_backoff=[1], max_in_flight=10, pollers=1)
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        settle_success = consumer.settler.settle_success
+        broken = [True]
+
+        def settle_once_broken(lease: object) -> None:
+            if broken:
+                broken.clear()
+                raise RuntimeError("a bug of ours")
+            settle_success(lease)  # type: ignore[arg-type]
+
+        consumer.settler.settle_success = settle_once_broken  # type: ignore[method-assign]
+        # Four successes: the head's first run succeeded too, its settling failed.
+        await eventually(lambda: consumer.counters.succeeded == 4 and consumer.in_flight == 0, timeout=30)
+    assert runs == [0, 0, 1, 2]  # the head ran again; the followers once, after it, in order
+    assert await aws.total(queue.url) == 0
+    errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
+    assert len(errors) == 1
+    assert "a bug of ours" in json.dumps(errors[0])
+
+
 async def test_a_finished_message_task_leaves_the_consumer(aws: Aws) -> None:
     """Every message runs in a task the consumer holds while it runs (shutdown cancels
     what is left); a task that ended, at once or after waiting, is held no longer: a
