@@ -10,7 +10,8 @@ import io
 import json
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, PermanentFailure, Retry, Router
@@ -338,22 +339,11 @@ async def test_a_bug_in_settling_logs_once_frees_the_slot_and_gives_the_message_
     settings = settings_for(aws.endpoint, queue, retry_backoff=[1], max_in_flight=10, pollers=1)
     async with running(settings, router) as worker:
         consumer = worker.consumers[0]
-        apply = consumer.settler.apply
-        broken = [True]
-
-        async def apply_once_broken(lease: object, outcome: object) -> None:
-            if broken:
-                broken.clear()
-                raise RuntimeError("a bug of ours")
-            await apply(lease, outcome)  # type: ignore[arg-type]
-
-        consumer.settler.apply = apply_once_broken  # type: ignore[method-assign]
+        consumer.settler.apply = _broken_once(consumer.settler.apply)  # type: ignore[method-assign]
         await eventually(lambda: consumer.counters.succeeded == 2 and consumer.in_flight == 0, timeout=20)
     assert runs == [1, 2]  # given back (visible after the 1 s backoff), run again, deleted
     assert await aws.total(queue.url) == 0
-    errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
-    assert len(errors) == 1
-    assert "a bug of ours" in json.dumps(errors[0])
+    _assert_one_consumer_error(out)
 
 
 async def test_a_bug_in_a_fifo_groups_settling_logs_once_and_gives_the_group_back_in_order(aws: Aws) -> None:
@@ -375,23 +365,12 @@ async def test_a_bug_in_a_fifo_groups_settling_logs_once_and_gives_the_group_bac
     settings = settings_for(aws.endpoint, queue, retry_backoff=[1], max_in_flight=10, pollers=1)
     async with running(settings, router) as worker:
         consumer = worker.consumers[0]
-        settle_success = consumer.settler.settle_success
-        broken = [True]
-
-        def settle_once_broken(lease: object) -> None:
-            if broken:
-                broken.clear()
-                raise RuntimeError("a bug of ours")
-            settle_success(lease)  # type: ignore[arg-type]
-
-        consumer.settler.settle_success = settle_once_broken  # type: ignore[method-assign]
+        consumer.settler.settle_success = _broken_once(consumer.settler.settle_success)  # type: ignore[method-assign]
         # Four successes: the head's first run succeeded too, its settling failed.
         await eventually(lambda: consumer.counters.succeeded == 4 and consumer.in_flight == 0, timeout=30)
     assert runs == [0, 0, 1, 2]  # the head ran again; the followers once, after it, in order
     assert await aws.total(queue.url) == 0
-    errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
-    assert len(errors) == 1
-    assert "a bug of ours" in json.dumps(errors[0])
+    _assert_one_consumer_error(out)
 
 
 async def test_a_finished_message_task_leaves_the_consumer(aws: Aws) -> None:
@@ -415,3 +394,23 @@ async def test_a_finished_message_task_leaves_the_consumer(aws: Aws) -> None:
         consumer = worker.consumers[0]
         await eventually(lambda: consumer.counters.succeeded == 40, timeout=30)
         await eventually(lambda: not consumer._tasks, timeout=5)
+
+
+def _broken_once(real: Callable[..., Any]) -> Callable[..., Any]:
+    """``real``, except that its first call raises "a bug of ours" (a coroutine function's
+    result is returned unawaited: its caller awaits it as before)."""
+    broken = [True]
+
+    def call(*args: Any) -> Any:
+        if broken:
+            broken.clear()
+            raise RuntimeError("a bug of ours")
+        return real(*args)
+
+    return call
+
+
+def _assert_one_consumer_error(out: io.StringIO) -> None:
+    errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
+    assert len(errors) == 1
+    assert "a bug of ours" in json.dumps(errors[0])

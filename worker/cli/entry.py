@@ -6,8 +6,9 @@ the collections their allocations trigger meanwhile (measured on Python 3.12: on
 collection, about a dozen of the middle generation and 120 young ones, about 50 ms of CPU)
 would delay the first message for little: ``worker.cli.run`` moves them to the permanent
 generation and switches the collector back on once every consumer runs (``gc.freeze``: the
-pattern the gc module's documentation gives for start-up state). Every other command runs with the collector on. (The ``worker`` package's own
-``__init__``, imported before this module, runs with it on.)"""
+pattern the gc module's documentation gives for start-up state); whatever way the command
+ends, it is on again when it returns. Every other command runs with the collector on. (The
+``worker`` package's own ``__init__``, imported before this module, runs with it on.)"""
 
 from __future__ import annotations
 

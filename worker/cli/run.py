@@ -77,7 +77,6 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
         return report(explained)
     finally:
         frozen.cancel()
-        gc.enable()  # stopped (or failed) before it was switched back on
         for sig in wired:
             loop.remove_signal_handler(sig)
     return EXIT_OK
