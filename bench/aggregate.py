@@ -1,8 +1,20 @@
 """Measured runs and how the repetitions of a scenario become its one Result.
 
 Every ratio is taken within a repetition (the scenario's run against the raw loop's run of
-the same repetition), then the median over the repetitions is reported: the machine's
-speed drifts from one repetition to the next, a ratio within one repetition much less."""
+the same repetition), then the median over the repetitions is reported.
+
+CPU per message is also given adjusted to the machine's speed. On shared cloud cores the
+CPU the same work takes moves by up to half between runs seconds apart, for every process
+at once: one raw loop measured 0.249 and 0.365 CPU ms per message in two repetitions of one
+run, its proxy 0.122 and 0.188, LocalStack 0.560 and 0.868, and a probe process timing a
+fixed piece of Python work every 50 ms 0.454 and 0.664 ms. The proxy relays the same
+requests for every consumer (0.20 per message), so its CPU per message in a run's window
+(``Run.speed``) is what the machine charged for a message's requests then; a run's CPU per
+message divided by it varies over the repetitions of one configuration by 0.5-3.7%
+(coefficient of variation), unadjusted by 3-16% (bench/results.json of 2026-11-23 22:12,
+14 configurations, and a raw,noop,fifo run with 4 repetitions of 2026-11-24 00:15).
+Throughput is not adjusted: whether a run's rate follows the machine's speed depends on
+what bound it (a 50 ms handler's does not), which one gauge cannot tell."""
 
 from __future__ import annotations
 
@@ -67,6 +79,19 @@ class Run:
     @property
     def cpu_ms(self) -> float:
         return self.window_cpu / self.messages * 1000
+
+    @property
+    def speed(self) -> float | None:
+        """The proxy's CPU ms per message in this run's window: the machine's price of a
+        message's requests at the time (None without a proxy reading)."""
+        proxy = self.window.get("proxy_cpu")
+        return proxy / self.messages * 1000 if proxy else None
+
+    @property
+    def cpu_adjusted(self) -> float | None:
+        """CPU per message in units of ``speed`` (comparable across the machine's moods)."""
+        speed = self.speed
+        return None if speed is None else self.cpu_ms / speed
 
     def describe(self) -> str:
         first = "-" if self.first_message is None else f"{self.first_message:.2f} s"
@@ -191,6 +216,7 @@ def aggregate(
             result.ratio = _r(_ratios(rs, raw, lambda r: r.rate), 3)
             result.ratio_with_startup = _r(_ratios(rs, raw, lambda r: r.rate_with_startup), 3)
             result.cpu_ratio = _r(_ratios(rs, raw, lambda r: r.cpu_ms), 3)
+            result.cpu_ratio_adj = _r(_ratios(rs, raw, lambda r: r.cpu_adjusted), 3)
         variants = [r for k in tuned.get(key, []) for r in by_key.get(k, [])]
         if variants:
             best = {
@@ -236,6 +262,9 @@ def once(run: Run, raw: Result | None) -> Result:
             result.ratio_with_startup = round(run.rate_with_startup / raw.rate_with_startup, 3)
         if raw.cpu_ms_per_message:
             result.cpu_ratio = round(run.cpu_ms / raw.cpu_ms_per_message, 3)
+            raw_speed = (raw.extra.get("window") or {}).get("proxy_ms")
+            if run.speed is not None and raw_speed:
+                result.cpu_ratio_adj = round(result.cpu_ratio * raw_speed / run.speed, 3)
         if raw.first_message is not None and run.first_message is not None:
             result.first_vs_raw = round(run.first_message - raw.first_message, 3)
     if run.processes > 1:

@@ -34,6 +34,9 @@ class Result:
     """The consumer's CPU per message between the first message handled and the last delete."""
     cpu_ratio: float | None = None
     """``cpu_ms_per_message`` / the raw loop's, same repetition (median)."""
+    cpu_ratio_adj: float | None = None
+    """``cpu_ratio`` with each run's CPU per message adjusted to the machine's speed
+    (``bench.aggregate.Run.cpu_adjusted``)."""
     startup_cpu: float | None = None
     """The consumer's CPU seconds from process start to the first message handled."""
     requests_per_message: float = 0.0
@@ -60,7 +63,7 @@ def render(results: list[Result], header: bool = True) -> str:
     lines = []
     if header:
         lines.append(
-            f"{'scenario':<40}{'x raw':>6}{'+start':>7}{'x cpu':>6}{'1st s':>6}{'-raw':>6}"
+            f"{'scenario':<40}{'x raw':>6}{'+start':>7}{'x cpu':>6}{'adj':>6}{'1st s':>6}{'-raw':>6}"
             f"{'msg/s':>7}{'+start':>7}{'cpu ms':>7}{'req/msg':>8}{'RSS':>5}{'dup':>4}{'lost':>5}  notes"
         )
     for r in results:
@@ -68,7 +71,8 @@ def render(results: list[Result], header: bool = True) -> str:
         delta = None if r.first_vs_raw is None else r.first_vs_raw
         lines.append(
             f"{r.scenario:<40}{_f(r.ratio, '.2f', 6)}{_f(r.ratio_with_startup, '.2f', 7)}"
-            f"{_f(r.cpu_ratio, '.2f', 6)}{_f(r.first_message, '.2f', 6)}{_f(delta, '+.2f', 6)}"
+            f"{_f(r.cpu_ratio, '.2f', 6)}{_f(r.cpu_ratio_adj, '.2f', 6)}{_f(r.first_message, '.2f', 6)}"
+            f"{_f(delta, '+.2f', 6)}"
             f"{r.rate:>7.0f}{_f(r.rate_with_startup, '.0f', 7)}{r.cpu_ms_per_message:>7.3f}"
             f"{r.requests_per_message:>8.3f}{r.peak_rss_mb:>5.0f}{r.duplicates:>4}{r.losses:>5}  {notes}"
         )
@@ -78,7 +82,9 @@ def render(results: list[Result], header: bool = True) -> str:
 LEGEND = """\
 x raw     throughput / the raw loop's, start-up excluded (first message handled -> last delete)
 +start    the same ratio, start-up included (process start -> last delete)
-x cpu     CPU per message / the raw loop's (first message handled -> last delete)
+x cpu     CPU per message / the raw loop's (first message handled -> last delete); adj: the
+          same with each run's CPU per message divided by the proxy's in the same window
+          (the machine's speed then: the proxy relays the same requests for every consumer)
 1st s     seconds from process start to the first message handled; -raw: minus the raw loop's
 msg/s     messages/s start-up excluded; +start: included
 cpu ms    the consumer's CPU ms per message (start-up excluded); req/msg: SQS requests per

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -123,11 +124,11 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
         assert r["startup_cpu"] > 0, r
         assert 0.1 <= r["requests_per_message"] <= 2, r
     raw = results["raw"]
-    assert raw["ratio"] == raw["ratio_with_startup"] == raw["cpu_ratio"] == 1.0
+    assert raw["ratio"] == raw["ratio_with_startup"] == raw["cpu_ratio"] == raw["cpu_ratio_adj"] == 1.0
     assert raw["first_vs_raw"] == 0
     for key in ("noop-default", "noop-16x500", "io-default", "fifo"):
         r = results[key]
-        for ratio in ("ratio", "ratio_with_startup", "cpu_ratio"):
+        for ratio in ("ratio", "ratio_with_startup", "cpu_ratio", "cpu_ratio_adj"):
             assert r[ratio] > 0, r
         assert r["first_vs_raw"] is not None
         assert r["extra"]["info_lines_per_message"] == 1.0  # the per-message line is on
@@ -168,7 +169,9 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     assert time.monotonic() - started < 240
 
 
-def _run(key: str, rep: int, rate: float, first: float, cpu_ms: float, n: int = 1000) -> Run:
+def _run(
+    key: str, rep: int, rate: float, first: float, cpu_ms: float, n: int = 1000, proxy_ms: float = 0.1
+) -> Run:
     seconds = n / rate
     return Run(
         key=key,
@@ -186,7 +189,7 @@ def _run(key: str, rep: int, rate: float, first: float, cpu_ms: float, n: int = 
         rss=50.0,
         duplicates=0,
         losses=0,
-        window={"host_busy": 0.95, "server_cpu": 0.5, "proxy_cpu": 0.1},
+        window={"host_busy": 0.95, "server_cpu": 0.5, "proxy_cpu": proxy_ms * n / 1000},
     )
 
 
@@ -219,6 +222,37 @@ def test_ratios_are_taken_within_a_repetition_then_the_median() -> None:
     assert "95% busy" in cpu.explanation
     assert targets["first message handled"].ok is False  # +0.3 s
     assert targets["no-op, default settings"].ok is False
+
+
+def test_cpu_per_message_is_judged_in_units_of_the_machines_speed() -> None:
+    # Repetition 0: the machine is slow while the worker runs (its proxy needs 0.15 ms a
+    # message against 0.1 for the raw loop): 0.36 plain is 1.2x, but 0.24 at the raw loop's
+    # speed, 0.8x. Repetition 1: the machine is slow while the raw loop runs: 0.6x plain, 0.9x
+    # adjusted. Repetition 2: steady, 1.0x both. Adjusted median 0.9x: met; plain 1.0x.
+    runs = [
+        _run("raw", 0, 1000, 0.5, 0.3),
+        _run("noop-default", 0, 1000, 0.5, 0.36, proxy_ms=0.15),
+        _run("raw", 1, 1000, 0.5, 0.4, proxy_ms=0.15),
+        _run("noop-default", 1, 1000, 0.5, 0.24),
+        _run("raw", 2, 1000, 0.5, 0.3),
+        _run("noop-default", 2, 1000, 0.5, 0.3),
+    ]
+    (raw, default) = aggregate(runs, TUNED)
+    assert raw.cpu_ratio_adj == 1.0
+    assert default.cpu_ratio == 1.0  # 1.2, 0.6, 1.0
+    assert default.cpu_ratio_adj == 0.9  # 0.8, 0.9, 1.0
+    (cpu,) = [t for t in evaluate([raw, default], []) if t.name.startswith("CPU per message")]
+    assert cpu.ok is True
+    assert "noop-default: 0.90x adjusted to the machine, plain 1.00x (0.300 vs 0.300 ms)" in cpu.result
+    slower = [_run("raw", 0, 1000, 0.5, 0.3), _run("noop-default", 0, 1000, 0.5, 0.75, proxy_ms=0.2)]
+    (_, default) = aggregate(slower, TUNED)
+    assert default.cpu_ratio_adj == 1.25  # 3.75 of the machine's units against 3.0
+    no_proxy = [dataclasses.replace(r, window={}) for r in runs]
+    (_, default) = aggregate(no_proxy, TUNED)
+    assert default.cpu_ratio_adj is None
+    (cpu,) = [t for t in evaluate(aggregate(no_proxy, TUNED), []) if t.name.startswith("CPU per message")]
+    assert cpu.ok is True  # judged on the plain 1.0x
+    assert "noop-default: 1.00x (0.300 vs 0.300 ms)" in cpu.result
 
 
 def test_fifo_and_blocking_are_judged_against_the_raw_loop_on_the_same_workload() -> None:
