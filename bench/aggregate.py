@@ -18,6 +18,7 @@ what bound it (a 50 ms handler's does not), which one gauge cannot tell."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections import Counter
@@ -270,6 +271,36 @@ def once(run: Run, raw: Result | None) -> Result:
     if run.processes > 1:
         result.extra["processes"] = run.processes
     return result
+
+
+LATENCY_QUANTILES = ("p50_ms", "p95_ms", "p99_ms")
+
+
+def latency_pairs(pairs: list[tuple[Result, Result]]) -> list[Result]:
+    """The latency runs, the raw loop's and the worker's alternately: one row each, medians
+    over the pairs; the worker's row also gets the median of its per-pair differences to
+    the raw loop (``p50_vs_raw_ms``, ``p99_vs_raw_ms``): the server's latency moves by
+    tens of milliseconds from one run to the next, a pair's difference much less."""
+
+    def row(rs: list[Result]) -> Result:
+        return dataclasses.replace(
+            rs[0],
+            rate=round(statistics.median(r.rate for r in rs), 1),
+            cpu_ms_per_message=round(statistics.median(r.cpu_ms_per_message for r in rs), 3),
+            requests_per_message=round(statistics.median(r.requests_per_message for r in rs), 4),
+            peak_rss_mb=max(r.peak_rss_mb for r in rs),
+            duplicates=sum(r.duplicates for r in rs),
+            losses=sum(r.losses for r in rs),
+            repetitions=len(rs),
+            extra={q: round(statistics.median(r.extra[q] for r in rs), 1) for q in LATENCY_QUANTILES},
+        )
+
+    raw, worker = row([r for r, _ in pairs]), row([w for _, w in pairs])
+    for q in ("p50", "p99"):
+        worker.extra[f"{q}_vs_raw_ms"] = round(
+            statistics.median(w.extra[f"{q}_ms"] - r.extra[f"{q}_ms"] for r, w in pairs), 1
+        )
+    return [raw, worker]
 
 
 STORE_CALLS = "idempotency_calls"

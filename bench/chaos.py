@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
+from bench import moto_server
 from bench.accounting import Accounting, render
 from bench.harness import PY, Proxy
 from bench.procstat import hwm_mb
@@ -748,7 +749,7 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
                 # A fresh moto per store scenario: it copies every table for each
                 # transaction and, grown over a whole run, answers TransactWriteItems with
                 # 500s (seen twice: the run stalled in the second store scenario).
-                moto, store = await start_moto()
+                moto, store = await moto_server.start()
             try:
                 result = await plan[name]()
             finally:
@@ -766,31 +767,6 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
             run.abandon()
         _RUNS.clear()
     return results
-
-
-async def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    """DynamoDB over HTTP: moto's server in a process of its own (LocalStack's DynamoDB
-    needs a download these machines cannot make), one request at a time
-    (``bench.moto_server``); the process and its endpoint."""
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="chaos-moto-")) / "moto.log"
-    print(f"  moto's server on port {port}, its log: {log}", flush=True)
-    with open(log, "wb") as out:
-        moto = subprocess.Popen(
-            [PY, "-m", "bench.moto_server", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    await wait_for(lambda: _listening(port), timeout=30)
-    return moto, f"http://127.0.0.1:{port}"
-
-
-def _listening(port: int) -> bool:
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=1).close()
-    except (urllib.error.URLError, OSError):
-        return False
-    return True
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
-from bench import procstat
+from bench import moto_server, procstat
 from bench.aggregate import STORE_CALLS, Run, worker_log_events
 from bench.procstat import Sample, hwm_mb
 from bench.result import ROOT, Capacity, Result, render
@@ -189,7 +189,7 @@ class Bench:
         self.workdir = workdir
         self.proxy = Proxy(endpoint)
         self._dynamodb: str | None = None
-        self._moto: Any = None
+        self._moto: subprocess.Popen[bytes] | None = None
         self.server_pid = server_pid
         self.results: list[Result] = []
         self.capacity: list[Capacity] = []
@@ -259,17 +259,13 @@ class Bench:
     def close(self) -> None:
         self.proxy.stop()
         if self._moto is not None:
-            self._moto.stop()
+            self._moto.kill()
+            self._moto.wait()
 
     async def idempotency_table(self) -> dict[str, Any]:
         """A fresh table on moto's DynamoDB server (started on first use), as ``idempotency:``."""
         if self._dynamodb is None:
-            from moto.server import ThreadedMotoServer
-
-            self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-            self._moto.start()
-            host, port = self._moto.get_host_and_port()
-            self._dynamodb = f"http://{host}:{port}"
+            self._moto, self._dynamodb = await moto_server.start()
         table = f"bench-{uuid.uuid4().hex[:8]}"
         async with get_session().create_client(
             "dynamodb", endpoint_url=self._dynamodb, region_name="us-east-1"
@@ -328,6 +324,8 @@ class Bench:
         handler_ms: float,
         extra_env: dict[str, str] | None = None,
         threads: int = 0,
+        latency: bool = False,
+        wait: int = 1,
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
@@ -346,6 +344,9 @@ class Bench:
                 str(handler_ms),
                 "--threads",
                 str(threads),
+                "--wait",
+                str(wait),
+                *(["--latency"] if latency else []),
             ],
             cwd=ROOT,
             env={**os.environ, **(extra_env or {})},
@@ -535,13 +536,23 @@ class Bench:
         return violations
 
     # -- the one-off scenarios --------------------------------------------------------------
-    async def latency(self, rate: float = 200, seconds: float = 15, **queue: Any) -> Result:
+    async def latency(
+        self, rate: float = 200, seconds: float = 15, raw_concurrency: int | None = None, **queue: Any
+    ) -> Result:
+        """Messages sent at a steady ``rate`` to a consumer already long-polling: seconds from
+        each send to its handler (the worker with ``queue`` settings, or with
+        ``raw_concurrency`` the raw loop with 20 s long polls, the reference: what the
+        server itself takes)."""
         name, url = await self.queue()
         self.proxy.reset()
-        record = self.workdir / f"lat-{uuid.uuid4().hex[:6]}.json"
-        proc = self.spawn_worker(self.worker_config(name, **queue), record)
-        await asyncio.sleep(3)  # started and long-polling
         total = int(rate * seconds)
+        record: Path | None = None
+        if raw_concurrency is None:
+            record = self.workdir / f"lat-{uuid.uuid4().hex[:6]}.json"
+            proc = self.spawn_worker(self.worker_config(name, **queue), record)
+        else:
+            proc = self.spawn_raw(url, total, raw_concurrency, 0, latency=True, wait=20)
+        await asyncio.sleep(3)  # started and long-polling
         async with self._sqs() as sqs:
             in_flight = asyncio.Semaphore(32)
 
@@ -564,29 +575,36 @@ class Bench:
             sent_rate = total / (time.monotonic() - start)
         counts = self.wait_deleted(total, [proc], timeout=120)
         peak = hwm_mb(proc.pid)
-        ((cpu, rss),) = self.stop([proc])
+        ((cpu, rss),) = self.stop([proc], signal_them=record is not None)
         await self.delete_queue(url)
-        data = json.loads(record.read_text())
+        if record is not None:
+            data = json.loads(record.read_text())
+            seen = data["seen"]
+            scenario, key = f"latency at {rate:g} msg/s", "latency"
+        else:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            data = next((json.loads(x) for x in out.splitlines() if x.startswith("{")), {"latencies": []})
+            seen = []
+            scenario, key = f"latency at {rate:g} msg/s, raw loop (C={raw_concurrency})", "latency-raw"
         lat = sorted(data["latencies"])
         q = statistics.quantiles(lat, n=100)
         result = Result(
-            scenario=f"latency at {rate:g} msg/s",
-            key="latency",
+            scenario=scenario,
+            key=key,
             messages=total,
             seconds=round(seconds, 1),
             rate=round(sent_rate, 1),
             requests_per_message=round(counts["total"] / total, 4),
             cpu_ms_per_message=round(cpu / total * 1000, 3),
             peak_rss_mb=round(max(rss, peak), 1),
-            duplicates=len(data["seen"]) - len(set(data["seen"])),
-            losses=total - len(set(data["seen"])),
+            duplicates=len(seen) - len(set(seen)),
+            losses=total - (len(set(seen)) if record is not None else len(lat)),
             extra={
                 "p50_ms": round(q[49] * 1000, 1),
                 "p95_ms": round(q[94] * 1000, 1),
                 "p99_ms": round(q[98] * 1000, 1),
             },
         )
-        self.results.append(result)
         print(render([result], header=False), flush=True)
         return result
 

@@ -9,7 +9,9 @@ bench handlers do) and is written there.
 
 At exit it prints one JSON line: ``first`` (time.monotonic() when the first received message
 was handed to its handler) and ``cpu_first`` (the process's CPU seconds then), so the
-benchmark can tell start-up from steady state exactly as it does for the worker."""
+benchmark can tell start-up from steady state exactly as it does for the worker; with
+``--latency``, also ``latencies``: for each message, seconds from the send time in its body
+to its receive (the latency scenario's reference)."""
 
 from __future__ import annotations
 
@@ -26,12 +28,22 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 
-async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: float, threads: int) -> None:
+async def main(
+    endpoint: str,
+    url: str,
+    n: int,
+    concurrency: int,
+    handler_ms: float,
+    threads: int,
+    latency: bool = False,
+    wait: int = 1,
+) -> None:
     config = AioConfig(
         max_pool_connections=concurrency + 2, retries={"total_max_attempts": 1, "mode": "standard"}
     )
     deleted = 0
     first: list[float] = []
+    latencies: list[float] = []
     pause = handler_ms / 1000
     profile_path = os.environ.get("BENCH_PROFILE")
     profiler = cProfile.Profile()
@@ -51,10 +63,13 @@ async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: fl
         async def loop() -> None:
             nonlocal deleted
             while deleted < n:
-                r = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+                r = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
                 messages = r.get("Messages") or []
                 if not messages:
                     continue
+                if latency:  # the body's send time to now, as the worker's latency handler does
+                    now = time.time()
+                    latencies.extend(round(now - json.loads(m["Body"])["t"], 5) for m in messages)
                 if not first:
                     first.extend((time.monotonic(), time.process_time()))
                     if profile_path:
@@ -74,7 +89,10 @@ async def main(endpoint: str, url: str, n: int, concurrency: int, handler_ms: fl
         profiler.disable()
         profiler.dump_stats(profile_path)
     if first:
-        print(json.dumps({"first": first[0], "cpu_first": first[1]}), flush=True)
+        out: dict[str, Any] = {"first": first[0], "cpu_first": first[1]}
+        if latency:
+            out["latencies"] = latencies
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":
@@ -85,5 +103,9 @@ if __name__ == "__main__":
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--handler-ms", type=float, default=0.0, help="asyncio sleep per message (0: none)")
     p.add_argument("--threads", type=int, default=0, help="blocking sleep in a pool of this many threads")
+    p.add_argument("--wait", type=int, default=1, help="WaitTimeSeconds of each receive")
+    p.add_argument(
+        "--latency", action="store_true", help='record each message\'s latency (body {"t": send time})'
+    )
     a = p.parse_args()
-    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms, a.threads))
+    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms, a.threads, a.latency, a.wait))

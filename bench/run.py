@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import procstat
-from bench.aggregate import aggregate, once
+from bench.aggregate import aggregate, latency_pairs, once
 from bench.harness import TUNED, Bench, Scenario, defaults, repeated
 from bench.result import LEGEND, ROOT, render, render_capacity
 
@@ -135,7 +135,15 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
             ]
             bench.results += aggregate(runs, {}, raw_key="startup-raw", startup_only=True)
         if "latency" in wanted:
-            await bench.latency(rate=200, seconds=args.latency_seconds)
+            # The reference polls as the worker's defaults do at this rate: two loops, 20 s polls.
+            pairs = [
+                (
+                    await bench.latency(rate=200, seconds=args.latency_seconds, raw_concurrency=2),
+                    await bench.latency(rate=200, seconds=args.latency_seconds),
+                )
+                for _ in range(args.latency_reps)
+            ]
+            bench.results += latency_pairs(pairs)
         if "idle" in wanted and args.idle_seconds > 0:
             await bench.idle(args.idle_seconds)
         if "scale" in wanted:
@@ -181,6 +189,7 @@ QUICK = {
     "startup_reps": 1,
     "startup_n": 50,
     "latency_seconds": 3.0,
+    "latency_reps": 1,
     "idle_seconds": 0.0,
     "scale": [1, 2],
     "heartbeat_n": 40,
@@ -210,7 +219,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--startup-reps", type=int, help="raw/worker start-up pairs (default 5)")
     p.add_argument("--startup-n", type=int, help="messages per start-up run (default 200)")
-    p.add_argument("--latency-seconds", type=float)
+    p.add_argument("--latency-seconds", type=float, help="seconds of sending per latency run (default 10)")
+    p.add_argument("--latency-reps", type=int, help="raw/worker latency pairs (default 3)")
     p.add_argument("--idle-seconds", type=float, help="idle measurement (default 60; 0 skips it)")
     p.add_argument(
         "--scale", type=lambda s: [int(x) for x in s.split(",")], help="worker processes (default 1,2,4)"
@@ -242,7 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "reps": 3,
         "startup_reps": 5,
         "startup_n": 200,
-        "latency_seconds": 15.0,
+        "latency_seconds": 10.0,
+        "latency_reps": 3,
         "idle_seconds": 60.0,
         "scale": [1, 2, 4],
         "heartbeat_n": 1000,

@@ -17,7 +17,7 @@ import uuid
 
 from aiobotocore.session import get_session
 
-from bench.chaos import start_moto
+from bench import moto_server
 from worker.idempotency import IN_PROGRESS, Record
 from worker.idempotency.dynamodb import DynamoDBStore
 from worker.settings import AwsSettings
@@ -51,7 +51,7 @@ async def measure(endpoint: str, n: int, concurrency: int) -> tuple[float, float
 async def main_async(endpoint: str | None, n: int) -> None:
     server = None
     if endpoint is None:
-        server, endpoint = await start_moto()
+        server, endpoint = await moto_server.start()
     try:
         for concurrency in (1, 20):
             cpu_ms, rate = await measure(endpoint, n, concurrency)

@@ -20,6 +20,13 @@ OF_TUNED = 0.9
 OF_RAW = 0.9
 REQUESTS_PER_MESSAGE = 0.21
 IDLE_PER_POLLER = 3.0
+LATENCY_P50_SLACK = 10.0
+LATENCY_P99_SLACK = 50.0
+"""Milliseconds the worker's latency quantiles may exceed the raw loop's (same run, median
+of per-pair differences): the server's own latency at 200 msg/s (LocalStack on two shared
+cores) moved between 32 and 230 ms at p50 and 120 and 990 ms at p99 for the raw loop (2
+loops, 20 s polls) in six runs of 2026-11-24, the worker's between 30 and 197 ms and 74 and
+710 ms."""
 SERVER_BOUND = 0.85
 """The share of one core from which the server (LocalStack: one Python process, bound to
 about one core) is taken as the bound of a run."""
@@ -214,8 +221,20 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
     if tuned:
         best = max(tuned, key=lambda r: r.ratio_with_startup or 0)
         throughput(f"no-op, best hand-tuned >= {OF_RAW}x the raw loop", best.key, OF_RAW, best.scenario)
-    lat = by.get("latency")
-    if lat:
+    lat, lat_raw = by.get("latency"), by.get("latency-raw")
+    if lat and lat_raw and lat.extra.get("p50_vs_raw_ms") is not None:
+        d50, d99 = lat.extra["p50_vs_raw_ms"], lat.extra["p99_vs_raw_ms"]
+        out.append(
+            Target(
+                f"latency at 200 msg/s: p50 <= {LATENCY_P50_SLACK:g} ms and p99 <= {LATENCY_P99_SLACK:g} ms "
+                "above the raw loop's",
+                d50 <= LATENCY_P50_SLACK and d99 <= LATENCY_P99_SLACK,
+                f"p50 {d50:+g} ms, p99 {d99:+g} ms (median of {lat.repetitions} pairs); worker p50 "
+                f"{lat.extra['p50_ms']} / p99 {lat.extra['p99_ms']} ms, raw loop (2 loops, 20 s polls) "
+                f"p50 {lat_raw.extra['p50_ms']} / p99 {lat_raw.extra['p99_ms']} ms",
+            )
+        )
+    elif lat:  # a run without the raw loop's latency (older results)
         p50, p99 = lat.extra["p50_ms"], lat.extra["p99_ms"]
         out.append(
             Target("latency p50 < 30 ms, p99 < 150 ms", p50 < 30 and p99 < 150, f"p50 {p50} ms, p99 {p99} ms")

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from aiobotocore.session import get_session
 
-from bench.aggregate import Run, aggregate
+from bench.aggregate import Run, aggregate, latency_pairs
 from bench.harness import TUNED, Proxy
-from bench.result import Capacity
+from bench.result import Capacity, Result
 from bench.targets import evaluate
 from tests.conftest import Aws
 from tests.servers import ROOT
@@ -253,6 +253,34 @@ def test_cpu_per_message_is_judged_in_units_of_the_machines_speed() -> None:
     (cpu,) = [t for t in evaluate(aggregate(no_proxy, TUNED), []) if t.name.startswith("CPU per message")]
     assert cpu.ok is True  # judged on the plain 1.0x
     assert "noop-default: 1.00x (0.300 vs 0.300 ms)" in cpu.result
+
+
+def _latency(key: str, p50: float, p99: float) -> Result:
+    return Result(key, 2000, 10.0, 200.0, key=key, extra={"p50_ms": p50, "p95_ms": p50, "p99_ms": p99})
+
+
+def test_latency_is_judged_per_pair_against_the_raw_loop() -> None:
+    # The server's latency doubles in the second pair; the worker is 5 ms (p50) and 20 ms
+    # (p99) above the raw loop in every pair but the third (+30 / +100): medians +5 / +20.
+    pairs = [
+        (_latency("latency-raw", 50, 500), _latency("latency", 55, 520)),
+        (_latency("latency-raw", 150, 800), _latency("latency", 155, 820)),
+        (_latency("latency-raw", 60, 600), _latency("latency", 90, 700)),
+    ]
+    raw, worker = latency_pairs(pairs)
+    assert raw.extra["p50_ms"] == 60
+    assert worker.extra["p50_ms"] == 90
+    assert worker.extra["p50_vs_raw_ms"] == 5
+    assert worker.extra["p99_vs_raw_ms"] == 20
+    assert worker.repetitions == 3
+    (target,) = [t for t in evaluate([raw, worker], []) if t.name.startswith("latency")]
+    assert target.ok is True
+    assert "p50 +5 ms, p99 +20 ms (median of 3 pairs)" in target.result
+    worse = [
+        (r, dataclasses.replace(w, extra={**w.extra, "p50_ms": w.extra["p50_ms"] + 11})) for r, w in pairs
+    ]
+    (target,) = [t for t in evaluate(latency_pairs(worse), []) if t.name.startswith("latency")]
+    assert target.ok is False  # p50 16 ms above
 
 
 def test_fifo_and_blocking_are_judged_against_the_raw_loop_on_the_same_workload() -> None:
