@@ -34,6 +34,10 @@ class Result:
     """The consumer's CPU per message between the first message handled and the last delete."""
     cpu_ratio: float | None = None
     """``cpu_ms_per_message`` / the raw loop's, same repetition (median)."""
+    ratio_adj: float | None = None
+    """``ratio`` with each run's rate adjusted to the machine's speed (information only:
+    ``bench.aggregate``)."""
+    ratio_with_startup_adj: float | None = None
     cpu_ratio_adj: float | None = None
     """``cpu_ratio`` with each run's CPU per message adjusted to the machine's speed
     (``bench.aggregate.Run.cpu_adjusted``)."""
@@ -55,6 +59,8 @@ def _f(value: float | None, spec: str, width: int) -> str:
 
 
 HIDDEN = ("config", "concurrency_tried", "reps", "window", "profile", "imports")
+"""``extra`` keys the table's notes leave out (the ``..._adj`` throughput ratios appear in
+the targets' texts instead)."""
 
 
 def render(results: list[Result], header: bool = True) -> str:
@@ -67,7 +73,9 @@ def render(results: list[Result], header: bool = True) -> str:
             f"{'msg/s':>7}{'+start':>7}{'cpu ms':>7}{'req/msg':>8}{'RSS':>5}{'dup':>4}{'lost':>5}  notes"
         )
     for r in results:
-        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items() if k not in HIDDEN)
+        notes = ", ".join(
+            f"{k}={v}" for k, v in r.extra.items() if k not in HIDDEN and not k.endswith("_adj")
+        )
         delta = None if r.first_vs_raw is None else r.first_vs_raw
         lines.append(
             f"{r.scenario:<40}{_f(r.ratio, '.2f', 6)}{_f(r.ratio_with_startup, '.2f', 7)}"

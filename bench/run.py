@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -290,6 +291,7 @@ def payload(
     return {
         "started": started,
         "server": server,
+        "python": platform.python_version(),
         # --keep changes nothing measured: left out, so that ``make bench BENCH_ARGS=--keep``
         # still reads as ``make bench``.
         "command": " ".join(

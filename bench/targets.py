@@ -3,7 +3,8 @@ results; each throughput or CPU miss names the scenario whose profile explains i
 where the machine's CPU went while that scenario ran.
 
 Throughput verdicts use start-up included (process start to the last delete, the issue's
-measure); start-up excluded is shown beside it. The CPU verdict uses CPU per message
+measure); start-up excluded is shown beside it, and so are the same ratios adjusted to the
+machine's speed (information, not judged). The CPU verdict uses CPU per message
 adjusted to the machine's speed (``bench.aggregate``), the plain ratio beside it; a run
 without proxy readings is judged on the plain one."""
 
@@ -80,6 +81,14 @@ def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _adjusted(with_startup: float | None, without: float | None) -> str:
+    """The same throughput ratio adjusted to the machine's speed, beside the verdict's plain
+    one (``bench.aggregate``: information, not judged)."""
+    if with_startup is None:
+        return ""
+    return f"; adjusted to the machine: {_x(with_startup)} / {_x(without)}"
+
+
 def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
     by = {r.key: r for r in results}
     raw = by.get("raw")
@@ -93,7 +102,8 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
             Target(
                 name,
                 r.ratio_with_startup >= goal,
-                f"{_x(r.ratio_with_startup)} with start-up, {_x(r.ratio)} without ({versus})",
+                f"{_x(r.ratio_with_startup)} with start-up, {_x(r.ratio)} without ({versus})"
+                + _adjusted(r.ratio_with_startup_adj, r.ratio_adj),
                 key,
                 where_cpu_went(r, raw),
             )
@@ -118,7 +128,8 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
                 incl >= OF_RAW,
                 f"{_x(incl)} with start-up, {_x(excl)} without (raw loop on {workload}); "
                 f"{_x(r.ratio_with_startup)} / {_x(r.ratio)} of the raw loop's no-op on a standard queue, "
-                f"where the raw loop on {workload} itself reaches {_x(same.ratio_with_startup)} / {_x(same.ratio)}",
+                f"where the raw loop on {workload} itself reaches {_x(same.ratio_with_startup)} / {_x(same.ratio)}"
+                + _adjusted(r.extra.get(suffix + "_with_startup_adj"), r.extra.get(suffix + "_adj")),
                 key,
                 where_cpu_went(r, same),
             )
@@ -171,7 +182,8 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
             Target(
                 f"{what}, default settings >= {OF_TUNED}x the best hand-tuned",
                 incl >= OF_TUNED,
-                f"{_x(incl)} with start-up, {_x(excl)} without",
+                f"{_x(incl)} with start-up, {_x(excl)} without"
+                + _adjusted(r.extra.get("x_best_tuned_with_startup_adj"), r.extra.get("x_best_tuned_adj")),
                 key,
                 where_cpu_went(r, raw),
             )
