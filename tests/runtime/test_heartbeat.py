@@ -13,6 +13,7 @@ import pytest
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from prometheus_client import CollectorRegistry
 
 from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
@@ -23,7 +24,7 @@ from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.heartbeat import Heartbeat, call_timeout, next_slowest
-from worker.runtime.lease import Lease, Leases
+from worker.runtime.lease import Lease, Leases, State
 from worker.runtime.supervisor import Supervisor
 
 
@@ -250,3 +251,47 @@ async def test_calls_slower_than_half_the_time_left_are_waited_for_once_seen(aws
     assert not second.overdue
     assert second.granted_at > received  # extended
     assert heartbeat.slowest >= 2.0
+
+
+def _leases_at(now: float, expiries: list[float], group: str | None = None) -> tuple[Leases, list[Lease]]:
+    """Leases (no SQS: ``due`` only reads the clock) granted so that each expires at
+    ``now + expiry``, with 10 s visibility."""
+    leases = Leases(lambda lease: None)
+    out = []
+    for i, expiry in enumerate(expiries):
+        message = Message(f"m{i}", "{}", {}, "t", 1, group_id=group, receipt_handle=f"r{i}")
+        out.append(leases.open(message, {}, now + expiry - 10, 10))
+    return leases, out
+
+
+def test_due_lists_the_leases_to_extend_most_urgent_first_and_counts_each_lapse_once() -> None:
+    now = 1000.0
+    # Expiring in 3, -1 (lapsed), 9 (just granted: not due at a 2 s interval) and -2.5 s.
+    leases, (soon, lapsed, fresh, older) = _leases_at(now, [3.0, -1.0, 9.0, -2.5], group="g")
+    fresh.granted_at = now - 1
+    registry = CollectorRegistry()
+    counters = QueueCounters()
+    heartbeat = Heartbeat(AwsClient(None), "q", "url", leases, 2.0, 1, counters, Metrics(registry))
+    with structlog.testing.capture_logs() as logs:
+        assert heartbeat.due(now) == [older, lapsed, soon]
+        assert heartbeat.due(now + 0.5) == [older, lapsed, soon]  # seen again: no new lapse
+    assert counters.overdue == 2
+    assert (lapsed.overdue, older.overdue, soon.overdue, fresh.overdue) == (True, True, False, False)
+    assert registry.get_sample_value("sqs_worker_lease_overdue_total", {"queue": "q"}) == 2
+    overdue = [e for e in logs if e["event"] == "lease_overdue"]
+    assert [(e["message_id"], e["late"]) for e in overdue] == [("m1", 1.0), ("m3", 2.5)]
+    assert all(e["queue"] == "q" and e["group_id"] == "g" and e["state"] == "running" for e in overdue)
+    assert all(e["log_level"] == "warning" for e in overdue)
+
+
+def test_a_lease_on_its_way_out_or_extending_is_not_due() -> None:
+    now = 1000.0
+    leases, (extending, lost, changing, deleting) = _leases_at(now, [1.0, 1.0, 1.0, 2.0])
+    extending.extension_sent()
+    lost.lost = True
+    changing.state, changing.target = State.SETTLING, 30  # its visibility change sets the time
+    deleting.state = State.SETTLING  # a delete not yet confirmed: kept alive until it is
+    heartbeat = Heartbeat(
+        AwsClient(None), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+    )
+    assert heartbeat.due(now) == [deleting]

@@ -109,7 +109,7 @@ class Heartbeat:
         due = []
         for lease in self._leases.live():
             if lease.expires_at < now:
-                self._lapsed_by_clock(lease)
+                self._lapsed_by_clock(lease, now)
             if lease.wants_extension(now, self._interval):
                 due.append(lease)
         due.sort(key=lambda lease: lease.expires_at)
@@ -198,7 +198,7 @@ class Heartbeat:
         finally:
             self.slowest = next_slowest(time.monotonic() - sent_at, self.slowest)
 
-    def _lapsed_by_clock(self, lease: Lease) -> None:
+    def _lapsed_by_clock(self, lease: Lease, now: float) -> None:
         if lease.overdue:
             return
         lease.overdue = True
@@ -209,6 +209,6 @@ class Heartbeat:
             queue=self._queue,
             message_id=lease.message.message_id,
             group_id=lease.message.group_id,
-            late=round(-lease.left(), 2),
+            late=round(-lease.left(now), 2),
             state=lease.state.value,
         )
