@@ -266,20 +266,26 @@ def _leases_at(now: float, expiries: list[float], group: str | None = None) -> t
 
 def test_due_lists_the_leases_to_extend_most_urgent_first_and_counts_each_lapse_once() -> None:
     now = 1000.0
-    # Expiring in 3, -1 (lapsed), 9 (just granted: not due at a 2 s interval) and -2.5 s.
-    leases, (soon, lapsed, fresh, older) = _leases_at(now, [3.0, -1.0, 9.0, -2.5], group="g")
+    # Expiring in 3, -1 (lapsed), 9 (just granted: not due at a 2 s interval), -2.504 and
+    # exactly now (not lapsed yet).
+    leases, (soon, lapsed, fresh, older, edge) = _leases_at(now, [3.0, -1.0, 9.0, -2.504, 0.0], group="g")
     fresh.granted_at = now - 1
     registry = CollectorRegistry()
     counters = QueueCounters()
     heartbeat = Heartbeat(AwsClient(None), "q", "url", leases, 2.0, 1, counters, Metrics(registry))
     with structlog.testing.capture_logs() as logs:
-        assert heartbeat.due(now) == [older, lapsed, soon]
-        assert heartbeat.due(now + 0.5) == [older, lapsed, soon]  # seen again: no new lapse
-    assert counters.overdue == 2
+        assert heartbeat.due(now) == [older, lapsed, edge, soon]
+        assert edge.overdue is False
+        assert heartbeat.due(now + 0.5) == [older, lapsed, edge, soon]  # seen again: no new lapse
+    assert counters.overdue == 3  # edge lapsed at now + 0.5
     assert (lapsed.overdue, older.overdue, soon.overdue, fresh.overdue) == (True, True, False, False)
-    assert registry.get_sample_value("sqs_worker_lease_overdue_total", {"queue": "q"}) == 2
+    assert registry.get_sample_value("sqs_worker_lease_overdue_total", {"queue": "q"}) == 3
     overdue = [e for e in logs if e["event"] == "lease_overdue"]
-    assert [(e["message_id"], e["late"]) for e in overdue] == [("m1", 1.0), ("m3", 2.5)]
+    assert [(e["message_id"], e["late"]) for e in overdue] == [
+        ("m1", 1.0),
+        ("m3", 2.5),
+        ("m4", 0.5),
+    ]  # to 10 ms
     assert all(e["queue"] == "q" and e["group_id"] == "g" and e["state"] == "running" for e in overdue)
     assert all(e["log_level"] == "warning" for e in overdue)
 
@@ -295,3 +301,64 @@ def test_a_lease_on_its_way_out_or_extending_is_not_due() -> None:
         AwsClient(None), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
     )
     assert heartbeat.due(now) == [deleting]
+
+
+class _HeldCalls:
+    """A ChangeMessageVisibilityBatch that records each call's receipts and answers once
+    ``answer`` is set (counting the calls cancelled before that)."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.answer = asyncio.Event()
+        self.cancelled = 0
+
+    async def change_message_visibility_batch(
+        self, QueueUrl: str, Entries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        self.calls.append([e["ReceiptHandle"] for e in Entries])
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+async def test_leases_that_end_while_waiting_for_a_free_call_are_not_extended_and_the_rest_are() -> None:
+    now = time.monotonic()
+    # 40 leases, most urgent first: x (10), a (10), b (10), c (10); one call at a time.
+    leases, out = _leases_at(now, [1.0 + i / 100 for i in range(40)])
+    x, a, b, c = out[:10], out[10:20], out[20:30], out[30:]
+    for lease in a + b + c:
+        lease.granted_at = now  # not due yet
+    held = _HeldCalls()
+    heartbeat = Heartbeat(
+        AwsClient(held), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+    )
+    await heartbeat.extend_due()  # x's call goes out and holds the only call
+    for lease in a + b + c:
+        lease.granted_at = now - 9  # due now
+    second = asyncio.create_task(heartbeat.extend_due())
+    await asyncio.sleep(0.05)  # a's chunk waits for the call x holds
+    for lease in b:
+        lease.state = State.SETTLED  # settled meanwhile
+    held.answer.set()
+    await asyncio.wait_for(second, 5)
+    await eventually(lambda: len(held.calls) >= 3)
+    await asyncio.sleep(0.05)  # a fourth call (b's) would have gone out by now
+    assert held.calls == [[lease.receipt_handle for lease in chunk] for chunk in (x, a, c)]
+    assert not heartbeat._inflight  # nothing kept per call once it ended (a long-running worker)
+
+
+async def test_stop_cancels_the_calls_in_flight_and_frees_their_leases() -> None:
+    leases, (lease,) = _leases_at(time.monotonic(), [1.0])
+    held = _HeldCalls()
+    heartbeat = Heartbeat(
+        AwsClient(held), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+    )
+    heartbeat.start()
+    await eventually(lambda: len(held.calls) == 1)
+    assert lease.extending
+    await heartbeat.stop()
+    assert held.cancelled == 1
+    assert not lease.extending
