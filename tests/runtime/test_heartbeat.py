@@ -362,3 +362,30 @@ async def test_stop_cancels_the_calls_in_flight_and_frees_their_leases() -> None
     await heartbeat.stop()
     assert held.cancelled == 1
     assert not lease.extending
+
+
+async def test_a_bug_in_a_tick_is_logged_and_the_heartbeat_beats_on() -> None:
+    class _BrokenOnce(Leases):
+        def __init__(self) -> None:
+            super().__init__(lambda lease: None)
+            self.looks = 0
+
+        def live(self) -> list[Lease]:
+            self.looks += 1
+            if self.looks == 1:
+                raise RuntimeError("bookkeeping bug")
+            return super().live()
+
+    leases = _BrokenOnce()
+    heartbeat = Heartbeat(
+        AwsClient(None), "q", "url", leases, 0.4, 1, QueueCounters(), Metrics(CollectorRegistry())
+    )
+    with structlog.testing.capture_logs() as logs:
+        heartbeat.start()
+        await eventually(lambda: leases.looks >= 3)  # ticks every 0.1 s
+        await heartbeat.stop()
+    errors = [e for e in logs if e["event"] == "visibility_extend_error"]
+    assert len(errors) == 1
+    assert errors[0]["queue"] == "q"
+    assert errors[0]["log_level"] == "error"
+    assert "bookkeeping bug" in errors[0]["error"]
