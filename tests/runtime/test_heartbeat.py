@@ -13,6 +13,7 @@ import pytest
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 
 from bench.harness import Proxy
@@ -389,3 +390,33 @@ async def test_a_bug_in_a_tick_is_logged_and_the_heartbeat_beats_on() -> None:
     assert errors[0]["queue"] == "q"
     assert errors[0]["log_level"] == "error"
     assert "bookkeeping bug" in errors[0]["error"]
+
+
+async def test_a_failed_extension_call_is_logged_once_and_its_leases_wait_for_the_next_tick() -> None:
+    class _Refusing:
+        calls = 0
+
+        async def change_message_visibility_batch(self, **params: Any) -> dict[str, Any]:
+            self.calls += 1
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "try again"}}, "Cmvb")
+
+    now = time.monotonic()
+    leases, out = _leases_at(now, [1.0 + i / 100 for i in range(12)])
+    expiries = [lease.expires_at for lease in out]
+    counters = QueueCounters()
+    heartbeat = Heartbeat(
+        AwsClient(_Refusing()), "q", "url", leases, 2.0, 2, counters, Metrics(CollectorRegistry())
+    )
+    with structlog.testing.capture_logs() as logs:
+        await heartbeat.extend_due()
+        await eventually(lambda: not any(lease.extending for lease in out))
+    retries = [e for e in logs if e["event"] == "visibility_extend_retry"]
+    assert [(e["queue"], e["entries"], e["error"], e["log_level"]) for e in retries] == [
+        ("q", 10, "InternalError", "warning"),
+        ("q", 2, "InternalError", "warning"),
+    ]
+    assert "try again" in retries[0]["detail"]
+    assert 0.5 < retries[0]["left"] <= 1.0  # the most urgent lease's time left
+    assert [lease.expires_at for lease in out] == expiries  # nothing granted
+    assert counters.extended == 0
+    assert heartbeat.due(time.monotonic()) == out  # due again at the next tick
