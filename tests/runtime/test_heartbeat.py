@@ -420,3 +420,43 @@ async def test_a_failed_extension_call_is_logged_once_and_its_leases_wait_for_th
     assert [lease.expires_at for lease in out] == expiries  # nothing granted
     assert counters.extended == 0
     assert heartbeat.due(time.monotonic()) == out  # due again at the next tick
+
+
+async def test_each_refused_entry_is_judged_on_its_own() -> None:
+    now = time.monotonic()
+    leases, out = _leases_at(now, [1.0 + i / 100 for i in range(5)], group="g")
+    settled, deleting, _, _, changing = out  # the other two are running
+    deleting.state = State.SETTLING  # its delete is on its way
+
+    class _Refusing:
+        async def change_message_visibility_batch(
+            self, Entries: list[dict[str, Any]], **params: Any
+        ) -> dict[str, Any]:
+            settled.state = State.SETTLED  # settled while the call was in flight
+            changing.state, changing.target = State.SETTLING, 30  # given a retry delay meanwhile
+            stale = {"Code": "ReceiptHandleIsInvalid", "Message": "stale receipt", "SenderFault": True}
+            return {
+                "Successful": [],
+                "Failed": [
+                    {"Id": "0", **stale},
+                    {"Id": "1", **stale},
+                    {"Id": "2", **stale},
+                    {"Id": "3", "Code": "InternalError", "Message": "busy", "SenderFault": False},
+                    {"Id": "4", **stale},
+                ],
+            }
+
+    heartbeat = Heartbeat(
+        AwsClient(_Refusing()), "q", "url", leases, 0.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+    )
+    with structlog.testing.capture_logs() as logs:
+        await heartbeat.extend_due()
+        await eventually(lambda: not any(lease.extending for lease in out))
+    assert [lease.lost for lease in out] == [False, True, True, False, True]
+    failed = [e for e in logs if e["event"] == "visibility_extend_failed"]
+    assert [(e["message_id"], e["code"], e["detail"]) for e in failed] == [
+        ("m2", "ReceiptHandleIsInvalid", "stale receipt"),  # a running handler's: news
+        ("m3", "InternalError", "busy"),
+        ("m4", "ReceiptHandleIsInvalid", "stale receipt"),
+    ]
+    assert all(e["queue"] == "q" and e["group_id"] == "g" and e["log_level"] == "warning" for e in failed)
