@@ -10,9 +10,9 @@ run, its proxy 0.122 and 0.188, LocalStack 0.560 and 0.868, and a probe process 
 fixed piece of Python work every 50 ms 0.454 and 0.664 ms. The proxy relays the same
 requests for every consumer (0.20 per message), so its CPU per message in a run's window
 (``Run.speed``) is what the machine charged for a message's requests then; a run's CPU per
-message divided by it varies over the repetitions of one configuration by 0.5-3.7%
-(coefficient of variation), unadjusted by 3-16% (bench/results.json of 2026-11-23 22:12,
-14 configurations, and a raw,noop,fifo run with 4 repetitions of 2026-11-24 00:15).
+message divided by it varies over the repetitions of one configuration by 0.5-6%
+(coefficient of variation), unadjusted by 3-21% (three full runs of 2026-11-23/24 and a
+raw,noop,fifo run with 4 repetitions; ``bench.report.cpu_spread`` gives a run's own).
 Throughput is given adjusted too (a run's rate multiplied by ``speed``), but only as
 information beside the plain ratios the targets are judged on: a rate follows the machine
 only while the run is bound by CPU somewhere (LocalStack's one core, the consumer, the

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,8 @@ NOTES = """\
   and 0.664 ms. The proxy relays the same requests for every consumer (0.20 per message),
   so its CPU per message in a run's window is what the machine charged for a message's
   requests right then. Divided by it, a configuration's CPU per message varies over its
-  repetitions by 0.5-3.7% (coefficient of variation) instead of 3-16% (the full run of
-  2026-11-23 22:12 and that 4-repetition run). LocalStack would be the other gauge, but
+  repetitions by 0.5-6% (coefficient of variation) instead of 3-21% (three full runs of
+  2026-11-23/24 and a 4-repetition one; each run's own figures are under its table). LocalStack would be the other gauge, but
   the worker's requests cost it more than the raw loop's (the worker asks for five system
   attributes and every message attribute, which the server serializes): by LocalStack's
   CPU the worker's no-op ratios come out 0.98-1.04x, by the proxy's 1.04-1.09x in the same
@@ -150,6 +151,36 @@ def chart(results: list[Result], path: Path) -> None:
     plt.close(fig)
 
 
+def cpu_spread(data: dict[str, Any]) -> str:
+    """How much one configuration's CPU per message varied over this run's repetitions,
+    plain and adjusted to the machine (coefficient of variation, the range over the
+    configurations): the evidence for judging the CPU target on the adjusted ratio."""
+    from bench.aggregate import Run
+    from bench.harness import repeated
+
+    keys = {sc.key for sc in repeated(int(data.get("args", {}).get("raw_concurrency", 16)))}
+    by_key: dict[str, list[Run]] = {}
+    for r in data.get("runs", []):
+        if r["key"] in keys:  # the repeated scenarios (start-up pairs move too little to read)
+            by_key.setdefault(r["key"], []).append(Run(**r))
+    plain, adjusted = [], []
+    for runs in by_key.values():
+        cpu = [r.cpu_ms for r in runs]
+        adj = [r.cpu_adjusted for r in runs]
+        if len(runs) < 3 or any(a is None for a in adj) or not all(cpu):
+            continue
+        plain.append(statistics.pstdev(cpu) / statistics.mean(cpu))
+        kept = [a for a in adj if a is not None]
+        adjusted.append(statistics.pstdev(kept) / statistics.mean(kept))
+    if not plain:
+        return ""
+    return (
+        f"\nOver this run's repetitions, one configuration's CPU per message varied by "
+        f"{min(plain):.1%}-{max(plain):.1%} plain and {min(adjusted):.1%}-{max(adjusted):.1%} adjusted "
+        f"to the machine (coefficient of variation, {len(plain)} configurations).\n"
+    )
+
+
 def _where_table(results: list[Result]) -> str:
     lines = [
         "| scenario | machine busy | server's core | consumer CPU ms/msg | server CPU ms/msg "
@@ -206,6 +237,7 @@ def write_docs(data: dict[str, Any], docs: Path | None = None) -> Path:
             text += f"\n\n(No profile of `{t.profile}` in this run: `--profile missed` adds one.)"
         explained.append(text)
     started = float(data.get("started", time.time()))
+    spread = cpu_spread(data)
     text = f"""# Benchmarks
 
 Latest run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, on {os.cpu_count()} cores
@@ -225,6 +257,7 @@ Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaul
 
 {LEGEND}
 ```
+{spread}
 
 ## Targets
 

@@ -23,7 +23,7 @@ from aiobotocore.session import get_session
 
 from bench.aggregate import Run, aggregate, latency_pairs
 from bench.harness import TUNED, Proxy
-from bench.report import reaggregated
+from bench.report import cpu_spread, reaggregated
 from bench.result import Capacity, Result
 from bench.targets import evaluate
 from tests.conftest import Aws
@@ -286,6 +286,19 @@ def test_reaggregating_a_run_recomputes_the_repeated_rows_only(tmp_path: Path) -
     assert noop["rate"] == 800
     assert noop["cpu_ratio_adj"] == 0.8  # 2.4 of the machine's units against 3.0
     assert kept == latency
+
+
+def test_the_report_states_the_runs_own_spread_plain_and_adjusted() -> None:
+    # The raw loop's CPU per message follows the machine (proxy 0.1, 0.2, 0.1 ms): 0.3, 0.6,
+    # 0.3 plain; 3.0 each adjusted.
+    runs = [
+        _run("raw", rep, 1000, 0.5, cpu, proxy_ms=px)
+        for rep, (cpu, px) in enumerate([(0.3, 0.1), (0.6, 0.2), (0.3, 0.1)])
+    ]
+    text = cpu_spread({"runs": [dataclasses.asdict(r) for r in runs]})
+    assert "varied by 35.4%-35.4% plain and 0.0%-0.0% adjusted" in text
+    assert "1 configurations" in text
+    assert cpu_spread({"runs": [dataclasses.asdict(r) for r in runs[:2]]}) == ""  # too few reps
 
 
 def _latency(key: str, p50: float, p99: float) -> Result:
