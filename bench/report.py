@@ -151,14 +151,20 @@ def chart(results: list[Result], path: Path) -> None:
     plt.close(fig)
 
 
+def _repeated_keys(data: dict[str, Any]) -> set[str]:
+    """The keys of the run's repeated scenarios (the ones a ratio is taken per repetition)."""
+    from bench.harness import repeated
+
+    return {sc.key for sc in repeated(int(data.get("args", {}).get("raw_concurrency", 16)))}
+
+
 def cpu_spread(data: dict[str, Any]) -> str:
     """How much one configuration's CPU per message varied over this run's repetitions,
     plain and adjusted to the machine (coefficient of variation, the range over the
     configurations): the evidence for judging the CPU target on the adjusted ratio."""
     from bench.aggregate import Run
-    from bench.harness import repeated
 
-    keys = {sc.key for sc in repeated(int(data.get("args", {}).get("raw_concurrency", 16)))}
+    keys = _repeated_keys(data)
     by_key: dict[str, list[Run]] = {}
     for r in data.get("runs", []):
         if r["key"] in keys:  # the repeated scenarios (start-up pairs move too little to read)
@@ -303,9 +309,9 @@ def reaggregated(data: dict[str, Any]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
     from bench.aggregate import Run, aggregate
-    from bench.harness import TUNED, repeated
+    from bench.harness import TUNED
 
-    keys = {s.key for s in repeated(int(data.get("args", {}).get("raw_concurrency", 16)))}
+    keys = _repeated_keys(data)
     runs = [Run(**r) for r in data.get("runs", []) if r["key"] in keys]
     fresh = {r.key: asdict(r) for r in aggregate(runs, TUNED)}
     return [fresh.get(r.get("key", ""), r) for r in data.get("results", [])]
