@@ -194,6 +194,21 @@ def _run(
     )
 
 
+def test_the_defaults_are_compared_with_the_best_setting_not_each_repetitions_fastest() -> None:
+    # 8x200 runs 1000 msg/s in every repetition; 16x500 1100, 800, 900 (median 900): 8x200 is
+    # the best setting, and the defaults' 1000, 900, 1000 are 1.0, 0.9, 1.0 of it: median 1.0.
+    # Taking the faster setting in each repetition (1100, 1000, 1000) would give 0.91.
+    rates = {
+        "noop-default": (1000, 900, 1000),
+        "noop-8x200": (1000, 1000, 1000),
+        "noop-16x500": (1100, 800, 900),
+    }
+    runs = [_run(key, rep, rate, 1.0, 0.3) for key, reps in rates.items() for rep, rate in enumerate(reps)]
+    runs += [_run("raw", rep, 1000, 0.7, 0.3) for rep in range(3)]
+    by = {r.key: r for r in aggregate(runs, TUNED)}
+    assert by["noop-default"].extra["x_best_tuned"] == 1.0
+
+
 def test_ratios_are_taken_within_a_repetition_then_the_median() -> None:
     # The machine doubles its speed in repetition 1: each ratio within a repetition is 0.8.
     runs = [
