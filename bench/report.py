@@ -84,6 +84,14 @@ NOTES = """\
   lapse is a `lease_overdue` event, a message handled twice, or a message visible in the
   queue while all of them should be held. `model` is the settings' own capacity at that
   latency.
+- The FIFO and blocking-handler targets are met by their ratio, or, as the issue allows, by
+  a profile that shows the server is the bound: LocalStack at 85% or more of its one core in
+  the medians of both the worker's runs and the raw loop's, and the worker's messages
+  costing it at most 1/0.9 of the raw loop's server CPU per message, adjusted to the
+  machine (both divided by the proxy's CPU per message in the same window). Then both
+  throughputs are the core divided by that cost, and the plain ratio moves with the
+  machine's speed in each run's window. Such a verdict reads "met (the server was the
+  bound)" and gets its section and profile like a miss.
 - Profiles (`--profile missed`): one more run of each scenario that missed its target,
   with a cProfile of the worker's event-loop thread from the first message to the exit
   (the wall time waiting in the selector is time the worker waited for the network), or
@@ -230,7 +238,8 @@ def write_docs(data: dict[str, Any], docs: Path | None = None) -> Path:
     args: dict[str, Any] = data.get("args", {})
     chart(results, docs / "benchmarks.png")
     targets = evaluate(results, capacity)
-    missed = [t for t in targets if t.ok is False]
+    # A miss, or a target met only through the profile that shows the server is the bound.
+    missed = [t for t in targets if t.ok is False or t.via]
     profiles: dict[str, str] = data.get("profiles", {})
     explained = []
     for t in missed:
@@ -269,7 +278,7 @@ Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaul
 
 {render_targets(targets, markdown=True)}
 
-{chr(10).join(explained) if explained else "Every target met."}
+{chr(10).join(explained) if explained else "Every target met by its number."}
 
 ## Where the CPU went
 

@@ -169,7 +169,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
         if args.profile != "none":
             targets = evaluate(bench.results, bench.capacity)
             if args.profile == "missed":
-                keys = [t.profile for t in targets if t.ok is False and t.profile]
+                keys = [t.profile for t in targets if (t.ok is False or t.via) and t.profile]
                 if any(k != "startup-worker" for k in keys):
                     keys.insert(0, "raw")  # the reference for the per-package comparison
             else:
@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--raw-concurrency", type=int, default=16, help="the raw loop's receive loops (default 16)"
     )
-    p.add_argument("--startup-reps", type=int, help="raw/worker start-up pairs (default 5)")
+    p.add_argument("--startup-reps", type=int, help="raw/worker start-up pairs (default 9)")
     p.add_argument("--startup-n", type=int, help="messages per start-up run (default 200)")
     p.add_argument("--latency-seconds", type=float, help="seconds of sending per latency run (default 10)")
     p.add_argument("--latency-reps", type=int, help="raw/worker latency pairs (default 3)")
@@ -251,7 +251,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults: dict[str, Any] = {
         "n": 5000,
         "reps": 3,
-        "startup_reps": 5,
+        "startup_reps": 9,
         "startup_n": 200,
         "latency_seconds": 10.0,
         "latency_reps": 3,

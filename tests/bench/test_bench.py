@@ -25,7 +25,7 @@ from bench.aggregate import Run, aggregate, latency_pairs
 from bench.harness import TUNED, Proxy
 from bench.report import cpu_spread, reaggregated
 from bench.result import Capacity, Result
-from bench.targets import evaluate
+from bench.targets import Target, evaluate, render_targets
 from tests.conftest import Aws
 from tests.servers import ROOT
 
@@ -286,6 +286,38 @@ def test_throughput_adjusted_to_the_machine_is_shown_not_judged() -> None:
     (fifo,) = [t for t in evaluate(list(by.values()), []) if t.profile == "fifo"]
     assert fifo.ok is False
     assert fifo.result.endswith("; adjusted to the machine: 1.29x / 1.20x")  # with start-up / without
+
+
+def _fifo_target(worker_window: dict[str, float], raw_window: dict[str, float]) -> Target:
+    runs = [
+        _run("raw", 0, 1000, 0.5, 0.3),
+        dataclasses.replace(_run("raw-fifo", 0, 1000, 0.5, 0.3), window=raw_window),
+        dataclasses.replace(_run("fifo", 0, 800, 0.5, 0.3), window=worker_window),
+    ]
+    (fifo,) = [t for t in evaluate(aggregate(runs, TUNED), []) if t.profile == "fifo"]
+    return fifo
+
+
+def test_a_same_workload_target_is_met_by_a_profile_that_shows_the_server_is_the_bound() -> None:
+    # 0.8x plain. Both runs had LocalStack at 92% of its core; the worker's run was in a
+    # slower moment of the machine (proxy 0.125 ms a message against 0.1), and its messages
+    # cost the server 1.15 s against 0.92 s: the same 9.2 proxy units a message.
+    raw = {"host_busy": 0.8, "server_cpu": 0.92, "proxy_cpu": 0.1, "seconds": 1.0}
+    slow = {"host_busy": 0.8, "server_cpu": 1.15, "proxy_cpu": 0.125, "seconds": 1.25}
+    fifo = _fifo_target(slow, raw)
+    assert fifo.ok is True
+    assert fifo.via == "the server was the bound"
+    assert "it used 92% / 92% of its core" in fifo.result
+    assert "cost it 1.00x the raw loop's server CPU" in fifo.result
+    assert "| met (the server was the bound) |" in render_targets([fifo], markdown=True)
+    # The worker's messages cost the server 1.25x the raw loop's (in the same moment): missed.
+    assert _fifo_target({**slow, "proxy_cpu": 0.1}, raw).ok is False
+    # The raw loop's run left the server room (46% of its core, at the same cost a message):
+    # missed.
+    assert _fifo_target(slow, {**raw, "server_cpu": 0.46, "proxy_cpu": 0.05}).ok is False
+    # Near the edge (1/0.9 = 1.11x the raw loop's server cost): 1.10x is met, 1.13x is not.
+    assert _fifo_target({**slow, "proxy_cpu": 1.15 / (9.2 * 1.10)}, raw).ok is True
+    assert _fifo_target({**slow, "proxy_cpu": 1.15 / (9.2 * 1.13)}, raw).ok is False
 
 
 def test_reaggregating_a_run_recomputes_the_repeated_rows_only(tmp_path: Path) -> None:
