@@ -460,3 +460,29 @@ async def test_each_refused_entry_is_judged_on_its_own() -> None:
         ("m4", "ReceiptHandleIsInvalid", "stale receipt"),
     ]
     assert all(e["queue"] == "q" and e["group_id"] == "g" and e["log_level"] == "warning" for e in failed)
+
+
+async def test_a_granted_extension_moves_the_expiry_counts_and_times_the_call() -> None:
+    class _Slow:
+        async def change_message_visibility_batch(
+            self, Entries: list[dict[str, Any]], **params: Any
+        ) -> dict[str, Any]:
+            await asyncio.sleep(0.05)
+            return {"Successful": [{"Id": e["Id"]} for e in Entries[1:]], "Failed": [self.refused]}
+
+        refused = {"Id": "0", "Code": "InternalError", "Message": "busy", "SenderFault": False}
+
+    now = time.monotonic()
+    leases, out = _leases_at(now, [1.0, 1.1, 1.2])
+    registry = CollectorRegistry()
+    counters = QueueCounters()
+    heartbeat = Heartbeat(AwsClient(_Slow()), "q", "url", leases, 2.0, 1, counters, Metrics(registry))
+    heartbeat.slowest = 0.0
+    await heartbeat.extend_due()
+    await eventually(lambda: not any(lease.extending for lease in out))
+    # Entry 0 was refused (busy: tried again at the next tick); the other two got 10 s more.
+    assert out[0].expires_at == pytest.approx(now + 1.0)
+    assert all(lease.expires_at > now + 9.5 for lease in out[1:])
+    assert counters.extended == 2
+    assert registry.get_sample_value("sqs_worker_visibility_extensions_total", {"queue": "q"}) == 2
+    assert 0.04 < heartbeat.slowest < 1.0  # the call's own time, the clock's reading minus its start
