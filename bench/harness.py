@@ -26,7 +26,7 @@ from aiobotocore.session import get_session
 from bench import moto_server, procstat
 from bench.aggregate import STORE_CALLS, Run, worker_log_events
 from bench.procstat import Sample, hwm_mb
-from bench.result import ROOT, Capacity, Result, render
+from bench.result import ROOT, TUNED, Capacity, Result, render
 
 __all__ = [
     "PY",
@@ -175,11 +175,6 @@ def repeated(raw_concurrency: int) -> list[Scenario]:
             "fifo-default", "FIFO, 100 groups, no-op, default settings", "fifo", "fifo", fifo_groups=100
         ),
     ]
-
-
-# Each default-settings scenario and its hand-tuned variants: the report compares the
-# defaults with the best variant of the same repetition.
-TUNED = {"noop-default": ["noop-8x200", "noop-16x500"], "io-default": ["io-10x500", "io-20x1000"]}
 
 
 class Bench:

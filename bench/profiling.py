@@ -10,7 +10,8 @@ ones (profiling slows the process; its numbers are not reported as measurements)
   so a CPU gap is split into what the worker adds (its own code, its log line, more tasks)
   and what both spend in botocore, aiohttp and the event loop.
 - Start-up (``startup-worker``): ``python -X importtime`` of ``worker run``, the 20 largest
-  imports by cumulative time.
+  imports by cumulative time, and its own import time by top-level package beside the raw
+  loop's (``import bench.raw`` under ``-X importtime``): what the worker imports beyond it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import pstats
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,6 +126,47 @@ def top_imports(log: Path, count: int = TOP) -> str:
     return "\n".join(lines)
 
 
+def import_packages(text: str) -> dict[str, int]:
+    """Own microseconds per top-level package in ``-X importtime`` output."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = IMPORT_LINE.match(line)
+        if m:
+            top = m[4].split(".")[0]
+            out[top] = out.get(top, 0) + int(m[1])
+    return out
+
+
+def imports_beyond(worker: dict[str, int], raw: dict[str, int], count: int = 12) -> str:
+    """What ``worker run`` imports beyond what the raw loop imports: own import time by
+    top-level package, the largest differences first."""
+    diff = {k: worker.get(k, 0) - raw.get(k, 0) for k in worker.keys() | raw.keys()}
+    lines = [
+        f"import time beyond the raw loop's: {sum(diff.values()) / 1000:+.1f} ms "
+        f"(worker {sum(worker.values()) / 1000:.1f}, raw loop {sum(raw.values()) / 1000:.1f}; "
+        "own ms by top-level package, the collector off in both)",
+        f"{'worker':>8} {'raw':>7} {'diff':>7}  package",
+    ]
+    for k in sorted(diff, key=lambda k: -diff[k])[:count]:
+        lines.append(
+            f"{worker.get(k, 0) / 1000:8.1f} {raw.get(k, 0) / 1000:7.1f} {diff[k] / 1000:+7.1f}  {k}"
+        )
+    return "\n".join(lines)
+
+
+def raw_loop_imports(python: str) -> dict[str, int]:
+    """The raw loop's imports under ``-X importtime`` (the collector off, as ``worker run``
+    imports with it off): own microseconds per top-level package."""
+    done = subprocess.run(
+        [python, "-X", "importtime", "-c", "import gc; gc.disable(); import bench.raw"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return import_packages(done.stderr)
+
+
 async def profile_scenarios(
     bench: Bench, keys: list[str], args: argparse.Namespace, known: dict[str, Scenario], startup: Scenario
 ) -> None:
@@ -134,6 +178,9 @@ async def profile_scenarios(
             run = await bench.measure(sc, 0, n=args.startup_n, python_args=["-X", "importtime"])
             bench.runs.remove(run)
             text = "\n".join(top_imports(log) for log in bench.last_logs)
+            worker = import_packages("\n".join(log.read_text(errors="replace") for log in bench.last_logs))
+            if worker:
+                text += "\n\n" + imports_beyond(worker, raw_loop_imports(sys.executable))
             bench.profiles["startup-worker"] = (
                 f"first message after {run.first_message:.2f} s (under -X importtime)\n{text}"
             )

@@ -12,6 +12,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+TUNED = {"noop-default": ["noop-8x200", "noop-16x500"], "io-default": ["io-10x500", "io-20x1000"]}
+"""Each default-settings scenario and its hand-tuned variants: the report compares the
+defaults with the best of them (``bench.aggregate._best``)."""
+
 
 @dataclass
 class Result:

@@ -288,6 +288,60 @@ def test_throughput_adjusted_to_the_machine_is_shown_not_judged() -> None:
     assert fifo.result.endswith("; adjusted to the machine: 1.29x / 1.20x")  # with start-up / without
 
 
+def _bound(run: Run, core: float = 0.92) -> Run:
+    """``run`` with the server at ``core`` of its core through the run's window."""
+    assert run.first is not None
+    seconds = run.last - run.first
+    return dataclasses.replace(run, window={**run.window, "seconds": seconds, "server_cpu": core * seconds})
+
+
+def test_defaults_missed_by_the_plain_ratio_are_met_adjusted_when_the_server_was_the_bound() -> None:
+    # The defaults ran at 800 msg/s in a slower moment (the proxy's 0.125 ms a message against
+    # 0.1): 0.8x plain, 1.0x adjusted; every run compared had the server at 92% of its core.
+    runs = [
+        _bound(_run("raw", 0, 1000, 0.5, 0.3)),
+        _bound(_run("noop-default", 0, 800, 0.5, 0.3, proxy_ms=0.125)),
+        _bound(_run("noop-8x200", 0, 1000, 0.5, 0.3)),
+        _bound(_run("noop-16x500", 0, 950, 0.5, 0.3)),
+    ]
+
+    def verdict(rows: list[Run]) -> Target:
+        (t,) = [t for t in evaluate(aggregate(rows, TUNED), []) if t.name.startswith("no-op, default")]
+        return t
+
+    met = verdict(runs)
+    assert (met.ok, met.via) == (True, "adjusted to the machine; the server was the bound")
+    assert met.result == "0.86x with start-up, 0.80x without; adjusted to the machine: 1.07x / 1.00x"
+    # One tuned setting left the server room (60%): the machine's speed no longer sets the
+    # rates, and the plain ratio stands.
+    assert verdict([*runs[:3], _bound(runs[3], core=0.6)]).ok is False
+    # Adjusted below the target too (the defaults' run in a faster moment): missed.
+    assert (
+        verdict([runs[0], _bound(_run("noop-default", 0, 800, 0.5, 0.3, proxy_ms=0.09)), *runs[2:]]).ok
+        is False
+    )
+    # Met by the plain ratio: no "via".
+    plain = verdict([runs[0], _bound(_run("noop-default", 0, 950, 0.5, 0.3)), *runs[2:]])
+    assert (plain.ok, plain.via) == (True, "")
+
+
+def test_the_best_hand_tuned_is_the_setting_that_meets_the_target_if_one_does() -> None:
+    # 16x500 is the faster by the plain ratio (0.85x, in the machine's moment: adjusted too);
+    # 8x200 ran at 0.8x in a slower moment (the proxy's 0.125 ms against 0.1): 1.0x adjusted.
+    runs = [
+        _bound(_run("raw", 0, 1000, 0.5, 0.3)),
+        _bound(_run("noop-8x200", 0, 800, 0.5, 0.3, proxy_ms=0.125)),
+        _bound(_run("noop-16x500", 0, 850, 0.5, 0.3)),
+    ]
+    (best,) = [t for t in evaluate(aggregate(runs, TUNED), []) if t.name.startswith("no-op, best hand-tuned")]
+    assert (best.ok, best.profile) == (True, "noop-8x200")
+    assert best.via == "adjusted to the machine; the server was the bound"
+    (best,) = [
+        t for t in evaluate(aggregate(runs[::2], TUNED), []) if t.name.startswith("no-op, best hand-tuned")
+    ]
+    assert (best.ok, best.profile) == (False, "noop-16x500")
+
+
 def _fifo_target(worker_window: dict[str, float], raw_window: dict[str, float]) -> Target:
     runs = [
         _run("raw", 0, 1000, 0.5, 0.3),
