@@ -46,7 +46,8 @@ class Target:
     """The scenario key whose profile explains a miss."""
     explanation: str = ""
     via: str = ""
-    """How a target is met other than by its number (``server_bound``), shown with the verdict."""
+    """How a target is met other than by its plain number (``server_bound``,
+    ``machine_verdict``), shown with the verdict."""
 
 
 def where_cpu_went(r: Result, raw: Result | None) -> str:
@@ -92,8 +93,7 @@ def server_bound(r: Result, raw: Result, server_ratio: float | None) -> str | No
     machine (``x_raw_..._server_adj``: the same requests per message, the same server work;
     a worker that asked more of the server would still miss). The sentence that says so, or
     None."""
-    core = (r.extra.get("window") or {}).get("server_core")
-    raw_core = (raw.extra.get("window") or {}).get("server_core")
+    core, raw_core = _server_core(r), _server_core(raw)
     if core is None or raw_core is None or server_ratio is None:
         return None
     if min(core, raw_core) < SERVER_BOUND or server_ratio > 1 / OF_RAW:
@@ -224,6 +224,11 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
                 f"worker {start.first_message:.2f} s, raw loop {raw_first:.2f} s: {start.first_vs_raw:+.2f} s "
                 f"(median of {start.repetitions}; worker start-up CPU {start.startup_cpu or 0:.2f} s)",
                 "startup-worker",
+                "Both processes spend their start-up on the CPU: imports, then botocore's client and "
+                "first request, which both pay. Beyond the raw loop's imports the worker imports what "
+                "it is built on (pydantic and pydantic-settings for the settings validated at start, "
+                "typer for the command line, PyYAML for the file, structlog for the logs) and its own "
+                "modules: the profile's second table gives the import time each adds.",
             )
         )
     for key, what in (("noop-default", "no-op"), ("io-default", "50 ms I/O")):
