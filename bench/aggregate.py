@@ -99,13 +99,6 @@ class Run:
         return (self.rate_with_startup if with_startup else self.rate) * speed
 
     @property
-    def server_adjusted(self) -> float | None:
-        """The server's CPU per message in units of ``speed``: what this consumer's requests
-        cost the server, comparable across the machine's moods (None without both readings)."""
-        server, proxy = self.window.get("server_cpu"), self.window.get("proxy_cpu")
-        return server / proxy if server is not None and proxy else None
-
-    @property
     def cpu_adjusted(self) -> float | None:
         """CPU per message in units of ``speed`` (comparable across the machine's moods)."""
         speed = self.speed
@@ -218,9 +211,7 @@ def aggregate(
     throughput over the best of them (the setting with the highest median, ``_best``) in the
     same repetition (start-up excluded and included).
     Rows of the worker whose raw loop runs the same workload (``SAME_WORKLOAD``) get
-    ``x_raw_io`` / ``x_raw_block`` / ``x_raw_fifo``: their throughput over that raw loop's;
-    ``..._server_adj``: the server CPU per message they caused over that raw loop's, adjusted to
-    the machine (``Run.server_adjusted``)."""
+    ``x_raw_io`` / ``x_raw_block`` / ``x_raw_fifo``: their throughput over that raw loop's."""
     by_key: dict[str, list[Run]] = {}
     for r in runs:
         by_key.setdefault(r.key, []).append(r)
@@ -267,16 +258,14 @@ def aggregate(
             result.ratio_with_startup_adj = _r(_ratios(rs, raw, THROUGHPUT["_with_startup_adj"]), 3)
         variants = [r for k in tuned.get(key, []) for r in by_key.get(k, [])]
         if variants:
+            best = _best(variants, THROUGHPUT["_with_startup"])  # one setting for every measure
             for suffix, of in THROUGHPUT.items():
-                result.extra["x_best_tuned" + suffix] = _r(_ratios(rs, _best(variants, of), of), 2)
+                result.extra["x_best_tuned" + suffix] = _r(_ratios(rs, best, of), 3)
         for prefix, raw_same in SAME_WORKLOAD.items():
             if (key == prefix or key.startswith(prefix + "-")) and same[raw_same]:
                 name = "x_" + raw_same.replace("-", "_")
                 for suffix, of in THROUGHPUT.items():
-                    result.extra[name + suffix] = _r(_ratios(rs, same[raw_same], of), 2)
-                result.extra[name + "_server_adj"] = _r(
-                    _ratios(rs, same[raw_same], lambda r: r.server_adjusted), 2
-                )
+                    result.extra[name + suffix] = _r(_ratios(rs, same[raw_same], of), 3)
         result.extra["window"] = _window(rs)
         result.extra["reps"] = [
             {

@@ -169,7 +169,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
         if args.profile != "none":
             targets = evaluate(bench.results, bench.capacity)
             if args.profile == "missed":
-                keys = [t.profile for t in targets if (t.ok is False or t.via) and t.profile]
+                keys = [t.profile for t in targets if t.ok is False and t.profile]
                 if any(k != "startup-worker" for k in keys):
                     keys.insert(0, "raw")  # the reference for the per-package comparison
             else:

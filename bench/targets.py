@@ -4,11 +4,9 @@ where the machine's CPU went while that scenario ran.
 
 Throughput verdicts use start-up included (process start to the last delete, the issue's
 measure); start-up excluded is shown beside it, and so are the same ratios adjusted to the
-machine's speed. A throughput target missed by its plain ratio is met by the adjusted one
-only where the server was the bound of every run compared (``machine_verdict``): then each
-rate is the server's core over its CPU per message, which follows the machine's speed in
-that run's window (it moved by up to 70% between runs seconds apart), and the adjusted
-ratio is what is left of the consumers' own difference. The CPU verdict uses CPU per message
+machine's speed (information, not judged: a rate times the proxy's CPU per message is the
+proxy's share of a core, so the adjusted ratio is no measure independent of the rates it
+would judge). The CPU verdict uses CPU per message
 adjusted to the machine's speed (``bench.aggregate``), the plain ratio beside it; a run
 without proxy readings is judged on the plain one."""
 
@@ -17,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bench.result import TUNED, Capacity, Result
+from bench.result import Capacity, Result
 
 CPU_RATIO = 1.15
 FIRST_MESSAGE_SLACK = 0.2
@@ -45,9 +43,6 @@ class Target:
     profile: str | None = None
     """The scenario key whose profile explains a miss."""
     explanation: str = ""
-    via: str = ""
-    """How a target is met other than by its plain number (``server_bound``,
-    ``machine_verdict``), shown with the verdict."""
 
 
 def where_cpu_went(r: Result, raw: Result | None) -> str:
@@ -84,52 +79,13 @@ def where_cpu_went(r: Result, raw: Result | None) -> str:
     return text
 
 
-def server_bound(r: Result, raw: Result, server_ratio: float | None) -> str | None:
-    """The issue's other way to meet a same-workload target: a profile that shows the server
-    is the bound. Taken as shown when, in the medians of the repetitions, the server used at
-    least ``SERVER_BOUND`` of its one core in both the worker's runs and the raw loop's (so
-    each one's throughput was the core divided by the server CPU its messages cost), and the
-    worker's messages cost the server at most ``1 / OF_RAW`` of the raw loop's, adjusted to the
-    machine (``x_raw_..._server_adj``: the same requests per message, the same server work;
-    a worker that asked more of the server would still miss). The sentence that says so, or
-    None."""
-    core, raw_core = _server_core(r), _server_core(raw)
-    if core is None or raw_core is None or server_ratio is None:
-        return None
-    if min(core, raw_core) < SERVER_BOUND or server_ratio > 1 / OF_RAW:
-        return None
-    return (
-        f"the server was the bound: it used {core:.0%} / {raw_core:.0%} of its core (worker / raw "
-        f"loop), and the worker's messages cost it {_x(server_ratio)} the raw loop's server CPU "
-        "adjusted to the machine (at most "
-        f"{1 / OF_RAW:.2f}x): the rest of the plain ratio's gap is the machine's speed in each run's window"
-    )
-
-
-def _server_core(r: Result) -> float | None:
-    core = (r.extra.get("window") or {}).get("server_core")
-    return None if core is None else float(core)
-
-
-def machine_verdict(plain: float, adjusted: float | None, goal: float, rows: list[Result]) -> str | None:
-    """How a throughput target missed by its ``plain`` ratio is met all the same: by its ratio
-    ``adjusted`` to the machine's speed, when the server used at least ``SERVER_BOUND`` of its
-    core in the medians of every row compared (``rows``). None if it is not (or was met)."""
-    if plain >= goal or adjusted is None or adjusted < goal or not rows:
-        return None
-    cores = [_server_core(r) for r in rows]
-    if any(c is None or c < SERVER_BOUND for c in cores):
-        return None
-    return "adjusted to the machine; the server was the bound"
-
-
 def _x(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
 def _adjusted(with_startup: float | None, without: float | None) -> str:
     """The same throughput ratio adjusted to the machine's speed, beside the verdict's plain
-    one (``bench.aggregate``; judged only as ``machine_verdict`` says)."""
+    one (``bench.aggregate``: information, not judged)."""
     if with_startup is None:
         return ""
     return f"; adjusted to the machine: {_x(with_startup)} / {_x(without)}"
@@ -140,21 +96,19 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
     raw = by.get("raw")
     out: list[Target] = []
 
-    def throughput(name: str, key: str, goal: float, versus: str) -> Target | None:
+    def throughput(name: str, key: str, goal: float, versus: str) -> None:
         r = by.get(key)
         if r is None or r.ratio_with_startup is None:
-            return None
-        via = machine_verdict(
-            r.ratio_with_startup, r.ratio_with_startup_adj, goal, [r, *([raw] if raw else [])]
-        )
-        return Target(
-            name,
-            r.ratio_with_startup >= goal or via is not None,
-            f"{_x(r.ratio_with_startup)} with start-up, {_x(r.ratio)} without ({versus})"
-            + _adjusted(r.ratio_with_startup_adj, r.ratio_adj),
-            key,
-            where_cpu_went(r, raw),
-            via=via or "",
+            return
+        out.append(
+            Target(
+                name,
+                r.ratio_with_startup >= goal,
+                f"{_x(r.ratio_with_startup)} with start-up, {_x(r.ratio)} without ({versus})"
+                + _adjusted(r.ratio_with_startup_adj, r.ratio_adj),
+                key,
+                where_cpu_went(r, raw),
+            )
         )
 
     def same_workload(key: str, raw_key: str, name: str, workload: str) -> None:
@@ -168,23 +122,18 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
         suffix = "x_" + raw_key.replace("-", "_")
         incl, excl = r.extra.get(suffix + "_with_startup"), r.extra.get(suffix)
         if incl is None or same is None:  # no raw loop on this workload in the run
-            fallback = throughput(name, key, OF_RAW, "raw loop, no-op")
-            if fallback:
-                out.append(fallback)
+            throughput(name, key, OF_RAW, "raw loop, no-op")
             return
-        bound = server_bound(r, same, r.extra.get(suffix + "_server_adj"))
         out.append(
             Target(
                 name,
-                incl >= OF_RAW or bound is not None,
+                incl >= OF_RAW,
                 f"{_x(incl)} with start-up, {_x(excl)} without (raw loop on {workload}); "
                 f"{_x(r.ratio_with_startup)} / {_x(r.ratio)} of the raw loop's no-op on a standard queue, "
                 f"where the raw loop on {workload} itself reaches {_x(same.ratio_with_startup)} / {_x(same.ratio)}"
-                + _adjusted(r.extra.get(suffix + "_with_startup_adj"), r.extra.get(suffix + "_adj"))
-                + ("" if incl >= OF_RAW or bound is None else f"; {bound}"),
+                + _adjusted(r.extra.get(suffix + "_with_startup_adj"), r.extra.get(suffix + "_adj")),
                 key,
                 where_cpu_went(r, same),
-                via="" if incl >= OF_RAW or bound is None else "the server was the bound",
             )
         )
 
@@ -236,18 +185,14 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
         if r is None or r.extra.get("x_best_tuned_with_startup") is None:
             continue
         incl, excl = r.extra["x_best_tuned_with_startup"], r.extra.get("x_best_tuned")
-        incl_adj = r.extra.get("x_best_tuned_with_startup_adj")
-        variants = [by[k] for k in TUNED.get(key, []) if k in by]
-        via = machine_verdict(incl, incl_adj, OF_TUNED, [r, *variants])
         out.append(
             Target(
                 f"{what}, default settings >= {OF_TUNED}x the best hand-tuned",
-                incl >= OF_TUNED or via is not None,
+                incl >= OF_TUNED,
                 f"{_x(incl)} with start-up, {_x(excl)} without"
-                + _adjusted(incl_adj, r.extra.get("x_best_tuned_adj")),
+                + _adjusted(r.extra.get("x_best_tuned_with_startup_adj"), r.extra.get("x_best_tuned_adj")),
                 key,
                 where_cpu_went(r, raw),
-                via=via or "",
             )
         )
     loaded = [by[k] for k in ("noop-default", "io-default") if k in by]
@@ -292,17 +237,9 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
             )
         )
     tuned = [by[k] for k in ("noop-8x200", "noop-16x500") if k in by and by[k].ratio_with_startup is not None]
-    # The best hand-tuned setting: the one that meets the target by its plain ratio, else by
-    # its adjusted one (machine_verdict), else the fastest by the plain ratio.
-    judged = [
-        t
-        for r in sorted(tuned, key=lambda r: -(r.ratio_with_startup or 0))
-        if (t := throughput(f"no-op, best hand-tuned >= {OF_RAW}x the raw loop", r.key, OF_RAW, r.scenario))
-    ]
-    if judged:
-        out.append(
-            next((t for t in judged if t.ok and not t.via), next((t for t in judged if t.ok), judged[0]))
-        )
+    if tuned:
+        best = max(tuned, key=lambda r: r.ratio_with_startup or 0)
+        throughput(f"no-op, best hand-tuned >= {OF_RAW}x the raw loop", best.key, OF_RAW, best.scenario)
     lat, lat_raw = by.get("latency"), by.get("latency-raw")
     if lat and lat_raw and lat.extra.get("p50_vs_raw_ms") is not None:
         d50, d99 = lat.extra["p50_vs_raw_ms"], lat.extra["p99_vs_raw_ms"]
@@ -345,11 +282,7 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
 
 def render_targets(targets: list[Target], markdown: bool = False) -> str:
     def mark(t: Target) -> str:
-        if t.ok is None:
-            return "n/a"
-        if t.ok:
-            return f"met ({t.via})" if t.via else "met"
-        return "**missed**" if markdown else "MISSED"
+        return "n/a" if t.ok is None else ("met" if t.ok else "**missed**" if markdown else "MISSED")
 
     if markdown:
         lines = ["| target | verdict | result |", "|---|---|---|"]
