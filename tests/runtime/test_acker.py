@@ -21,7 +21,7 @@ from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker, retry_delay
 from worker.runtime.counters import QueueCounters
-from worker.runtime.lease import Leases, State
+from worker.runtime.lease import Lease, Leases, State
 
 
 async def test_a_message_received_twice_is_deleted_without_batch_id_clash(aws: Aws) -> None:
@@ -266,3 +266,112 @@ async def test_a_receipt_of_a_message_deleted_elsewhere_ends_the_lease_at_once(a
     assert sqs.calls["change_message_visibility_batch"] == 1
     assert acker.pending == 0
     await acker.close(time.monotonic() + 5)
+
+
+# Server-free tests of the acker's own decisions (when a batch goes, what is retried and
+# when, what is kept): a fake SQS client that records each call's time and receipts.
+
+
+class _Sqs:
+    """DeleteMessageBatch / ChangeMessageVisibilityBatch that refuse every entry of the first
+    ``refuse`` calls (a retryable code), then grant all."""
+
+    def __init__(self, refuse: int = 0) -> None:
+        self.calls: list[tuple[float, str, list[str]]] = []
+        self.refuse = refuse
+
+    def _answer(self, op: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.calls.append((time.monotonic(), op, [e["ReceiptHandle"] for e in entries]))
+        if self.refuse > 0:
+            self.refuse -= 1
+            busy = {"Code": "InternalError", "Message": "busy", "SenderFault": False}
+            return {"Successful": [], "Failed": [{"Id": e["Id"], **busy} for e in entries]}
+        return {"Successful": [{"Id": e["Id"]} for e in entries], "Failed": []}
+
+    async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._answer("delete", Entries)
+
+    async def change_message_visibility_batch(
+        self, QueueUrl: str, Entries: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        return self._answer("change", Entries)
+
+
+def _running(n: int, first: int = 0) -> list[Lease]:
+    leases = Leases(lambda lease: None)
+    return [
+        leases.open(Message(f"m{i}", "{}", {}, "t", 1, receipt_handle=f"r{i}"), {}, time.monotonic(), 30)
+        for i in range(first, first + n)
+    ]
+
+
+async def test_ten_of_a_kind_go_at_once_and_fewer_wait_for_the_flush_interval() -> None:
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.5)
+    acker.start()
+    for lease in _running(10):
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 1, timeout=0.3, every=0.01)
+    for lease in _running(10, first=10):
+        lease.settle_visibility(0)
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 2, timeout=0.3, every=0.01)
+    assert [op for _, op, _ in fake.calls] == ["delete", "change"]
+    started = time.monotonic()
+    for lease in _running(3, first=20):
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 3, timeout=2, every=0.01)
+    assert fake.calls[2][0] - started >= 0.45  # a partial batch waits for more
+    assert fake.calls[2][2] == ["r20", "r21", "r22"]
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_visibility_change_waiting_for_an_extension_goes_once_it_is_back() -> None:
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker.start()
+    (lease,) = _running(1)
+    lease.extension_sent()
+    sent_at = time.monotonic()
+    lease.settle_visibility(0)
+    acker.submit(lease)
+    await asyncio.sleep(0.3)
+    assert fake.calls == []  # its visibility would be overwritten by the extension's answer
+    lease.extension_done(sent_at, True)
+    await eventually(lambda: not lease.live, timeout=2, every=0.01)  # no second submit needed
+    assert [op for _, op, _ in fake.calls] == ["change"]
+    assert lease.state is State.RELEASED
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_refused_entry_is_sent_again_a_fifth_of_a_second_later_and_then_forgotten() -> None:
+    fake = _Sqs(refuse=1)
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    acker.submit(lease)
+    await eventually(lambda: not lease.live, timeout=3, every=0.01)
+    (first, _, _), (second, _, _) = fake.calls
+    assert 0.18 <= second - first <= 0.35  # retry_delay(1): the first retry's backoff
+    assert lease.state is State.SETTLED
+    # Nothing kept for it (read before `pending`, which also sweeps ended leases).
+    assert (acker._open, acker._retries, acker._timers) == ({}, {}, {})
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_stop_sends_a_retry_waiting_for_its_backoff_at_once() -> None:
+    fake = _Sqs(refuse=3)  # backoffs 0.2, 0.4, then 0.8 s
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 3, timeout=3, every=0.01)
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 2) == 0
+    assert len(fake.calls) == 4
+    assert fake.calls[3][0] - stopped < 0.3  # not after the 0.8 s backoff: there is no later
+    assert lease.state is State.SETTLED
