@@ -196,7 +196,7 @@ def _extra(runs: list[Run]) -> dict[str, Any]:
     return out
 
 
-SAME_WORKLOAD = {"io": "raw-io", "block": "raw-block", "fifo": "raw-fifo"}
+SAME_WORKLOAD = {"io": "raw-io", "block": "raw-block", "fifo": "raw-fifo", "raw-fifo-attrs": "raw-fifo"}
 """Worker scenarios (by key or key prefix) and the raw loop that runs the same workload."""
 
 

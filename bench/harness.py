@@ -98,6 +98,8 @@ class Scenario:
     raw_handler_ms: float | None = None
     """Set: the raw loop (with this much asyncio sleep per message); else the worker."""
     raw_threads: int = 0
+    raw_worker_receive: bool = False
+    """The raw loop asks for what the worker's receive asks for (``bench/raw.py --worker-receive``)."""
     """The raw loop's handler blocks (``time.sleep``) in a pool of this many threads."""
     fifo_groups: int = 0
     queue: dict[str, Any] = field(default_factory=dict)
@@ -162,6 +164,15 @@ def repeated(raw_concurrency: int) -> list[Scenario]:
             "fifo",
             raw_handler_ms=0,
             fifo_groups=100,
+        ),
+        Scenario(
+            "raw-fifo-attrs",
+            f"raw loop, FIFO, 100 groups, asking what the worker asks (C={c})",
+            "fifo",
+            "fifo",
+            raw_handler_ms=0,
+            fifo_groups=100,
+            raw_worker_receive=True,
         ),
         Scenario(
             "fifo",
@@ -321,6 +332,7 @@ class Bench:
         threads: int = 0,
         latency: bool = False,
         wait: int = 1,
+        worker_receive: bool = False,
     ) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
@@ -342,6 +354,7 @@ class Bench:
                 "--wait",
                 str(wait),
                 *(["--latency"] if latency else []),
+                *(["--worker-receive"] if worker_receive else []),
             ],
             cwd=ROOT,
             env={**os.environ, **(extra_env or {})},
@@ -436,7 +449,17 @@ class Bench:
         samples: list[Sample] = [self.sample()]
         start = time.monotonic()
         if sc.raw_handler_ms is not None:
-            procs = [self.spawn_raw(url, n, raw_concurrency, sc.raw_handler_ms, extra_env, sc.raw_threads)]
+            procs = [
+                self.spawn_raw(
+                    url,
+                    n,
+                    raw_concurrency,
+                    sc.raw_handler_ms,
+                    extra_env,
+                    sc.raw_threads,
+                    worker_receive=sc.raw_worker_receive,
+                )
+            ]
         else:
             store = await self.idempotency_table() if sc.idempotent else None
             config = self.worker_config(name, store, **sc.queue)

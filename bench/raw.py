@@ -21,11 +21,23 @@ import cProfile
 import json
 import os
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+
+WORKER_SYSTEM_ATTRIBUTES = [
+    "ApproximateReceiveCount",
+    "SentTimestamp",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "AWSTraceHeader",
+]
+"""What the worker's receive asks for (worker.runtime.poller.SYSTEM_ATTRIBUTES; a test keeps
+them equal): with ``--worker-receive`` the raw loop asks the same, to show what asking for
+them costs (the raw loop does not import the worker: its start-up is a reference)."""
 
 
 async def main(
@@ -37,6 +49,7 @@ async def main(
     threads: int,
     latency: bool = False,
     wait: int = 1,
+    worker_receive: bool = False,
 ) -> None:
     config = AioConfig(
         max_pool_connections=concurrency + 2, retries={"total_max_attempts": 1, "mode": "standard"}
@@ -59,11 +72,22 @@ async def main(
     async with get_session().create_client(
         "sqs", endpoint_url=endpoint, region_name="us-east-1", config=config
     ) as sqs:
+        extra: dict[str, Any] = {}
+        if worker_receive:  # the worker's receive parameters (worker.runtime.poller._receive)
+            extra = {
+                "VisibilityTimeout": 30,
+                "MessageAttributeNames": ["All"],
+                "MessageSystemAttributeNames": WORKER_SYSTEM_ATTRIBUTES,
+            }
 
         async def loop() -> None:
             nonlocal deleted
             while deleted < n:
-                r = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait)
+                if worker_receive and url.endswith(".fifo"):
+                    extra["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+                r = await sqs.receive_message(
+                    QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=wait, **extra
+                )
                 messages = r.get("Messages") or []
                 if not messages:
                     continue
@@ -107,5 +131,22 @@ if __name__ == "__main__":
     p.add_argument(
         "--latency", action="store_true", help='record each message\'s latency (body {"t": send time})'
     )
+    p.add_argument(
+        "--worker-receive",
+        action="store_true",
+        help="ask for what the worker's receive asks for (attributes, a visibility timeout)",
+    )
     a = p.parse_args()
-    asyncio.run(main(a.endpoint, a.url, a.n, a.concurrency, a.handler_ms, a.threads, a.latency, a.wait))
+    asyncio.run(
+        main(
+            a.endpoint,
+            a.url,
+            a.n,
+            a.concurrency,
+            a.handler_ms,
+            a.threads,
+            a.latency,
+            a.wait,
+            a.worker_receive,
+        )
+    )

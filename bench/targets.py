@@ -91,6 +91,18 @@ def _adjusted(with_startup: float | None, without: float | None) -> str:
     return f"; adjusted to the machine: {_x(with_startup)} / {_x(without)}"
 
 
+def _asking(r: Result | None, suffix: str, workload: str) -> str:
+    """What asking for the worker's receive parameters (the attributes it reads) costs the raw
+    loop itself on the same workload, in the same run: the share of the gap that is the
+    server's work for those attributes, not the worker's own."""
+    if r is None or r.extra.get(suffix + "_with_startup") is None:
+        return ""
+    return (
+        f"; the raw loop asking what the worker's receive asks (its attributes) reaches "
+        f"{_x(r.extra[suffix + '_with_startup'])} / {_x(r.extra.get(suffix))} of the raw loop on {workload}"
+    )
+
+
 def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
     by = {r.key: r for r in results}
     raw = by.get("raw")
@@ -111,7 +123,7 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
             )
         )
 
-    def same_workload(key: str, raw_key: str, name: str, workload: str) -> None:
+    def same_workload(key: str, raw_key: str, name: str, workload: str, asking: str | None = None) -> None:
         """Judged against the raw loop running the same workload (the same queue type, the
         same handler in as many threads), in the same run; the ratio to the raw loop's no-op
         on a standard queue is shown beside it, and so is that raw loop's own: the share of
@@ -131,7 +143,8 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
                 f"{_x(incl)} with start-up, {_x(excl)} without (raw loop on {workload}); "
                 f"{_x(r.ratio_with_startup)} / {_x(r.ratio)} of the raw loop's no-op on a standard queue, "
                 f"where the raw loop on {workload} itself reaches {_x(same.ratio_with_startup)} / {_x(same.ratio)}"
-                + _adjusted(r.extra.get(suffix + "_with_startup_adj"), r.extra.get(suffix + "_adj")),
+                + _adjusted(r.extra.get(suffix + "_with_startup_adj"), r.extra.get(suffix + "_adj"))
+                + _asking(by.get(asking) if asking else None, suffix, workload),
                 key,
                 where_cpu_went(r, same),
             )
@@ -216,7 +229,11 @@ def evaluate(results: list[Result], capacity: list[Capacity]) -> list[Target]:
             )
         )
     same_workload(
-        "fifo", "raw-fifo", f"FIFO, 100 groups >= {OF_RAW}x the raw loop", "a FIFO queue, 100 groups"
+        "fifo",
+        "raw-fifo",
+        f"FIFO, 100 groups >= {OF_RAW}x the raw loop",
+        "a FIFO queue, 100 groups",
+        asking="raw-fifo-attrs",
     )
     same_workload(
         "block",

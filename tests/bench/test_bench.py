@@ -105,6 +105,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
         "io-20x1000",
         "noop-idempotent",
         "raw-fifo",
+        "raw-fifo-attrs",
         "fifo",
         "fifo-default",
         "startup-raw",
@@ -145,6 +146,7 @@ def test_quick_run_of_every_new_scenario(aws: Aws, tmp_path: Path) -> None:
     # FIFO is judged against the raw loop on a FIFO queue of the same run.
     assert results["fifo"]["extra"]["x_raw_fifo"] > 0
     assert "order_violations" not in results["raw-fifo"]["extra"]  # the raw loop records no order
+    assert results["raw-fifo-attrs"]["extra"]["x_raw_fifo"] > 0  # asking the worker's attributes
     assert results["startup-worker"]["first_vs_raw"] is not None
     (capacity,) = data["capacity"]
     assert capacity["held"] == capacity["in_flight"]
@@ -295,6 +297,28 @@ def test_throughput_adjusted_to_the_machine_is_shown_not_judged() -> None:
     (fifo,) = [t for t in evaluate(list(by.values()), []) if t.profile == "fifo"]
     assert fifo.ok is False
     assert fifo.result.endswith("; adjusted to the machine: 1.29x / 1.20x")  # with start-up / without
+
+
+def test_the_fifo_target_says_what_asking_the_workers_attributes_costs_the_raw_loop() -> None:
+    runs = [
+        _run("raw", 0, 1000, 0.5, 0.3),
+        _run("raw-fifo", 0, 1000, 0.5, 0.3),
+        _run("raw-fifo-attrs", 0, 900, 0.5, 0.3),
+        _run("fifo", 0, 850, 0.5, 0.3),
+    ]
+    (fifo,) = [t for t in evaluate(aggregate(runs, TUNED), []) if t.profile == "fifo"]
+    assert fifo.ok is False
+    assert (
+        "the raw loop asking what the worker's receive asks (its attributes) reaches 0.93x / 0.90x "
+        "of the raw loop on a FIFO queue, 100 groups" in fifo.result
+    )
+
+
+def test_the_raw_loop_asks_for_the_same_attributes_as_the_worker() -> None:
+    from bench.raw import WORKER_SYSTEM_ATTRIBUTES
+    from worker.runtime.poller import SYSTEM_ATTRIBUTES
+
+    assert WORKER_SYSTEM_ATTRIBUTES == SYSTEM_ATTRIBUTES
 
 
 def test_reaggregating_a_run_recomputes_the_repeated_rows_only(tmp_path: Path) -> None:
