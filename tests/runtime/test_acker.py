@@ -307,24 +307,36 @@ def _running(n: int, first: int = 0) -> list[Lease]:
 
 async def test_ten_of_a_kind_go_at_once_and_fewer_wait_for_the_flush_interval() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.5)
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
     acker.start()
     for lease in _running(10):
         lease.settle_delete()
         acker.submit(lease)
-    await eventually(lambda: len(fake.calls) == 1, timeout=0.3, every=0.01)
+    await eventually(lambda: len(fake.calls) == 1, timeout=0.6, every=0.01)
     for lease in _running(10, first=10):
         lease.settle_visibility(0)
         acker.submit(lease)
-    await eventually(lambda: len(fake.calls) == 2, timeout=0.3, every=0.01)
+    await eventually(lambda: len(fake.calls) == 2, timeout=0.6, every=0.01)
     assert [op for _, op, _ in fake.calls] == ["delete", "change"]
-    started = time.monotonic()
-    for lease in _running(3, first=20):
+    # One arrives and waits for more; the tenth, 0.1 s later, ends the wait.
+    first, *rest = _running(10, first=20)
+    first.settle_delete()
+    acker.submit(first)
+    await asyncio.sleep(0.1)
+    tenth = time.monotonic()
+    for lease in rest:
         lease.settle_delete()
         acker.submit(lease)
-    await eventually(lambda: len(fake.calls) == 3, timeout=2, every=0.01)
-    assert fake.calls[2][0] - started >= 0.45  # a partial batch waits for more
-    assert fake.calls[2][2] == ["r20", "r21", "r22"]
+    await eventually(lambda: len(fake.calls) == 3, timeout=3, every=0.01)
+    assert fake.calls[2][0] - tenth < 0.6  # not the interval (1 s) after the first
+    # Fewer than ten wait for the flush interval.
+    started = time.monotonic()
+    for lease in _running(3, first=30):
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 4, timeout=3, every=0.01)
+    assert fake.calls[3][0] - started >= 0.95
+    assert fake.calls[3][2] == ["r30", "r31", "r32"]
     await acker.close(time.monotonic() + 1)
 
 
@@ -355,7 +367,7 @@ async def test_a_refused_entry_is_sent_again_a_fifth_of_a_second_later_and_then_
     acker.submit(lease)
     await eventually(lambda: not lease.live, timeout=3, every=0.01)
     (first, _, _), (second, _, _) = fake.calls
-    assert 0.18 <= second - first <= 0.35  # retry_delay(1): the first retry's backoff
+    assert 0.18 <= second - first <= 0.37  # retry_delay(1): the first retry's backoff (not 0.4)
     assert lease.state is State.SETTLED
     # Nothing kept for it (read before `pending`, which also sweeps ended leases).
     assert (acker._open, acker._retries, acker._timers) == ({}, {}, {})
@@ -373,5 +385,25 @@ async def test_a_stop_sends_a_retry_waiting_for_its_backoff_at_once() -> None:
     stopped = time.monotonic()
     assert await acker.close(stopped + 2) == 0
     assert len(fake.calls) == 4
-    assert fake.calls[3][0] - stopped < 0.3  # not after the 0.8 s backoff: there is no later
+    assert fake.calls[3][0] - stopped < 0.6  # not after the 0.8 s backoff: there is no later
     assert lease.state is State.SETTLED
+
+
+async def test_deletes_and_visibility_changes_submitted_together_go_in_requests_of_their_own() -> None:
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker.start()
+    held = _running(6)
+    for i, lease in enumerate(held):  # delete, change, delete, change, ...
+        if i % 2:
+            lease.settle_visibility(0)
+        else:
+            lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: not any(lease.live for lease in held), timeout=2, every=0.01)
+    assert sorted((op, receipts) for _, op, receipts in fake.calls) == [
+        ("change", ["r1", "r3", "r5"]),
+        ("delete", ["r0", "r2", "r4"]),
+    ]
+    assert [lease.state for lease in held] == [State.SETTLED, State.RELEASED] * 3
+    await acker.close(time.monotonic() + 1)
