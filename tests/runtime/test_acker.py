@@ -344,16 +344,19 @@ async def test_a_visibility_change_waiting_for_an_extension_goes_once_it_is_back
     fake = _Sqs()
     acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
     acker.start()
-    (lease,) = _running(1)
+    lease, other = _running(2)
     lease.extension_sent()
     sent_at = time.monotonic()
-    lease.settle_visibility(0)
-    acker.submit(lease)
+    for each in (lease, other):
+        each.settle_visibility(0)
+        acker.submit(each)
+    await eventually(lambda: not other.live, timeout=2, every=0.01)  # the other one goes
     await asyncio.sleep(0.3)
-    assert fake.calls == []  # its visibility would be overwritten by the extension's answer
+    assert [receipts for _, _, receipts in fake.calls] == [["r1"]]
+    # (its visibility would be overwritten by the extension's answer)
     lease.extension_done(sent_at, True)
     await eventually(lambda: not lease.live, timeout=2, every=0.01)  # no second submit needed
-    assert [op for _, op, _ in fake.calls] == ["change"]
+    assert [(op, receipts) for _, op, receipts in fake.calls] == [("change", ["r1"]), ("change", ["r0"])]
     assert lease.state is State.RELEASED
     await acker.close(time.monotonic() + 1)
 
@@ -406,4 +409,28 @@ async def test_deletes_and_visibility_changes_submitted_together_go_in_requests_
         ("delete", ["r0", "r2", "r4"]),
     ]
     assert [lease.state for lease in held] == [State.SETTLED, State.RELEASED] * 3
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_visibility_change_that_gets_no_answer_is_given_up_and_sent_again() -> None:
+    class _Silent(_Sqs):
+        async def change_message_visibility_batch(
+            self, QueueUrl: str, Entries: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            if not self.calls:
+                self.calls.append((time.monotonic(), "change", []))
+                await asyncio.sleep(60)  # a black hole
+            return self._answer("change", Entries)
+
+    fake = _Silent()
+    acker = Acker(
+        AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, call_timeout=0.3
+    )
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_visibility(0)
+    acker.submit(lease)
+    await eventually(lambda: not lease.live, timeout=3, every=0.01)
+    assert len(fake.calls) == 2
+    assert 0.45 <= fake.calls[1][0] - fake.calls[0][0] < 1.5  # its 0.3 s limit, then the 0.2 s backoff
     await acker.close(time.monotonic() + 1)
