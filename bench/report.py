@@ -84,6 +84,11 @@ NOTES = """\
   lapse is a `lease_overdue` event, a message handled twice, or a message visible in the
   queue while all of them should be held. `model` is the settings' own capacity at that
   latency.
+- `raw-fifo-attrs` is the raw loop on the FIFO queue asking for what the worker's receive
+  asks for (all message attributes, the system attributes it reads, a visibility timeout,
+  a receive attempt id): what those attributes cost the server and botocore, beside the
+  FIFO target (the worker needs them: the message type routes, the receive count decides
+  the retry or the DLQ, the group and deduplication ids keep FIFO order and moves).
 - Throughput targets are judged on the plain ratios. The same ratios adjusted to the
   machine are shown beside them as information only: a rate times the proxy's CPU per
   message is the proxy's share of a core in that window, and the proxy's (like the server's)
