@@ -197,7 +197,8 @@ def _extra(runs: list[Run]) -> dict[str, Any]:
 
 
 SAME_WORKLOAD = {"io": "raw-io", "block": "raw-block", "fifo": "raw-fifo", "raw-fifo-attrs": "raw-fifo"}
-"""Worker scenarios (by key or key prefix) and the raw loop that runs the same workload."""
+"""Scenarios (by key or key prefix: the worker's, and ``raw-fifo-attrs``, the raw loop asking
+the worker's attributes) and the raw loop that runs the same workload without them."""
 
 
 def aggregate(

@@ -98,9 +98,9 @@ class Scenario:
     raw_handler_ms: float | None = None
     """Set: the raw loop (with this much asyncio sleep per message); else the worker."""
     raw_threads: int = 0
+    """The raw loop's handler blocks (``time.sleep``) in a pool of this many threads."""
     raw_worker_receive: bool = False
     """The raw loop asks for what the worker's receive asks for (``bench/raw.py --worker-receive``)."""
-    """The raw loop's handler blocks (``time.sleep``) in a pool of this many threads."""
     fifo_groups: int = 0
     queue: dict[str, Any] = field(default_factory=dict)
     """The worker's queue settings; {} is the worker's defaults."""
