@@ -36,9 +36,11 @@ NOTES = """\
   loop on the same workload (`x_raw_fifo`, `x_raw_block`), with the ratio to the no-op
   shown beside it: what the raw loop itself loses there is the server's or the handler's
   bound, not the consumer's.
-- The repeated scenarios run interleaved: each repetition runs the raw loop, then every
-  scenario once. A ratio is taken within a repetition, then the median over repetitions
-  is reported; absolute numbers are medians too.
+- The repeated scenarios run interleaved: each repetition runs every scenario once, each
+  raw loop before the scenarios compared with it, and every other repetition in reverse
+  order (the raw loop after them), so that the machine's drift during a repetition does
+  not always count against the same side. A ratio is taken within a repetition, then the
+  median over repetitions is reported; absolute numbers are medians too.
 - **CPU per message adjusted to the machine** (`adj`, the CPU target's measure): on these
   shared cloud cores the CPU the same work takes moves by up to half between runs seconds
   apart, for every process at once. One raw loop, two repetitions of one run (2026-11-24
@@ -68,7 +70,8 @@ NOTES = """\
   97% and 93% of a core while the machine was 67% busy). From 85% on, a miss names the
   server as the run's bound: each message's share of it is its server CPU per message.
 - The start-up pairs run the raw loop and the worker with default settings alternately on
-  a small queue; the target uses the median of the per-pair differences.
+  a small queue, every other pair the worker first; the target uses the median of the
+  per-pair differences.
 - **Latency**: messages sent at a steady 200/s to a consumer already long-polling, each
   with its send time in the body; latency is send to handler. The raw loop (two loops of
   20 s polls, as the worker's defaults poll at that rate; it deletes each batch before its

@@ -13,12 +13,14 @@ last delete (the proxy), so throughput is reported with start-up excluded (N / (
 from the consumer's CPU between the first message and the last delete (start-up CPU is
 reported on its own).
 
-The repeated scenarios run ``--reps`` times, interleaved: every repetition runs the raw
-loop and then each scenario once, and every ratio is taken to the raw loop of the same
-repetition before the median is reported. Then, once each: start-up pairs (raw loop and
-worker, alternating), latency, idle cost, scale-out and heartbeat capacity; last, with
-``--profile``, a cProfile of the worker (or ``-X importtime`` for start-up) for every
-scenario whose target was missed, so that the report can say where the time went.
+The repeated scenarios run ``--reps`` times, interleaved: every repetition runs each
+scenario once, every other repetition in reverse order (so that a drift of the machine's
+speed during a repetition favours the raw loop in one and the worker in the next), and
+every ratio is taken to the raw loop of the same repetition before the median is
+reported. Then, once each: start-up pairs (raw loop and worker, every other pair worker
+first), latency, idle cost, scale-out and heartbeat capacity; last, with ``--profile``, a
+cProfile of the worker (or ``-X importtime`` for start-up) for every scenario whose target
+was missed, so that the report can say where the time went.
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
         if scenarios:
             for rep in range(args.reps):
                 print(f"repetition {rep + 1} of {args.reps}", flush=True)
-                for sc in scenarios:
+                for sc in in_order(scenarios, rep):
                     await bench.measure(sc, rep, raw_concurrency=args.raw_concurrency)
             bench.results += aggregate(bench.runs, TUNED)
             print(render(bench.results), flush=True)
@@ -132,7 +134,7 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
             runs = [
                 await bench.measure(sc, rep, n=args.startup_n, raw_concurrency=args.raw_concurrency)
                 for rep in range(args.startup_reps)
-                for sc in pair
+                for sc in in_order(pair, rep)
             ]
             bench.results += aggregate(runs, {}, raw_key="startup-raw", startup_only=True)
         if "latency" in wanted:
@@ -184,6 +186,14 @@ async def run(args: argparse.Namespace, endpoint: str, server_pid: int | None) -
     return bench
 
 
+def in_order(scenarios: list[Scenario], rep: int) -> list[Scenario]:
+    """The order of repetition ``rep``: as listed (each raw loop before the scenarios
+    compared with it) in even repetitions, reversed (the raw loop after them) in odd ones.
+    The machine's speed drifts by tens of percent within a minute on shared cores; with a
+    fixed order, whichever runs later in its group would be judged on the drift."""
+    return list(scenarios) if rep % 2 == 0 else list(reversed(scenarios))
+
+
 QUICK = {
     "n": 300,
     "reps": 1,
@@ -211,7 +221,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CI-size smoke run (" + ", ".join(f"{k}={v}" for k, v in QUICK.items()) + ")",
     )
     p.add_argument("--n", type=int, help="messages per measured run (default 5000)")
-    p.add_argument("--reps", type=int, help="interleaved repetitions of the repeated scenarios (default 3)")
+    p.add_argument(
+        "--reps",
+        type=int,
+        help="interleaved repetitions of the repeated scenarios, every other one in reverse "
+        "order (default 5)",
+    )
     p.add_argument(
         "--scenarios", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}"
     )
@@ -250,7 +265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     defaults: dict[str, Any] = {
         "n": 5000,
-        "reps": 3,
+        "reps": 5,
         "startup_reps": 9,
         "startup_n": 200,
         "latency_seconds": 10.0,

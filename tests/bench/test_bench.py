@@ -242,6 +242,21 @@ def test_ratios_are_taken_within_a_repetition_then_the_median() -> None:
     assert targets["no-op, default settings"].ok is False
 
 
+def test_every_other_repetition_runs_in_reverse_order_so_drift_does_not_favour_one_side() -> None:
+    from bench.harness import repeated
+    from bench.run import in_order
+
+    scenarios = repeated(16)
+    keys = [s.key for s in scenarios]
+    assert [s.key for s in in_order(scenarios, 0)] == keys
+    assert [s.key for s in in_order(scenarios, 1)] == keys[::-1]
+    assert [s.key for s in in_order(scenarios, 2)] == keys
+    # As listed, each group's raw loop comes before the scenarios compared with it.
+    for raw, worker in (("raw", "noop-default"), ("raw-fifo", "fifo"), ("raw-block", "block")):
+        assert keys.index(raw) < keys.index(worker)
+    assert keys == [s.key for s in scenarios]  # the list itself is left as it was
+
+
 def test_cpu_per_message_is_judged_in_units_of_the_machines_speed() -> None:
     # Repetition 0: the machine is slow while the worker runs (its proxy needs 0.15 ms a
     # message against 0.1 for the raw loop): 0.36 plain is 1.2x, but 0.24 at the raw loop's
