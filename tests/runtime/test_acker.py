@@ -9,8 +9,10 @@ import time
 from collections import Counter
 from typing import Any
 
+import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from prometheus_client import CollectorRegistry
 
 from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
@@ -434,3 +436,137 @@ async def test_a_visibility_change_that_gets_no_answer_is_given_up_and_sent_agai
     assert len(fake.calls) == 2
     assert 0.45 <= fake.calls[1][0] - fake.calls[0][0] < 1.5  # its 0.3 s limit, then the 0.2 s backoff
     await acker.close(time.monotonic() + 1)
+
+
+async def test_a_visibility_change_asks_for_the_leases_own_timeout() -> None:
+    class _Recording(_Sqs):
+        async def change_message_visibility_batch(
+            self, QueueUrl: str, Entries: list[dict[str, Any]]
+        ) -> dict[str, Any]:
+            self.entries = Entries
+            return self._answer("change", Entries)
+
+    fake = _Recording()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    backoff, now = _running(2)
+    backoff.settle_visibility(7)
+    now.settle_visibility(0)
+    for lease in (backoff, now):
+        acker.submit(lease)
+    await eventually(lambda: not backoff.live and not now.live, timeout=2, every=0.01)
+    assert [(e["Id"], e["ReceiptHandle"], e["VisibilityTimeout"]) for e in fake.entries] == [
+        ("0", "r0", 7),
+        ("1", "r1", 0),
+    ]
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> None:
+    class _Mixed(_Sqs):
+        """The first call: entry 1 refused (retryable), entry 2's receipt no longer works."""
+
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            answer = self._answer("delete", Entries)
+            if len(self.calls) == 1:
+                busy = {"Id": "1", "Code": "InternalError", "Message": "busy", "SenderFault": False}
+                stale = {"Id": "2", "Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
+                answer = {"Successful": [{"Id": "0"}], "Failed": [busy, stale]}
+            return answer
+
+    fake = _Mixed()
+    counters = QueueCounters()
+    registry = CollectorRegistry()
+    acker = Acker(AwsClient(fake), "q", "url", counters, Metrics(registry), flush_interval=0.01)
+    acker.start()
+    held = _running(3)
+    with structlog.testing.capture_logs() as logs:
+        for lease in held:
+            lease.settle_delete()
+            acker.submit(lease)
+        await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
+    assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2"], ["r1"]]
+    assert [lease.state for lease in held] == [State.SETTLED, State.SETTLED, State.LAPSED]
+    assert counters.delete_failed == 1
+    assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) == 1
+    events = [(e["event"], e.get("message_id"), e.get("code")) for e in logs]
+    assert ("ack_entry_retry", "m1", "InternalError") in events
+    assert ("delete_failed", "m2", "ReceiptHandleIsInvalid") in events
+    (failed,) = [e for e in logs if e["event"] == "delete_failed"]
+    assert failed["redelivery_expected"] is True
+    assert failed["log_level"] == "warning"
+    assert acker.pending == 0
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_request_that_raises_frees_its_call_and_is_sent_again() -> None:
+    class _Failing(_Sqs):
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            if not self.calls:
+                self.calls.append((time.monotonic(), "delete", []))
+                raise ConnectionResetError("reset by peer")
+            return self._answer("delete", Entries)
+
+    fake = _Failing()
+    # One call at a time: the retry can only go if the failed call gave its place back.
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    with structlog.testing.capture_logs() as logs:
+        acker.submit(lease)
+        await eventually(lambda: not lease.live, timeout=3, every=0.01)
+    assert len(fake.calls) == 2
+    (retry,) = [e for e in logs if e["event"] == "ack_batch_retry"]
+    assert (retry["operation"], retry["entries"]) == ("delete", 1)
+    assert "reset by peer" in retry["detail"]
+    assert lease.state is State.SETTLED
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_stop_waits_for_a_request_in_flight_until_its_deadline() -> None:
+    class _Slow(_Sqs):
+        def __init__(self, delay: float) -> None:
+            super().__init__()
+            self.delay = delay
+
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            await asyncio.sleep(self.delay)
+            return self._answer("delete", Entries)
+
+    # Answered before the deadline: confirmed, nothing left.
+    acker = Acker(AwsClient(_Slow(0.3)), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    acker.submit(lease)
+    await asyncio.sleep(0.05)  # sent, not answered
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 2) == 0
+    assert 0.2 <= time.monotonic() - stopped < 1.0
+    assert lease.state is State.SETTLED
+    # Not answered by the deadline: the request is cancelled and its lease left as it was.
+    acker = Acker(AwsClient(_Slow(60)), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    acker.submit(lease)
+    await asyncio.sleep(0.05)
+    stopped = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        assert await acker.close(stopped + 0.3) == 1
+    assert 0.25 <= time.monotonic() - stopped < 1.0
+    assert lease.live
+    assert lease.sending is False
+    (incomplete,) = [e for e in logs if e["event"] == "ack_flush_incomplete"]
+    assert (incomplete["queue"], incomplete["unconfirmed"]) == ("q", 1)
+
+
+async def test_a_stop_with_nothing_pending_returns_at_once() -> None:
+    acker = Acker(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    stopped = time.monotonic()
+    with structlog.testing.capture_logs() as logs:
+        assert await acker.close(stopped + 5) == 0
+    assert time.monotonic() - stopped < 0.1
+    assert not [e for e in logs if e["event"] == "ack_flush_incomplete"]

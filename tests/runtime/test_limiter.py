@@ -187,19 +187,30 @@ def test_the_base_is_the_lowest_slot_time_of_a_steady_window() -> None:
 # -- the in-flight limit -----------------------------------------------------------------------
 def test_slow_start_doubles_the_limit_while_slots_are_full_and_there_is_a_backlog() -> None:
     f = Feed()
-    limits = []
+    seen = []
     for _ in range(6):
         f.busy()
-        limits.append(f.lim.limit)
-    assert limits == [120, 240, 480, 960, 1000, 1000]  # up to the bound, no further
+        seen.append((f.lim.limit, f.lim.pollers))
+    # Up to the bound, no further; the pollers double with the limit (one window per step,
+    # not one for the limit and the next for the pollers), up to theirs.
+    assert seen == [(120, 4), (240, 8), (480, 16), (960, 16), (1000, 16), (1000, 16)]
     assert f.lim.reason == "backlog, slots full"
-    assert f.lim.pollers == 2  # the limit held receiving back, not the pollers
+    g = Feed(in_flight=(10, 100))
+    g.busy()
+    assert (g.lim.limit, g.lim.pollers) == (100, 4)  # as many as the limit has batches for
+    h = Feed()
+    h.busy()
+    h.busy(0.125 * TOLERANCE * 2)  # past the tolerance: slow start ends
+    h.busy(0.125 * TOLERANCE * 2)
+    pollers = h.lim.pollers
+    h.busy(0.125)  # after slow start a starved window grows the limit only
+    assert h.lim.pollers == pollers
 
 
 def test_a_quarter_of_the_receives_starved_is_enough_to_raise_the_limit() -> None:
     f = Feed()
     f.window(starved=5)
-    assert (f.lim.limit, f.lim.pollers) == (120, 2)
+    assert (f.lim.limit, f.lim.pollers) == (120, 4)  # slow start: the pollers with it
     assert f.lim.reason == "backlog, slots full"
     g = Feed()
     g.window(starved=4)  # fewer: the pollers were what held receiving back
@@ -236,7 +247,8 @@ def test_the_limit_shrinks_halfway_to_the_gradient_when_the_slot_time_passes_the
     assert f.lim.slow_start
     f.busy(1.25)  # gradient 8 * 0.125 / 1.25 = 0.8: aims at 384, goes halfway: 432
     assert f.lim.limit == 432
-    assert f.lim.reason == "slot time rose"
+    assert f.lim.reason == "slot time rose, pollers follow the limit"  # 16 -> ceil(432 / 30)
+    assert f.lim.pollers == 15
     assert f.lim.slow_start is False
     f.busy(4.0)  # gradient 0.25, but never below 0.5: aims at 216, goes halfway: 324
     assert f.lim.limit == 324
