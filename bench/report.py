@@ -36,6 +36,16 @@ NOTES = """\
   loop on the same workload (`x_raw_fifo`, `x_raw_block`), with the ratio to the no-op
   shown beside it: what the raw loop itself loses there is the server's or the handler's
   bound, not the consumer's.
+- **The server's pauses**: LocalStack's heap grows through a run (3.2 million objects
+  after two minutes of benchmark), and each full garbage collection walks all of it:
+  pauses of 0.1 s growing to 1.5 s, one every 15-25 s (2026-11-24, measured with a
+  `gc.callbacks` probe in the server). About one 3-second run in five lost up to half its
+  time to one: the outliers of earlier runs (a no-op run with 1.3 s without a message; a
+  latency pair with a p99 of 4.8 s). The LocalStack the bench starts loads
+  `bench/server_site/sitecustomize.py`, which freezes its heap every second (`gc.freeze`),
+  so a collection walks only what is new; the run's header says how many pauses of 50 ms
+  or more were left. The same slice of the benchmark had 11 full collections of 0.1-1.5 s
+  without it and none over 50 ms with it.
 - The repeated scenarios run interleaved: each repetition runs every scenario once, each
   raw loop before the scenarios compared with it, and every other repetition in reverse
   order (the raw loop after them), so that the machine's drift during a repetition does
@@ -172,6 +182,22 @@ def _repeated_keys(data: dict[str, Any]) -> set[str]:
     return {sc.key for sc in repeated(int(data.get("args", {}).get("raw_concurrency", 16)))}
 
 
+def server_gc(data: dict[str, Any]) -> str:
+    """What the run did about the server's garbage collection, and what was left of it."""
+    gc = data.get("server_gc")
+    if not gc:
+        return "The server's garbage collection was left as it was (a server given by `--endpoint`)."
+    left = (
+        f"{gc['pauses']} collection(s) still paused it for 50 ms or more, the longest {gc['longest_ms']} ms"
+        if gc["pauses"]
+        else "no collection paused it for 50 ms or more"
+    )
+    return (
+        f"LocalStack's heap was frozen every {gc['frozen_every_s']:g} s (its full collections "
+        f"otherwise pause it for up to 1.5 s as the heap grows); {left}."
+    )
+
+
 def cpu_spread(data: dict[str, Any]) -> str:
     """How much one configuration's CPU per message varied over this run's repetitions,
     plain and adjusted to the machine (coefficient of variation, the range over the
@@ -264,6 +290,7 @@ Latest run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, on {os.
 ({_cpu_model()}), Python {data.get("python") or platform.python_version()}, against LocalStack {data.get("server", "?")}
 on the same machine, through a counting proxy. N = {args.get("n")} messages per run,
 {args.get("reps")} interleaved repetitions; the whole run took {data.get("minutes", "?")} minutes.
+{server_gc(data)}
 Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaults", {}).items())}.
 
     {command_line(data)}

@@ -57,10 +57,17 @@ def sqs_endpoint(given: str | None) -> Iterator[str]:
         yield endpoint
 
 
+SERVER_GC_FREEZE = 1.0
+"""Seconds between freezes of the started LocalStack's heap (bench/server_site)."""
+
+
 @contextlib.contextmanager
-def sqs_server(given: str | None) -> Iterator[tuple[str, int | None]]:
+def sqs_server(given: str | None, gc_log: Path | None = None) -> Iterator[tuple[str, int | None]]:
     """(endpoint, server pid): the endpoint given (its pid looked up by port), or a
-    LocalStack started (and stopped) for the run."""
+    LocalStack started (and stopped) for the run, its heap frozen every
+    ``SERVER_GC_FREEZE`` seconds (its full collections would pause it for up to 1.5 s as
+    the heap grows: bench/server_site/sitecustomize.py); its collections that still
+    paused it for 50 ms or more go to ``gc_log``."""
     if given:
         port = urlsplit(given).port
         yield given, procstat.listening_pid(port) if port else None
@@ -68,7 +75,11 @@ def sqs_server(given: str | None) -> Iterator[tuple[str, int | None]]:
     sys.path.insert(0, str(ROOT))
     from tests.servers import LocalStack
 
-    server = LocalStack()
+    site = [str(ROOT / "bench" / "server_site"), os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, site)), "BENCH_SERVER_GC_FREEZE": str(SERVER_GC_FREEZE)}
+    if gc_log is not None:
+        env["BENCH_SERVER_GC_LOG"] = str(gc_log)
+    server = LocalStack(env=env)
     server.start()
     try:
         yield server.endpoint, server.proc.pid if server.proc else None
@@ -330,13 +341,27 @@ def payload(
     }
 
 
+def server_pauses(gc_log: Path | None) -> dict[str, Any] | None:
+    """The started server's garbage-collection pauses of 50 ms or more over the run (None:
+    a server given by --endpoint, whose collections the bench does not control)."""
+    if gc_log is None:
+        return None
+    lines = gc_log.read_text().split() if gc_log.exists() else []
+    millis = [int(ms) for ms in lines[2::3]]
+    return {"frozen_every_s": SERVER_GC_FREEZE, "pauses": len(millis), "longest_ms": max(millis, default=0)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
-    with sqs_server(args.endpoint) as (endpoint, server_pid):
+    gc_log = None if args.endpoint else Path(tempfile.mkdtemp(prefix="bench-server-")) / "gc.log"
+    with sqs_server(args.endpoint, gc_log) as (endpoint, server_pid):
         server = server_version(endpoint)
         bench = asyncio.run(run(args, endpoint, server_pid))
     data = payload(bench, args, started, time.time(), server, argv)
+    data["server_gc"] = server_pauses(gc_log)
+    if gc_log is not None:
+        shutil.rmtree(gc_log.parent, ignore_errors=True)
     print()
     print(render(bench.results))
     print(LEGEND)

@@ -104,8 +104,10 @@ class LocalStack:
     """One LocalStack process on a port of its own; ``kill()`` and ``start()`` again to
     simulate an outage (LocalStack keeps no state across restarts)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self._env = env or {}
+        """More environment for the server's process (the benchmark's GC settings)."""
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._root = Path(tempfile.mkdtemp(prefix="localstack-"))
@@ -127,6 +129,7 @@ class LocalStack:
             "DISABLE_EVENTS": "1",
             # Queue depth reaches CloudWatch every 5 s (default 60): alarm tests see it fire.
             "SQS_CLOUDWATCH_METRICS_REPORT_INTERVAL": "5",
+            **self._env,
         }
         self._ended_here = False
         log = open(self._root / "localstack.log", "ab")  # noqa: SIM115 - lives as long as the process

@@ -482,3 +482,35 @@ def test_the_reliability_page_keeps_its_hand_written_sections() -> None:
     marked = f"{generated}{KEEP}\n\n{hand}"
     assert kept(marked) == f"{KEEP}\n\n{hand}"
     assert kept(generated) == ""
+
+
+def test_the_benchmarks_server_freezes_its_heap_and_logs_long_collections(tmp_path: Path) -> None:
+    site = str(ROOT / "bench" / "server_site")
+    frozen = subprocess.run(
+        [sys.executable, "-c", "import gc, time; time.sleep(0.5); print(gc.get_freeze_count())"],
+        env={**os.environ, "PYTHONPATH": site, "BENCH_SERVER_GC_FREEZE": "0.05"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(frozen.stdout) > 0
+    log = tmp_path / "gc.log"
+    big_heap = "import gc; keep = [[i] for i in range(2_000_000)]; gc.collect()"
+    subprocess.run(
+        [sys.executable, "-c", big_heap],
+        env={**os.environ, "PYTHONPATH": site, "BENCH_SERVER_GC_LOG": str(log)},
+        check=True,
+    )
+    _, generation, millis = log.read_text().split()[:3]
+    assert generation == "2"
+    assert int(millis) >= 50
+    from bench.report import server_gc
+    from bench.run import server_pauses
+
+    gc = server_pauses(log)
+    assert gc is not None
+    assert gc["pauses"] >= 1
+    assert gc["longest_ms"] >= int(millis)
+    assert "longest" in server_gc({"server_gc": gc})
+    assert server_pauses(tmp_path / "none.log") == {"frozen_every_s": 1.0, "pauses": 0, "longest_ms": 0}
+    assert "left as it was" in server_gc({"server_gc": None})
