@@ -464,14 +464,18 @@ async def test_a_visibility_change_asks_for_the_leases_own_timeout() -> None:
 
 async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> None:
     class _Mixed(_Sqs):
-        """The first call: entry 1 refused (retryable), entry 2's receipt no longer works."""
+        """The first call: entry 1 refused (retryable), the receipts of entries 2 and 3 no
+        longer work."""
 
         async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
             answer = self._answer("delete", Entries)
             if len(self.calls) == 1:
                 busy = {"Id": "1", "Code": "InternalError", "Message": "busy", "SenderFault": False}
-                stale = {"Id": "2", "Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
-                answer = {"Successful": [{"Id": "0"}], "Failed": [busy, stale]}
+                stale = [
+                    {"Id": i, "Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
+                    for i in ("2", "3")
+                ]
+                answer = {"Successful": [{"Id": "0"}], "Failed": [busy, *stale]}
             return answer
 
     fake = _Mixed()
@@ -479,22 +483,24 @@ async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> Non
     registry = CollectorRegistry()
     acker = Acker(AwsClient(fake), "q", "url", counters, Metrics(registry), flush_interval=0.01)
     acker.start()
-    held = _running(3)
+    held = _running(4)
     with structlog.testing.capture_logs() as logs:
         for lease in held:
             lease.settle_delete()
             acker.submit(lease)
         await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
-    assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2"], ["r1"]]
-    assert [lease.state for lease in held] == [State.SETTLED, State.SETTLED, State.LAPSED]
-    assert counters.delete_failed == 1
-    assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) == 1
+    # Nothing kept for any of them (read before `pending`, which sweeps ended leases).
+    assert (acker._open, acker._retries, acker._timers) == ({}, {}, {})
+    assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2", "r3"], ["r1"]]
+    assert [lease.state for lease in held] == [State.SETTLED, State.SETTLED, State.LAPSED, State.LAPSED]
+    assert counters.delete_failed == 2
+    assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) == 2
     events = [(e["event"], e.get("message_id"), e.get("code")) for e in logs]
     assert ("ack_entry_retry", "m1", "InternalError") in events
     assert ("delete_failed", "m2", "ReceiptHandleIsInvalid") in events
-    (failed,) = [e for e in logs if e["event"] == "delete_failed"]
-    assert failed["redelivery_expected"] is True
-    assert failed["log_level"] == "warning"
+    failed = [e for e in logs if e["event"] == "delete_failed"]
+    assert [e["message_id"] for e in failed] == ["m2", "m3"]  # once each
+    assert all(e["redelivery_expected"] is True and e["log_level"] == "warning" for e in failed)
     assert acker.pending == 0
     await acker.close(time.monotonic() + 1)
 
@@ -570,3 +576,75 @@ async def test_a_stop_with_nothing_pending_returns_at_once() -> None:
         assert await acker.close(stopped + 5) == 0
     assert time.monotonic() - stopped < 0.1
     assert not [e for e in logs if e["event"] == "ack_flush_incomplete"]
+
+
+async def test_a_stop_ends_the_flush_loop_and_is_not_held_up_by_a_full_set_of_calls() -> None:
+    class _Hanging(_Sqs):
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            self.calls.append((time.monotonic(), "delete", [e["ReceiptHandle"] for e in Entries]))
+            await asyncio.sleep(60)
+            return {}
+
+    fake = _Hanging()
+    # One call at a time, and it hangs: the second lease waits for the call's place.
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker.start()
+    first, second = _running(2)
+    first.settle_delete()
+    acker.submit(first)
+    await eventually(lambda: len(fake.calls) == 1, timeout=2, every=0.01)
+    second.settle_delete()
+    acker.submit(second)
+    await asyncio.sleep(0.05)
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 0.3) == 2
+    assert 0.25 <= time.monotonic() - stopped < 0.8  # the deadline, not a second more
+    assert acker._task is not None
+    assert acker._task.done()  # the flush loop ended with the stop
+    assert [receipts for _, _, receipts in fake.calls] == [["r0"]]
+
+
+async def test_a_stop_sends_a_change_as_soon_as_its_extension_is_back() -> None:
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.extension_sent()
+    sent_at = time.monotonic()
+    lease.settle_visibility(0)
+    acker.submit(lease)
+    await asyncio.sleep(0.05)
+
+    async def extension_answered() -> None:
+        await asyncio.sleep(0.1)
+        lease.extension_done(sent_at, True)
+
+    answer = asyncio.create_task(extension_answered())
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 5) == 0
+    assert time.monotonic() - stopped < 0.5  # looked again within a few ms of the answer
+    assert lease.state is State.RELEASED
+    await answer
+
+
+async def test_a_stop_sends_what_was_waiting_for_a_call_when_one_frees_up() -> None:
+    class _Slow(_Sqs):
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            await asyncio.sleep(0.3)
+            return self._answer("delete", Entries)
+
+    fake = _Slow()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker.start()
+    first, second = _running(2)
+    first.settle_delete()
+    acker.submit(first)
+    await asyncio.sleep(0.05)  # its call is out
+    second.settle_delete()
+    acker.submit(second)
+    await asyncio.sleep(0.05)  # the flush loop waits for the call's place with it
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 3) == 0  # not left behind by the stop
+    assert time.monotonic() - stopped < 1.5
+    assert [receipts for _, _, receipts in fake.calls] == [["r0"], ["r1"]]
+    assert (first.state, second.state) == (State.SETTLED, State.SETTLED)

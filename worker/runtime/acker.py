@@ -121,7 +121,13 @@ class Acker:
                 continue
             buffer[:] = waiting
             for start in range(0, len(ready), BATCH):
-                await self._calls.acquire()
+                try:
+                    await self._calls.acquire()
+                except asyncio.CancelledError:
+                    # Stopped while waiting for a call's place (the flush loop cancelled by
+                    # close, or close's own deadline): back into the buffer, for close to send.
+                    buffer.extend(ready[start:])
+                    raise
                 chunk = ready[start : start + BATCH]
                 for lease in chunk:
                     lease.sending = True
