@@ -184,7 +184,9 @@ def _repeated_keys(data: dict[str, Any]) -> set[str]:
 
 def server_gc(data: dict[str, Any]) -> str:
     """What the run did about the server's garbage collection, and what was left of it."""
-    gc = data.get("server_gc")
+    if "server_gc" not in data:
+        return "The server's garbage collection: not recorded (a run from before 2026-11-24 06:00)."
+    gc = data["server_gc"]
     if not gc:
         return "The server's garbage collection was left as it was (a server given by `--endpoint`)."
     left = (

@@ -62,12 +62,14 @@ SERVER_GC_FREEZE = 1.0
 
 
 @contextlib.contextmanager
-def sqs_server(given: str | None, gc_log: Path | None = None) -> Iterator[tuple[str, int | None]]:
+def sqs_server(
+    given: str | None, gc_log: Path | None = None, freeze: bool = False
+) -> Iterator[tuple[str, int | None]]:
     """(endpoint, server pid): the endpoint given (its pid looked up by port), or a
-    LocalStack started (and stopped) for the run, its heap frozen every
+    LocalStack started (and stopped) for the run; with ``freeze``, its heap frozen every
     ``SERVER_GC_FREEZE`` seconds (its full collections would pause it for up to 1.5 s as
-    the heap grows: bench/server_site/sitecustomize.py); its collections that still
-    paused it for 50 ms or more go to ``gc_log``."""
+    the heap grows: bench/server_site/sitecustomize.py); its collections that paused it
+    for 50 ms or more go to ``gc_log``."""
     if given:
         port = urlsplit(given).port
         yield given, procstat.listening_pid(port) if port else None
@@ -76,7 +78,9 @@ def sqs_server(given: str | None, gc_log: Path | None = None) -> Iterator[tuple[
     from tests.servers import LocalStack
 
     site = [str(ROOT / "bench" / "server_site"), os.environ.get("PYTHONPATH", "")]
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, site)), "BENCH_SERVER_GC_FREEZE": str(SERVER_GC_FREEZE)}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, site))}
+    if freeze:
+        env["BENCH_SERVER_GC_FREEZE"] = str(SERVER_GC_FREEZE)
     if gc_log is not None:
         env["BENCH_SERVER_GC_LOG"] = str(gc_log)
     server = LocalStack(env=env)
@@ -355,13 +359,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
     gc_log = None if args.endpoint else Path(tempfile.mkdtemp(prefix="bench-server-")) / "gc.log"
-    with sqs_server(args.endpoint, gc_log) as (endpoint, server_pid):
-        server = server_version(endpoint)
-        bench = asyncio.run(run(args, endpoint, server_pid))
+    try:
+        with sqs_server(args.endpoint, gc_log, freeze=True) as (endpoint, server_pid):
+            server = server_version(endpoint)
+            bench = asyncio.run(run(args, endpoint, server_pid))
+        gc = server_pauses(gc_log)
+    finally:
+        if gc_log is not None:
+            shutil.rmtree(gc_log.parent, ignore_errors=True)
     data = payload(bench, args, started, time.time(), server, argv)
-    data["server_gc"] = server_pauses(gc_log)
-    if gc_log is not None:
-        shutil.rmtree(gc_log.parent, ignore_errors=True)
+    data["server_gc"] = gc
     print()
     print(render(bench.results))
     print(LEGEND)

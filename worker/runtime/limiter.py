@@ -29,9 +29,10 @@ handler became slower for good: ``base`` starts again from there.
 
 The pollers follow the backlog, like Lambda's SQS pollers: with a backlog and free slots
 (not starved) their number doubles, and the limit is raised to ``SLOTS_PER_POLLER``
-batches for each; in slow start they also double with the limit (a ramp that moved only
-one of the two per window took twice as many windows to reach full speed). There are never more pollers than that many batches of the limit allow
-(more would only wait for slots and receive partial batches: more requests per message).
+batches for each; in slow start they also double when the limit does (a ramp that moved
+only one of the two per window took twice as many windows to reach full speed). There are
+never more pollers than that many batches of the limit allow (more would only wait for
+slots and receive partial batches: more requests per message).
 Each receive that comes back empty (a whole long poll without a message) takes one poller
 away, so an idle queue keeps its lowest number of pollers, each long-polling.
 
@@ -162,8 +163,10 @@ class Limiter:
                 self._set_limit(self.limit * (1 - SMOOTHING * (1 - gradient)), "slot time rose")
             elif backlog:
                 step = self.limit if self.slow_start else max(self.batch_size, self.limit * GROWTH)
+                before = self.limit
                 self._set_limit(self.limit + step, "backlog, slots full")
-                if self.slow_start:  # the pollers double with it: the doubled limit has slots for them
+                if self.slow_start and self.limit > before:
+                    # The pollers double with it: the doubled limit has slots for them.
                     self.pollers = min(self.poller_bounds.high, self.pollers * 2)
         if backlog and not starved and self.pollers < self.poller_bounds.high:
             self.pollers = min(self.poller_bounds.high, self.pollers * 2)
