@@ -142,8 +142,23 @@ def test_concurrency_errors_are_one_line(queue: dict[str, object], message: str)
 def test_pool_covers_the_most_pollers() -> None:
     one = load_settings(None, {"queues": {"q": {"handlers": ["m"]}}})
     fixed = load_settings(None, {"queues": {"q": {"handlers": ["m"], "pollers": 30}}})
-    assert one.pool_size() >= 16 + 16 + 8  # 16 pollers at most, extensions and settles
-    assert fixed.pool_size() - one.pool_size() == 30 - 16
+    assert one.pool_size() >= 16 + 16 + 16  # 16 pollers at most, extensions and settles
+    assert fixed.pool_size() - one.pool_size() == 2 * (30 - 16)  # a settle call for each poller
+
+
+@pytest.mark.parametrize(
+    ("queue", "calls"),
+    [
+        ({}, 16),  # one delete call for each of auto's 16 pollers at most
+        ({"pollers": 2}, 8),  # at least 8
+        ({"pollers": 20}, 20),
+        ({"min_pollers": 2, "pollers": 12}, 12),
+        ({"pollers": 20, "ack_calls": 3}, 3),  # as configured
+    ],
+)
+def test_settle_calls_keep_up_with_the_pollers(queue: dict[str, object], calls: int) -> None:
+    q = load_settings(None, {"queues": {"q": {"handlers": ["m"], **queue}}}).queues["q"]
+    assert q.settle_calls == calls
 
 
 # -- one error style: one line, naming the field and where its value came from -------------

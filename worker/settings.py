@@ -228,6 +228,8 @@ AUTO_POLLERS = Bounds(1, 16)
 """``pollers: auto``: one long poll on an idle queue, up to 16 with a backlog."""
 AUTO_MAX_IN_FLIGHT = 1000
 """``max_in_flight: auto``'s upper bound (lowered to the heartbeat's capacity at 1 s per call)."""
+MIN_ACK_CALLS = 8
+"""The fewest settle calls in flight a queue allows by default (``QueueSettings.settle_calls``)."""
 
 
 class QueueSettings(BaseModel):
@@ -288,8 +290,9 @@ class QueueSettings(BaseModel):
     at most half of it (the other half is the margin for a slow or failed extension call)."""
     heartbeat_calls: int = Field(default=16, ge=1, le=64)
     """ChangeMessageVisibilityBatch calls in flight at once for this queue (ten messages each)."""
-    ack_calls: int = Field(default=8, ge=1, le=64)
-    """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once."""
+    ack_calls: int | None = Field(default=None, ge=1, le=64)
+    """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once;
+    default as many as the queue's most pollers, at least ``MIN_ACK_CALLS`` (``settle_calls``)."""
     max_processing_time: float = Field(default=900.0, gt=0, le=43_200)
     """A handler running longer is cancelled and its message left for retry."""
     retry_backoff: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0], min_length=1)
@@ -367,6 +370,17 @@ class QueueSettings(BaseModel):
         if isinstance(self.pollers, int):
             return Bounds(self.pollers if self.min_pollers is None else self.min_pollers, self.pollers)
         return Bounds(AUTO_POLLERS.low if self.min_pollers is None else self.min_pollers, AUTO_POLLERS.high)
+
+    @property
+    def settle_calls(self) -> int:
+        """Settle calls in flight at once: ``ack_calls``, by default one for each poller the
+        queue may have (at least ``MIN_ACK_CALLS``). Every receive of ten needs a delete of
+        ten; with fewer delete calls than receives in flight the deletes fall behind, leases
+        wait for them and hold their slots (measured on LocalStack: 8 calls for 16 pollers
+        gave 0.6-0.85x of the throughput of 16)."""
+        if self.ack_calls is not None:
+            return self.ack_calls
+        return max(MIN_ACK_CALLS, self.poller_bounds.high)
 
     @property
     def extend_every(self) -> float:
@@ -556,7 +570,7 @@ class WorkerSettings(BaseSettings):
         """HTTP connections of the queues ``keys`` (default all): every long poll, extension
         and settle call in flight holds one."""
         queues = [self.queues[k] for k in keys] if keys is not None else list(self.queues.values())
-        return sum(q.poller_bounds.high + q.heartbeat_calls + q.ack_calls + 2 for q in queues) + 2
+        return sum(q.poller_bounds.high + q.heartbeat_calls + q.settle_calls + 2 for q in queues) + 2
 
 
 # -- one error style -------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class Consumer:
             self.counters,
             metrics,
             worker.delete_flush_interval,
-            max_calls=settings.ack_calls,
+            max_calls=settings.settle_calls,
             tracing=tracing,
         )
         self.heartbeat = Heartbeat(
