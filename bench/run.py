@@ -63,13 +63,17 @@ SERVER_GC_FREEZE = 1.0
 
 @contextlib.contextmanager
 def sqs_server(
-    given: str | None, gc_log: Path | None = None, freeze: bool = False
+    given: str | None, gc_log: Path | None = None, freeze: bool = False, sqs_metrics: bool = True
 ) -> Iterator[tuple[str, int | None]]:
     """(endpoint, server pid): the endpoint given (its pid looked up by port), or a
     LocalStack started (and stopped) for the run; with ``freeze``, its heap frozen every
     ``SERVER_GC_FREEZE`` seconds (its full collections would pause it for up to 1.5 s as
     the heap grows: bench/server_site/sitecustomize.py); its collections that paused it
-    for 50 ms or more go to ``gc_log``."""
+    for 50 ms or more go to ``gc_log``. Without ``sqs_metrics``, LocalStack does not
+    publish its per-call SQS CloudWatch metrics (``SQS_DISABLE_CLOUDWATCH_METRICS``: for
+    every receive and delete it otherwise sends ``PutMetricData`` to its own CloudWatch
+    through a botocore client, about a sixth of its time in a py-spy profile, into a metrics
+    table that grows through the run; SQS does that off the consumer's path)."""
     if given:
         port = urlsplit(given).port
         yield given, procstat.listening_pid(port) if port else None
@@ -83,6 +87,8 @@ def sqs_server(
         env["BENCH_SERVER_GC_FREEZE"] = str(SERVER_GC_FREEZE)
     if gc_log is not None:
         env["BENCH_SERVER_GC_LOG"] = str(gc_log)
+    if not sqs_metrics:
+        env["SQS_DISABLE_CLOUDWATCH_METRICS"] = "1"
     server = LocalStack(env=env)
     server.start()
     try:
@@ -360,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     gc_log = None if args.endpoint else Path(tempfile.mkdtemp(prefix="bench-server-")) / "gc.log"
     try:
-        with sqs_server(args.endpoint, gc_log, freeze=True) as (endpoint, server_pid):
+        with sqs_server(args.endpoint, gc_log, freeze=True, sqs_metrics=False) as (endpoint, server_pid):
             server = server_version(endpoint)
             bench = asyncio.run(run(args, endpoint, server_pid))
         gc = server_pauses(gc_log)
@@ -369,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(gc_log.parent, ignore_errors=True)
     data = payload(bench, args, started, time.time(), server, argv)
     data["server_gc"] = gc
+    data["server_sqs_metrics"] = None if args.endpoint else False
     print()
     print(render(bench.results))
     print(LEGEND)

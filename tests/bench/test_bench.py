@@ -524,3 +524,35 @@ def test_the_benchmarks_server_freezes_its_heap_and_logs_long_collections(tmp_pa
     assert server_pauses(tmp_path / "none.log") == {"frozen_every_s": 1.0, "pauses": 0, "longest_ms": 0}
     assert "left as it was" in server_gc({"server_gc": None})
     assert "not recorded" in server_gc({})
+
+
+def test_the_benchmarks_server_runs_without_localstacks_per_call_sqs_metrics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tests.servers
+    from bench.report import server_metrics
+    from bench.run import sqs_server
+
+    started: list[dict[str, str]] = []
+
+    class Server:
+        endpoint = "http://127.0.0.1:1"
+        proc = None
+
+        def __init__(self, env: dict[str, str]) -> None:
+            started.append(env)
+
+        def start(self) -> None: ...
+
+        def cleanup(self) -> None: ...
+
+    monkeypatch.setattr(tests.servers, "LocalStack", Server)
+    with sqs_server(None, freeze=True, sqs_metrics=False):
+        pass
+    with sqs_server(None):
+        pass
+    assert started[0]["SQS_DISABLE_CLOUDWATCH_METRICS"] == "1"
+    assert "SQS_DISABLE_CLOUDWATCH_METRICS" not in started[1]  # compare and chaos keep LocalStack's default
+    assert "were off" in server_metrics({"server_sqs_metrics": False})
+    assert "were on" in server_metrics({})
+    assert server_metrics({"server_sqs_metrics": None}) == ""  # a server given by --endpoint
