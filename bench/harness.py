@@ -670,6 +670,7 @@ def defaults() -> dict[str, Any]:
         "min_in_flight",
         "wait_time_seconds",
         "visibility_timeout",
+        "settle_calls",
     )
     return {k: getattr(qs, k) for k in names if hasattr(qs, k)}
 

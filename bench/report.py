@@ -46,19 +46,23 @@ NOTES = """\
   so a collection walks only what is new; the run's header says how many pauses of 50 ms
   or more were left. The same slice of the benchmark had 11 full collections of 0.1-1.5 s
   without it and none over 50 ms with it.
-- **LocalStack's own metrics**: for every SQS receive and delete, LocalStack publishes a
-  CloudWatch metric to itself (a botocore client, an HTTP request, its CloudWatch provider
-  and a metrics table that grows through the run): a sixth of its samples in a py-spy
-  profile of the server under the raw loop (2026-11-24). Real SQS does that off the
-  consumer's path, so the LocalStack the bench starts runs with
-  `SQS_DISABLE_CLOUDWATCH_METRICS=1`; in runs minutes apart the raw loop went from
-  about 1,900 to 2,600-3,000 messages/s. The header says whether they were off.
+- **LocalStack's own metrics**: for every SQS send, receive and delete, LocalStack
+  publishes a CloudWatch metric to itself (a botocore client, an HTTP request, its
+  CloudWatch provider and a metrics table that grows through the run): a sixth of its
+  samples in a py-spy profile of the server under the raw loop (2026-11-24). Real SQS does
+  that off the consumer's path, so the LocalStack the bench starts runs with
+  `SQS_DISABLE_CLOUDWATCH_METRICS=1` (`python -m bench.compare` and `make chaos` keep
+  LocalStack's default). One before/after comparison, not interleaved: the raw loop went
+  from about 1,900 to 2,600-3,000 messages/s. It speeds up the raw loop the ratios are
+  divided by too, so ratios from runs before and after it are not comparable. The header
+  says whether they were off.
 - **The server's cost per message is not fixed**: it falls as more requests are in flight
   at once (its event loop and thread pool amortise each turn over more of them). The raw
-  loop with 4, 16 and 32 receive loops against one LocalStack (pinned to its own core,
-  interleaved, 2026-11-24): 0.87, 0.43-0.60 and 0.37-0.45 server CPU ms per message, and
-  throughput in proportion. A consumer that keeps fewer requests in flight therefore looks
-  costlier to the server, not because its requests are.
+  loop with 4, 16 and 32 receive loops against one LocalStack (pinned to its own core, 3
+  interleaved repetitions of 8,000 messages, 2026-11-24): 0.78-0.89, 0.43-0.61 and
+  0.37-0.45 server CPU ms per message, throughput 1,111-1,255, 1,652-2,257 and 2,184-2,674
+  messages/s. A consumer that keeps fewer requests in flight (shown for the raw loop)
+  costs the server more per message.
 - The repeated scenarios run interleaved: each repetition runs every scenario once, each
   raw loop before the scenarios compared with it, and every other repetition in reverse
   order (the raw loop after them), so that the machine's drift during a repetition does
@@ -217,12 +221,12 @@ def server_metrics(data: dict[str, Any]) -> str:
     """Whether the started LocalStack published its per-call SQS CloudWatch metrics."""
     if data.get("server_sqs_metrics") is False:
         return (
-            "Its per-call SQS CloudWatch metrics were off (`SQS_DISABLE_CLOUDWATCH_METRICS`: for "
-            "every receive and delete LocalStack otherwise sends PutMetricData to itself, about a "
+            " Its SQS CloudWatch metrics were off (`SQS_DISABLE_CLOUDWATCH_METRICS`: for every "
+            "send, receive and delete LocalStack otherwise sends PutMetricData to itself, about a "
             "sixth of its time, into a table that grows through the run)."
         )
     if "server_sqs_metrics" not in data:
-        return "LocalStack's per-call SQS CloudWatch metrics were on (a run from before 2026-11-24 10:00)."
+        return " Its SQS CloudWatch metrics: not recorded (a run from before 2026-11-24 10:00: they were on)."
     return ""
 
 
@@ -318,7 +322,7 @@ Latest run: {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))}, on {os.
 ({_cpu_model()}), Python {data.get("python") or platform.python_version()}, against LocalStack {data.get("server", "?")}
 on the same machine, through a counting proxy. N = {args.get("n")} messages per run,
 {args.get("reps")} interleaved repetitions; the whole run took {data.get("minutes", "?")} minutes.
-{server_gc(data)} {server_metrics(data)}
+{server_gc(data)}{server_metrics(data)}
 Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaults", {}).items())}.
 
     {command_line(data)}

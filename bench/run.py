@@ -59,6 +59,8 @@ def sqs_endpoint(given: str | None) -> Iterator[str]:
 
 SERVER_GC_FREEZE = 1.0
 """Seconds between freezes of the started LocalStack's heap (bench/server_site)."""
+SERVER_SQS_METRICS = False
+"""Whether the started LocalStack publishes its own SQS CloudWatch metrics (``sqs_server``)."""
 
 
 @contextlib.contextmanager
@@ -70,10 +72,11 @@ def sqs_server(
     ``SERVER_GC_FREEZE`` seconds (its full collections would pause it for up to 1.5 s as
     the heap grows: bench/server_site/sitecustomize.py); its collections that paused it
     for 50 ms or more go to ``gc_log``. Without ``sqs_metrics``, LocalStack does not
-    publish its per-call SQS CloudWatch metrics (``SQS_DISABLE_CLOUDWATCH_METRICS``: for
-    every receive and delete it otherwise sends ``PutMetricData`` to its own CloudWatch
-    through a botocore client, about a sixth of its time in a py-spy profile, into a metrics
-    table that grows through the run; SQS does that off the consumer's path)."""
+    publish its SQS CloudWatch metrics (``SQS_DISABLE_CLOUDWATCH_METRICS``: for every send,
+    receive and delete it otherwise sends ``PutMetricData`` to its own CloudWatch through a
+    botocore client, about a sixth of its time in a py-spy profile, into a metrics table
+    that grows through the run, besides a periodic queue-depth publisher; SQS does that off
+    the consumer's path)."""
     if given:
         port = urlsplit(given).port
         yield given, procstat.listening_pid(port) if port else None
@@ -366,7 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     gc_log = None if args.endpoint else Path(tempfile.mkdtemp(prefix="bench-server-")) / "gc.log"
     try:
-        with sqs_server(args.endpoint, gc_log, freeze=True, sqs_metrics=False) as (endpoint, server_pid):
+        with sqs_server(args.endpoint, gc_log, freeze=True, sqs_metrics=SERVER_SQS_METRICS) as (
+            endpoint,
+            server_pid,
+        ):
             server = server_version(endpoint)
             bench = asyncio.run(run(args, endpoint, server_pid))
         gc = server_pauses(gc_log)
@@ -375,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(gc_log.parent, ignore_errors=True)
     data = payload(bench, args, started, time.time(), server, argv)
     data["server_gc"] = gc
-    data["server_sqs_metrics"] = None if args.endpoint else False
+    data["server_sqs_metrics"] = None if args.endpoint else SERVER_SQS_METRICS
     print()
     print(render(bench.results))
     print(LEGEND)
