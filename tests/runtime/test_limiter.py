@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from worker.runtime.limiter import INTERVAL, MAX_WINDOW, TOLERANCE, Limiter, Window
+from worker.runtime.limiter import INTERVAL, MAX_WINDOW, SLOW_START_INTERVAL, TOLERANCE, Limiter, Window
 from worker.settings import Bounds
 
 
@@ -104,7 +104,9 @@ def test_a_window_counts_what_it_saw() -> None:
 # -- windows -----------------------------------------------------------------------------------
 def test_a_window_is_due_once_the_interval_has_passed() -> None:
     f = Feed(now=0.0)
-    assert f.window(seconds=INTERVAL)  # 0.0 + INTERVAL - 0.0 == INTERVAL exactly
+    assert f.window(seconds=SLOW_START_INTERVAL)  # 0.0 + 0.1 - 0.0 == 0.1 exactly: due
+    f.lim.slow_start = False
+    assert f.window(seconds=INTERVAL)  # 0.1 + 0.2 - 0.1 == 0.2 exactly past slow start
     g = Feed(now=0.0)
     assert not g.window(receives=7, completed=7, seconds=INTERVAL)
     g.now = MAX_WINDOW
@@ -113,11 +115,25 @@ def test_a_window_is_due_once_the_interval_has_passed() -> None:
 
 def test_a_window_is_evaluated_after_the_interval_and_enough_events() -> None:
     f = Feed()
+    f.lim.slow_start = False
     assert not f.busy(seconds=INTERVAL - 0.01)  # enough events, too early
     assert f.lim.limit == 60
     assert f.busy(seconds=0.01)  # the same window, now due: it held both
     assert f.lim.last_window.receives == 40
-    assert f.lim.limit == 120
+    assert f.lim.limit == 70  # grown by a batch (past slow start)
+
+
+def test_slow_start_evaluates_twice_as_often() -> None:
+    """Each slow-start window may double the limit and the pollers: shorter windows there
+    halve the ramp to full speed; past slow start the windows are ``INTERVAL`` long."""
+    assert SLOW_START_INTERVAL < INTERVAL
+    f = Feed()
+    assert not f.busy(seconds=SLOW_START_INTERVAL - 0.01)
+    assert f.busy(seconds=0.01)
+    assert (f.lim.limit, f.lim.pollers) == (120, 4)
+    f.lim.slow_start = False
+    assert not f.busy(seconds=SLOW_START_INTERVAL)
+    assert f.busy(seconds=INTERVAL - SLOW_START_INTERVAL + 0.001)
 
 
 @pytest.mark.parametrize(
