@@ -132,6 +132,9 @@ def test_concurrency_is_fixed_or_adaptive_between_bounds(
         ({"min_pollers": 5, "pollers": 4}, "queues.q: min_pollers (5) must be at most pollers (4)"),
         ({"min_pollers": 17}, "min_pollers (17) must be at most pollers (auto: 16)"),
         ({"min_pollers": 0}, "queues.q.min_pollers: Input should be greater than or equal to 1"),
+        ({"ack_calls": "many"}, "queues.q.ack_calls: expected a number (fixed) or 'auto' (one per poller)"),
+        ({"ack_calls": 65}, "queues.q.ack_calls: Input should be less than or equal to 64 (got 65)"),
+        ({"ack_calls": 0}, "queues.q.ack_calls: Input should be greater than or equal to 1 (got 0)"),
     ],
 )
 def test_concurrency_errors_are_one_line(queue: dict[str, object], message: str) -> None:
@@ -154,6 +157,7 @@ def test_pool_covers_the_most_pollers() -> None:
         ({"pollers": 20}, 20),
         ({"min_pollers": 2, "pollers": 12}, 12),
         ({"pollers": 20, "ack_calls": 3}, 3),  # as configured
+        ({"pollers": 20, "ack_calls": " AUTO "}, 20),  # from the environment, any case
     ],
 )
 def test_settle_calls_keep_up_with_the_pollers(queue: dict[str, object], calls: int) -> None:

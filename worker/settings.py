@@ -290,9 +290,10 @@ class QueueSettings(BaseModel):
     at most half of it (the other half is the margin for a slow or failed extension call)."""
     heartbeat_calls: int = Field(default=16, ge=1, le=64)
     """ChangeMessageVisibilityBatch calls in flight at once for this queue (ten messages each)."""
-    ack_calls: int | None = Field(default=None, ge=1, le=64)
+    ack_calls: int | Literal["auto"] = AUTO
     """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once, 1 to
-    64 (default: the queue's most pollers, 16 with ``pollers: auto``, and at least 8). A cap:
+    64; ``auto`` (the default): the queue's most pollers, 16 with ``pollers: auto``, and at
+    least 8. A cap:
     the acker sends a batch when ten settles are waiting or ``delete_flush_interval`` passed."""
     max_processing_time: float = Field(default=900.0, gt=0, le=43_200)
     """A handler running longer is cancelled and its message left for retry."""
@@ -330,22 +331,25 @@ class QueueSettings(BaseModel):
             raise ValueError("retry_backoff: every delay must be between 0 and 43200 seconds")
         return self
 
-    @field_validator("pollers", "max_in_flight", mode="before")
+    @field_validator("pollers", "max_in_flight", "ack_calls", mode="before")
     @classmethod
-    def _number_or_auto(cls, value: Any) -> Any:
+    def _number_or_auto(cls, value: Any, info: ValidationInfo) -> Any:
         """``auto`` in any case; any other word is refused with one message naming both forms."""
         if isinstance(value, str):
             text = value.strip()
             if text.lower() == AUTO:
                 return AUTO
             if not re.fullmatch(r"[+-]?\d+", text):
-                raise PydanticCustomError("number_or_auto", "expected a number (fixed) or 'auto' (adaptive)")
+                auto = "one per poller" if info.field_name == "ack_calls" else "adaptive"
+                raise PydanticCustomError(
+                    "number_or_auto", "expected a number (fixed) or 'auto' ({auto})", {"auto": auto}
+                )
         return value
 
-    @field_validator("pollers", "max_in_flight")
+    @field_validator("pollers", "max_in_flight", "ack_calls")
     @classmethod
     def _in_range(cls, value: int | str, info: ValidationInfo) -> int | str:
-        top = 64 if info.field_name == "pollers" else 10_000
+        top = 10_000 if info.field_name == "max_in_flight" else 64
         if isinstance(value, int) and value < 1:
             raise PydanticCustomError(
                 "greater_than_equal", "Input should be greater than or equal to {ge}", {"ge": 1}
@@ -381,7 +385,7 @@ class QueueSettings(BaseModel):
         slots receiving needs (measured on LocalStack, 2026-11-24: 8 calls for 16 pollers
         gave 0.6-0.85x of the throughput of 16 calls, per repetition). On SQS, where a
         delete takes tens of milliseconds, it stays a cap."""
-        if self.ack_calls is not None:
+        if isinstance(self.ack_calls, int):
             return self.ack_calls
         return max(MIN_ACK_CALLS, self.poller_bounds.high)
 
