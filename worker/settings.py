@@ -293,8 +293,8 @@ class QueueSettings(BaseModel):
     ack_calls: int | Literal["auto"] = AUTO
     """DeleteMessageBatch / ChangeMessageVisibilityBatch settle calls in flight at once, 1 to
     64; ``auto`` (the default): the queue's most pollers, 16 with ``pollers: auto``, and at
-    least 8. A cap:
-    the acker sends a batch when ten settles are waiting or ``delete_flush_interval`` passed."""
+    least 8. A cap: the acker sends a batch when ten settles are waiting or
+    ``delete_flush_interval`` passed."""
     max_processing_time: float = Field(default=900.0, gt=0, le=43_200)
     """A handler running longer is cancelled and its message left for retry."""
     retry_backoff: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0], min_length=1)

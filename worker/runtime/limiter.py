@@ -4,8 +4,8 @@ The pollers report every receive (``received``: how many slots were taken for it
 messages came back, whether fewer than a batch of slots were free when it started), the
 consumer every lease that ended (``completed``), and every ``TICK`` seconds the consumer
 calls ``tick(now, slot_seconds)`` with the slots in use integrated over time. At most every
-``INTERVAL`` seconds (``SLOW_START_INTERVAL`` in slow start), once it holds enough events,
-the window is evaluated:
+``INTERVAL`` seconds (in slow start ``SLOW_START_INTERVAL``, or the base slot time if that is
+longer), once it holds enough events, the window is evaluated:
 
 * **backlog**: at least half the receives came back as full as they asked (SQS had more);
 * **starved**: at least a quarter of the receives started with fewer than ``batch_size``
@@ -48,14 +48,19 @@ from dataclasses import dataclass
 
 from worker.settings import Bounds
 
-TICK = 0.05
+TICK = 0.1
 """Seconds between the consumer's calls of ``tick``."""
+TIMER_SLACK = 0.005
+"""A window this much short of its length is due (a tick's timer may fire a little early)."""
 INTERVAL = 0.2
 """Shortest window evaluated, in seconds."""
 SLOW_START_INTERVAL = 0.1
-"""Shortest window evaluated in slow start: each window there can double the limit and the
-pollers, so the ramp to full speed takes half as long (16 pollers from 2 in three windows;
-a 50 ms handler's 5,000-message run lasts about 2.5 s on the benchmark machine)."""
+"""Shortest window evaluated in slow start, while the base slot time is shorter: each window
+there can double the limit and the pollers, so the ramp to full speed takes half as long
+(16 pollers from 2 in three windows; a 50 ms handler's 5,000-message run lasts about 2.5 s
+on the benchmark machine). A window shorter than the slot time would misjudge it (messages
+that finish together make Little's law swing), so a slow-start window lasts at least the
+base slot time, up to ``INTERVAL``."""
 MAX_WINDOW = 5.0
 """A window is evaluated after this long whatever it holds (a slow or quiet queue)."""
 MIN_SAMPLES = 8
@@ -136,7 +141,7 @@ class Limiter:
         w.slot_seconds += slot_seconds - self._slot_seconds
         self._slot_seconds = slot_seconds
         elapsed = now - w.started
-        if elapsed < (SLOW_START_INTERVAL if self.slow_start else INTERVAL):
+        if elapsed + TIMER_SLACK < self._interval():
             return False
         if elapsed < MAX_WINDOW and w.completed < MIN_SAMPLES and w.receives < MIN_SAMPLES:
             return False
@@ -180,6 +185,13 @@ class Limiter:
         if self.pollers > self._most_pollers():
             self.pollers = self._most_pollers()
             self.reason += ", pollers follow the limit"
+
+    def _interval(self) -> float:
+        """The shortest window now: ``INTERVAL``, or in slow start ``SLOW_START_INTERVAL``
+        stretched to the base slot time (at most ``INTERVAL``)."""
+        if not self.slow_start:
+            return INTERVAL
+        return max(SLOW_START_INTERVAL, min(INTERVAL, self.base or 0.0))
 
     def _most_pollers(self) -> int:
         """Pollers the limit has ``SLOTS_PER_POLLER`` batches of slots for (within bounds)."""
