@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -341,6 +342,82 @@ async def test_ten_of_a_kind_go_at_once_and_fewer_wait_for_the_flush_interval() 
     await eventually(lambda: len(fake.calls) == 4, timeout=3, every=0.01)
     assert fake.calls[3][0] - started >= 0.95
     assert fake.calls[3][2] == ["r30", "r31", "r32"]
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_the_rest_of_a_full_batch_waits_for_more_to_join_it() -> None:
+    """Leases that settle one by one under load (plain functions finishing in their threads)
+    go ten to a request: the three left over from thirteen wait for the next seven."""
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
+    acker.start()
+    held = _running(20)
+    for lease in held[:13]:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 1, timeout=0.5, every=0.01)
+    await asyncio.sleep(0.1)
+    assert len(fake.calls) == 1  # the three wait
+    for lease in held[13:]:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 2, timeout=0.5, every=0.01)
+    assert [receipts for _, _, receipts in fake.calls] == [
+        [f"r{i}" for i in range(10)],
+        [f"r{i}" for i in range(10, 20)],
+    ]
+    # A rest that nothing joins goes once its oldest has waited the interval.
+    rest = _running(13, first=20)
+    started = time.monotonic()
+    for lease in rest:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: len(fake.calls) == 4, timeout=3, every=0.01)
+    assert fake.calls[2][0] - started < 0.5
+    assert 0.95 <= fake.calls[3][0] - started < 1.5
+    assert fake.calls[3][2] == ["r30", "r31", "r32"]
+    assert not any(lease.live for lease in held + rest)
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_stop_sends_a_rest_that_is_not_due_yet_at_once() -> None:
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=5.0)
+    acker.start()
+    held = _running(3)
+    for lease in held:
+        lease.settle_delete()
+        acker.submit(lease)
+    await asyncio.sleep(0.05)
+    stopped = time.monotonic()
+    assert await acker.close(stopped + 3) == 0
+    assert time.monotonic() - stopped < 1
+    assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2"]]
+
+
+@pytest.mark.timeout(20)
+async def test_ten_changes_waiting_for_their_extensions_leave_the_event_loop_running() -> None:
+    """Ten visibility changes, each waiting for an extension still in flight, once made the
+    flush loop spin without yielding: the extensions' answers could never arrive."""
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker.start()
+    held = _running(12)
+    sent_at = time.monotonic()
+    for lease in held:
+        lease.extension_sent()
+        lease.settle_visibility(0)
+        acker.submit(lease)
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)  # the event loop goes on
+        ticks += 1
+    assert ticks == 20
+    assert not fake.calls  # nothing goes while its extension is out
+    for lease in held:
+        lease.extension_done(sent_at, True)
+    await eventually(lambda: not any(lease.live for lease in held), timeout=2, every=0.01)
+    assert [len(receipts) for _, _, receipts in fake.calls] == [10, 2]
     await acker.close(time.monotonic() + 1)
 
 

@@ -1,9 +1,12 @@
 """Settling leases: DeleteMessageBatch and ChangeMessageVisibilityBatch.
 
-A lease the processor settled is buffered here and sent when ten of a kind are ready or
-``flush_interval`` after the first, at most ``max_calls`` requests at once (a full set of
-requests makes the next flush wait: slow deletes slow receiving, because a lease keeps its
-slot until SQS confirms). Each request is tried once with a timeout; what fails, whole or
+A lease the processor settled is buffered here and sent in requests of ten of a kind; fewer
+than ten go once the oldest of them has waited ``flush_interval``. So leases that settle one
+by one (plain functions finishing in their threads, handlers of varying length) still go
+ten to a request under load, and a lone one waits no longer than the interval. At most
+``max_calls`` requests are in flight at once (a full set of requests makes the next flush
+wait: slow deletes slow receiving, because a lease keeps its slot until SQS confirms). A
+visibility change waits while an extension of its lease is in flight. Each request is tried once with a timeout; what fails, whole or
 per entry, goes back into the buffer after a backoff that doubles up to ``MAX_BACKOFF``,
 for as long as the lease lives (the heartbeat keeps extending a lease whose delete is
 pending). An entry whose receipt handle no longer works ends its lease as lapsed and, for a
@@ -59,8 +62,9 @@ class Acker:
         self._interval = flush_interval
         self._call_timeout = call_timeout
         self._calls = asyncio.Semaphore(max_calls)
-        self._deletes: list[Lease] = []
-        self._changes: list[Lease] = []
+        # (monotonic time submitted, lease), oldest first
+        self._deletes: list[tuple[float, Lease]] = []
+        self._changes: list[tuple[float, Lease]] = []
         self._open: dict[int, Lease] = {}
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
@@ -78,7 +82,7 @@ class Acker:
         assert lease.state is State.SETTLING
         self._open[id(lease)] = lease
         buffer = self._deletes if lease.target is None else self._changes
-        buffer.append(lease)
+        buffer.append((time.monotonic(), lease))
         self._wake.set()
         if len(buffer) >= BATCH:
             self._filled.set()
@@ -95,32 +99,58 @@ class Acker:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self._full():
-                # A partial batch waits up to flush_interval, less when ten arrive sooner.
+            due = self._due_in(time.monotonic())
+            if due > 0:
+                # Fewer than ten ready: wait until the oldest has waited flush_interval, less
+                # when ten arrive sooner. (Leases waiting for an extension are looked at again
+                # after the interval: never a loop that does not yield.)
                 self._filled.clear()
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout(due):
                         await self._filled.wait()
             await self._flush()
             if self._deletes or self._changes:
-                self._wake.set()  # leases not ready yet (an extension in flight): look again
+                self._wake.set()  # a partial batch not due yet, or leases not ready: look again
 
-    def _full(self) -> bool:
-        return len(self._deletes) >= BATCH or len(self._changes) >= BATCH
-
-    async def _flush(self) -> None:
+    def _due_in(self, now: float) -> float:
+        """Seconds until a flush has something to send: 0 when ten of a kind are ready or
+        the oldest ready lease has waited ``flush_interval``."""
+        due = self._interval
         for buffer in (self._deletes, self._changes):
-            ready: list[Lease] = []
-            waiting: list[Lease] = []  # live, not ready yet (an extension in flight)
-            for lease in buffer:
+            ready = 0
+            oldest: float | None = None
+            for queued, lease in buffer:
                 if lease.ready_to_send:
-                    ready.append(lease)
-                elif lease.live:
-                    waiting.append(lease)
-            if not ready:
-                continue
-            buffer[:] = waiting
-            for start in range(0, len(ready), BATCH):
+                    ready += 1
+                    if oldest is None:
+                        oldest = queued
+            if ready >= BATCH:
+                return 0.0
+            if oldest is not None:
+                due = min(due, oldest + self._interval - now)
+        return max(0.0, due)
+
+    async def _flush(self, everything: bool = False) -> None:
+        """Sends the ready leases ten to a request; fewer than ten only when the oldest of
+        them has waited ``flush_interval`` (or ``everything``: a stop)."""
+        now = time.monotonic()
+        for buffer in (self._deletes, self._changes):
+            ready: list[tuple[float, Lease]] = []
+            kept: list[tuple[float, Lease]] = []  # live and not ready (an extension in flight)
+            for entry in buffer:
+                if entry[1].ready_to_send:
+                    ready.append(entry)
+                elif entry[1].live:
+                    kept.append(entry)
+            whole = len(ready) - len(ready) % BATCH
+            if not everything and whole < len(ready) and now - ready[whole][0] < self._interval:
+                # The partial rest is not due: it waits, in order, for more to join it.
+                del ready[whole:]
+                going = set(map(id, ready))
+                kept = [entry for entry in buffer if entry[1].live and id(entry) not in going]
+            buffer[:] = kept
+            leases = [lease for _, lease in ready]
+            for start in range(0, len(leases), BATCH):
                 try:
                     await self._calls.acquire()
                 except asyncio.CancelledError:
@@ -128,7 +158,7 @@ class Acker:
                     # close, or close's own deadline): back into the buffer, for close to send.
                     buffer.extend(ready[start:])
                     raise
-                chunk = ready[start : start + BATCH]
+                chunk = leases[start : start + BATCH]
                 for lease in chunk:
                     lease.sending = True
                 task = asyncio.create_task(self._send(chunk))
@@ -253,7 +283,7 @@ class Acker:
                     self.submit(lease)
             try:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                    await self._flush()
+                    await self._flush(everything=True)
                     if self._inflight:
                         await asyncio.wait(list(self._inflight), timeout=0.05)
                     else:
