@@ -132,7 +132,17 @@ def test_concurrency_is_fixed_or_adaptive_between_bounds(
         ({"min_pollers": 5, "pollers": 4}, "queues.q: min_pollers (5) must be at most pollers (4)"),
         ({"min_pollers": 17}, "min_pollers (17) must be at most pollers (auto: 16)"),
         ({"min_pollers": 0}, "queues.q.min_pollers: Input should be greater than or equal to 1"),
-        ({"ack_calls": "many"}, "queues.q.ack_calls: expected a number (fixed) or 'auto' (one per poller)"),
+        (
+            {"ack_calls": "many"},
+            "queues.q.ack_calls: expected a number (fixed) or 'auto' (the most pollers, at least 8)",
+        ),
+        # YAML's yes/true is not 1, and null is not auto
+        ({"ack_calls": True}, "queues.q.ack_calls: expected a number, not yes/no or true/false (got True)"),
+        ({"pollers": False}, "queues.q.pollers: expected a number, not yes/no or true/false (got False)"),
+        ({"max_in_flight": None}, "queues.q.max_in_flight: expected a number (fixed) or 'auto' (adaptive)"),
+        ({"ack_calls": None}, "queues.q.ack_calls: expected a number (fixed) or 'auto' (the most pollers"),
+        ({"batch_wait": True}, "queues.q.batch_wait: expected a number, not yes/no or true/false"),
+        ({"min_pollers": True}, "queues.q.min_pollers: expected a number, not yes/no or true/false"),
         ({"ack_calls": 65}, "queues.q.ack_calls: Input should be less than or equal to 64 (got 65)"),
         ({"ack_calls": 0}, "queues.q.ack_calls: Input should be greater than or equal to 1 (got 0)"),
     ],
@@ -140,6 +150,24 @@ def test_concurrency_is_fixed_or_adaptive_between_bounds(
 def test_concurrency_errors_are_one_line(queue: dict[str, object], message: str) -> None:
     error = error_of(None, {"queues": {"q": {"handlers": ["m"], **queue}}})
     assert message in error, error
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"thread_pool_size": True}, "thread_pool_size: expected a number, not yes/no or true/false"),
+        ({"health": {"port": True}}, "health.port: expected a number, not yes/no or true/false"),
+        ({"aws": {"connect_timeout": False}}, "aws.connect_timeout: expected a number, not yes/no"),
+    ],
+)
+def test_a_yes_or_no_is_not_taken_for_a_number(data: dict[str, object], message: str) -> None:
+    error = error_of(None, {"queues": {"q": {"handlers": ["m"]}}, **data})
+    assert message in error, error
+
+
+def test_a_yes_or_no_stays_a_flag_where_one_is_expected() -> None:
+    settings = load_settings(None, {"queues": {"q": {"handlers": ["m"]}}, "health": {"enabled": True}})
+    assert settings.health.enabled is True
 
 
 def test_pool_covers_the_most_pollers() -> None:

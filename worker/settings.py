@@ -123,11 +123,21 @@ def url_region(url: str) -> str | None:
     return found.group(1) if found else None
 
 
+def _refuse_flag(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A number field refuses YAML's yes/no/true/false (pydantic would read ``yes`` as 1)."""
+    if isinstance(value, bool) and info.field_name is not None:
+        members = _members(cls.model_fields[info.field_name].annotation)
+        if bool not in members and any(m in (int, float) for m in members):
+            raise PydanticCustomError("not_a_flag", "expected a number, not yes/no or true/false", {})
+    return value
+
+
 class AwsSettings(BaseModel):
     """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
     standard AWS chain (environment, shared files, SSO, container and instance roles)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     region: str | None = None
     """AWS region; falls back to AWS_REGION, then AWS_DEFAULT_REGION."""
@@ -236,6 +246,7 @@ class QueueSettings(BaseModel):
     """One consumed queue. The key under ``queues:`` is its logical name."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     @field_validator("region")
     @classmethod
@@ -334,16 +345,16 @@ class QueueSettings(BaseModel):
     @field_validator("pollers", "max_in_flight", "ack_calls", mode="before")
     @classmethod
     def _number_or_auto(cls, value: Any, info: ValidationInfo) -> Any:
-        """``auto`` in any case; any other word is refused with one message naming both forms."""
-        if isinstance(value, str):
-            text = value.strip()
-            if text.lower() == AUTO:
-                return AUTO
-            if not re.fullmatch(r"[+-]?\d+", text):
-                auto = "one per poller" if info.field_name == "ack_calls" else "adaptive"
-                raise PydanticCustomError(
-                    "number_or_auto", "expected a number (fixed) or 'auto' ({auto})", {"auto": auto}
-                )
+        """``auto`` in any case; any other word, or nothing (YAML's null), is refused with one
+        message naming both forms."""
+        text = value.strip() if isinstance(value, str) else None
+        if text is not None and text.lower() == AUTO:
+            return AUTO
+        if value is None or (text is not None and not re.fullmatch(r"[+-]?\d+", text)):
+            auto = "the most pollers, at least 8" if info.field_name == "ack_calls" else "adaptive"
+            raise PydanticCustomError(
+                "number_or_auto", "expected a number (fixed) or 'auto' ({auto})", {"auto": auto}
+            )
         return value
 
     @field_validator("pollers", "max_in_flight", "ack_calls")
@@ -410,6 +421,7 @@ class LogSettings(BaseModel):
     """The worker's log lines (``log:``): JSON lines or console, with the message's context."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     """The lowest level written, in any case (``DEBUG`` too); ``worker run --log-level``
@@ -430,6 +442,7 @@ class HealthSettings(BaseModel):
     """The HTTP endpoint: /healthz, /readyz, /metrics (on in the container image)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     enabled: bool = False
     """Serve the endpoint. Without it the worker records no metrics (nothing could read them)."""
@@ -455,6 +468,7 @@ class PayloadSettings(BaseModel):
     objects ``worker iam-policy`` grants."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     bucket: str | None = Field(default=None, min_length=3, max_length=63)
     """Bucket offloaded bodies are written to."""
@@ -481,6 +495,7 @@ class IdempotencySettings(BaseModel):
     messages they ran (``idempotency:``; see ``worker.runtime.idempotency``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     store: Literal["none", "memory", "dynamodb"] = "none"
     """``dynamodb``: a table shared by every replica (``worker provision`` creates it from a
@@ -510,6 +525,7 @@ class WorkerSettings(BaseSettings):
         extra="forbid",
         frozen=True,
     )
+    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     aws: AwsSettings = Field(default_factory=AwsSettings)
     """Where the AWS calls go: region, endpoint, timeouts."""
