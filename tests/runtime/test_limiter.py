@@ -151,6 +151,28 @@ def test_slow_start_evaluates_twice_as_often() -> None:
     assert f.busy(seconds=INTERVAL - SLOW_START_INTERVAL + 0.001)
 
 
+def test_slow_start_ends_when_the_limit_and_the_pollers_reach_their_bounds() -> None:
+    """Nothing is left to ramp: the windows go back to ``INTERVAL`` (a fast handler's slot
+    time never passes the tolerance, so slow start would otherwise last for good)."""
+    f = Feed(in_flight=(10, 240))
+    assert f.busy(0.05, seconds=SLOW_START_INTERVAL)
+    assert (f.lim.limit, f.lim.pollers, f.lim.slow_start) == (120, 4, True)
+    assert f.busy(0.05, seconds=SLOW_START_INTERVAL)
+    assert (f.lim.limit, f.lim.pollers, f.lim.slow_start) == (240, 8, False)
+    assert not f.busy(0.05, seconds=SLOW_START_INTERVAL)
+    assert f.busy(0.05, seconds=INTERVAL - SLOW_START_INTERVAL + 0.001)
+    g = Feed(in_flight=(10, 240))
+    g.busy()
+    for _ in range(3):
+        g.lim.received(10, 0, False)  # empty receives: fewer pollers than the bound allows
+    g.lim.limit = 240
+    g.busy(receives=4, full=0)  # no backlog: the limit is at its bound, the pollers are not
+    assert (g.lim.limit, g.lim.pollers, g.lim.slow_start) == (240, 1, True)
+    h = Feed(in_flight=(10, 1000), pollers=(1, 4))
+    h.busy()
+    assert (h.lim.limit, h.lim.pollers, h.lim.slow_start) == (120, 4, True)  # the limit is not
+
+
 @pytest.mark.parametrize(("base", "window"), [(0.05, SLOW_START_INTERVAL), (0.15, 0.15), (0.5, INTERVAL)])
 def test_a_slow_start_window_lasts_at_least_the_base_slot_time(base: float, window: float) -> None:
     """Shorter than the slot time, a window misjudges it (messages finishing together make

@@ -18,8 +18,8 @@ longer), once it holds enough events, the window is evaluated:
 
 The in-flight limit moves only while it is what holds receiving back (starved), like
 Netflix's Gradient2 (concurrency-limits). Within ``TOLERANCE`` times the base and with a
-backlog, the limit doubles (slow start, until the slot time first passes the tolerance),
-then grows by a tenth per window. Past it, the limit moves halfway to ``limit * gradient``,
+backlog, the limit doubles (slow start, until the slot time first passes the tolerance or
+the limit and the pollers reach their bounds), then grows by a tenth per window. Past it, the limit moves halfway to ``limit * gradient``,
 ``gradient = TOLERANCE * base / slot time`` (at least 0.5). It settles where the slot time
 is about ``TOLERANCE`` times its unloaded value: what a handler, the event loop, the thread
 pool or a downstream that no longer keeps up shows. The tolerance is wide on purpose: on a busy process the slot
@@ -185,6 +185,8 @@ class Limiter:
         if self.pollers > self._most_pollers():
             self.pollers = self._most_pollers()
             self.reason += ", pollers follow the limit"
+        if self.slow_start and self.limit >= self.in_flight.high and self.pollers >= self._most_pollers():
+            self.slow_start = False  # nothing left to ramp: windows of INTERVAL from here
 
     def _interval(self) -> float:
         """The shortest window now: ``INTERVAL``, or in slow start ``SLOW_START_INTERVAL``
