@@ -90,8 +90,8 @@ def sqs_server(
         env["BENCH_SERVER_GC_FREEZE"] = str(SERVER_GC_FREEZE)
     if gc_log is not None:
         env["BENCH_SERVER_GC_LOG"] = str(gc_log)
-    if not sqs_metrics:
-        env["SQS_DISABLE_CLOUDWATCH_METRICS"] = "1"
+    # Set either way, so that the report's record holds whatever the environment had.
+    env["SQS_DISABLE_CLOUDWATCH_METRICS"] = "0" if sqs_metrics else "1"
     server = LocalStack(env=env)
     server.start()
     try:
