@@ -132,6 +132,44 @@ async def test_failed_delete_entries_come_back_after_a_backoff(aws: Aws, proxy: 
     assert await aws.total(queue.url) == 0
 
 
+async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_without_running_again(
+    aws: Aws, proxy: Proxy
+) -> None:
+    # Every delete entry fails and every extension hangs (an outage of both): the handled
+    # message's visibility runs out and SQS hands it out again while its delete is still
+    # being retried. The new delivery is deleted with its own receipt handle; the handler
+    # does not run twice, and nothing says "delete_failed".
+    await asyncio.to_thread(
+        proxy.faults,
+        batch_entry_fail_rate=1.0,
+        blackhole_ops={"ChangeMessageVisibilityBatch": 50},
+        blackhole_op_seconds=30,
+    )
+    queue = await aws.queue(visibility=2)
+    runs: Counter[str] = Counter()
+    router = Router()
+
+    @router.handler("quick")
+    async def quick(payload: dict[str, int], message: Message) -> None:
+        runs[message.message_id] += 1
+
+    await aws.send(queue.url, {"n": 1}, "quick")
+    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    with structlog.testing.capture_logs() as logs:
+        async with running(cfg, router) as worker:
+            consumer = worker.consumers[0]
+            await eventually(lambda: consumer.counters.redelivered_deleted == 1, timeout=30)
+            await asyncio.to_thread(proxy.faults)
+            await eventually(lambda: consumer.in_flight == 0, timeout=30)
+            assert consumer.counters.received == 2  # delivered twice
+            assert consumer.counters.delete_failed == 0
+    assert list(runs.values()) == [1]  # run once
+    assert await aws.total(queue.url) == 0
+    events = [e["event"] for e in logs]
+    assert events.count("message_redelivered_while_deleting") == 1
+    assert "delete_failed" not in events
+
+
 async def test_a_stop_during_an_outage_ends_at_its_deadline(aws: Aws, proxy: Proxy) -> None:
     queue = await aws.queue()
     router = Router()
@@ -562,7 +600,7 @@ async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> Non
             acker.submit(lease)
         await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
     # Nothing kept for any of them (read before `pending`, which sweeps ended leases).
-    assert (acker._open, acker._retries, acker._timers) == ({}, {}, {})
+    assert (acker._open, acker._retries, acker._timers, acker._deleting) == ({}, {}, {}, {})
     assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2", "r3"], ["r1"]]
     assert [lease.state for lease in held] == [State.SETTLED, State.SETTLED, State.LAPSED, State.LAPSED]
     assert counters.delete_failed == 2
@@ -736,3 +774,63 @@ async def test_a_stop_sends_what_was_waiting_for_a_call_when_one_frees_up() -> N
     assert [receipts for _, _, receipts in fake.calls] == [["r0"], ["r1"]]
     assert (first.state, second.state) == (State.SETTLED, State.SETTLED)
     await answering
+
+
+async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends_quietly() -> None:
+    class _Slow(_Sqs):
+        """The first delete is answered once ``answer`` is set, with the receipt stale."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.answer = asyncio.Event()
+
+        async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            answer = self._answer("delete", Entries)
+            if len(self.calls) == 1:
+                await self.answer.wait()
+                stale = {"Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
+                return {"Successful": [], "Failed": [{"Id": e["Id"], **stale} for e in Entries]}
+            return answer
+
+    fake = _Slow()
+    counters = QueueCounters()
+    registry = CollectorRegistry()
+    acker = Acker(AwsClient(fake), "q", "url", counters, Metrics(registry), flush_interval=0.01)
+    acker.start()
+    ended: list[Lease] = []
+    leases = Leases(ended.append)
+    message = Message("m0", "{}", {}, "t", 1, receipt_handle="r-old")
+    old = leases.open(message, {}, time.monotonic(), 30)
+    other = leases.open(Message("m1", "{}", {}, "t", 1, receipt_handle="r1"), {}, time.monotonic(), 30)
+    other.settle_visibility(5)  # a pending change is never taken over: a retry runs again
+    acker.submit(other)
+    old.settle_delete()
+    acker.submit(old)
+    await eventually(lambda: old.sending, timeout=3, every=0.01)
+
+    again = Message("m0", "{}", {}, "t", 2, receipt_handle="r-new")
+    new = leases.open(again, {}, time.monotonic(), 30)
+    assert acker.take_over(old) is None  # itself
+    assert (
+        acker.take_over(leases.open(Message("m1", "{}", {}, "t", 2, receipt_handle="r1b"), {}, 0, 30)) is None
+    )
+    assert acker.take_over(new) is old
+    assert old.state is State.SUPERSEDED
+    assert ended == [old]
+    assert acker.take_over(new) is None  # once
+
+    with structlog.testing.capture_logs() as logs:
+        new.settle_delete()
+        acker.submit(new)
+        fake.answer.set()  # the old receipt's answer: stale, and nobody cares any more
+        await eventually(lambda: new.state is State.SETTLED, timeout=3, every=0.01)
+        await asyncio.sleep(0.3)  # past the first retry's backoff: nothing is sent again
+    deletes = [receipts for _, op, receipts in fake.calls if op == "delete"]
+    assert deletes == [["r-old"], ["r-new"]]
+    assert old.state is State.SUPERSEDED
+    assert counters.delete_failed == 0
+    assert counters.lapsed == 0
+    assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) in (None, 0)
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
+    assert acker._deleting == {}
+    await acker.close(time.monotonic() + 1)

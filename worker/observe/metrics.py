@@ -171,6 +171,14 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.redelivered_deleted = Counter(
+            "redelivered_while_deleting",
+            "Messages SQS delivered again while their delete was still pending here (retried "
+            "through an outage): deleted with the new receipt handle, the handler not run again",
+            ["queue"],
+            namespace=NS,
+            registry=r,
+        )
         self.lease_overdue = Counter(
             "lease_overdue",
             "Leases whose visibility ran out before an extension or settle (should stay 0)",

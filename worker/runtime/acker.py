@@ -66,6 +66,8 @@ class Acker:
         self._deletes: list[tuple[float, Lease]] = []
         self._changes: list[tuple[float, Lease]] = []
         self._open: dict[int, Lease] = {}
+        self._deleting: dict[str, Lease] = {}
+        """Leases whose delete is pending, by message id (``take_over``)."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -81,6 +83,8 @@ class Acker:
         """Send what ``lease`` was settled to (it must be SETTLING)."""
         assert lease.state is State.SETTLING
         self._open[id(lease)] = lease
+        if lease.target is None:
+            self._deleting[lease.message.message_id] = lease
         buffer = self._deletes if lease.target is None else self._changes
         buffer.append((time.monotonic(), lease))
         self._wake.set()
@@ -91,9 +95,25 @@ class Acker:
     def pending(self) -> int:
         """Leases handed to the acker and not yet ended (confirmed or lapsed)."""
         for key in [key for key, lease in self._open.items() if not lease.live]:
-            del self._open[key]
-            self._retries.pop(key, None)
+            self._forget(self._open[key])
         return len(self._open)
+
+    def take_over(self, lease: Lease) -> Lease | None:
+        """The lease of an earlier delivery of ``lease``'s message whose delete is still
+        pending here, or None. SQS delivered the message again (the delete's retries did
+        not land before its visibility ran out, e.g. through an outage): its handler ran
+        already, so the caller deletes it with the new receipt handle, the one SQS honours
+        now, instead of running it twice. The earlier lease ends, quietly (SUPERSEDED):
+        its old receipt handle would only fail as stale."""
+        earlier = self._deleting.get(lease.message.message_id)
+        if earlier is None or earlier is lease:
+            return None
+        if not (earlier.live and earlier.state is State.SETTLING and earlier.target is None):
+            self._forget(earlier)
+            return None
+        self._forget(earlier)
+        earlier.superseded()
+        return earlier
 
     async def _run(self) -> None:
         while True:
@@ -223,7 +243,7 @@ class Acker:
         failed = {int(f["Id"]): f for f in response.get("Failed") or []}
         for i, lease in enumerate(chunk):
             failure = failed.get(i)
-            if failure is None:
+            if failure is None or not lease.live:  # (not live: taken over meanwhile)
                 self._forget(lease)
                 lease.confirmed()
                 continue
@@ -252,6 +272,8 @@ class Acker:
     def _forget(self, lease: Lease) -> None:
         self._open.pop(id(lease), None)
         self._retries.pop(id(lease), None)
+        if self._deleting.get(lease.message.message_id) is lease:
+            del self._deleting[lease.message.message_id]
 
     def _again(self, lease: Lease) -> None:
         """Back into the buffer after a backoff, while the lease lives."""

@@ -311,6 +311,7 @@ class Consumer:
                 self.settler.settle(lease, self.processor.backoff(lease.message.receive_count))
 
     def _dispatch(self, leases: list[Lease]) -> None:
+        leases = [lease for lease in leases if not self.settler.already_handled(lease)]
         if self.stopping:
             # A receive that completed during shutdown: nothing will run, give them back.
             self.settler.release(leases, "shutdown")

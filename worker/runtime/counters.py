@@ -27,6 +27,8 @@ class QueueCounters:
     extended: int = 0
     """Visibility extensions granted."""
     delete_failed: int = 0
+    redelivered_deleted: int = 0
+    """Messages delivered again while their delete was pending here: deleted, not run again."""
     receives: int = 0
     empty_receives: int = 0
     poller_restarts: int = 0

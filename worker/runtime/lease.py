@@ -12,6 +12,11 @@ States::
     RUNNING --settle_delete()------> SETTLING(delete) --confirmed--> SETTLED
     RUNNING --settle_visibility(s)-> SETTLING(change) --confirmed--> RELEASED
     any live state --receipt handle no longer valid-----------------> LAPSED
+    SETTLING(delete) --the message was delivered again-------------> SUPERSEDED
+
+(``SUPERSEDED``: SQS handed the message out again while its delete was still pending, so
+the newer delivery's lease deletes it, with the receipt handle SQS honours now; see
+``Acker.take_over``.)
 
 Rules the heartbeat and the acker follow by asking the lease, never by keeping state of
 their own:
@@ -40,6 +45,7 @@ class State(enum.Enum):
     SETTLED = "settled"
     RELEASED = "released"
     LAPSED = "lapsed"
+    SUPERSEDED = "superseded"
 
 
 LIVE = frozenset({State.RUNNING, State.SETTLING})
@@ -155,6 +161,10 @@ class Lease:
     def lapsed(self) -> None:
         """The receipt handle no longer works: SQS will deliver the message again."""
         self._end(State.LAPSED)
+
+    def superseded(self) -> None:
+        """A newer delivery of the message took over its pending delete."""
+        self._end(State.SUPERSEDED)
 
     def _end(self, state: State) -> None:
         if not self.live:

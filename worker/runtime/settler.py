@@ -38,6 +38,7 @@ class Settler:
         self._processor = processor
         self._counters = counters
         self._released = metrics.released.labels(target.key)
+        self._taken_over = metrics.redelivered_deleted.labels(target.key)
         self._retried = metrics.retried
         self._dead_lettered = metrics.dead_lettered
         self.discards: dict[Lease, Message] = {}
@@ -82,6 +83,28 @@ class Settler:
             return True
         max_count = self._target.max_receive_count
         return max_count is not None and lease.message.receive_count + lease.attempts - 1 >= max_count
+
+    def already_handled(self, lease: Lease) -> bool:
+        """True when ``lease`` is a new delivery of a message handled here whose delete was
+        still pending (``Acker.take_over``): it is deleted with its new receipt handle and
+        does not run again."""
+        earlier = self._acker.take_over(lease)
+        if earlier is None:
+            return False
+        message = self.discards.pop(earlier, None)
+        if message is not None:
+            self.discards[lease] = message  # its offloaded body goes once this delete lands
+        self._counters.redelivered_deleted += 1
+        self._taken_over.inc()
+        log.info(
+            "message_redelivered_while_deleting",
+            queue=self._target.key,
+            message_id=lease.message.message_id,
+            group_id=lease.message.group_id,
+            receive_count=lease.message.receive_count,
+        )
+        self.settle(lease, None)
+        return True
 
     def settle_success(self, lease: Lease) -> None:
         """Delete a handled message; once SQS confirms it, its offloaded payload (if any)
