@@ -5,6 +5,7 @@ back after a backoff; a stop during an outage ends at its deadline."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import Counter
 from typing import Any
@@ -456,6 +457,67 @@ async def test_ten_changes_waiting_for_their_extensions_leave_the_event_loop_run
         lease.extension_done(sent_at, True)
     await eventually(lambda: not any(lease.live for lease in held), timeout=2, every=0.01)
     assert [len(receipts) for _, _, receipts in fake.calls] == [10, 2]
+    await acker.close(time.monotonic() + 1)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("count", [5, 9])
+async def test_a_few_short_of_ten_wait_for_the_interval_with_the_event_loop_running(count: int) -> None:
+    """Fewer than ten ready are not ten: miscounting them sent the flush loop round without
+    ever waiting (nothing due to send, the loop frozen)."""
+    fake = _Sqs()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.5)
+    acker.start()
+    held = _running(count)
+    started = time.monotonic()
+    for lease in held:
+        lease.settle_delete()
+        acker.submit(lease)
+    ticks = 0
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert ticks == 20
+    assert not fake.calls
+    await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
+    assert fake.calls[0][0] - started >= 0.45
+    assert [len(receipts) for _, _, receipts in fake.calls] == [count]
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_refused_request_of_a_full_batch_is_sent_again_once_per_lease() -> None:
+    """Ten go while three wait; the ten are refused: each goes again once, in one request,
+    never twice in a request (an entry both kept in the buffer and put back by its retry)."""
+    fake = _Sqs(refuse=1)
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
+    acker.start()
+    held = _running(13)
+    for lease in held:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: not any(lease.live for lease in held[:10]), timeout=3, every=0.01)
+    await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
+    sent = [receipts for _, _, receipts in fake.calls]
+    assert sent[0] == [f"r{i}" for i in range(10)]  # refused
+    # The ten back at 0.2 s join the three waiting: ten go, the rest of three when due.
+    assert sent[1:] == [["r10", "r11", "r12", *(f"r{i}" for i in range(7))], ["r7", "r8", "r9"]]
+    assert not acker._inflight  # finished requests leave
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_each_retry_of_an_entry_waits_twice_as_long_as_the_one_before() -> None:
+    fake = _Sqs(refuse=3)
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    (lease,) = _running(1)
+    lease.settle_delete()
+    acker.submit(lease)
+    await eventually(lambda: not lease.live, timeout=5, every=0.01)
+    times = [at for at, _, _ in fake.calls]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(gaps) == 3
+    for gap, expected in zip(gaps, (0.2, 0.4, 0.8), strict=True):
+        assert expected - 0.02 <= gap <= expected + 0.15
     await acker.close(time.monotonic() + 1)
 
 
