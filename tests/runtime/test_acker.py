@@ -872,14 +872,16 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
 
     again = Message("m0", "{}", {}, "t", 2, receipt_handle="r-new")
     new = leases.open(again, {}, time.monotonic(), 30)
-    assert acker.take_over(old) is None  # itself
+    assert acker.pending_delete(old) is None  # itself
     assert (
-        acker.take_over(leases.open(Message("m1", "{}", {}, "t", 2, receipt_handle="r1b"), {}, 0, 30)) is None
+        acker.pending_delete(leases.open(Message("m1", "{}", {}, "t", 2, receipt_handle="r1b"), {}, 0, 30))
+        is None
     )
-    assert acker.take_over(new) is old
+    assert acker.pending_delete(new) is old
+    acker.supersede(old)
     assert old.state is State.SUPERSEDED
     assert ended == [old]
-    assert acker.take_over(new) is None  # once
+    assert acker.pending_delete(new) is None  # once
 
     with structlog.testing.capture_logs() as logs:
         new.settle_delete()

@@ -67,7 +67,7 @@ class Acker:
         self._changes: list[tuple[float, Lease]] = []
         self._open: dict[int, Lease] = {}
         self._deleting: dict[str, Lease] = {}
-        """Leases whose delete is pending, by message id (``take_over``)."""
+        """Leases whose delete is pending, by message id (``pending_delete``)."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -98,22 +98,26 @@ class Acker:
             self._forget(self._open[key])
         return len(self._open)
 
-    def take_over(self, lease: Lease) -> Lease | None:
+    def pending_delete(self, lease: Lease) -> Lease | None:
         """The lease of an earlier delivery of ``lease``'s message whose delete is still
         pending here, or None. SQS delivered the message again (the delete's retries did
         not land before its visibility ran out, e.g. through an outage): its handler ran
         already, so the caller deletes it with the new receipt handle, the one SQS honours
-        now, instead of running it twice. The earlier lease ends, quietly (SUPERSEDED):
-        its old receipt handle would only fail as stale."""
+        now, instead of running it twice, and ends the earlier lease (``supersede``)."""
         earlier = self._deleting.get(lease.message.message_id)
         if earlier is None or earlier is lease:
             return None
         if not (earlier.live and earlier.state is State.SETTLING and earlier.target is None):
             self._forget(earlier)
             return None
+        return earlier
+
+    def supersede(self, earlier: Lease) -> None:
+        """End ``earlier`` quietly (SUPERSEDED): a newer delivery deletes its message. Its
+        old receipt handle would only fail as stale; a request in flight with it is
+        ignored when it comes back."""
         self._forget(earlier)
         earlier.superseded()
-        return earlier
 
     async def _run(self) -> None:
         while True:

@@ -16,7 +16,7 @@ States::
 
 (``SUPERSEDED``: SQS handed the message out again while its delete was still pending, so
 the newer delivery's lease deletes it, with the receipt handle SQS honours now; see
-``Acker.take_over``.)
+``Acker.pending_delete``.)
 
 Rules the heartbeat and the acker follow by asking the lease, never by keeping state of
 their own:

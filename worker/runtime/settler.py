@@ -86,14 +86,15 @@ class Settler:
 
     def already_handled(self, lease: Lease) -> bool:
         """True when ``lease`` is a new delivery of a message handled here whose delete was
-        still pending (``Acker.take_over``): it is deleted with its new receipt handle and
-        does not run again."""
-        earlier = self._acker.take_over(lease)
+        still pending (``Acker.pending_delete``): it is deleted with its new receipt handle
+        and does not run again."""
+        earlier = self._acker.pending_delete(lease)
         if earlier is None:
             return False
         message = self.discards.pop(earlier, None)
         if message is not None:
             self.discards[lease] = message  # its offloaded body goes once this delete lands
+        self._acker.supersede(earlier)  # (after the move: its end must not find the body)
         self._counters.redelivered_deleted += 1
         self._taken_over.inc()
         log.info(

@@ -1,0 +1,79 @@
+"""The settler's take-over of a redelivered message whose delete is pending (server-free:
+the outage that causes it is in test_acker's LocalStack test)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import eventually
+from worker import Message
+from worker.aws import AwsClient
+from worker.messages.payloads import PayloadPointer
+from worker.observe.metrics import Metrics
+from worker.runtime.acker import Acker
+from worker.runtime.counters import QueueCounters
+from worker.runtime.lease import Lease, Leases, State
+from worker.runtime.settler import Settler
+from worker.runtime.target import QueueTarget
+
+
+class _Sqs:
+    """Deletes that answer only once ``hold`` is cleared (an outage), then succeed."""
+
+    def __init__(self) -> None:
+        self.deletes: list[list[str]] = []
+        self.hold = True
+
+    async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.deletes.append([e["ReceiptHandle"] for e in Entries])
+        if self.hold:
+            busy = {"Code": "InternalError", "Message": "busy", "SenderFault": False}
+            return {"Successful": [], "Failed": [{"Id": e["Id"], **busy} for e in Entries]}
+        return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
+
+
+async def test_a_redelivery_of_a_handled_offloaded_message_is_deleted_and_its_body_discarded_once() -> None:
+    fake = _Sqs()
+    counters = QueueCounters()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    acker = Acker(AwsClient(fake), "q", "url", counters, metrics, flush_interval=0.01)
+    target = QueueTarget("q", "q", "url", False, 3, None)
+    settler = Settler(target, acker, None, None, counters, metrics)  # type: ignore[arg-type]
+    discarded: list[tuple[State, Message]] = []
+
+    def ended(lease: Lease) -> None:  # what the consumer does when a lease ends
+        message = settler.discards.pop(lease, None)
+        if message is not None:
+            discarded.append((lease.state, message))
+
+    leases = Leases(ended)
+    pointer = PayloadPointer("bucket", "key", 10)
+    acker.start()
+    first = leases.open(Message("m0", "{}", {}, "t", 1, payload=pointer, receipt_handle="r-1"), {}, 0, 30)
+    assert not settler.already_handled(first)  # nothing pending for it
+    settler.settle_success(first)
+    await eventually(lambda: len(fake.deletes) >= 1, timeout=3, every=0.01)
+
+    again = leases.open(Message("m0", "{}", {}, "t", 2, payload=pointer, receipt_handle="r-2"), {}, 0, 30)
+    with structlog.testing.capture_logs() as logs:
+        assert settler.already_handled(again)
+    assert first.state is State.SUPERSEDED
+    assert again.state is State.SETTLING
+    assert again.target is None  # a delete
+    assert [e["event"] for e in logs] == ["message_redelivered_while_deleting"]
+    assert logs[0]["receive_count"] == 2
+    assert counters.redelivered_deleted == 1
+    assert registry.get_sample_value("sqs_worker_redelivered_while_deleting_total", {"queue": "q"}) == 1
+    assert discarded == []  # the body waits for the delete that will land
+    fake.hold = False
+    await eventually(lambda: not again.live, timeout=3, every=0.01)
+    # Once, after the new delivery's delete (the earlier one's Message, moved over).
+    assert discarded == [(State.SETTLED, first.message)]
+    assert fake.deletes[-1] == ["r-2"]
+    assert not any("r-1" in sent for sent in fake.deletes[fake.deletes.index(["r-2"]) :])
+    await acker.close(time.monotonic() + 1)
