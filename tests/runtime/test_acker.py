@@ -879,6 +879,8 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     )
     assert acker.pending_delete(new) is old
     acker.supersede(old)
+    assert id(old) not in acker._open  # forgotten: nothing of it is kept
+    assert "m0" not in acker._deleting
     assert old.state is State.SUPERSEDED
     assert ended == [old]
     assert acker.pending_delete(new) is None  # once

@@ -247,7 +247,7 @@ class Acker:
         failed = {int(f["Id"]): f for f in response.get("Failed") or []}
         for i, lease in enumerate(chunk):
             failure = failed.get(i)
-            if failure is None or not lease.live:  # (not live: taken over meanwhile)
+            if failure is None or not lease.live:  # (not live: superseded meanwhile, the one way)
                 self._forget(lease)
                 lease.confirmed()
                 continue
