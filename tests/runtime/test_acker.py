@@ -133,8 +133,9 @@ async def test_failed_delete_entries_come_back_after_a_backoff(aws: Aws, proxy: 
     assert await aws.total(queue.url) == 0
 
 
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
 async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_without_running_again(
-    aws: Aws, proxy: Proxy
+    aws: Aws, proxy: Proxy, fifo: bool
 ) -> None:
     # Every delete entry fails and every extension hangs (an outage of both): the handled
     # message's visibility runs out and SQS hands it out again while its delete is still
@@ -146,7 +147,7 @@ async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_
         blackhole_ops={"ChangeMessageVisibilityBatch": 50},
         blackhole_op_seconds=30,
     )
-    queue = await aws.queue(visibility=2)
+    queue = await aws.queue(visibility=2, fifo=fifo)
     runs: Counter[str] = Counter()
     router = Router()
 
@@ -154,7 +155,7 @@ async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_
     async def quick(payload: dict[str, int], message: Message) -> None:
         runs[message.message_id] += 1
 
-    await aws.send(queue.url, {"n": 1}, "quick")
+    await aws.send(queue.url, {"n": 1}, "quick", group="g" if fifo else None)
     cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
     with structlog.testing.capture_logs() as logs:
         async with running(cfg, router) as worker:
