@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CACHE = Path(os.environ.get("SQS_WORKER_CACHE", ROOT / ".cache"))
+CACHE = Path(os.environ.get("SQS_WORKER_CACHE", ROOT / ".cache")).resolve()
 LOCALSTACK_SPEC = "localstack-core[runtime]==4.14.0"
 EXCLUDE_NEWER = "2026-03-01"
 
@@ -135,6 +135,10 @@ class LocalStack:
         log = open(self._root / "localstack.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [str(python), "-m", "localstack.runtime.main"],
+            # Its own directory: `-m` puts the working directory first on sys.path, and a
+            # module there named like one of the standard library's (a trace.py in a
+            # scratch directory) broke LocalStack's plugin loading.
+            cwd=self._root,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

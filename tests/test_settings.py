@@ -31,7 +31,6 @@ def test_defaults_and_derived_values() -> None:
     assert q.poller_bounds == (1, 16)  # adaptive: one poller when idle, up to 16
     assert q.in_flight_bounds == (10, 1000)  # from a batch up to 1,000 (within the heartbeat's 1,600)
     assert q.extend_every == 10  # a third of the 30 s visibility timeout
-    assert q.is_fifo("jobs.fifo")
     assert q.queue_name("jobs.fifo") == "jobs.fifo"
     # Every long poll holds a connection; there is room for deletes and extensions besides.
     assert settings.pool_size() > q.poller_bounds.high + 2

@@ -132,12 +132,17 @@ def _refuse_flag(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-class AwsSettings(BaseModel):
-    """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
-    standard AWS chain (environment, shared files, SSO, container and instance roles)."""
+class _Section(BaseModel):
+    """A section of the configuration file: unknown keys refused, frozen, and a number
+    field refuses yes/no."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     _no_flags = field_validator("*", mode="before")(_refuse_flag)
+
+
+class AwsSettings(_Section):
+    """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
+    standard AWS chain (environment, shared files, SSO, container and instance roles)."""
 
     region: str | None = None
     """AWS region; falls back to AWS_REGION, then AWS_DEFAULT_REGION."""
@@ -242,11 +247,8 @@ MIN_ACK_CALLS = 8
 """The fewest settle calls in flight a queue allows by default (``QueueSettings.settle_calls``)."""
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(_Section):
     """One consumed queue. The key under ``queues:`` is its logical name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     @field_validator("region")
     @classmethod
@@ -413,15 +415,9 @@ class QueueSettings(BaseModel):
             return self.url.rstrip("/").rsplit("/", 1)[-1]
         return self.name or key
 
-    def is_fifo(self, key: str) -> bool:
-        return self.queue_name(key).endswith(".fifo")
 
-
-class LogSettings(BaseModel):
+class LogSettings(_Section):
     """The worker's log lines (``log:``): JSON lines or console, with the message's context."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     level: Literal["debug", "info", "warning", "error"] = "info"
     """The lowest level written, in any case (``DEBUG`` too); ``worker run --log-level``
@@ -438,11 +434,8 @@ class LogSettings(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
-class HealthSettings(BaseModel):
+class HealthSettings(_Section):
     """The HTTP endpoint: /healthz, /readyz, /metrics (on in the container image)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     enabled: bool = False
     """Serve the endpoint. Without it the worker records no metrics (nothing could read them)."""
@@ -459,16 +452,13 @@ class HealthSettings(BaseModel):
     can be thousands."""
 
 
-class PayloadSettings(BaseModel):
+class PayloadSettings(_Section):
     """Bodies kept in S3 in the Amazon SQS/SNS Extended Client format (``payloads:``).
 
     Reading needs nothing set: a pointer names its bucket. ``bucket`` and ``prefix`` say
     where producers built from this configuration offload (``worker send/publish
     --s3-bucket/--s3-prefix`` read the same ``WORKER_PAYLOADS__*`` variables) and which
     objects ``worker iam-policy`` grants."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     bucket: str | None = Field(default=None, min_length=3, max_length=63)
     """Bucket offloaded bodies are written to."""
@@ -490,12 +480,9 @@ class PayloadSettings(BaseModel):
     """S3 path-style addressing; default: on when a custom endpoint is set (LocalStack, MinIO)."""
 
 
-class IdempotencySettings(BaseModel):
+class IdempotencySettings(_Section):
     """Where idempotent handlers (``@router.handler(..., idempotent=True)``) record the
     messages they ran (``idempotency:``; see ``worker.runtime.idempotency``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
     store: Literal["none", "memory", "dynamodb"] = "none"
     """``dynamodb``: a table shared by every replica (``worker provision`` creates it from a

@@ -33,6 +33,16 @@ async def test_sigkill_twice(aws: Aws) -> None:
     assert result.duplicate_successes <= result.extra["duplicate_bound"]
 
 
+async def test_the_defaults_under_every_fault_at_once(aws: Aws) -> None:
+    result = await chaos.defaults_under_faults(aws.endpoint, int(N))
+    check(result)
+    assert result.duplicate_successes <= result.extra["duplicate_bound"]
+    # Every duplicate: a kill before its delete, or a lapse the worker logged loudly.
+    explained = result.extra["lease_overdue"] + result.extra["delete_failed"]
+    assert result.extra["dup_not_from_a_kill"] <= explained, result
+    assert max(result.extra["limit_at_kill"]) > 0  # read from the worker's /metrics (-1: not read)
+
+
 async def test_sigkill_twice_with_the_idempotency_store(aws: Aws, moto_endpoint: str) -> None:
     result = await chaos.sigkill(aws.endpoint, int(N), store=moto_endpoint)
     check(result)

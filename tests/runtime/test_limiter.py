@@ -271,12 +271,11 @@ def test_slow_start_doubles_the_limit_while_slots_are_full_and_there_is_a_backlo
     h.busy(0.125)  # after slow start a starved window grows the limit only
     assert h.lim.limit > limit
     assert h.lim.pollers == pollers
-    k = Feed(in_flight=(10, 120))
-    k.busy()  # 120 (the bound), 4 pollers
-    for _ in range(3):
-        k.lim.received(10, 0, False)  # down to 1
-    k.busy()  # still slow start, but the limit cannot rise: no pollers for a starved window
-    assert (k.lim.limit, k.lim.pollers) == (120, 1)
+    k = Feed(in_flight=(10, 60))  # starts at its bound: 60, 2 pollers
+    k.lim.received(10, 0, False)  # an empty receive: 1 poller
+    k.busy()  # slow start, but the limit cannot rise: no pollers for a starved window
+    assert (k.lim.limit, k.lim.pollers) == (60, 1)
+    assert k.lim.slow_start  # (the pollers are below what the limit has slots for)
 
 
 def test_a_quarter_of_the_receives_starved_is_enough_to_raise_the_limit() -> None:

@@ -77,3 +77,40 @@ async def test_a_redelivery_of_a_handled_offloaded_message_is_deleted_and_its_bo
     assert fake.deletes[-1] == ["r-2"]
     assert not any("r-1" in sent for sent in fake.deletes[fake.deletes.index(["r-2"]) :])
     await acker.close(time.monotonic() + 1)
+
+
+async def test_each_redelivery_of_a_plain_message_is_taken_over_counted_and_logged_with_its_ids() -> None:
+    fake = _Sqs()
+    counters = QueueCounters()
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    acker = Acker(AwsClient(fake), "q.fifo", "url", counters, metrics, flush_interval=0.01)
+    target = QueueTarget("orders", "q.fifo", "url", True, 3, None)
+    settler = Settler(target, acker, None, None, counters, metrics)  # type: ignore[arg-type]
+    leases = Leases(lambda lease: None)
+    acker.start()
+
+    def delivery(n: int) -> Lease:
+        message = Message("m0", "{}", {}, "t", n, group_id="g-7", receipt_handle=f"r-{n}")
+        return leases.open(message, {}, 0, 30)
+
+    first = delivery(1)
+    settler.settle_success(first)  # no offloaded body: nothing to discard
+    await eventually(lambda: len(fake.deletes) >= 1, timeout=3, every=0.01)
+    second, third = delivery(2), delivery(3)
+    with structlog.testing.capture_logs() as logs:
+        assert settler.already_handled(second)
+        assert settler.already_handled(third)  # the second's delete is pending too
+    assert (first.state, second.state, third.state) == (State.SUPERSEDED, State.SUPERSEDED, State.SETTLING)
+    assert [(e["queue"], e["message_id"], e["group_id"], e["receive_count"]) for e in logs] == [
+        ("orders", "m0", "g-7", 2),
+        ("orders", "m0", "g-7", 3),
+    ]
+    assert counters.redelivered_deleted == 2
+    assert registry.get_sample_value("sqs_worker_redelivered_while_deleting_total", {"queue": "orders"}) == 2
+    assert settler.discards == {}
+    fake.hold = False
+    await eventually(lambda: not third.live, timeout=3, every=0.01)
+    assert third.state is State.SETTLED
+    assert fake.deletes[-1] == ["r-3"]
+    await acker.close(time.monotonic() + 1)

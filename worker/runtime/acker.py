@@ -2,16 +2,17 @@
 
 A lease the processor settled is buffered here and sent in requests of ten of a kind; fewer
 than ten go once the oldest of them has waited ``flush_interval``. So leases that settle one
-by one (plain functions finishing in their threads, handlers of varying length) still go
-ten to a request under load, and a lone one waits no longer than the interval. At most
+by one (plain functions finishing in their threads, handlers of varying length) still go ten
+to a request under load, and a lone one waits no longer than the interval. At most
 ``max_calls`` requests are in flight at once (a full set of requests makes the next flush
 wait: slow deletes slow receiving, because a lease keeps its slot until SQS confirms). A
-visibility change waits while an extension of its lease is in flight. Each request is tried once with a timeout; what fails, whole or
-per entry, goes back into the buffer after a backoff that doubles up to ``MAX_BACKOFF``,
-for as long as the lease lives (the heartbeat keeps extending a lease whose delete is
-pending). An entry whose receipt handle no longer works ends its lease as lapsed and, for a
-delete, is logged as ``delete_failed`` with ``redelivery_expected``: never hidden.
-Entry ids are positional, so they are unique even when one message was received twice.
+visibility change waits while an extension of its lease is in flight. Each request is tried
+once with a timeout; what fails, whole or per entry, goes back into the buffer after a
+backoff that doubles up to ``MAX_BACKOFF``, for as long as the lease lives (the heartbeat
+keeps extending a lease whose delete is pending). An entry whose receipt handle no longer
+works ends its lease as lapsed and, for a delete, is logged as ``delete_failed`` with
+``redelivery_expected``: never hidden. Entry ids are positional, so they are unique even
+when one message was received twice.
 """
 
 from __future__ import annotations
@@ -103,14 +104,10 @@ class Acker:
         pending here, or None. SQS delivered the message again (the delete's retries did
         not land before its visibility ran out, e.g. through an outage): its handler ran
         already, so the caller deletes it with the new receipt handle, the one SQS honours
-        now, instead of running it twice, and ends the earlier lease (``supersede``)."""
+        now, instead of running it twice, and ends the earlier lease (``supersede``).
+        (A lease leaves ``_deleting`` whenever it ends: every end goes through ``_forget``.)"""
         earlier = self._deleting.get(lease.message.message_id)
-        if earlier is None or earlier is lease:
-            return None
-        if not (earlier.live and earlier.state is State.SETTLING and earlier.target is None):
-            self._forget(earlier)
-            return None
-        return earlier
+        return None if earlier is lease else earlier
 
     def supersede(self, earlier: Lease) -> None:
         """End ``earlier`` quietly (SUPERSEDED): a newer delivery deletes its message. Its

@@ -8,7 +8,7 @@ messages of one group run side by side). A failure makes it visible again after 
 rejection moves it to the DLQ at once. Without a DLQ, both follow the backoff schedule (no
 spinning on a poison message).
 
-FIFO queues (known by their name's ``.fifo``, never by their messages) run the messages of
+FIFO queues (known by their ``FifoQueue`` attribute, never by their messages) run the messages of
 one MessageGroupId from one receive strictly one after another, different groups in
 parallel. While a group's message is in flight SQS hands no other message of that group to
 anyone, so a failed message is retried *in place*: the worker keeps the group's leases,

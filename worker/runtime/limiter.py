@@ -19,14 +19,15 @@ longer), once it holds enough events, the window is evaluated:
 The in-flight limit moves only while it is what holds receiving back (starved), like
 Netflix's Gradient2 (concurrency-limits). Within ``TOLERANCE`` times the base and with a
 backlog, the limit doubles (slow start, until the slot time first passes the tolerance or
-the limit and the pollers reach their bounds), then grows by a tenth per window. Past it, the limit moves halfway to ``limit * gradient``,
-``gradient = TOLERANCE * base / slot time`` (at least 0.5). It settles where the slot time
-is about ``TOLERANCE`` times its unloaded value: what a handler, the event loop, the thread
-pool or a downstream that no longer keeps up shows. The tolerance is wide on purpose: on a busy process the slot
-time grows with the load well before throughput stops growing (deletes and receives wait
-for the event loop), and a queue consumer's goal is throughput. A limit that is not used
-is left as it is. When the slot time stays above the tolerance at the lowest limit, the
-handler became slower for good: ``base`` starts again from there.
+the limit and the pollers reach their bounds), then grows by a tenth per window. Past it,
+the limit moves halfway to ``limit * gradient``, ``gradient = TOLERANCE * base / slot time``
+(at least 0.5). It settles where the slot time is about ``TOLERANCE`` times its unloaded
+value: what a handler, the event loop, the thread pool or a downstream that no longer keeps
+up shows. The tolerance is wide on purpose: on a busy process the slot time grows with the
+load well before throughput stops growing (deletes and receives wait for the event loop),
+and a queue consumer's goal is throughput. A limit that is not used is left as it is. When
+the slot time stays above the tolerance at the lowest limit, the handler became slower for
+good: ``base`` starts again from there.
 
 The pollers follow the backlog, like Lambda's SQS pollers: with a backlog and free slots
 (not starved) their number doubles, and the limit is raised to ``SLOTS_PER_POLLER``
