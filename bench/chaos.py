@@ -42,6 +42,7 @@ from bench.result import ROOT
 from bench.run import sqs_endpoint
 from worker.aws import AwsClient
 from worker.ops.queue_stats import queue_counts
+from worker.settings import QueueSettings
 
 GRACE = 10
 ORIGINAL_ID_ATTRIBUTE = "worker.original_message_id"
@@ -396,6 +397,90 @@ async def sigkill(endpoint: str, n: int, kills: int = 2, store: str | None = Non
     return await run.account(sent, explanation, kills=kills, duplicate_bound=sum(in_flight_at_kill))
 
 
+DEFAULTS_VISIBILITY = 6
+"""The defaults scenario's visibility timeout: killed leases come back soon; the heartbeat's
+default interval (a third of it) gives ``max_in_flight: auto`` its bound."""
+
+
+async def defaults_under_faults(endpoint: str, n: int, kills: int = 2) -> Accounting:
+    """The worker's own concurrency defaults (``pollers`` and ``max_in_flight`` auto: the
+    adaptive limiter) under every fault at once: 5% handler failures, 10% of calls answered
+    with errors, 10% of delete entries failed, and two SIGKILLs."""
+    run = Run(endpoint, f"defaults-auto-faults-x{kills}")
+    await run.queues(max_receive_count=3)
+    sent = await run.send(n)
+    run.proxy.faults(error_rate=0.1, error="mixed", batch_entry_fail_rate=0.1)
+    env = {"CHAOS_WORK_SECONDS": "0.02", "CHAOS_FAIL_RATE": "0.05"}
+    queue = {
+        "pollers": "auto",
+        "max_in_flight": "auto",
+        "retry_backoff": [0],
+        "visibility_timeout": DEFAULTS_VISIBILITY,
+    }
+    bound = QueueSettings(
+        handlers=["bench.chaos_handlers"], visibility_timeout=DEFAULTS_VISIBILITY
+    ).in_flight_bounds.high
+    proc = run.spawn(env, **queue)
+    limits: list[int] = []
+    in_flight: list[int] = []
+    pollers: list[int] = []
+    killed: list[int] = []
+    for k in range(kills):
+        target = n * (k + 1) // (kills + 1)
+        await wait_for(lambda t=target: run.done_count() >= t, timeout=120)
+        seen: dict[str, float] = {}
+        for _ in range(10):  # (a loaded machine may keep /metrics from answering at once)
+            seen = _gauges(run, "sqs_worker_in_flight_limit", "sqs_worker_pollers", "sqs_worker_in_flight")
+            if seen:
+                break
+            await asyncio.sleep(0.2)
+        limits.append(int(seen.get("sqs_worker_in_flight_limit", -1)))
+        in_flight.append(int(seen.get("sqs_worker_in_flight", -1)))
+        pollers.append(int(seen.get("sqs_worker_pollers", -1)))
+        killed.append(proc.pid)
+        proc.kill()
+        proc.wait()
+        proc = run.spawn(env, **queue)
+    await run.settle(timeout=120 + n / 10)
+    result = await run.account(
+        sent,
+        "pollers and max_in_flight auto (the adaptive limiter) with 5% handler failures, 10%"
+        " API errors, 10% failed delete entries and two kills; duplicates: messages handled"
+        " but not yet deleted at a kill (at most the in-flight limit's bound per kill)",
+        kills=kills,
+        limit_at_kill=limits,
+        in_flight_at_kill=in_flight,
+        pollers_at_kill=pollers,
+        duplicate_bound=bound * kills,
+    )
+    # Any success of a killed process may have been waiting for its delete at the kill (not
+    # only its last ones: a delete refused a few times waits seconds in backoff while
+    # thousands finish after it); a duplicate no kill explains needs a cause the worker logged.
+    result.extra["dup_not_from_a_kill"] = _duplicates_not_from_kills(run, set(killed))
+    logs = "".join(p.read_text() for p in run.dir.glob("worker-*.log"))
+    result.extra["lease_overdue"] = logs.count('"lease_overdue"')
+    result.extra["delete_failed"] = logs.count('"delete_failed"')
+    return result
+
+
+def _duplicates_not_from_kills(run: Run, killed: set[int]) -> int:
+    """Successful runs beyond a message's first that no kill explains: a success recorded by
+    a killed process may have been waiting for its delete at the kill (once per message and
+    process: a message run twice within one process is not explained by its kill)."""
+    runs: Counter[str] = Counter()
+    at_kill: Counter[str] = Counter()
+    for f in run.records.glob("*.log"):
+        oks = [
+            p[1]
+            for p in (line.split() for line in f.read_text().splitlines())
+            if len(p) == 4 and p[0] == "ok"
+        ]
+        runs.update(oks)
+        if f.stem.isdigit() and int(f.stem) in killed:
+            at_kill.update(set(oks))
+    return sum(c - 1 - min(c - 1, at_kill[i]) for i, c in runs.items() if c > 1)
+
+
 async def sigterm_cycles(endpoint: str, n: int, cycles: int = 5) -> Accounting:
     run = Run(endpoint, f"sigterm-x{cycles}")
     await run.queues(max_receive_count=5)
@@ -682,6 +767,20 @@ def _fds(pid: int) -> float:
     return float(len(os.listdir(f"/proc/{pid}/fd")))
 
 
+def _gauges(run: Run, *names: str) -> dict[str, float]:
+    """The worker's gauges ``names`` from its /metrics (their first sample each)."""
+    found: dict[str, float] = {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{run.health_port}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in names and name not in found:
+                    found[name] = float(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return found
+
+
 def _tasks(run: Run) -> dict[str, float]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{run.health_port}/metrics", timeout=2) as r:
@@ -711,6 +810,7 @@ ALL = [
     "sigkill-idempotent",
     "blackhole-idempotent",
     "refused-idempotent",
+    "defaults",
     "soak",
 ]
 IDEMPOTENT = {"sigkill-idempotent", "blackhole-idempotent", "refused-idempotent"}
@@ -741,6 +841,7 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
             endpoint, max(n // 5, 200), size["outage"], "blackhole", store
         ),
         "refused-idempotent": lambda: outage(endpoint, max(n // 5, 200), size["outage"], "refused", store),
+        "defaults": lambda: defaults_under_faults(endpoint, n),
         "soak": lambda: soak(endpoint, soak_minutes),
     }
     try:

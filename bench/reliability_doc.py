@@ -26,6 +26,7 @@ SCENARIOS = """\
 | permanent-fifo | a FIFO queue where 5% of the messages raise PermanentFailure | exactly the rejected messages in the DLQ; no follower dead-lettered; the rest in order |
 | sigkill-x2+idempotency | sigkill-x2 with an idempotent handler and the DynamoDB store (moto's server) | duplicate effects 0; SQS still delivers again, those deliveries are settled without running |
 | outage-*+idempotency | the two outages with the idempotent handler and the store | as sigkill: redeliveries replayed, effects once |
+| defaults-auto-faults-x2 | the worker's own concurrency defaults (pollers and max_in_flight `auto`: the adaptive limiter) with 5% handler failures, 10% of calls answered with errors, 10% of delete entries failed and two SIGKILLs | as the scenarios above together: nothing lost or dead-lettered unrun; duplicates only from the kills, at most the auto limit's bound per kill |
 | soak | steady load with 1% failures for 30 minutes | RSS at the end within 10% of after warm-up; no growth in tasks or open files |
 """
 
