@@ -172,6 +172,49 @@ async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_
     assert "delete_failed" not in events
 
 
+async def test_a_message_delivered_again_after_its_delete_failed_as_stale_is_deleted_without_running(
+    aws: Aws, proxy: Proxy
+) -> None:
+    # An outage of deletes and extensions outlasts the visibility; the delete reaches the
+    # FIFO queue only once the message is visible again, and fails as stale (SQS hands it
+    # out again: `delete_failed`). The new delivery comes back to this worker, which knows
+    # its handler ran: deleted with its own receipt handle, not run again.
+    outage = {
+        "batch_entry_fail_rate": 1.0,
+        "blackhole_ops": {"ChangeMessageVisibilityBatch": 50},
+        "blackhole_op_seconds": 30,
+    }
+    await asyncio.to_thread(proxy.faults, **outage)
+    queue = await aws.queue(visibility=2, fifo=True)
+    runs: Counter[str] = Counter()
+    router = Router()
+
+    @router.handler("quick")
+    async def quick(payload: dict[str, int], message: Message) -> None:
+        runs[message.message_id] += 1
+
+    await aws.send(queue.url, {"n": 1}, "quick", group="g")
+    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    with structlog.testing.capture_logs() as logs:
+        async with running(cfg, router) as worker:
+            consumer = worker.consumers[0]
+            await eventually(lambda: sum(runs.values()) == 1, timeout=20)
+            # No receive returns anything until the stale delete went (the new delivery
+            # would otherwise take over the pending delete: the test above).
+            await asyncio.to_thread(proxy.faults, empty_receives=True, **outage)
+            await asyncio.sleep(4)  # the visibility (2 s, LocalStack ~0.7 s late) ran out
+            await asyncio.to_thread(proxy.faults, empty_receives=True)
+            await eventually(lambda: consumer.counters.delete_failed == 1, timeout=20)
+            await asyncio.to_thread(proxy.faults)
+            await eventually(lambda: consumer.counters.redelivered_deleted == 1, timeout=30)
+            await eventually(lambda: consumer.in_flight == 0, timeout=30)
+            assert consumer.counters.received == 2  # delivered twice
+    assert list(runs.values()) == [1]  # run once
+    assert await aws.total(queue.url) == 0
+    taken = [e for e in logs if e["event"] == "message_redelivered_while_deleting"]
+    assert [(e["earlier_delete"], e["receive_count"]) for e in taken] == [("failed", 2)]
+
+
 async def test_a_stop_during_an_outage_ends_at_its_deadline(aws: Aws, proxy: Proxy) -> None:
     queue = await aws.queue()
     router = Router()
@@ -901,4 +944,69 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) in (None, 0)
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
     assert acker._deleting == {}
+    await acker.close(time.monotonic() + 1)
+
+
+class _Stale(_Sqs):
+    """Deletes whose entries all fail with a stale receipt handle."""
+
+    async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self._answer("delete", Entries)
+        stale = {"Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
+        return {"Successful": [], "Failed": [{"Id": e["Id"], **stale} for e in Entries]}
+
+
+def _delivery(leases: Leases, n: int, granted_at: float, message_id: str = "m0") -> Lease:
+    return leases.open(Message(message_id, "{}", {}, "t", n, receipt_handle=f"r-{n}"), {}, granted_at, 30)
+
+
+@pytest.mark.parametrize("why", ["confirmed_late", "failed"])
+async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_is_remembered_once(
+    why: str,
+) -> None:
+    # AWS: a delete with a receipt handle older than the latest delivery's succeeds without
+    # deleting. So a delete confirmed once the lease could have expired may not have landed,
+    # and one refused as stale did not: a new delivery of either is answered once.
+    fake = _Sqs() if why == "confirmed_late" else _Stale()
+    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    leases = Leases(lambda lease: None)
+    now = time.monotonic()
+    late = _delivery(leases, 1, now - 31)  # its visibility ran out a second ago
+    timely = _delivery(leases, 1, now, message_id="m1")
+    for lease in (late, timely):
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: not late.live and not timely.live, timeout=3, every=0.01)
+    assert acker.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
+    if why == "confirmed_late":
+        assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m1")) is None  # in time: landed
+    assert acker.unsure_delete(_delivery(leases, 2, now)) == why
+    assert acker.unsure_delete(_delivery(leases, 3, now)) is None  # once
+    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m9")) is None
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond_the_cap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.runtime import acker as module
+
+    monkeypatch.setattr(module, "UNSURE_MAX", 3)
+    monkeypatch.setattr(module, "UNSURE_FOR", 0.3)
+    acker = Acker(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker.start()
+    leases = Leases(lambda lease: None)
+    ids = [f"m{i}" for i in range(5)]
+    late = [_delivery(leases, 1, time.monotonic() - 31, message_id=i) for i in ids]
+    for lease in late:
+        lease.settle_delete()
+        acker.submit(lease)
+    await eventually(lambda: not any(lease.live for lease in late), timeout=3, every=0.01)
+    assert list(acker._unsure) == ids[2:]  # the cap: the oldest went first
+    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m0")) is None
+    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m2")) == "confirmed_late"
+    await asyncio.sleep(0.35)
+    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m3")) is None  # too old
+    assert acker._unsure == {}  # pruned on the way: nothing kept past the window
     await acker.close(time.monotonic() + 1)

@@ -1,5 +1,5 @@
-"""The settler's take-over of a redelivered message whose delete is pending (server-free:
-the outage that causes it is in test_acker's LocalStack test)."""
+"""The settler's take-over of a redelivered message whose delete is pending or may not have
+landed (server-free: the outage that causes it is in test_acker's LocalStack test)."""
 
 from __future__ import annotations
 
@@ -27,56 +27,68 @@ class _Sqs:
     def __init__(self) -> None:
         self.deletes: list[list[str]] = []
         self.hold = True
+        self.stale = 0  # the next ``stale`` requests fail as stale receipt handles
 
     async def delete_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.deletes.append([e["ReceiptHandle"] for e in Entries])
+        if self.stale:
+            self.stale -= 1
+            old = {"Code": "ReceiptHandleIsInvalid", "Message": "old", "SenderFault": True}
+            return {"Successful": [], "Failed": [{"Id": e["Id"], **old} for e in Entries]}
         if self.hold:
             busy = {"Code": "InternalError", "Message": "busy", "SenderFault": False}
             return {"Successful": [], "Failed": [{"Id": e["Id"], **busy} for e in Entries]}
         return {"Successful": [{"Id": e["Id"]} for e in Entries], "Failed": []}
 
 
+class _World:
+    """A settler over ``fake`` whose leases' ends do what the consumer does with a body:
+    ``discarded`` lists (the lease's end state, the message whose body would go)."""
+
+    def __init__(self, fake: _Sqs) -> None:
+        self.counters = QueueCounters()
+        self.registry = CollectorRegistry()
+        metrics = Metrics(self.registry)
+        self.acker = Acker(AwsClient(fake), "q", "url", self.counters, metrics, flush_interval=0.01)
+        target = QueueTarget("q", "q", "url", False, 3, None)
+        self.settler = Settler(target, self.acker, None, None, self.counters, metrics)  # type: ignore[arg-type]
+        self.discarded: list[tuple[State, Message]] = []
+        self.leases = Leases(self._ended)
+        self.acker.start()
+
+    def _ended(self, lease: Lease) -> None:
+        message = self.settler.discards.pop(lease, None)
+        if message is not None:
+            self.discarded.append((lease.state, message))
+
+
 async def test_a_redelivery_of_a_handled_offloaded_message_is_deleted_and_its_body_discarded_once() -> None:
     fake = _Sqs()
-    counters = QueueCounters()
-    registry = CollectorRegistry()
-    metrics = Metrics(registry)
-    acker = Acker(AwsClient(fake), "q", "url", counters, metrics, flush_interval=0.01)
-    target = QueueTarget("q", "q", "url", False, 3, None)
-    settler = Settler(target, acker, None, None, counters, metrics)  # type: ignore[arg-type]
-    discarded: list[tuple[State, Message]] = []
-
-    def ended(lease: Lease) -> None:  # what the consumer does when a lease ends
-        message = settler.discards.pop(lease, None)
-        if message is not None:
-            discarded.append((lease.state, message))
-
-    leases = Leases(ended)
+    w = _World(fake)
     pointer = PayloadPointer("bucket", "key", 10)
-    acker.start()
-    first = leases.open(Message("m0", "{}", {}, "t", 1, payload=pointer, receipt_handle="r-1"), {}, 0, 30)
-    assert not settler.already_handled(first)  # nothing pending for it
-    settler.settle_success(first)
+    first = w.leases.open(Message("m0", "{}", {}, "t", 1, payload=pointer, receipt_handle="r-1"), {}, 0, 30)
+    assert not w.settler.already_handled(first)  # nothing pending for it
+    w.settler.settle_success(first)
     await eventually(lambda: len(fake.deletes) >= 1, timeout=3, every=0.01)
 
-    again = leases.open(Message("m0", "{}", {}, "t", 2, payload=pointer, receipt_handle="r-2"), {}, 0, 30)
+    again = w.leases.open(Message("m0", "{}", {}, "t", 2, payload=pointer, receipt_handle="r-2"), {}, 0, 30)
     with structlog.testing.capture_logs() as logs:
-        assert settler.already_handled(again)
+        assert w.settler.already_handled(again)
     assert first.state is State.SUPERSEDED
     assert again.state is State.SETTLING
     assert again.target is None  # a delete
     assert [e["event"] for e in logs] == ["message_redelivered_while_deleting"]
     assert logs[0]["receive_count"] == 2
-    assert counters.redelivered_deleted == 1
-    assert registry.get_sample_value("sqs_worker_redelivered_while_deleting_total", {"queue": "q"}) == 1
-    assert discarded == []  # the body waits for the delete that will land
+    assert w.counters.redelivered_deleted == 1
+    assert w.registry.get_sample_value("sqs_worker_redelivered_while_deleting_total", {"queue": "q"}) == 1
+    assert w.discarded == []  # the body waits for the delete that will land
     fake.hold = False
     await eventually(lambda: not again.live, timeout=3, every=0.01)
     # Once, after the new delivery's delete (the earlier one's Message, moved over).
-    assert discarded == [(State.SETTLED, first.message)]
+    assert w.discarded == [(State.SETTLED, first.message)]
     assert fake.deletes[-1] == ["r-2"]
     assert not any("r-1" in sent for sent in fake.deletes[fake.deletes.index(["r-2"]) :])
-    await acker.close(time.monotonic() + 1)
+    await w.acker.close(time.monotonic() + 1)
 
 
 async def test_each_redelivery_of_a_plain_message_is_taken_over_counted_and_logged_with_its_ids() -> None:
@@ -114,3 +126,38 @@ async def test_each_redelivery_of_a_plain_message_is_taken_over_counted_and_logg
     assert third.state is State.SETTLED
     assert fake.deletes[-1] == ["r-3"]
     await acker.close(time.monotonic() + 1)
+
+
+async def test_a_redelivery_after_a_stale_delete_is_deleted_without_running_and_its_body_goes_then() -> None:
+    fake = _Sqs()
+    fake.hold, fake.stale = False, 1
+    w = _World(fake)
+    pointer = PayloadPointer("bucket", "key", 10)
+    first = w.leases.open(
+        Message("m0", "{}", {}, "t", 1, payload=pointer, receipt_handle="r-1"), {}, time.monotonic(), 30
+    )
+    w.settler.settle_success(first)
+    await eventually(lambda: not first.live, timeout=3, every=0.01)
+    assert first.state is State.LAPSED
+    assert w.discarded == [(State.LAPSED, first.message)]  # (the consumer keeps a lapsed one's body)
+    assert w.counters.delete_failed == 1
+
+    other = w.leases.open(Message("m1", "{}", {}, "t", 1, receipt_handle="r-9"), {}, time.monotonic(), 30)
+    assert not w.settler.already_handled(other)  # never handled here: it runs
+    again = w.leases.open(
+        Message("m0", "{}", {}, "t", 2, payload=pointer, receipt_handle="r-2"), {}, time.monotonic(), 30
+    )
+    with structlog.testing.capture_logs() as logs:
+        assert w.settler.already_handled(again)
+    assert [(e["event"], e["earlier_delete"], e["receive_count"]) for e in logs] == [
+        ("message_redelivered_while_deleting", "failed", 2)
+    ]
+    assert w.counters.redelivered_deleted == 1
+    assert w.registry.get_sample_value("sqs_worker_redelivered_while_deleting_total", {"queue": "q"}) == 1
+    await eventually(lambda: not again.live, timeout=3, every=0.01)
+    assert again.state is State.SETTLED
+    assert fake.deletes[-1] == ["r-2"]
+    assert w.discarded[-1] == (State.SETTLED, again.message)  # now the body goes
+    third = w.leases.open(Message("m0", "{}", {}, "t", 3, receipt_handle="r-3"), {}, time.monotonic(), 30)
+    assert not w.settler.already_handled(third)  # answered once
+    await w.acker.close(time.monotonic() + 1)

@@ -13,6 +13,13 @@ keeps extending a lease whose delete is pending). An entry whose receipt handle 
 works ends its lease as lapsed and, for a delete, is logged as ``delete_failed`` with
 ``redelivery_expected``: never hidden. Entry ids are positional, so they are unique even
 when one message was received twice.
+
+A handled message SQS may deliver again is known here by its message id, so that the new
+delivery is deleted instead of run again: while its delete is pending
+(``pending_delete``), and for ``UNSURE_FOR`` seconds after a delete failed with a stale
+receipt handle or was confirmed only once the lease's visibility could have run out
+(``unsure_delete``). Only leases that went wrong are remembered: nothing per message on
+the fast path.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ if TYPE_CHECKING:
 BATCH = 10
 FIRST_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
+UNSURE_FOR = 900.0
+"""Seconds a message whose delete may not have landed is remembered (``unsure_delete``)."""
+UNSURE_MAX = 10_000
+"""At most this many such messages are remembered (the oldest go first)."""
 log = get_logger()
 
 
@@ -69,6 +80,9 @@ class Acker:
         self._open: dict[int, Lease] = {}
         self._deleting: dict[str, Lease] = {}
         """Leases whose delete is pending, by message id (``pending_delete``)."""
+        self._unsure: dict[str, tuple[float, str]] = {}
+        """Messages handled here whose delete may not have landed, by message id: (remembered
+        until, why), oldest first (``unsure_delete``)."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -108,6 +122,36 @@ class Acker:
         (A lease leaves ``_deleting`` whenever it ends: every end goes through ``_forget``.)"""
         earlier = self._deleting.get(lease.message.message_id)
         return None if earlier is lease else earlier
+
+    def unsure_delete(self, lease: Lease) -> str | None:
+        """Why the delete of an earlier delivery of ``lease``'s message, handled here and no
+        longer pending, may not have landed, or None: ``"confirmed_late"`` (SQS confirmed it
+        only after the lease's visibility could have run out: a delete with a receipt handle
+        older than the latest delivery's succeeds without deleting) or ``"failed"`` (its
+        receipt handle no longer worked). SQS hands such a message out again; its handler
+        ran already, so the caller deletes the new delivery instead of running it. Answered
+        once per message, for ``UNSURE_FOR`` seconds."""
+        if not self._unsure:
+            return None
+        entry = self._unsure.pop(lease.message.message_id, None)
+        now = time.monotonic()
+        self._prune(now)
+        return None if entry is None or entry[0] < now else entry[1]
+
+    def _remember_unsure(self, lease: Lease, why: str, now: float) -> None:
+        self._prune(now)
+        if len(self._unsure) >= UNSURE_MAX:
+            del self._unsure[next(iter(self._unsure))]
+        self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
+        self._unsure[lease.message.message_id] = (now + UNSURE_FOR, why)
+
+    def _prune(self, now: float) -> None:
+        unsure = self._unsure
+        while unsure:
+            key = next(iter(unsure))
+            if unsure[key][0] >= now:
+                return
+            del unsure[key]
 
     def supersede(self, earlier: Lease) -> None:
         """End ``earlier`` quietly (SUPERSEDED): a newer delivery deletes its message. Its
@@ -242,9 +286,12 @@ class Acker:
         finally:
             self._calls.release()
         failed = {int(f["Id"]): f for f in response.get("Failed") or []}
+        now = time.monotonic()
         for i, lease in enumerate(chunk):
             failure = failed.get(i)
             if failure is None or not lease.live:  # (not live: superseded meanwhile, the one way)
+                if deleting and lease.live and lease.expires_at <= now:
+                    self._remember_unsure(lease, "confirmed_late", now)
                 self._forget(lease)
                 lease.confirmed()
                 continue
@@ -262,6 +309,7 @@ class Acker:
                     self._delete_failed.inc()
                     # The message will be delivered again: say so loudly.
                     log.warning("delete_failed", **fields, redelivery_expected=True)
+                    self._remember_unsure(lease, "failed", now)
                 else:
                     log.info("visibility_change_failed", **fields)
                 self._forget(lease)

@@ -86,15 +86,23 @@ class Settler:
 
     def already_handled(self, lease: Lease) -> bool:
         """True when ``lease`` is a new delivery of a message handled here whose delete was
-        still pending (``Acker.pending_delete``): it is deleted with its new receipt handle
-        and does not run again."""
+        still pending (``Acker.pending_delete``) or may not have landed
+        (``Acker.unsure_delete``): it is deleted with its new receipt handle and does not
+        run again."""
         earlier = self._acker.pending_delete(lease)
-        if earlier is None:
-            return False
-        message = self.discards.pop(earlier, None)
-        if message is not None:
-            self.discards[lease] = message  # its offloaded body goes once this delete lands
-        self._acker.supersede(earlier)  # (after the move: its end must not find the body)
+        if earlier is not None:
+            why = "pending"
+            message = self.discards.pop(earlier, None)
+            if message is not None:
+                self.discards[lease] = message  # its offloaded body goes once this delete lands
+            self._acker.supersede(earlier)  # (after the move: its end must not find the body)
+        else:
+            unsure = self._acker.unsure_delete(lease)
+            if unsure is None:
+                return False
+            why = unsure
+            if lease.message.payload is not None:
+                self.discards[lease] = lease.message  # kept when its delete failed; goes now
         self._counters.redelivered_deleted += 1
         self._taken_over.inc()
         log.info(
@@ -103,6 +111,7 @@ class Settler:
             message_id=lease.message.message_id,
             group_id=lease.message.group_id,
             receive_count=lease.message.receive_count,
+            earlier_delete=why,
         )
         self.settle(lease, None)
         return True
