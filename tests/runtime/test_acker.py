@@ -977,7 +977,11 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     for lease in (late, timely):
         lease.settle_delete()
         acker.submit(lease)
-    await eventually(lambda: not late.live and not timely.live, timeout=3, every=0.01)
+    retry = _delivery(leases, 1, now - 31, message_id="m5")  # a failure: it must run again
+    retry.settle_visibility(0)
+    acker.submit(retry)
+    await eventually(lambda: not late.live and not timely.live and not retry.live, timeout=3, every=0.01)
+    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m5")) is None
     assert acker.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
     if why == "confirmed_late":
         assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m1")) is None  # in time: landed
@@ -1004,9 +1008,14 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
         acker.submit(lease)
     await eventually(lambda: not any(lease.live for lease in late), timeout=3, every=0.01)
     assert list(acker._unsure) == ids[2:]  # the cap: the oldest went first
-    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m0")) is None
-    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m2")) == "confirmed_late"
+    again = _delivery(leases, 2, time.monotonic() - 31, message_id="m3")
+    again.settle_delete()
+    acker.submit(again)
+    await eventually(lambda: not again.live, timeout=3, every=0.01)
+    assert list(acker._unsure) == ["m2", "m4", "m3"]  # remembered again: the newest now, none lost
+    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m0")) is None
+    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == "confirmed_late"
     await asyncio.sleep(0.35)
-    assert acker.unsure_delete(_delivery(leases, 2, time.monotonic(), message_id="m3")) is None  # too old
+    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None  # too old
     assert acker._unsure == {}  # pruned on the way: nothing kept past the window
     await acker.close(time.monotonic() + 1)

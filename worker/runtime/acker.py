@@ -140,9 +140,9 @@ class Acker:
 
     def _remember_unsure(self, lease: Lease, why: str, now: float) -> None:
         self._prune(now)
+        self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
         if len(self._unsure) >= UNSURE_MAX:
             del self._unsure[next(iter(self._unsure))]
-        self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
         self._unsure[lease.message.message_id] = (now + UNSURE_FOR, why)
 
     def _prune(self, now: float) -> None:
