@@ -906,7 +906,7 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     ended: list[Lease] = []
     leases = Leases(ended.append)
     message = Message("m0", "{}", {}, "t", 1, receipt_handle="r-old")
-    old = leases.open(message, {}, time.monotonic(), 30)
+    old = leases.open(message, {}, time.monotonic() - 31, 30)  # (its answer comes late too)
     other = leases.open(Message("m1", "{}", {}, "t", 1, receipt_handle="r1"), {}, time.monotonic(), 30)
     other.settle_visibility(5)  # a pending change is never taken over: a retry runs again
     acker.submit(other)
@@ -944,6 +944,7 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) in (None, 0)
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
     assert acker._deleting == {}
+    assert acker._unsure == {}  # a superseded lease's late answer: the new delivery's delete landed
     await acker.close(time.monotonic() + 1)
 
 
@@ -974,13 +975,16 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     now = time.monotonic()
     late = _delivery(leases, 1, now - 31)  # its visibility ran out a second ago
     timely = _delivery(leases, 1, now, message_id="m1")
-    for lease in (late, timely):
+    overdue = _delivery(leases, 1, now, message_id="m2")
+    overdue.overdue = True  # the heartbeat saw it lapse once: whatever was granted after
+    for lease in (late, timely, overdue):
         lease.settle_delete()
         acker.submit(lease)
     retry = _delivery(leases, 1, now - 31, message_id="m5")  # a failure: it must run again
     retry.settle_visibility(0)
     acker.submit(retry)
-    await eventually(lambda: not late.live and not timely.live and not retry.live, timeout=3, every=0.01)
+    await eventually(lambda: not any(x.live for x in (late, timely, overdue, retry)), timeout=3, every=0.01)
+    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m2")) == why
     assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m5")) is None
     assert acker.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
     if why == "confirmed_late":
@@ -991,13 +995,24 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     await acker.close(time.monotonic() + 1)
 
 
+class _Clock:
+    """``time`` for one module, ``ahead`` seconds in the future."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
 async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond_the_cap(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from worker.runtime import acker as module
 
     monkeypatch.setattr(module, "UNSURE_MAX", 3)
-    monkeypatch.setattr(module, "UNSURE_FOR", 0.3)
+    clock = _Clock()
+    monkeypatch.setattr(module, "time", clock)  # the acker's clock only
     acker = Acker(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
     acker.start()
     leases = Leases(lambda lease: None)
@@ -1015,7 +1030,7 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
     assert list(acker._unsure) == ["m2", "m4", "m3"]  # remembered again: the newest now, none lost
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m0")) is None
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == "confirmed_late"
-    await asyncio.sleep(0.35)
+    clock.ahead = module.UNSURE_FOR + 1
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None  # too old
     assert acker._unsure == {}  # pruned on the way: nothing kept past the window
     await acker.close(time.monotonic() + 1)

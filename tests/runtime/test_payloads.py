@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from tests.support.reference import s3_object_exists, sqs_extended_client
 from worker import Message, Router
@@ -102,6 +103,46 @@ async def test_through_an_sns_envelope_the_body_is_resolved_and_the_shared_objec
     assert await asyncio.to_thread(
         s3_object_exists, aws.endpoint, message.payload.bucket, message.payload.key
     )
+
+
+async def test_a_delete_confirmed_after_the_visibility_ran_out_keeps_the_body_for_a_redelivery(
+    aws: Aws, bucket: str, proxy: Proxy
+) -> None:
+    # An outage of deletes and extensions outlasts the visibility; the delete goes through
+    # only afterwards. SQS may then answer success without deleting (a receipt handle older
+    # than the latest delivery's), so the object stays for the redelivery: deleting it would
+    # leave that delivery without its body.
+    outage = {
+        "batch_entry_fail_rate": 1.0,
+        "blackhole_ops": {"ChangeMessageVisibilityBatch": 50},
+        "blackhole_op_seconds": 30,
+    }
+    await asyncio.to_thread(proxy.faults, **outage)
+    queue = await aws.queue(visibility=2)
+    reference = sqs_extended_client(aws.endpoint, bucket)
+    await asyncio.to_thread(
+        reference.send_message,
+        QueueUrl=queue.url,
+        MessageBody=json.dumps({"data": "z" * 300_000}),
+        MessageAttributes={"type": {"DataType": "String", "StringValue": "blob"}},
+    )
+    bucket_name, key, message_id = await _pointer_of_the_only_message(aws, queue.url)
+    seen: list[Message] = []
+    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    async with running(cfg, collecting_router(seen)) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: len(seen) == 1, timeout=20)
+        await asyncio.to_thread(proxy.faults, empty_receives=True, **outage)
+        await asyncio.sleep(4)  # the visibility (2 s, LocalStack ~0.7 s late) ran out
+        await asyncio.to_thread(proxy.faults, empty_receives=True)
+        await eventually(lambda: consumer.in_flight == 0, timeout=20)  # the delete confirmed
+        assert consumer.counters.delete_failed == 0
+        assert message_id in consumer.acker._unsure  # remembered: a redelivery is deleted
+        await asyncio.sleep(1)
+        assert await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
+        await asyncio.to_thread(proxy.faults)
+    assert len(seen) == 1
+    assert await _empty(aws, queue.url)  # (LocalStack honours an old receipt handle)
 
 
 @pytest.mark.parametrize("ignore_missing", [False, True])

@@ -138,6 +138,11 @@ class Acker:
         self._prune(now)
         return None if entry is None or entry[0] < now else entry[1]
 
+    def unsure(self, lease: Lease) -> bool:
+        """Whether ``lease``'s message is remembered as deleted unsurely (``unsure_delete``),
+        without answering for it: its offloaded body must stay for the redelivery."""
+        return lease.message.message_id in self._unsure
+
     def _remember_unsure(self, lease: Lease, why: str, now: float) -> None:
         self._prune(now)
         self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
@@ -290,7 +295,7 @@ class Acker:
         for i, lease in enumerate(chunk):
             failure = failed.get(i)
             if failure is None or not lease.live:  # (not live: superseded meanwhile, the one way)
-                if deleting and lease.live and lease.expires_at <= now:
+                if deleting and lease.live and (lease.overdue or lease.expires_at <= now):
                     self._remember_unsure(lease, "confirmed_late", now)
                 self._forget(lease)
                 lease.confirmed()

@@ -265,8 +265,14 @@ class Consumer:
         if lease.state is State.LAPSED:
             self.counters.lapsed += 1
         message = self.settler.discards.pop(lease, None)
-        if message is not None and lease.state is State.SETTLED and self.payloads is not None:
-            # Deleted from SQS: its offloaded body goes too (as configured; never raises).
+        if (
+            message is not None
+            and lease.state is State.SETTLED
+            and self.payloads is not None
+            and not self.acker.unsure(lease)
+        ):
+            # Deleted from SQS: its offloaded body goes too (as configured; never raises). Not
+            # when the delete was confirmed so late that SQS may hand the message out again.
             task = asyncio.create_task(self.payloads.discard(message), name="payload-discard")
             self._discarding.add(task)
             task.add_done_callback(self._discarding.discard)

@@ -102,7 +102,7 @@ class Settler:
                 return False
             why = unsure
             if lease.message.payload is not None:
-                self.discards[lease] = lease.message  # kept when its delete failed; goes now
+                self.discards[lease] = lease.message  # kept as its delete was unsure; goes now
         self._counters.redelivered_deleted += 1
         self._taken_over.inc()
         log.info(
