@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
+from tests.support import outage
 from tests.support.receipts import delete_elsewhere, leases_for
 from worker import Message, Router
 from worker.aws import AwsClient
@@ -133,6 +134,17 @@ async def test_failed_delete_entries_come_back_after_a_backoff(aws: Aws, proxy: 
     assert await aws.total(queue.url) == 0
 
 
+def _counting(runs: Counter[str]) -> Router:
+    """A router whose ``quick`` handler counts its runs per message id."""
+    router = Router()
+
+    @router.handler("quick")
+    async def quick(payload: dict[str, int], message: Message) -> None:
+        runs[message.message_id] += 1
+
+    return router
+
+
 @pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
 async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_without_running_again(
     aws: Aws, proxy: Proxy, fifo: bool
@@ -141,24 +153,13 @@ async def test_a_message_delivered_again_while_its_delete_is_pending_is_deleted_
     # message's visibility runs out and SQS hands it out again while its delete is still
     # being retried. The new delivery is deleted with its own receipt handle; the handler
     # does not run twice, and nothing says "delete_failed".
-    await asyncio.to_thread(
-        proxy.faults,
-        batch_entry_fail_rate=1.0,
-        blackhole_ops={"ChangeMessageVisibilityBatch": 50},
-        blackhole_op_seconds=30,
-    )
+    await outage.begin(proxy)
     queue = await aws.queue(visibility=2, fifo=fifo)
     runs: Counter[str] = Counter()
-    router = Router()
-
-    @router.handler("quick")
-    async def quick(payload: dict[str, int], message: Message) -> None:
-        runs[message.message_id] += 1
-
     await aws.send(queue.url, {"n": 1}, "quick", group="g" if fifo else None)
-    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    cfg = settings_for(proxy.url, queue, **outage.SHORT_LEASES)
     with structlog.testing.capture_logs() as logs:
-        async with running(cfg, router) as worker:
+        async with running(cfg, _counting(runs)) as worker:
             consumer = worker.consumers[0]
             await eventually(lambda: consumer.counters.redelivered_deleted == 1, timeout=30)
             await asyncio.to_thread(proxy.faults)
@@ -179,31 +180,17 @@ async def test_a_message_delivered_again_after_its_delete_failed_as_stale_is_del
     # FIFO queue only once the message is visible again, and fails as stale (SQS hands it
     # out again: `delete_failed`). The new delivery comes back to this worker, which knows
     # its handler ran: deleted with its own receipt handle, not run again.
-    outage = {
-        "batch_entry_fail_rate": 1.0,
-        "blackhole_ops": {"ChangeMessageVisibilityBatch": 50},
-        "blackhole_op_seconds": 30,
-    }
-    await asyncio.to_thread(proxy.faults, **outage)
+    await outage.begin(proxy)
     queue = await aws.queue(visibility=2, fifo=True)
     runs: Counter[str] = Counter()
-    router = Router()
-
-    @router.handler("quick")
-    async def quick(payload: dict[str, int], message: Message) -> None:
-        runs[message.message_id] += 1
-
     await aws.send(queue.url, {"n": 1}, "quick", group="g")
-    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    cfg = settings_for(proxy.url, queue, **outage.SHORT_LEASES)
     with structlog.testing.capture_logs() as logs:
-        async with running(cfg, router) as worker:
+        async with running(cfg, _counting(runs)) as worker:
             consumer = worker.consumers[0]
             await eventually(lambda: sum(runs.values()) == 1, timeout=20)
-            # No receive returns anything until the stale delete went (the new delivery
-            # would otherwise take over the pending delete: the test above).
-            await asyncio.to_thread(proxy.faults, empty_receives=True, **outage)
-            await asyncio.sleep(4)  # the visibility (2 s, LocalStack ~0.7 s late) ran out
-            await asyncio.to_thread(proxy.faults, empty_receives=True)
+            # (Else the new delivery would take over the pending delete: the test above.)
+            await outage.deletes_land_after_the_visibility(proxy)
             await eventually(lambda: consumer.counters.delete_failed == 1, timeout=20)
             await asyncio.to_thread(proxy.faults)
             await eventually(lambda: consumer.counters.redelivered_deleted == 1, timeout=30)

@@ -12,6 +12,7 @@ import pytest
 
 from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
+from tests.support import outage
 from tests.support.reference import s3_object_exists, sqs_extended_client
 from worker import Message, Router
 from worker.aws import AwsClient
@@ -41,6 +42,17 @@ def collecting_router(seen: list[Message]) -> Router:
     return router
 
 
+async def _send_by_reference(aws: Aws, bucket: str, url: str, body: str) -> None:
+    """One ``blob`` message sent by the reference Extended Client (its body kept in ``bucket``)."""
+    reference = sqs_extended_client(aws.endpoint, bucket)
+    await asyncio.to_thread(
+        reference.send_message,
+        QueueUrl=url,
+        MessageBody=body,
+        MessageAttributes={"type": {"DataType": "String", "StringValue": "blob"}},
+    )
+
+
 async def _pointer_of_the_only_message(aws: Aws, url: str) -> tuple[str, str, str]:
     """Receive the pointer message once (to learn its object) and make it visible again."""
     r = await aws.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=2, VisibilityTimeout=30)
@@ -58,13 +70,7 @@ async def test_a_reference_client_message_runs_with_its_full_body_and_its_object
 ) -> None:
     queue = await aws.queue()
     body = json.dumps({"data": "é" * (BIG // 2)})
-    reference = sqs_extended_client(aws.endpoint, bucket)
-    await asyncio.to_thread(
-        reference.send_message,
-        QueueUrl=queue.url,
-        MessageBody=body,
-        MessageAttributes={"type": {"DataType": "String", "StringValue": "blob"}},
-    )
+    await _send_by_reference(aws, bucket, queue.url, body)
     bucket_name, key, _ = await _pointer_of_the_only_message(aws, queue.url)
     assert await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
     seen: list[Message] = []
@@ -112,29 +118,16 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_keeps_the_body_fo
     # only afterwards. SQS may then answer success without deleting (a receipt handle older
     # than the latest delivery's), so the object stays for the redelivery: deleting it would
     # leave that delivery without its body.
-    outage = {
-        "batch_entry_fail_rate": 1.0,
-        "blackhole_ops": {"ChangeMessageVisibilityBatch": 50},
-        "blackhole_op_seconds": 30,
-    }
-    await asyncio.to_thread(proxy.faults, **outage)
+    await outage.begin(proxy)
     queue = await aws.queue(visibility=2)
-    reference = sqs_extended_client(aws.endpoint, bucket)
-    await asyncio.to_thread(
-        reference.send_message,
-        QueueUrl=queue.url,
-        MessageBody=json.dumps({"data": "z" * 300_000}),
-        MessageAttributes={"type": {"DataType": "String", "StringValue": "blob"}},
-    )
+    await _send_by_reference(aws, bucket, queue.url, json.dumps({"data": "z" * 300_000}))
     bucket_name, key, message_id = await _pointer_of_the_only_message(aws, queue.url)
     seen: list[Message] = []
-    cfg = settings_for(proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1)
+    cfg = settings_for(proxy.url, queue, **outage.SHORT_LEASES)
     async with running(cfg, collecting_router(seen)) as worker:
         consumer = worker.consumers[0]
         await eventually(lambda: len(seen) == 1, timeout=20)
-        await asyncio.to_thread(proxy.faults, empty_receives=True, **outage)
-        await asyncio.sleep(4)  # the visibility (2 s, LocalStack ~0.7 s late) ran out
-        await asyncio.to_thread(proxy.faults, empty_receives=True)
+        await outage.deletes_land_after_the_visibility(proxy)
         await eventually(lambda: consumer.in_flight == 0, timeout=20)  # the delete confirmed
         assert consumer.counters.delete_failed == 0
         assert message_id in consumer.acker._unsure  # remembered: a redelivery is deleted
@@ -151,13 +144,7 @@ async def test_a_missing_object_is_rejected_with_its_reason_or_skipped_when_conf
 ) -> None:
     queue = await aws.queue(max_receive_count=3)
     assert queue.dlq_url
-    reference = sqs_extended_client(aws.endpoint, bucket)
-    await asyncio.to_thread(
-        reference.send_message,
-        QueueUrl=queue.url,
-        MessageBody=json.dumps({"data": "y" * 300_000}),
-        MessageAttributes={"type": {"DataType": "String", "StringValue": "blob"}},
-    )
+    await _send_by_reference(aws, bucket, queue.url, json.dumps({"data": "y" * 300_000}))
     bucket_name, key, message_id = await _pointer_of_the_only_message(aws, queue.url)
     async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as store:
         await (await store.client()).call("delete_object", Bucket=bucket_name, Key=key)

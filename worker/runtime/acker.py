@@ -133,10 +133,9 @@ class Acker:
         once per message, for ``UNSURE_FOR`` seconds."""
         if not self._unsure:
             return None
+        self._prune(time.monotonic())  # (deadlines are in insertion order: what is left is live)
         entry = self._unsure.pop(lease.message.message_id, None)
-        now = time.monotonic()
-        self._prune(now)
-        return None if entry is None or entry[0] < now else entry[1]
+        return None if entry is None else entry[1]
 
     def unsure(self, lease: Lease) -> bool:
         """Whether ``lease``'s message is remembered as deleted unsurely (``unsure_delete``),
