@@ -27,8 +27,7 @@ from worker.errors import ConfigError
 from worker.messages.envelope import parse_message
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Leases
 from worker.runtime.processor import Processor
 from worker.settings import QueueSettings
@@ -68,11 +67,8 @@ class LambdaRunner:
         self.resources = Resources()
         self.loop = asyncio.new_event_loop()
         settings = QueueSettings(handlers=["<lambda>"])
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="handler")
         self._processor = Processor(
-            "lambda", settings, registry, QueueCounters(), self._executor, Metrics(), self.resources
+            QueueContext.standalone("lambda", settings, registry, resources=self.resources)
         )
         self._leases = Leases(lambda lease: None)
         self._started = False
@@ -98,7 +94,7 @@ class LambdaRunner:
                 failures.append(message.message_id)  # after a failure of its group: not run
                 continue
             lease = self._leases.open(message, raw, time.monotonic(), 30)
-            outcome = await self._processor.run(lease)
+            outcome = await self._processor.run_one(lease)
             if outcome.kind != "succeeded":
                 failures.append(message.message_id)
                 if group is not None:

@@ -358,7 +358,7 @@ class Producer:
             )
         return False
 
-    async def _offload(self, pending: list[_Pending]) -> dict[int, PayloadPointer]:
+    async def _offload(self, pending: list[_Pending], readers: str) -> dict[int, PayloadPointer]:
         """Store the bodies to offload in S3 (a few at once) and point their entries at
         them; what was stored, by message index. Nothing is sent before they all are."""
         todo = [p for p in pending if p.offload is not None]
@@ -376,6 +376,7 @@ class Producer:
                     bucket=offload.bucket,
                     key=f"{offload.prefix}{uuid.uuid4()}",
                     legacy=offload.legacy,
+                    readers=readers,  # "one": its reader may delete it once handled
                 )
             stored[int(p.entry["Id"])] = pointer
             p.entry[p.body_key] = pointer.body()
@@ -456,7 +457,7 @@ class Producer:
         target: dict[str, str],
         progress: Callable[[int, int], None] | None,
     ) -> BatchResult:
-        stored = await self._offload(pending)
+        stored = await self._offload(pending, "many" if operation == "publish_batch" else "one")
         result = await self._batches([p.entry for p in pending], operation, target, progress)
         # A message that was not sent leaves no object behind.
         await self._forget([stored[f.index] for f in result.failed if f.index in stored])

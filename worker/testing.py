@@ -30,11 +30,11 @@ from worker.idempotency.store import MemoryStore
 from worker.messages.envelope import Message, parse_message
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry, Router
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.idempotency import Idempotency
 from worker.runtime.lease import Leases
-from worker.runtime.processor import REPLAYED, Processor
+from worker.runtime.processor import Processor
+from worker.runtime.rules import REPLAYED
 from worker.settings import QueueSettings
 
 __all__ = ["HandlerKit", "Result", "sns_message", "sqs_message"]
@@ -137,16 +137,11 @@ class HandlerKit:
             if self.registry.idempotent
             else None
         )
-        self._processor = Processor(
-            "test",
-            self.settings,
-            self.registry,
-            QueueCounters(),
-            self._executor,
-            Metrics(),
-            self.resources,
-            idempotency=idempotency,
+        ctx = QueueContext.standalone(
+            "test", self.settings, self.registry, resources=self.resources, executor=self._executor
         )
+        ctx.idempotency = idempotency
+        self._processor = Processor(ctx)
         self._leases = Leases(lambda lease: None)
 
     async def __aenter__(self) -> HandlerKit:
@@ -167,7 +162,7 @@ class HandlerKit:
         """Handle one message as the worker would; what would happen to it."""
         message = parse_message(raw, self.type_attribute)
         lease = self._leases.open(message, raw, time.monotonic(), self.settings.visibility_timeout)
-        outcome = await self._processor.run(lease)
+        outcome = await self._processor.run_one(lease)
         if outcome.kind == "succeeded":
             return Result("succeeded", message=message, replayed=outcome is REPLAYED)
         if outcome.kind == "rejected":

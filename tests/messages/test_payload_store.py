@@ -55,7 +55,7 @@ async def test_put_fetch_delete(store: PayloadStore, bucket: str) -> None:
     assert pointer.bucket == bucket
     assert pointer.key.startswith("payloads/")
     assert pointer.size == 600_000
-    assert (await store.fetch(pointer)).decode() == body
+    assert (await store.fetch(pointer))[0].decode() == body
     await store.delete(pointer)
     with pytest.raises(PayloadMissing, match="does not exist"):
         await store.fetch(pointer)
@@ -109,21 +109,35 @@ async def test_not_utf8_is_rejected(store: PayloadStore) -> None:
 
 
 async def test_discard_deletes_only_what_it_should(endpoint: str, store: PayloadStore, bucket: str) -> None:
-    direct = parse_message(offloaded(await store.put("a")))
+    # Stored for one message sent to one queue (its object says so): its reader may delete it.
+    direct = await store.resolve(parse_message(offloaded(await store.put("a", readers="one"))))
+    assert direct is not None
     assert store.should_discard(direct)
     assert await store.discard(direct)
     assert direct.payload is not None
     with pytest.raises(PayloadMissing):
         await store.fetch(direct.payload)
+    # Published to a topic (raw delivery: no envelope), or written by another producer: the
+    # object does not say this message is its only reader, so it stays.
+    for readers in ("many", None):
+        kept = await store.resolve(parse_message(offloaded(await store.put("c", readers=readers))))
+        assert kept is not None
+        assert kept.payload is not None
+        assert not kept.payload.sole_reader
+        assert not store.should_discard(kept)
+        assert not await store.discard(kept)
+        assert (await store.fetch(kept.payload))[0] == b"c"
+    # Unresolved (never fetched): not known to be the only reader.
+    assert not store.should_discard(parse_message(offloaded(await store.put("d", readers="one"))))
     # Through an SNS envelope: other subscribers may still need the object.
-    pointer = await store.put("b")
+    pointer = await store.put("b", readers="one")
     envelope = json.loads(str(sns_message(pointer_body(pointer.bucket, pointer.key))["Body"]))
     envelope["MessageAttributes"]["ExtendedPayloadSize"] = {"Type": "Number", "Value": "1"}
     fanned = parse_message({"MessageId": "2", "ReceiptHandle": "r", "Body": json.dumps(envelope)})
     assert fanned.payload == PayloadPointer(pointer.bucket, pointer.key, 1)
     assert not store.should_discard(fanned)
     assert not await store.discard(fanned)
-    assert await store.fetch(pointer) == b"b"
+    assert (await store.fetch(pointer))[0] == b"b"
     keep = PayloadSettings(delete_after_success=False)
     async with PayloadStore.connect(aws_settings(endpoint), keep) as keeping:
         assert not await keeping.discard(parse_message(offloaded(pointer)))

@@ -48,6 +48,8 @@ async def test_metrics_count_what_was_sent_and_handled(aws: Aws) -> None:
     async with running(settings, router) as worker:
         stats = worker.consumers[0].counters
         await eventually(lambda: stats.succeeded == 7 and stats.failed == 2, timeout=20)
+        await eventually(lambda: worker.consumers[0].in_flight == 0, timeout=10)  # all settled
+        worker.update_gauges()
         assert worker.health is not None
         assert worker.health.port
         status, text = await get(worker.health.port, "/metrics")

@@ -24,7 +24,7 @@ from worker.messages.envelope import parse_message
 from worker.messages.routing import Registry
 from worker.observe.metrics import FAILURE_REASONS, RUNTIME_OPERATIONS, Metrics
 from worker.runtime import processor as processor_module
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Leases
 from worker.runtime.processor import Processor
 from worker.runtime.supervisor import Supervisor
@@ -203,12 +203,14 @@ async def test_lag_counts_a_sender_clock_ahead_as_zero_and_once_per_delivery() -
 
     settings = QueueSettings(handlers=["<testing>"], retry_jitter=0)
     with ThreadPoolExecutor(max_workers=1) as executor:
-        processor = Processor("q", settings, Registry.of(router), QueueCounters(), executor, metrics)
+        ctx = QueueContext.standalone("q", settings, Registry.of(router), executor=executor)
+        ctx.metrics = metrics
+        processor = Processor(ctx)
         raw = sqs_message({"n": 1}, type="job")
         raw["Attributes"]["SentTimestamp"] = str(int((time.time() + 60) * 1000))  # a minute ahead
         lease = Leases(lambda lease: None).open(parse_message(raw), raw, time.monotonic(), 30)
-        assert (await processor.run(lease)).kind == "failed"
-        assert (await processor.run(lease)).kind == "succeeded"  # run again in place (FIFO)
+        assert (await processor.run_one(lease)).kind == "failed"
+        assert (await processor.run_one(lease)).kind == "succeeded"  # run again in place (FIFO)
     _, m = scrape(metrics)
     assert m[key("sqs_worker_message_lag_seconds_count", queue="q", type="job")] == 1
     assert m[key("sqs_worker_message_lag_seconds_sum", queue="q", type="job")] == 0
@@ -284,12 +286,11 @@ async def test_a_failing_fifo_batch_counts_every_message_retried_in_place(aws: A
         await aws.send(queue.url, {"n": i}, "row", group="g")
     settings = settings_for(aws.endpoint, queue, retry_backoff=[1])
     async with running(settings, router) as worker:
-        # Rows 2 and 4 succeed twice: held back behind row 1, they run again.
-        await eventually(lambda: worker.consumers[0].counters.succeeded == 7, timeout=30)
+        # Rows 0, 2 and 4 succeed in the second call and are deleted, never run again.
+        await eventually(lambda: worker.consumers[0].counters.succeeded == 5, timeout=30)
         await eventually(lambda: worker.consumers[0].in_flight == 0, timeout=10)
         _, m = scrape(worker.metrics)
-    assert calls[:2] == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]]
-    assert calls[2:] == [[1, 2, 3, 4]]
+    assert calls == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [1, 3]]
     # Five failed and ran again, then the two that failed (1 and 3) ran again.
     assert m[key("sqs_worker_messages_retried_total", queue="q", type="row")] == 5 + 2
     assert m[key("sqs_worker_messages_failed_total", queue="q", type="row", reason="error")] == 5

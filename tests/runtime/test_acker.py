@@ -971,12 +971,12 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     retry.settle_visibility(0)
     acker.submit(retry)
     await eventually(lambda: not any(x.live for x in (late, timely, overdue, retry)), timeout=3, every=0.01)
-    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m2")) == why
+    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m2")) == (why, None)
     assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m5")) is None
     assert acker.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
     if why == "confirmed_late":
         assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m1")) is None  # in time: landed
-    assert acker.unsure_delete(_delivery(leases, 2, now)) == why
+    assert acker.unsure_delete(_delivery(leases, 2, now)) == (why, None)
     assert acker.unsure_delete(_delivery(leases, 3, now)) is None  # once
     assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m9")) is None
     await acker.close(time.monotonic() + 1)
@@ -1016,7 +1016,10 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
     await eventually(lambda: not again.live, timeout=3, every=0.01)
     assert list(acker._unsure) == ["m2", "m4", "m3"]  # remembered again: the newest now, none lost
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m0")) is None
-    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == "confirmed_late"
+    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == (
+        "confirmed_late",
+        None,
+    )
     clock.ahead = module.UNSURE_FOR + 1
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None  # too old
     assert acker._unsure == {}  # pruned on the way: nothing kept past the window

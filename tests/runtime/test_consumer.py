@@ -339,7 +339,7 @@ async def test_a_bug_in_settling_logs_once_frees_the_slot_and_gives_the_message_
     settings = settings_for(aws.endpoint, queue, retry_backoff=[1], max_in_flight=10, pollers=1)
     async with running(settings, router) as worker:
         consumer = worker.consumers[0]
-        consumer.settler.apply = _broken_once(consumer.settler.apply)  # type: ignore[method-assign]
+        consumer.settler.execute = _broken_once(consumer.settler.execute)  # type: ignore[method-assign]
         await eventually(lambda: consumer.counters.succeeded == 2 and consumer.in_flight == 0, timeout=20)
     assert runs == [1, 2]  # given back (visible after the 1 s backoff), run again, deleted
     assert await aws.total(queue.url) == 0
@@ -393,7 +393,7 @@ async def test_a_finished_message_task_leaves_the_consumer(aws: Aws) -> None:
     async with running(settings_for(aws.endpoint, queue), router) as worker:
         consumer = worker.consumers[0]
         await eventually(lambda: consumer.counters.succeeded == 40, timeout=30)
-        await eventually(lambda: not consumer._tasks, timeout=5)
+        await eventually(lambda: not consumer.runner.tasks, timeout=5)
 
 
 def _broken_once(real: Callable[..., Any]) -> Callable[..., Any]:

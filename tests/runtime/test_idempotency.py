@@ -341,7 +341,7 @@ async def test_queues_without_idempotent_handlers_pay_nothing(aws: Aws) -> None:
     settings = settings_for(aws.endpoint, queue, idempotency={"store": "memory"})
     async with running(settings, Router()) as worker:
         assert worker.consumers[0].idempotency is None
-        assert worker.consumers[0].processor.idempotency is None
+        assert worker.consumers[0].processor.ctx.idempotency is None
 
 
 def test_the_key_is_the_attribute_then_the_dedup_id_then_the_message_id() -> None:

@@ -26,7 +26,8 @@ def test_a_new_lease_is_running_and_untouched() -> None:
     lease, ended = make()
     assert lease.state is State.RUNNING
     assert lease.live
-    assert lease.attempts == 0  # no handler has run yet in this delivery
+    assert lease.runs == 0  # nothing has run yet in this delivery
+    assert lease.failures == 0
     assert not lease.overdue
     assert not lease.extending
     assert not lease.sending

@@ -65,26 +65,83 @@ async def _pointer_of_the_only_message(aws: Aws, url: str) -> tuple[str, str, st
     return pointer.bucket, pointer.key, m["MessageId"]
 
 
-async def test_a_reference_client_message_runs_with_its_full_body_and_its_object_goes_after(
+async def _send_by_producer(aws: Aws, bucket: str, url: str, body: str) -> None:
+    """One ``blob`` message sent by this project's producer to one queue, its body offloaded
+    (its object says so: one reader)."""
+    async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as store:
+        producer = Producer(
+            AwsClient(aws.sqs), AwsClient(aws.sns), offload=Offload(bucket, always=True), payloads=store
+        )
+        await producer.send_many(url, [OutgoingMessage(json.loads(body), "blob")])
+
+
+async def _object_gone(aws: Aws, bucket: str, key: str) -> bool:
+    return not await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket, key)
+
+
+async def test_a_message_sent_to_one_queue_by_the_producer_has_its_object_deleted_after(
     aws: Aws, bucket: str
 ) -> None:
     queue = await aws.queue()
     body = json.dumps({"data": "é" * (BIG // 2)})
-    await _send_by_reference(aws, bucket, queue.url, body)
+    await _send_by_producer(aws, bucket, queue.url, body)
     bucket_name, key, _ = await _pointer_of_the_only_message(aws, queue.url)
-    assert await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
     seen: list[Message] = []
     async with running(settings_for(aws.endpoint, queue), collecting_router(seen)):
         await eventually(lambda: len(seen) == 1, timeout=20)
         await eventually(lambda: _empty(aws, queue.url), timeout=10)
+        await eventually(lambda: _object_gone(aws, bucket_name, key), timeout=10)
+    (message,) = seen
+    assert json.loads(message.body) == json.loads(body)  # the stored body, not the pointer
+    assert "ExtendedPayloadSize" not in message.attributes  # the reserved attribute is hidden
 
-        async def gone() -> bool:
-            return not await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
 
-        await eventually(gone, timeout=10)
+async def test_a_reference_client_message_runs_with_its_full_body_and_its_object_is_kept(
+    aws: Aws, bucket: str
+) -> None:
+    # Another writer's object does not say this message is its only reader (the same
+    # object may be a topic's, delivered raw to several queues): a lifecycle rule collects it.
+    queue = await aws.queue()
+    body = json.dumps({"data": "é" * (BIG // 2)})
+    await _send_by_reference(aws, bucket, queue.url, body)
+    bucket_name, key, _ = await _pointer_of_the_only_message(aws, queue.url)
+    seen: list[Message] = []
+    async with running(settings_for(aws.endpoint, queue), collecting_router(seen)):
+        await eventually(lambda: len(seen) == 1, timeout=20)
+        await eventually(lambda: _empty(aws, queue.url), timeout=10)
+        await asyncio.sleep(1)
     (message,) = seen
     assert message.body == body  # the stored body, not the pointer
     assert "ExtendedPayloadSize" not in message.attributes  # the reserved attribute is hidden
+    assert await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
+
+
+async def test_a_fanned_out_body_is_kept_for_every_subscriber_raw_or_enveloped(aws: Aws, bucket: str) -> None:
+    # One topic, two queues: one with raw delivery, one enveloped (the shipped example
+    # topology). The raw copy looks like a direct send; handling it first must not delete
+    # the object the enveloped copy still needs.
+    raw_queue, enveloped_queue = await aws.queue(max_receive_count=2), await aws.queue(max_receive_count=2)
+    topic = (await aws.sns.create_topic(Name=f"t-{uuid.uuid4().hex[:10]}"))["TopicArn"]
+    for q, raw in ((raw_queue, "true"), (enveloped_queue, "false")):
+        await aws.sns.subscribe(
+            TopicArn=topic, Protocol="sqs", Endpoint=q.arn, Attributes={"RawMessageDelivery": raw}
+        )
+    body = {"data": "x" * 300_000}  # over SNS's 256 KiB: offloaded
+    async with PayloadStore.connect(AwsSettings(endpoint_url=aws.endpoint, region="us-east-1")) as store:
+        producer = Producer(AwsClient(aws.sqs), AwsClient(aws.sns), offload=Offload(bucket), payloads=store)
+        await producer.publish_many(topic, [OutgoingMessage(body, "blob")])
+    for q in (raw_queue, enveloped_queue):  # the raw copy first, to the end, then the other
+        seen: list[Message] = []
+        async with running(settings_for(aws.endpoint, q), collecting_router(seen)):
+            await eventually(lambda: len(seen) == 1, timeout=20)
+            await eventually(lambda q=q: _empty(aws, q.url), timeout=10)
+            await asyncio.sleep(1)  # (a discard would have been sent by now)
+        assert json.loads(seen[0].body) == body
+        assert q.dlq_url
+        assert await aws.total(q.dlq_url) == 0
+        payload = seen[0].payload
+        assert payload is not None
+        assert await asyncio.to_thread(s3_object_exists, aws.endpoint, payload.bucket, payload.key)
 
 
 async def test_through_an_sns_envelope_the_body_is_resolved_and_the_shared_object_kept(
@@ -120,7 +177,7 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_keeps_the_body_fo
     # leave that delivery without its body.
     await outage.begin(proxy)
     queue = await aws.queue(visibility=2)
-    await _send_by_reference(aws, bucket, queue.url, json.dumps({"data": "z" * 300_000}))
+    await _send_by_producer(aws, bucket, queue.url, json.dumps({"data": "z" * 300_000}))
     bucket_name, key, message_id = await _pointer_of_the_only_message(aws, queue.url)
     seen: list[Message] = []
     cfg = settings_for(proxy.url, queue, **outage.SHORT_LEASES)

@@ -16,9 +16,11 @@ from worker import Message, PermanentFailure, Retry, Router
 from worker.messages.envelope import parse_message
 from worker.messages.routing import Registry
 from worker.observe.metrics import NullMetrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease, Leases
-from worker.runtime.processor import CANCELLED, SUCCEEDED, Outcome, Processor
+from worker.runtime.processor import Processor
+from worker.runtime.rules import CANCELLED, SUCCEEDED, Outcome
+from worker.runtime.steps.deadline import Deadlines, DeadlineStep
 from worker.settings import QueueSettings
 from worker.testing import sqs_message
 
@@ -310,7 +312,15 @@ async def test_rejections_without_a_dlq_follow_the_backoff_instead_of_spinning(a
 def _processor(router: Router, max_processing_time: float = 0.2) -> tuple[Processor, ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(max_workers=1)
     settings = QueueSettings(handlers=["<testing>"], max_processing_time=max_processing_time, retry_jitter=0)
-    return Processor("q", settings, Registry.of(router), QueueCounters(), executor, NullMetrics()), executor
+    ctx = QueueContext.standalone("q", settings, Registry.of(router), executor=executor)
+    ctx.metrics = NullMetrics()
+    return Processor(ctx), executor
+
+
+def _deadlines(processor: Processor) -> Deadlines:
+    step = processor.steps[0]
+    assert isinstance(step, DeadlineStep)
+    return step.deadlines
 
 
 def _lease(message_type: str) -> Lease:
@@ -322,7 +332,7 @@ async def _run_in_task(processor: Processor, lease: Lease) -> tuple[Outcome, int
     """The outcome, and the task's pending cancel requests after it (must be 0)."""
 
     async def run() -> tuple[Outcome, int]:
-        outcome = await processor.run(lease)
+        outcome = await processor.run_one(lease)
         task = asyncio.current_task()
         assert task is not None
         return outcome, task.cancelling()
@@ -350,7 +360,7 @@ async def test_a_handler_past_max_processing_time_is_cancelled_and_fails_as_a_ti
     assert 0.2 <= time.monotonic() - started < 0.5
     assert (outcome.kind, outcome.reason) == ("failed", "ran longer than max_processing_time (0.2s)")
     assert cancelling == 0
-    assert not processor._deadlines._slots  # its timer fired
+    assert not _deadlines(processor)._slots  # its timer fired
 
 
 async def test_deadlines_behave_as_asyncio_timeout_when_the_handler_catches_the_cancel() -> None:
@@ -394,12 +404,13 @@ async def test_a_cancel_from_outside_is_a_shutdown_not_a_timeout() -> None:
 
     processor, executor = _processor(router, 60)
     with executor:
-        task = asyncio.create_task(processor.run(_lease("slow")))
+        task = asyncio.create_task(processor.run_one(_lease("slow")))
         await running_now.wait()
+        processor.ctx.halt.end_grace()  # the shutdown says so; the cancel alone would not
         task.cancel()
         outcome = await task
     assert outcome is CANCELLED
-    assert not any(processor._deadlines._slots.values())  # its slot's timer will fire for nothing
+    assert not any(_deadlines(processor)._slots.values())  # its slot's timer will fire for nothing
 
 
 async def test_handlers_due_together_share_one_timer_and_none_is_held_after_them() -> None:
@@ -412,13 +423,13 @@ async def test_handlers_due_together_share_one_timer_and_none_is_held_after_them
 
     processor, executor = _processor(router, 60)
     with executor:
-        tasks = [asyncio.create_task(processor.run(_lease("wait"))) for _ in range(100)]
+        tasks = [asyncio.create_task(processor.run_one(_lease("wait"))) for _ in range(100)]
         await asyncio.sleep(0.05)
-        assert 1 <= len(processor._deadlines._slots) <= 10  # not one per handler
+        assert 1 <= len(_deadlines(processor)._slots) <= 10  # not one per handler
         gate.set()
         outcomes = await asyncio.gather(*tasks)
     assert all(o is SUCCEEDED for o in outcomes)
-    assert not any(processor._deadlines._slots.values())
+    assert not any(_deadlines(processor)._slots.values())
 
 
 async def test_a_deadline_is_late_by_a_thousandth_of_max_processing_time_at_most() -> None:

@@ -17,7 +17,7 @@ from worker.cli.common import DEFAULT_CONFIG, ConfigOption, explain, report
 from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
 from worker.observe.logs import configure_logging, flush_logs, get_logger
 from worker.observe.metrics import NullMetrics
-from worker.runtime.processor import handler_threads_running
+from worker.runtime.steps.invoke import handler_threads_running
 from worker.runtime.supervisor import Supervisor, check_idempotency, load_registries
 from worker.settings import WorkerSettings, load_settings
 

@@ -31,3 +31,14 @@ class PermanentFailure(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class DependencyUnavailable(Exception):
+    """Something the message's run depends on (S3 for an offloaded body, the idempotency
+    store) cannot be reached: not the handler's failure. The message waits, leased, and
+    runs again when it is back; none of its attempts is spent."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        super().__init__(f"{dependency} unavailable: {detail}" if detail else f"{dependency} unavailable")
+        self.dependency = dependency
+        self.detail = detail

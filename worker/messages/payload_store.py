@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -28,7 +29,7 @@ from botocore.exceptions import ClientError
 from worker.aws import AwsClient, error_code
 from worker.messages.envelope import Message, body_type
 from worker.messages.outcomes import PermanentFailure
-from worker.messages.payloads import PayloadPointer, reserved_attribute
+from worker.messages.payloads import READERS_METADATA, PayloadPointer, reserved_attribute
 from worker.observe.logs import get_logger
 from worker.settings import AwsSettings, PayloadSettings
 
@@ -116,8 +117,9 @@ class PayloadStore:
         return self._s3
 
     # -- objects -------------------------------------------------------------------------
-    async def fetch(self, pointer: PayloadPointer) -> bytes:
-        """The stored body. PayloadMissing when the object (or its bucket) does not exist."""
+    async def fetch(self, pointer: PayloadPointer) -> tuple[bytes, dict[str, str]]:
+        """The stored body and its user metadata. PayloadMissing when the object (or its
+        bucket) does not exist."""
         s3 = await self.client()
         try:
             response = await s3.call("get_object", Bucket=pointer.bucket, Key=pointer.key)
@@ -130,7 +132,7 @@ class PayloadStore:
             raise
         async with response["Body"] as stream:
             data: bytes = await stream.read()
-        return data
+        return data, dict(response.get("Metadata") or {})
 
     async def put(
         self,
@@ -139,6 +141,7 @@ class PayloadStore:
         bucket: str | None = None,
         key: str | None = None,
         legacy: bool = False,
+        readers: str | None = None,
     ) -> PayloadPointer:
         """Store ``body`` (UTF-8) at ``bucket`` (default: the configured one) under ``key``
         (default: the configured prefix + a UUID); the pointer to it."""
@@ -148,7 +151,8 @@ class PayloadStore:
         data = body.encode("utf-8") if isinstance(body, str) else body
         name = key or f"{self.settings.prefix}{uuid.uuid4()}"
         s3 = await self.client()
-        await s3.call("put_object", Bucket=target, Key=name, Body=data)
+        extra: dict[str, Any] = {"Metadata": {READERS_METADATA: readers}} if readers else {}
+        await s3.call("put_object", Bucket=target, Key=name, Body=data, **extra)
         return PayloadPointer(target, name, len(data), legacy=legacy)
 
     async def delete(self, pointer: PayloadPointer) -> None:
@@ -176,7 +180,7 @@ class PayloadStore:
                 )
             return message
         try:
-            data = await self.fetch(pointer)
+            data, metadata = await self.fetch(pointer)
         except PayloadMissing as exc:
             if not self.settings.ignore_missing:
                 raise
@@ -198,20 +202,30 @@ class PayloadStore:
                 announced=pointer.size,
                 stored=len(data),
             )
-        return dataclasses.replace(message, body=text, type=message.type or body_type(text))
+        sole = metadata.get(READERS_METADATA) == "one" and message.topic_arn is None
+        if sole:
+            pointer = dataclasses.replace(pointer, sole_reader=True)
+        return dataclasses.replace(message, body=text, type=message.type or body_type(text), payload=pointer)
 
     def should_discard(self, message: Message) -> bool:
-        """Whether ``discard`` deletes this message's object: offloaded, configured to, and
-        not from an SNS envelope (a topic fans one object out to several queues)."""
+        """Whether this message's object may be deleted once the message was handled and
+        its delete confirmed: configured to, and the message provably its only reader (its
+        object was stored for one message sent to one queue, ``READERS_METADATA``; it did
+        not come through SNS). A topic's copies, raw or enveloped, share one object, and a
+        message from another writer says nothing: those are left to a lifecycle rule."""
+        pointer = message.payload
         return (
-            message.payload is not None and self.settings.delete_after_success and message.topic_arn is None
+            pointer is not None
+            and pointer.sole_reader
+            and self.settings.delete_after_success
+            and message.topic_arn is None
         )
 
     async def discard(self, message: Message) -> bool:
-        """After ``message`` was handled and its delete confirmed: delete its object when
-        ``should_discard``. Never raises (the message is gone either way); a failure is
-        logged (``payload_delete_failed``) and leaves the object to a lifecycle rule. True
-        when an object was deleted."""
+        """Delete ``message``'s object when ``should_discard`` (after its delete was
+        confirmed). Never raises (the message is gone either way); a failure is logged
+        (``payload_delete_failed``) and leaves the object to a lifecycle rule. True when an
+        object was deleted."""
         if not self.should_discard(message):
             return False
         assert message.payload is not None

@@ -31,6 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+READERS_METADATA = "sqs-worker-readers"
+"""S3 user metadata this project's producer sets on an object it offloads: ``one`` for a
+message sent to one queue, ``many`` for one published to a topic (every subscriber reads
+the same object). Objects without it (other writers) are never deleted by the worker."""
 RESERVED_ATTRIBUTE = "ExtendedPayloadSize"
 LEGACY_RESERVED_ATTRIBUTE = "SQSLargePayloadSize"
 RESERVED_ATTRIBUTES = (RESERVED_ATTRIBUTE, LEGACY_RESERVED_ATTRIBUTE)
@@ -62,6 +66,10 @@ class PayloadPointer:
     """The stored body's size in bytes, from the reserved attribute (None: not given)."""
     legacy: bool = False
     """Written with the legacy attribute/class names (``SQSLargePayloadSize``)."""
+    sole_reader: bool = False
+    """Its object says it was stored for one message sent straight to one queue (the
+    ``READERS_METADATA`` its writer set): the one case in which that message's reader may
+    delete it. Known once the object was fetched."""
 
     @property
     def uri(self) -> str:

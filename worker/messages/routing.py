@@ -112,10 +112,17 @@ class Route:
     """Runs once per message key (``worker.runtime.idempotency``)."""
 
     def arguments(
-        self, message: Message, resources: Resources | None = None, record: IdempotencyRecord | None = None
+        self,
+        message: Message,
+        resources: Resources | None = None,
+        record: IdempotencyRecord | None = None,
+        *,
+        payload: Any = None,
     ) -> tuple[Any, ...]:
-        """Build the handler's arguments; a body that cannot be decoded is a permanent failure."""
-        payload = message if self.decode == "message" else self.payload(message)
+        """Build the handler's arguments (``payload``: the body decoded already); a body that
+        cannot be decoded is a permanent failure."""
+        if payload is None:
+            payload = self.payload(message)
         if not self.extras:
             return (payload,)
         return (

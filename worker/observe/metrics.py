@@ -171,6 +171,14 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.waiting = Counter(
+            "messages_waiting",
+            "Runs that waited, leased, on a dependency of the worker's (S3 for an offloaded "
+            "body, the idempotency store) instead of failing: no attempt spent",
+            ["queue", "dependency"],
+            namespace=NS,
+            registry=r,
+        )
         self.redelivered_deleted = Counter(
             "redelivered_while_deleting",
             "Messages SQS delivered again while their delete was still pending here (retried "

@@ -30,6 +30,7 @@ import time
 from typing import TYPE_CHECKING
 
 from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
+from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
@@ -80,9 +81,9 @@ class Acker:
         self._open: dict[int, Lease] = {}
         self._deleting: dict[str, Lease] = {}
         """Leases whose delete is pending, by message id (``pending_delete``)."""
-        self._unsure: dict[str, tuple[float, str]] = {}
+        self._unsure: dict[str, tuple[float, str, Message | None]] = {}
         """Messages handled here whose delete may not have landed, by message id: (remembered
-        until, why), oldest first (``unsure_delete``)."""
+        until, why, its offloaded body if it may go), oldest first (``unsure_delete``)."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -123,19 +124,20 @@ class Acker:
         earlier = self._deleting.get(lease.message.message_id)
         return None if earlier is lease else earlier
 
-    def unsure_delete(self, lease: Lease) -> str | None:
+    def unsure_delete(self, lease: Lease) -> tuple[str, Message | None] | None:
         """Why the delete of an earlier delivery of ``lease``'s message, handled here and no
         longer pending, may not have landed, or None: ``"confirmed_late"`` (SQS confirmed it
         only after the lease's visibility could have run out: a delete with a receipt handle
         older than the latest delivery's succeeds without deleting) or ``"failed"`` (its
         receipt handle no longer worked). SQS hands such a message out again; its handler
         ran already, so the caller deletes the new delivery instead of running it. Answered
-        once per message, for ``UNSURE_FOR`` seconds."""
+        once per message, for ``UNSURE_FOR`` seconds; with the earlier delivery's offloaded
+        body when it may go (``Lease.discard``: kept while the delete was unsure)."""
         if not self._unsure:
             return None
         self._prune(time.monotonic())  # (deadlines are in insertion order: what is left is live)
         entry = self._unsure.pop(lease.message.message_id, None)
-        return None if entry is None else entry[1]
+        return None if entry is None else (entry[1], entry[2])
 
     def unsure(self, lease: Lease) -> bool:
         """Whether ``lease``'s message is remembered as deleted unsurely (``unsure_delete``),
@@ -147,7 +149,7 @@ class Acker:
         self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
         if len(self._unsure) >= UNSURE_MAX:
             del self._unsure[next(iter(self._unsure))]
-        self._unsure[lease.message.message_id] = (now + UNSURE_FOR, why)
+        self._unsure[lease.message.message_id] = (now + UNSURE_FOR, why, lease.discard)
 
     def _prune(self, now: float) -> None:
         unsure = self._unsure

@@ -16,6 +16,8 @@ class QueueCounters:
     """Handler raised, timed out, or the message was rejected (includes ``rejected``)."""
     rejected: int = 0
     """Permanent failures: unknown type, bad body, PermanentFailure."""
+    waiting: int = 0
+    """Runs that waited on an unreachable dependency (S3, the idempotency store)."""
     released: int = 0
     """Made visible again without a handler outcome (shutdown)."""
     dead_lettered: int = 0

@@ -54,19 +54,22 @@ LIVE = frozenset({State.RUNNING, State.SETTLING})
 class Lease:
     __slots__ = (
         "_on_end",
-        "attempts",
+        "discard",
         "expires_at",
         "extending",
+        "failures",
         "granted_at",
         "lost",
         "message",
         "overdue",
         "raw",
+        "runs",
         "sending",
         "state",
         "target",
         "trace",
         "visibility",
+        "waits",
     )
 
     def __init__(
@@ -98,13 +101,29 @@ class Lease:
         """Its visibility ran out while it was live (the heartbeat did not keep up)."""
         self.trace: Any = None
         """The message's creation span context when tracing is on (``worker.observe.tracing``)."""
-        self.attempts = 0
-        """Handler runs during this delivery (FIFO retries in place run more than once)."""
+        self.runs = 0
+        """Runs of its step chain during this delivery (retries in place run it again)."""
+        self.failures = 0
+        """Runs of this delivery that failed for this message (FIFO retries in place): its
+        attempt number is SQS's receive count plus these."""
+        self.discard: Message | None = None
+        """Set when its handler succeeded and its offloaded body may go with it (the message
+        as resolved, ``PayloadStore.should_discard``): the object is deleted once SQS has
+        confirmed the delete in time (``SETTLED``, not remembered as unsure), and only then.
+        Never set for a DLQ move or a copy that came through SNS."""
+        self.waits = 0
+        """Runs of this delivery that waited on an unreachable dependency (spend nothing)."""
         self._on_end = on_end
 
     @property
     def receipt_handle(self) -> str:
         return self.message.receipt_handle
+
+    @property
+    def attempt(self) -> int:
+        """The number of the message's next (or current) attempt: its receive count plus
+        its failures in place (``worker.runtime.rules``)."""
+        return self.message.receive_count + self.failures
 
     @property
     def live(self) -> bool:

@@ -1,79 +1,78 @@
-"""One run of a message's handler, to exactly one ``Outcome``.
+"""One run of the step chain for one message or one batch, to an ``Outcome`` per message.
+
+The same path for every message: single and batch handlers, standard and FIFO queues, the
+worker, the testing kit and the Lambda entry point. The steps (``worker.runtime.steps``)
+do the work; this module turns what each message came to into its outcome, in one place
+(``_conclude``), and logs and counts it once:
 
 =======================  ===========================================================
-handler                  outcome
+the message's run        outcome
 =======================  ===========================================================
-returns                  ``succeeded``: the message is deleted
+returns                  ``succeeded``: deleted
 raises ``Retry(d)``      ``failed`` with ``d`` seconds before the next attempt
 raises PermanentFailure  ``rejected``: to the dead-letter queue at once, with the reason
 unknown/missing type,    ``rejected``, with the reason logged once
 bad body, bad payload
+S3 or the idempotency    ``waiting``: not the handler's failure; it waits, leased, and
+store unreachable        spends no attempt
 raises anything else     ``failed`` with the queue's backoff for the attempt number
 (its own CancelledError
 included)
-async, runs too long     cancelled at ``max_processing_time`` (10 ms or a thousandth of
-                         it late at most, whichever is more): ``failed``
+runs too long            async: cancelled at ``max_processing_time`` (over the whole
+                         chain): ``failed`` (``waiting`` while S3 or the store was
+                         answering); a plain function's thread cannot be stopped: its
+                         result counts when it returns
 shutdown past the grace  async: cancelled, ``cancelled`` (made visible at once);
-                         plain function: the thread cannot be stopped, so the lease is
-                         kept while it runs and its result counts when it returns
+                         plain function: kept leased while it runs, ``abandoned`` at the
+                         final deadline (left to lapse)
 =======================  ===========================================================
 
-What happens to the message then is the consumer's business (``worker.runtime.consumer``);
-nothing here talks to SQS.
+A batch handler returns ``None`` (all succeeded) or the failed messages by id, each with
+its exception, which means for that message what it would for a single one. What happens
+to the message then is ``worker.runtime.rules``; nothing here talks to SQS.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import functools
-import math
-import random
-import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
-from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from worker.messages.envelope import Message
-from worker.messages.outcomes import PermanentFailure, Retry
-from worker.messages.payloads import reserved_attribute
-from worker.messages.resources import Resources
-from worker.messages.routing import Registry, Route
+from worker.messages.outcomes import DependencyUnavailable, PermanentFailure, Retry
+from worker.messages.routing import Route
 from worker.observe.logs import ContextBinder, get_logger
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime import steps
+from worker.runtime.call import Abandoned, Call, Item, Next, Overdue, Step
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease
-from worker.settings import QueueSettings
-
-if TYPE_CHECKING:
-    from worker.messages.payload_store import PayloadStore
-    from worker.observe.tracing import Tracing
-    from worker.runtime.idempotency import Claim, Idempotency
+from worker.runtime.rules import (
+    ABANDONED,
+    CANCELLED,
+    REPLAYED,
+    SUCCEEDED,
+    Action,
+    Decision,
+    Outcome,
+    decide,
+    wait_for,
+)
+from worker.runtime.steps.claim import DEPENDENCY as STORE
+from worker.runtime.steps.payload import DEPENDENCY as S3
 
 MEMORY = 10_000
 _MESSAGE_CONTEXT = ContextBinder("queue", "message_id", "type", "receive_count", "group_id")
 """What every log line about a message carries (handler code's lines included)."""
 _BATCH_CONTEXT = ContextBinder("queue", "type", "batch")
-Kind = Literal["succeeded", "failed", "rejected", "cancelled", "abandoned"]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    kind: Kind
-    visibility: int = 0
-    """For ``failed``: seconds until the next attempt."""
-    reason: str = ""
-
-
-SUCCEEDED = Outcome("succeeded")
-REPLAYED = Outcome("succeeded", 0, "replayed: an earlier run of its idempotency key completed")
-SKIPPED = Outcome("succeeded", 0, "offloaded payload missing; skipped (payloads.ignore_missing)")
-CANCELLED = Outcome("cancelled")
-ABANDONED = Outcome("abandoned")
+_DEPENDENCY_OF_STAGE = {"payload": S3, "claim": STORE}
+"""A deadline that passes in these steps is the dependency's fault, not the handler's."""
+_REASONS = {
+    "message_failed": "error",
+    "message_timeout": "timeout",
+    "message_retry_requested": "retry_requested",
+    "message_rejected": "rejected",
+}
 
 
 class _Memory:
@@ -96,477 +95,243 @@ class _Memory:
 
 
 class Processor:
-    def __init__(
-        self,
-        queue: str,
-        settings: QueueSettings,
-        registry: Registry,
-        counters: QueueCounters,
-        executor: Executor,
-        metrics: Metrics,
-        resources: Resources | None = None,
-        payloads: PayloadStore | None = None,
-        tracing: Tracing | None = None,
-        idempotency: Idempotency | None = None,
-        *,
-        group_metrics: bool = False,
-    ) -> None:
-        """``group_metrics``: also count outcomes per MessageGroupId (``health.group_metrics``)."""
-        self.queue = queue
-        self._groups = metrics.group_messages if group_metrics else None
-        self.idempotency = idempotency
-        """Records of idempotent handlers' runs (None when no store is configured)."""
-        self.tracing = tracing
-        """Spans per handler run when tracing is on (``worker.observe.tracing``)."""
-        self.resources = resources or Resources()
-        self.payloads = payloads
-        """Where offloaded bodies (the extended-client format) are read from; None: an
-        offloaded message is rejected with its reason."""
-        self.settings = settings
-        self.registry = registry
-        self.counters = counters
-        self.executor = executor
-        self.metrics = metrics
-        # Resolved once: the per-message path should not look loggers or labels up again.
+    def __init__(self, ctx: QueueContext) -> None:
+        self.ctx = ctx
+        self.queue = ctx.key
+        self.registry = ctx.registry
+        self.settings = ctx.settings
+        self._groups = ctx.metrics.group_messages if ctx.group_metrics else None
         self.log = get_logger().bind()
         self._children: dict[tuple[str, str], Any] = {}
-        self._deadlines = _Deadlines(settings.max_processing_time)
+        self.steps: list[Step] = steps.build(ctx)
+        self._run_chain = _chain(self.steps)
         self._failed = _Memory()
         self.rejected = _Memory()
         """Ids rejected by this process: a redelivery is neither run nor logged again."""
 
     def backoff(self, attempt: int) -> int:
-        schedule = self.settings.retry_backoff
-        base = schedule[min(max(attempt, 1), len(schedule)) - 1]
-        return round(base * (1 + random.uniform(0, self.settings.retry_jitter)))
+        return self.ctx.policy.backoff_for(attempt)
 
-    def _attempt(self, lease: Lease) -> tuple[Message, int]:
-        """Count a run of ``lease``; the message as the handler sees it (its attempt number)."""
-        message = lease.message
-        lease.attempts += 1
-        attempt = message.receive_count + lease.attempts - 1
-        if attempt != message.receive_count:
-            # Retried in place (FIFO): the handler sees which attempt this is.
-            message = dataclasses.replace(message, receive_count=attempt)
-        return message, attempt
-
-    def _bind(self, message: Message) -> None:
-        _MESSAGE_CONTEXT.bind(
-            self.queue, message.message_id, message.type, message.receive_count, message.group_id
-        )
-
-    async def run(self, lease: Lease) -> Outcome:
-        """Run the handler once for ``lease``'s message; never raises (shutdown included)."""
-        tracing = self.tracing
+    async def run(self, route: Route | None, leases: list[Lease]) -> list[Item]:
+        """Run the chain once for ``leases`` (one message, or a batch of ``route``'s type);
+        an item per lease, in order, with its outcome and decision. Never raises (shutdown
+        included)."""
+        tracing = self.ctx.tracing
         if tracing is None:
-            return await self._run(lease)
-        m = lease.message
-        with tracing.process(lease.trace, m.message_id, m.type, m.receive_count + lease.attempts) as span:
-            outcome = await self._run(lease)
-            tracing.outcome(span, outcome.kind, outcome.reason)
-            return outcome
+            return await self._run(route, leases)
+        if route is None or route.batch is None:
+            lease = leases[0]
+            m = lease.message
+            with tracing.process(lease.trace, m.message_id, m.type, lease.attempt) as span:
+                items = await self._run(route, leases)
+                outcome = items[0].outcome or SUCCEEDED
+                tracing.outcome(span, outcome.kind, outcome.reason)
+                return items
+        with tracing.process_batch(
+            route.message_type, [lease.trace for lease in leases], len(leases)
+        ) as span:
+            items = await self._run(route, leases)
+            outcomes = [item.outcome or SUCCEEDED for item in items]
+            worst = next((o for o in outcomes if o.kind in ("failed", "rejected")), None)
+            tracing.outcome(
+                span, "succeeded" if worst is None else worst.kind, "" if worst is None else worst.reason
+            )
+            return items
 
-    async def _run(self, lease: Lease) -> Outcome:
-        message, attempt = self._attempt(lease)
-        self._bind(message)
-        started = time.monotonic()
-        reason = self.rejected.get(message.message_id)
-        if reason is not None:
-            return Outcome("rejected", 0, reason)
-        claim: Claim | None = None
-        try:
-            if message.payload is not None or reserved_attribute(message.attributes) is not None:
-                resolved = await self._resolve(message)
-                if resolved is None:  # its object is gone and payloads.ignore_missing is on
-                    return SKIPPED
-                message = resolved
-            route = self.registry.get(message.type)
-            if route is None:
-                reason = f"unknown message type {message.type!r}" if message.type else "message has no type"
-                raise PermanentFailure(reason)
-            if lease.attempts == 1:
-                self._observe_lag(message, route.message_type, time.time())
-            if self.idempotency is not None:
-                claim = await self.idempotency.begin(lease, attempt) if route.idempotent else None
-                self.idempotency.mark(claim)  # what ``replayed()`` says in the chain
-            if self.registry.middlewares:
-                await self._chain(route, message, started, claim)
-            else:  # the chain is the handler alone: call it without building one
-                await self._handler(route, message, started, claim)
-        except _Abandoned:
-            if claim is not None and self.idempotency is not None:
-                self.idempotency.abandoned(claim)
+    async def run_one(self, lease: Lease) -> Outcome:
+        """``run`` for one message (the testing kit, the Lambda entry point)."""
+        items = await self.run(None, [lease])
+        assert items[0].outcome is not None
+        return items[0].outcome
+
+    async def _run(self, route: Route | None, leases: list[Lease]) -> list[Item]:
+        items = []
+        for lease in leases:
+            lease.runs += 1
+            message, attempt = lease.message, lease.attempt
+            if attempt != message.receive_count:
+                # Retried in place: the handler sees which attempt this is.
+                message = dataclasses.replace(message, receive_count=attempt)
+            item = Item(lease, message, attempt)
+            reason = self.rejected.get(message.message_id)
+            if reason is not None:  # rejected here before: neither run nor logged again
+                item.outcome = Outcome("rejected", 0, reason)
+                item.decision = decide(item.outcome, attempt, self.ctx.policy)
+            items.append(item)
+        call = Call(route, [i for i in items if i.outcome is None], time.monotonic(), self._conclude)
+        if call.live:
+            if len(call.live) == 1 and (route is None or route.batch is None):
+                self._bind(call.live[0])
+            else:
+                _BATCH_CONTEXT.bind(self.queue, route.message_type if route else None, len(call.live))
+            try:
+                await self._run_chain(call)
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        task.uncancel()  # taken back: the outcome says what it was
+                for item in list(call.live):
+                    call.conclude(item, exc)
+            else:
+                failures: dict[str, BaseException] = (
+                    call.value if call.batch and isinstance(call.value, dict) else {}
+                )
+                for item in list(call.live):
+                    call.conclude(item, failures.get(item.message.message_id))
+        for item in items:
+            if item.outcome is None or item.decision is None:  # (a step's skip: deleted)
+                item.outcome = item.outcome or SUCCEEDED
+                item.decision = decide(item.outcome, item.attempt, self.ctx.policy)
+        return items
+
+    def _bind(self, item: Item) -> None:
+        m = item.message
+        _MESSAGE_CONTEXT.bind(self.queue, m.message_id, m.type, m.receive_count, m.group_id)
+
+    # -- the one rule from what happened to an outcome ----------------------------------------
+    def _conclude(self, item: Item, exc: BaseException | None, call: Call) -> Outcome:
+        """What ``exc`` (None: success) means for ``item``'s message, and what happens to it
+        then (``item.decision``); logged once, with the decision."""
+        if call.batch or len(call.items) > 1:
+            self._bind(item)
+        outcome = self._outcome(item, exc, call)
+        if item.decision is None:
+            item.decision = decide(outcome, item.attempt, self.ctx.policy)
+        return outcome
+
+    def _outcome(self, item: Item, exc: BaseException | None, call: Call) -> Outcome:
+        message, started = item.message, call.started
+        if exc is None:
+            label = call.route.message_type if call.route is not None else self.type_label(message)
+            return self._succeeded(item, started, label, call.replayed)
+        if isinstance(exc, Overdue):
+            dependency = _DEPENDENCY_OF_STAGE.get(call.stage)
+            if dependency is not None:
+                exc = DependencyUnavailable(dependency, "no answer within max_processing_time")
+        if isinstance(exc, DependencyUnavailable):
+            return self._waiting(item, exc, started)
+        if isinstance(exc, Abandoned):
             return ABANDONED
-        except asyncio.CancelledError:
-            if self._shutting_down():
-                await self._release(claim)
-                self.log.warning("message_cancelled", duration=self._since(started))
+        if isinstance(exc, asyncio.CancelledError):
+            if self.ctx.halt.grace_over:
+                self.log.warning("message_cancelled", duration=_since(started))
                 return CANCELLED
             # The handler's own CancelledError (an inner task it cancelled): a failure.
-            await self._release(claim)
-            outcome = Outcome("failed", self.backoff(attempt), "CancelledError raised by the handler")
-            return self._failed_with(message, started, outcome, "message_failed", exc_info=True)
-        except Exception as exc:
-            await self._release(claim)
-            return self._outcome_of(exc, message, attempt, started)
-        if claim is not None and self.idempotency is not None:
-            await self._store_write(self.idempotency.succeeded(claim, claim.value))
-            if claim.replay:
-                self._child("replayed", route.message_type).inc()
-        return self._succeeded(message, started, route.message_type, claim is not None and claim.replay)
-
-    async def _release(self, claim: Claim | None) -> None:
-        if claim is not None and self.idempotency is not None:
-            await self._store_write(self.idempotency.failed(claim))
-
-    async def _store_write(self, write: Coroutine[Any, Any, None]) -> None:
-        """An idempotency record's completion or release (bounded by the store's retry
-        budget; never raises): a shutdown cancel does not cut it short, the write goes on
-        while the message's outcome is returned (its record is right, or runs out with the
-        lease)."""
-        task = asyncio.ensure_future(write)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is None or not current.cancelling():
-                raise
-            current.uncancel()
-
-    async def _handler(self, route: Route, message: Message, started: float, claim: Claim | None) -> Any:
-        """The innermost call of the chain: the handler, or an earlier run's stored result
-        when its key was completed (the handler does not run again)."""
-        if claim is None:
-            args = route.arguments(message, self.resources)
-            if route.is_async:
-                return await self._run_async(route, args)
-            return await self._run_sync(route, args, started)
-        if claim.replay:
-            return claim.result()
-        assert self.idempotency is not None
-        args = route.arguments(message, self.resources, claim.record(self.idempotency))
-        if route.is_async:
-            claim.value = await self._run_async(route, args)
-        else:
-            claim.value = await self._run_sync(route, args, started)
-        return claim.value  # stored as the handler returned it, whatever middleware makes of it
-
-    async def _resolve(self, message: Message) -> Message | None:
-        """An offloaded message with its stored body (PermanentFailure when it cannot be)."""
-        if self.payloads is None:
-            raise PermanentFailure(
-                "the message's body is offloaded to S3 and this worker has no payload store"
+            outcome = Outcome("failed", self.backoff(item.attempt), "CancelledError raised by the handler")
+            return self._failed_with(item, started, outcome, "message_failed", exc_info=True)
+        if isinstance(exc, PermanentFailure):
+            self.rejected.add(message.message_id, exc.reason)
+            outcome = Outcome("rejected", 0, exc.reason)
+            return self._failed_with(item, started, outcome, "message_rejected")
+        if isinstance(exc, Retry):
+            outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))
+            return self._failed_with(item, started, outcome, "message_retry_requested")
+        if isinstance(exc, Overdue):
+            limit = self.settings.max_processing_time
+            why = f"ran longer than max_processing_time ({limit:g}s)"
+            return self._failed_with(
+                item, started, Outcome("failed", self.backoff(item.attempt), why), "message_timeout"
             )
-        return await self.payloads.resolve(message)
+        outcome = Outcome("failed", self.backoff(item.attempt), f"{type(exc).__name__}: {exc}"[:500])
+        return self._failed_with(item, started, outcome, "message_failed", exc_info=exc)
 
-    def _succeeded(self, message: Message, started: float, label: str, replayed: bool = False) -> Outcome:
-        """``label``: the type of the route that ran (its ``type_label``)."""
-        self.counters.succeeded += 1
-        duration = self._since(started)
+    def _succeeded(self, item: Item, started: float, label: str, replayed: bool) -> Outcome:
+        """``label``: the type of the route that ran."""
+        message = item.message
+        self.ctx.counters.succeeded += 1
+        duration = _since(started)
         self._child("succeeded", label).inc()
         self._child("duration", label).observe(duration)
         if self._groups is not None and message.group_id is not None:
             self._groups.labels(self.queue, message.group_id, "succeeded").inc()
         if replayed:
+            self._child("replayed", label).inc()
             self.log.info("message_replayed", duration=duration, message_id=message.message_id)
             return REPLAYED
         self.log.info("message_succeeded", duration=duration, message_id=message.message_id)
         return SUCCEEDED
 
-    @staticmethod
-    def _shutting_down() -> bool:
-        """This task was cancelled from outside (shutdown past its grace): take it back."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            task.uncancel()
-            return True
-        return False
-
-    def _outcome_of(self, exc: BaseException, message: Message, attempt: int, started: float) -> Outcome:
-        """What a handler's exception means for its message (logged once)."""
-        if isinstance(exc, PermanentFailure):
-            self.rejected.add(message.message_id, exc.reason)
-            return self._failed_with(message, started, Outcome("rejected", 0, exc.reason), "message_rejected")
-        if isinstance(exc, Retry):
-            outcome = Outcome("failed", int(exc.delay), exc.reason or str(exc))
-            return self._failed_with(message, started, outcome, "message_retry_requested")
-        if isinstance(exc, _Overdue):
-            limit = self.settings.max_processing_time
-            outcome = Outcome(
-                "failed", self.backoff(attempt), f"ran longer than max_processing_time ({limit:g}s)"
-            )
-            return self._failed_with(message, started, outcome, "message_timeout")
-        outcome = Outcome("failed", self.backoff(attempt), f"{type(exc).__name__}: {exc}"[:500])
-        return self._failed_with(message, started, outcome, "message_failed", exc_info=exc)
-
-    async def run_batch(self, route: Route, leases: list[Lease]) -> list[Outcome]:
-        """``_run_batch`` inside its span when tracing is on."""
-        tracing = self.tracing
-        if tracing is None:
-            return await self._run_batch(route, leases)
-        creations = [lease.trace for lease in leases]
-        with tracing.process_batch(route.message_type, creations, len(leases)) as span:
-            outcomes = await self._run_batch(route, leases)
-            worst = next((o for o in outcomes if o.kind in ("failed", "rejected")), None)
-            tracing.outcome(
-                span, "succeeded" if worst is None else worst.kind, "" if worst is None else worst.reason
-            )
-            return outcomes
-
-    async def _run_batch(self, route: Route, leases: list[Lease]) -> list[Outcome]:
-        """One call of a batch handler for ``leases`` (all of ``route``'s type); an outcome
-        per lease, in order. Bodies that do not decode are rejected one by one and left out
-        of the call; the handler's result names the failed ones."""
-        started = time.monotonic()
-        outcomes: list[Outcome] = [SUCCEEDED] * len(leases)
-        members: list[tuple[int, Message, int]] = []
-        payloads: list[Any] = []
-        for i, lease in enumerate(leases):
-            message, attempt = self._attempt(lease)
-            try:
-                if message.payload is not None or reserved_attribute(message.attributes) is not None:
-                    resolved = await self._resolve(message)
-                    if resolved is None:
-                        outcomes[i] = SKIPPED
-                        continue
-                    message = resolved
-                payloads.append(route.payload(message))
-            except Exception as exc:  # undecodable body, unreadable offloaded payload
-                self._bind(message)
-                outcomes[i] = self._outcome_of(exc, message, attempt, started)
-                continue
-            members.append((i, message, attempt))
-        if not members:
-            return outcomes
-        _BATCH_CONTEXT.bind(self.queue, route.message_type, len(members))
-        args = route.batch_arguments(payloads, [m for _, m, _ in members], self.resources)
-        now = time.time()
-        for i, message, _ in members:
-            if leases[i].attempts == 1:
-                self._observe_lag(message, route.message_type, now)
-        try:
-            async with asyncio.timeout(self.settings.max_processing_time) as limit:
-                if route.is_async:
-                    result = await route.fn(*args)
-                else:
-                    # Counted while it runs, like a single plain-function handler: the CLI
-                    # must not wait at exit for a thread past the final deadline.
-                    call = functools.partial(_in_thread, contextvars.copy_context(), route.fn, args)
-                    result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
-        except asyncio.CancelledError:
-            if not self._shutting_down():
-                raise
-            self.log.warning("batch_cancelled", size=len(members), duration=self._since(started))
-            for i, _, _ in members:
-                outcomes[i] = CANCELLED
-            return outcomes
-        except Exception as exc:
-            failure: BaseException = _Overdue() if isinstance(exc, TimeoutError) and limit.expired() else exc
-            for i, message, attempt in members:
-                self._bind(message)
-                outcomes[i] = self._outcome_of(failure, message, attempt, started)
-            return outcomes
-        failed: dict[str, BaseException] = result if isinstance(result, dict) else {}
-        for i, message, attempt in members:
-            self._bind(message)
-            reported = failed.get(message.message_id)
-            outcomes[i] = (
-                self._succeeded(message, started, route.message_type)
-                if reported is None
-                else self._outcome_of(reported, message, attempt, started)
-            )
-        return outcomes
-
-    async def _chain(self, route: Route, message: Message, started: float, claim: Claim | None) -> Any:
-        """The middleware chain around the handler (first registered outermost); returns
-        what the handler (or the stored result of a replay) returned through it."""
-        call: Callable[[], Awaitable[Any]] = functools.partial(self._handler, route, message, started, claim)
-        for middleware in reversed(self.registry.middlewares):
-            call = functools.partial(middleware, message, call)
-        return await call()
-
-    async def _run_async(self, route: Route, args: tuple[Any, ...]) -> Any:
-        """``route.fn`` under ``max_processing_time``: what ``asyncio.timeout`` does, with
-        the timer shared by every handler due in the same grain (``_Deadlines``)."""
-        task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        deadlines = self._deadlines
-        slot = deadlines.enter(task)
-        try:
-            result = await route.fn(*args)
-        except asyncio.CancelledError:
-            # Ours (the deadline passed) unless it was also cancelled from outside.
-            if deadlines.leave(task, slot) and task.uncancel() <= cancelling:
-                raise _Overdue() from None
-            raise
-        except TimeoutError:
-            if deadlines.leave(task, slot):  # the handler turned our cancel into this
-                task.uncancel()
-                raise _Overdue() from None
-            raise
-        except BaseException:
-            if deadlines.leave(task, slot):
-                task.uncancel()
-            raise
-        if deadlines.leave(task, slot):  # it swallowed the cancel and returned
-            task.uncancel()
-        return result
-
-    async def _run_sync(self, route: Route, args: tuple[Any, ...], started: float) -> Any:
-        """A plain function in the thread pool. A thread cannot be stopped, so its message
-        stays leased while it runs: cancelled at shutdown, the coroutine goes on waiting
-        for the thread (the result still counts) until it is cancelled a second time."""
-        ctx = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, functools.partial(_in_thread, ctx, route.fn, args))
-        cancelled = overdue = False
-        while True:
-            try:
-                limit = None if overdue else self.settings.max_processing_time - (time.monotonic() - started)
-                async with asyncio.timeout(limit):
-                    return await asyncio.shield(future)
-            except TimeoutError:
-                if future.done():
-                    raise
-                overdue = True
-                self.log.warning(
-                    "message_overdue", duration=self._since(started), detail="thread still running"
-                )
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is None or not task.cancelling() or future.done():
-                    raise
-                task.uncancel()
-                if cancelled:
-                    # The final deadline: leave the lease alone; the message reappears
-                    # after its visibility timeout, never while the thread still runs.
-                    self.log.warning("handler_thread_abandoned", duration=self._since(started))
-                    raise _Abandoned() from None
-                cancelled = True
-                self.log.info("handler_thread_still_running", duration=self._since(started))
+    def _waiting(self, item: Item, exc: DependencyUnavailable, started: float) -> Outcome:
+        lease = item.lease
+        lease.waits += 1
+        delay = wait_for(lease.waits - 1)
+        self.ctx.counters.waiting += 1
+        self.ctx.metrics.waiting.labels(self.queue, exc.dependency).inc()
+        self.log.warning(
+            "message_waiting",
+            dependency=exc.dependency,
+            detail=exc.detail,
+            retry_in=delay,
+            waits=lease.waits,
+            duration=_since(started),
+        )
+        outcome = Outcome("waiting", delay, str(exc))
+        item.decision = Decision(Action.WAIT, delay)
+        return outcome
 
     def _failed_with(
         self,
-        message: Message,
+        item: Item,
         started: float,
         outcome: Outcome,
         event: str,
         *,
         exc_info: bool | BaseException = False,
     ) -> Outcome:
-        self.counters.failed += 1
+        message = item.message
+        counters = self.ctx.counters
+        counters.failed += 1
         if outcome.kind == "rejected":
-            self.counters.rejected += 1
-        duration = self._since(started)
+            counters.rejected += 1
+        duration = _since(started)
         label = self.type_label(message)
         if self._failed.add(message.message_id):  # once per message, whatever its attempts
-            self.metrics.failed.labels(self.queue, label, _REASONS[event]).inc()
+            self.ctx.metrics.failed.labels(self.queue, label, _REASONS[event]).inc()
             if self._groups is not None and message.group_id is not None:
                 self._groups.labels(self.queue, message.group_id, outcome.kind).inc()
         self._child("duration", label).observe(duration)
+        decision = item.decision = decide(outcome, item.attempt, self.ctx.policy)
+        item.lease.failures += 1  # failed for this message: its next run in place is its next attempt
+        action = decision.action
         self.log.warning(
             event,
             duration=duration,
-            retry_in=outcome.visibility if outcome.kind == "failed" else None,
+            attempt=item.attempt,
             reason=outcome.reason,
+            retry_in=decision.delay if action in (Action.RETRY, Action.WAIT) else None,
+            dead_letter_next=decision.last_try or action is Action.DEAD_LETTER,
             exc_info=exc_info,
         )
         return outcome
 
-    def _observe_lag(self, message: Message, label: str, now: float) -> None:
-        """End-to-end lag: from the message's SentTimestamp to ``now``, its handler's start
-        (once per delivery; a clock behind the sender's counts as 0)."""
-        if message.sent_timestamp_ms is not None:
-            self._child("lag", label).observe(max(0.0, now - message.sent_timestamp_ms / 1000))
-
     def _child(self, metric: str, label: str) -> Any:
         child = self._children.get((metric, label))
         if child is None:
-            child = getattr(self.metrics, metric).labels(self.queue, label)
+            child = getattr(self.ctx.metrics, metric).labels(self.queue, label)
             self._children[(metric, label)] = child
         return child
 
-    def type_label(self, message: Message) -> str:
+    def type_label(self, message: Any) -> str:
         known = message.type is not None and self.registry.get(message.type) is not None
         return message.type if known and message.type else "unknown"
 
-    @staticmethod
-    def _since(started: float) -> float:
-        return round(time.monotonic() - started, 4)
+
+def _chain(chain: list[Step]) -> Next:
+    """The steps as one callable: each step's ``call_next`` is the rest of the chain."""
+
+    async def end(call: Call) -> None:
+        return None
+
+    run: Next = end
+    for step in reversed(chain):
+
+        async def link(call: Call, step: Step = step, rest: Next = run) -> None:
+            await step(call, rest)
+
+        run = link
+    return run
 
 
-_threads_running = 0
-_threads_lock = threading.Lock()
-
-
-def _in_thread(ctx: contextvars.Context, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Run a plain-function handler in a pool thread, counted while it runs."""
-    global _threads_running
-    with _threads_lock:
-        _threads_running += 1
-    try:
-        return ctx.run(fn, *args)
-    finally:
-        with _threads_lock:
-            _threads_running -= 1
-
-
-def handler_threads_running() -> int:
-    """Plain-function handlers running now (the CLI does not wait for them at exit)."""
-    return _threads_running
-
-
-class _Deadlines:
-    """Cancels handler tasks that run past ``seconds``, with one timer per ``grain`` of
-    deadlines (rounded up: a thousandth of ``seconds``, at least 10 ms) instead of one per
-    handler: ``asyncio.timeout`` costs a timer, its heap entry and its cancellation for
-    every message. A timer is never cancelled; one whose handlers all left fires for
-    nothing, so there are at most a thousand of them."""
-
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
-        self._grain = max(0.01, seconds / 1000)
-        self._slots: dict[int, set[asyncio.Task[Any]]] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
-
-    def enter(self, task: asyncio.Task[Any]) -> int:
-        loop = asyncio.get_running_loop()
-        slot = math.ceil((loop.time() + self._seconds) / self._grain)
-        tasks = self._slots.get(slot)
-        if tasks is None:
-            tasks = self._slots[slot] = set()
-            loop.call_at(slot * self._grain, self._expire, slot)
-        tasks.add(task)
-        return slot
-
-    def leave(self, task: asyncio.Task[Any], slot: int) -> bool:
-        """``task`` is out of its handler; True when its deadline cancelled it."""
-        tasks = self._slots.get(slot)
-        if tasks is not None:
-            tasks.discard(task)
-        if task in self._expired:
-            self._expired.discard(task)
-            return True
-        return False
-
-    def _expire(self, slot: int) -> None:
-        for task in self._slots.pop(slot, ()):
-            self._expired.add(task)
-            task.cancel()
-
-
-class _Abandoned(BaseException):
-    """A plain-function handler still runs at the final shutdown deadline."""
-
-
-class _Overdue(TimeoutError):
-    """An async handler ran past ``max_processing_time`` and was cancelled."""
-
-
-_REASONS = {
-    "message_failed": "error",
-    "message_timeout": "timeout",
-    "message_retry_requested": "retry_requested",
-    "message_rejected": "rejected",
-}
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 4)

@@ -9,14 +9,17 @@ order). Everything goes through the lease and the acker.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
-from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker
-from worker.runtime.counters import QueueCounters
+from worker.runtime.call import Item
+from worker.runtime.context import QueueContext
 from worker.runtime.deadletter import DeadLetters
 from worker.runtime.lease import Lease, State
-from worker.runtime.processor import Outcome, Processor
+from worker.runtime.rules import Action, Decision, Outcome
 from worker.runtime.target import QueueTarget
 
 log = get_logger()
@@ -25,64 +28,71 @@ log = get_logger()
 class Settler:
     def __init__(
         self,
+        ctx: QueueContext,
         target: QueueTarget,
         acker: Acker,
         dead_letters: DeadLetters,
-        processor: Processor,
-        counters: QueueCounters,
-        metrics: Metrics,
+        type_label: Callable[[Message], str],
     ) -> None:
         self._target = target
         self._acker = acker
         self._dead_letters = dead_letters
-        self._processor = processor
-        self._counters = counters
+        self._type_label = type_label
+        self._policy = ctx.policy
+        self._payloads = ctx.payloads
+        self._counters = ctx.counters
+        metrics = ctx.metrics
         self._released = metrics.released.labels(target.key)
         self._taken_over = metrics.redelivered_deleted.labels(target.key)
         self._retried = metrics.retried
         self._dead_lettered = metrics.dead_lettered
-        self.discards: dict[Lease, Message] = {}
-        """Handled offloaded messages whose delete is not confirmed yet."""
 
-    async def apply(self, lease: Lease, outcome: Outcome) -> None:
-        """What happens to a standard queue's message after its handler ran."""
-        kind = outcome.kind
-        if kind == "succeeded":
-            self.settle_success(lease)
-        elif kind == "cancelled":
+    async def execute(self, item: Item) -> Decision | None:
+        """Carry out ``item``'s decision (``worker.runtime.rules``); a ``WAIT`` decision
+        when the message must wait here instead (a FIFO message whose DLQ move failed), else
+        None. A DLQ move is not cut short by the shutdown's cancel: the copy is sent once
+        and its original deleted, or neither."""
+        decision, lease = item.decision, item.lease
+        assert decision is not None
+        assert item.outcome is not None
+        action = decision.action
+        if action is Action.DELETE:
+            self.settle_success(lease, item.message)
+        elif action is Action.RETRY:
+            self.retry_later(lease, decision)
+        elif action is Action.RELEASE:
             self.release([lease], "shutdown")
-        elif kind == "abandoned":
-            return  # the thread still runs: the lease is left to lapse, never released
-        elif kind == "rejected" and await self.dead_letter(lease, outcome):
-            return
-        else:
-            self.retry_later(lease, outcome)
+        elif action is Action.DEAD_LETTER:
+            moved = asyncio.ensure_future(self.dead_letter(lease, item.outcome))
+            try:
+                ok = await asyncio.shield(moved)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
+                ok = await moved
+            if not ok:
+                # No DLQ, or the move failed. A standard queue's message is made visible at
+                # once (the redrive policy moves it); a FIFO message waits here (its group
+                # behind it) and is tried again.
+                if not self._target.fifo:
+                    self.retry_later(lease, Decision(Action.RETRY, 0, last_try=True))
+                    return None
+                return Decision(Action.WAIT, self._policy.backoff_for(lease.attempt))
+        return None  # WAIT: the caller runs it again; KEEP: left to lapse
 
-    def retry_later(self, lease: Lease, outcome: Outcome) -> None:
-        visibility = outcome.visibility
-        if outcome.kind == "rejected" and self._target.max_receive_count is None:
-            # No DLQ to move it to: back off instead of spinning.
-            visibility = self._processor.backoff(lease.message.receive_count)
-        # (With a DLQ whose move failed, visible at once: the redrive policy moves it.)
-        max_count = self._target.max_receive_count
-        last_try = max_count is not None and lease.message.receive_count >= max_count
-        label = self._processor.type_label(lease.message)
-        (self._dead_lettered if last_try else self._retried).labels(self._target.key, label).inc()
+    def retry_later(self, lease: Lease, decision: Decision) -> None:
+        label = self._type_label(lease.message)
+        (self._dead_lettered if decision.last_try else self._retried).labels(self._target.key, label).inc()
         log.info(
             "message_retry_scheduled",
             queue=self._target.key,
             message_id=lease.message.message_id,
             group_id=lease.message.group_id,
-            retry_in=visibility,
-            dead_letter_next=last_try,
+            retry_in=decision.delay,
+            dead_letter_next=decision.last_try,
         )
-        self.settle(lease, visibility)
-
-    def exhausted(self, lease: Lease, outcome: Outcome) -> bool:
-        if outcome.kind == "rejected":
-            return True
-        max_count = self._target.max_receive_count
-        return max_count is not None and lease.message.receive_count + lease.attempts - 1 >= max_count
+        self.settle(lease, decision.delay)
 
     def already_handled(self, lease: Lease) -> bool:
         """True when ``lease`` is a new delivery of a message handled here whose delete was
@@ -92,17 +102,15 @@ class Settler:
         earlier = self._acker.pending_delete(lease)
         if earlier is not None:
             why = "pending"
-            message = self.discards.pop(earlier, None)
-            if message is not None:
-                self.discards[lease] = message  # its offloaded body goes once this delete lands
-            self._acker.supersede(earlier)  # (after the move: its end must not find the body)
+            # Its offloaded body (if it may go) goes once this delete lands; taken from the
+            # earlier lease first, so that lease's end does not find it.
+            lease.discard, earlier.discard = earlier.discard, None
+            self._acker.supersede(earlier)
         else:
             unsure = self._acker.unsure_delete(lease)
             if unsure is None:
                 return False
-            why = unsure
-            if lease.message.payload is not None:
-                self.discards[lease] = lease.message  # kept as its delete was unsure; goes now
+            why, lease.discard = unsure  # a body kept as its delete was unsure goes now
         self._counters.redelivered_deleted += 1
         self._taken_over.inc()
         log.info(
@@ -116,11 +124,15 @@ class Settler:
         self.settle(lease, None)
         return True
 
-    def settle_success(self, lease: Lease) -> None:
-        """Delete a handled message; once SQS confirms it, its offloaded payload (if any)
-        may be deleted too (``discards``, read by the consumer when the lease ends)."""
-        if lease.message.payload is not None:
-            self.discards[lease] = lease.message
+    def settle_success(self, lease: Lease, handled: Message) -> None:
+        """Delete a handled message (``handled``: as its handler saw it); once SQS confirms
+        it, its offloaded body goes too when it may (``Lease.discard``)."""
+        if (
+            handled.payload is not None
+            and self._payloads is not None
+            and self._payloads.should_discard(handled)
+        ):
+            lease.discard = handled
         self.settle(lease, None)
 
     def settle(self, lease: Lease, visibility: int | None) -> None:
@@ -138,14 +150,14 @@ class Settler:
         if not await self._dead_letters.move(lease, outcome.reason):
             return False
         self._counters.dead_lettered += 1
-        self._dead_lettered.labels(self._target.key, self._processor.type_label(lease.message)).inc()
+        self._dead_lettered.labels(self._target.key, self._type_label(lease.message)).inc()
         log.warning(
             "message_dead_lettered",
             queue=self._target.key,
             message_id=lease.message.message_id,
             group_id=lease.message.group_id,
             reason=outcome.reason,
-            attempts=lease.message.receive_count + lease.attempts - 1,
+            attempts=lease.attempt - 1,  # (its failures counted already)
         )
         self.settle(lease, None)
         return True

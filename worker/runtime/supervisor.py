@@ -16,7 +16,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import ClientError
@@ -40,6 +40,8 @@ from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.consumer import Consumer
+from worker.runtime.context import QueueContext, policy_of
+from worker.runtime.idempotency import Idempotency
 from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
 
@@ -199,19 +201,7 @@ class Supervisor:
                 if self.tracing is None and self._tracing_choice == "environment":
                     self.tracing = self._start_tracing()  # a provider a start-up hook installed
                 self.consumers = [
-                    Consumer(
-                        t,
-                        s.queues[t.key],
-                        s,
-                        self._client(t.key),
-                        self.registries[t.key],
-                        executor,
-                        self.metrics,
-                        self.resources,
-                        payloads,
-                        self.tracing,
-                        store,
-                    )
+                    Consumer(self._context(t, executor, payloads, store), t, self._client(t.key), s)
                     for t in targets
                 ]
                 for consumer in self.consumers:
@@ -244,6 +234,41 @@ class Supervisor:
                 from worker.observe.tracing import shutdown
 
                 await asyncio.to_thread(shutdown)  # the last spans exported (a blocking flush)
+
+    def _context(
+        self,
+        target: QueueTarget,
+        executor: Executor,
+        payloads: PayloadStore | None,
+        store: IdempotencyStore | None,
+    ) -> QueueContext:
+        """What every role of ``target``'s consumer shares, built once."""
+        s = self.settings
+        settings = s.queues[target.key]
+        registry = self.registries[target.key]
+        idempotency = None
+        if store is not None and registry.idempotent:
+            idempotency = Idempotency(
+                store,
+                target.name,  # the queue, not its configuration key: records outlive renames
+                s.idempotency.expires_after,
+                settings.visibility_timeout / 2,
+                target.max_receive_count,
+            )
+        tracing = self.tracing.for_queue(target.name, target.url) if self.tracing is not None else None
+        return QueueContext(
+            target.key,
+            settings,
+            registry,
+            policy_of(settings, target.fifo, target.max_receive_count),
+            executor,
+            self.metrics,
+            resources=self.resources,
+            payloads=payloads,
+            tracing=tracing,
+            idempotency=idempotency,
+            group_metrics=s.health.group_metrics,
+        )
 
     def _start_tracing(self) -> Tracing | None:
         choice = self._tracing_choice

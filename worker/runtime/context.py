@@ -1,0 +1,100 @@
+"""What every role of one queue shares, built once: ``QueueContext``.
+
+The supervisor builds one per configured queue (``for_queue``); the testing kit and the
+Lambda entry point build theirs with ``standalone``, so all three run messages through
+the same processor and the same steps. A role's constructor takes the context plus its
+own collaborators.
+
+``Halt`` is the shutdown's explicit signal to running handlers: the task cancel that
+interrupts an async handler at the grace carries no meaning by itself (a handler may
+cancel its own inner tasks); ``Halt.grace_over`` says it was the shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from worker.messages.resources import Resources
+from worker.messages.routing import Registry
+from worker.observe.metrics import Metrics
+from worker.runtime.counters import QueueCounters
+from worker.runtime.rules import Policy
+from worker.settings import QueueSettings
+
+if TYPE_CHECKING:
+    from worker.messages.payload_store import PayloadStore
+    from worker.observe.tracing import Tracing
+    from worker.runtime.idempotency import Idempotency
+
+
+class Halt:
+    """The shutdown, as running handlers see it: ``grace_over`` once ``shutdown_grace``
+    ended (async handlers are cancelled then; their messages are released), ``final`` at
+    ``shutdown_grace + shutdown_flush`` (a plain-function thread still running is left
+    behind; its message reappears after its visibility timeout)."""
+
+    def __init__(self) -> None:
+        self.grace_over = False
+        self._final: asyncio.Event | None = None
+
+    @property
+    def final(self) -> asyncio.Event:
+        if self._final is None:
+            self._final = asyncio.Event()
+        return self._final
+
+    def end_grace(self) -> None:
+        self.grace_over = True
+
+    def end(self) -> None:
+        self.grace_over = True
+        self.final.set()
+
+
+@dataclass(slots=True)
+class QueueContext:
+    key: str
+    """The queue's configuration key (log lines and metric labels)."""
+    settings: QueueSettings
+    registry: Registry
+    policy: Policy
+    executor: Executor
+    metrics: Metrics
+    counters: QueueCounters = field(default_factory=QueueCounters)
+    resources: Resources = field(default_factory=Resources)
+    payloads: PayloadStore | None = None
+    tracing: Tracing | None = None
+    idempotency: Idempotency | None = None
+    group_metrics: bool = False
+    """Also count outcomes per MessageGroupId (``health.group_metrics``)."""
+    halt: Halt = field(default_factory=Halt)
+
+    @classmethod
+    def standalone(
+        cls,
+        key: str,
+        settings: QueueSettings,
+        registry: Registry,
+        *,
+        fifo: bool = False,
+        max_receive_count: int | None = None,
+        resources: Resources | None = None,
+        executor: Executor | None = None,
+    ) -> QueueContext:
+        """A context without a queue behind it (the testing kit, the Lambda entry point)."""
+        return cls(
+            key,
+            settings,
+            registry,
+            policy_of(settings, fifo, max_receive_count),
+            executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="handler"),
+            Metrics(),
+            resources=resources or Resources(),
+        )
+
+
+def policy_of(settings: QueueSettings, fifo: bool, max_receive_count: int | None) -> Policy:
+    return Policy(fifo, max_receive_count, tuple(settings.retry_backoff), settings.retry_jitter)
