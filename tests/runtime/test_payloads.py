@@ -133,7 +133,7 @@ async def test_a_fanned_out_body_is_kept_for_every_subscriber_raw_or_enveloped(a
     for q in (raw_queue, enveloped_queue):  # the raw copy first, to the end, then the other
         seen: list[Message] = []
         async with running(settings_for(aws.endpoint, q), collecting_router(seen)):
-            await eventually(lambda seen=seen: len(seen) == 1, timeout=20)  # type: ignore[misc]
+            await eventually(lambda seen=seen: len(seen) == 1, timeout=20)
             await eventually(lambda q=q: _empty(aws, q.url), timeout=10)
             await asyncio.sleep(1)  # (a discard would have been sent by now)
         assert json.loads(seen[0].body) == body
