@@ -23,6 +23,7 @@ from worker import Message, Retry, Router
 from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
+from worker.runtime.acker import Acker
 from worker.runtime.counters import QueueCounters
 from worker.runtime.heartbeat import Heartbeat, call_timeout, next_slowest
 from worker.runtime.lease import Lease, Leases, State
@@ -486,3 +487,73 @@ async def test_a_granted_extension_moves_the_expiry_counts_and_times_the_call() 
     assert counters.extended == 2
     assert registry.get_sample_value("sqs_worker_visibility_extensions_total", {"queue": "q"}) == 2
     assert 0.04 < heartbeat.slowest < 1.0  # the call's own time, the clock's reading minus its start
+
+
+class _Held:
+    """The real client, each change_message_visibility_batch held ``hold`` seconds first."""
+
+    def __init__(self, sqs: Any, hold: float) -> None:
+        self._sqs = sqs
+        self._hold = hold
+        self.calls = 0
+
+    async def change_message_visibility_batch(self, **params: Any) -> dict[str, Any]:
+        self.calls += 1
+        await asyncio.sleep(self._hold)
+        result: dict[str, Any] = await self._sqs.change_message_visibility_batch(**params)
+        return result
+
+
+async def test_an_extension_that_waited_for_a_free_call_never_overwrites_a_change_sent_meanwhile(
+    aws: Aws,
+) -> None:
+    # Every heartbeat call busy (one allowed, held 1.5 s): the eleventh due lease waits for
+    # it. Meanwhile its message is given a 2 s retry delay and SQS confirms the change. The
+    # lease is asked again as the extension is built, so nothing re-hides the message.
+    queue = await aws.queue()
+    leases, out = await leases_for(aws, queue.url, 11, visibility=30)
+    counters, metrics = QueueCounters(), Metrics(CollectorRegistry())
+    held = _Held(aws.sqs, 1.5)
+    heartbeat = Heartbeat(AwsClient(held), "q", queue.url, leases, 0.0, 1, counters, metrics)
+    acker = Acker(AwsClient(aws.sqs), "q", queue.url, counters, metrics, flush_interval=0.01)
+    acker.start()
+    last = max(out, key=lambda lease: lease.expires_at)  # the last due: the one that waits
+    extending = asyncio.create_task(heartbeat.extend_due())
+    await eventually(lambda: held.calls == 1, every=0.01)
+    assert not last.extending
+    last.settle_visibility(2)
+    acker.submit(last)
+    await eventually(lambda: not last.live, timeout=5, every=0.01)
+    assert last.state is State.RELEASED
+    await extending
+    await eventually(lambda: not any(lease.extending for lease in out), timeout=5)
+    assert held.calls == 1  # no extension was sent for it after its change
+    await asyncio.sleep(2 + 1.5)  # its 2 s delay (LocalStack runs ~0.7 s late)
+    r = await aws.sqs.receive_message(QueueUrl=queue.url, WaitTimeSeconds=2, VisibilityTimeout=30)
+    assert [m["MessageId"] for m in r.get("Messages") or []] == [last.message.message_id]
+    await heartbeat.stop()
+    await acker.close(time.monotonic() + 1)
+
+
+async def test_a_lease_whose_change_waits_for_a_free_call_is_still_extended(aws: Aws) -> None:
+    # Visibility changes slow (one call at a time, 2 s each) and leases of 3 s: the
+    # eleventh change waits ~2 s for its call. It is extended meanwhile, so its visibility
+    # does not run out before its change (a 20 s retry delay) lands.
+    queue = await aws.queue(visibility=3)
+    leases, out = await leases_for(aws, queue.url, 11, visibility=3)
+    counters, metrics = QueueCounters(), Metrics(CollectorRegistry())
+    heartbeat = Heartbeat(AwsClient(aws.sqs), "q", queue.url, leases, 1.0, 4, counters, metrics)
+    held = _Held(aws.sqs, 2.0)
+    acker = Acker(AwsClient(held), "q", queue.url, counters, metrics, flush_interval=0.01, max_calls=1)
+    heartbeat.start()
+    acker.start()
+    for lease in out:
+        lease.settle_visibility(20)
+        acker.submit(lease)
+    await eventually(lambda: not any(lease.live for lease in out), timeout=15)
+    assert [lease.state for lease in out] == [State.RELEASED] * 11
+    assert counters.overdue == 0  # no visibility ran out before its change landed
+    await asyncio.sleep(2)
+    assert (await aws.counts(queue.url))["visible"] == 0  # all eleven wait out their 20 s
+    await heartbeat.stop()
+    await acker.close(time.monotonic() + 1)

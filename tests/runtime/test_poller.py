@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import Aws, TestQueue, settings_for
+from tests.conftest import Aws, TestQueue, eventually, running, settings_for
+from worker import Router
 from worker.aws import AwsClient
 from worker.messages.envelope import Message
 from worker.observe.metrics import Metrics
@@ -155,3 +156,25 @@ async def test_each_receive_is_reported_to_the_limiter_with_what_was_free(aws: A
     assert window.starved == window.receives >= 1
     assert window.full == 0  # asked for 6 each time, got fewer: no backlog
     assert slots.used == 9 + 4  # what came holds its slots; the rest was given back
+
+
+async def test_a_lease_counts_from_the_receive_response_not_from_the_long_polls_start(aws: Aws) -> None:
+    # visibility_timeout below wait_time_seconds: a message that arrives late in a long
+    # poll has its whole visibility ahead of it, not a lease that looks lapsed on arrival.
+    queue = await aws.queue(visibility=3)
+    router = Router()
+
+    @router.handler("work")
+    async def work(payload: dict[str, int]) -> None:
+        await asyncio.sleep(0.5)
+
+    settings = settings_for(
+        aws.endpoint, queue, wait_time_seconds=10, visibility_timeout=3, pollers=1, max_in_flight=10
+    )
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        await asyncio.sleep(6)  # the long poll has been open for 6 s
+        await aws.send(queue.url, {"n": 1}, "work")
+        await eventually(lambda: consumer.counters.succeeded == 1 and consumer.in_flight == 0, timeout=20)
+        assert consumer.counters.overdue == 0
+        assert not consumer.acker._unsure  # its delete was confirmed in time

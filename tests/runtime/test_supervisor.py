@@ -352,3 +352,52 @@ async def test_a_server_that_keeps_failing_at_start_is_unreachable_not_refused()
             await Supervisor(settings, {"q": Registry(Router().routes)}).run()
     finally:
         server.close()
+
+
+async def test_the_process_exits_by_grace_plus_flush_whatever_threads_remain(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    # An async handler cancelled at the grace leaves its asyncio.to_thread call running;
+    # Python would join that thread at exit for as long as it sleeps (30 s). On Kubernetes
+    # that ends in SIGKILL: the process ends by grace + flush instead, naming the thread.
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    await aws.send(queue.url, {"n": 1}, "work_in_thread")
+    cfg = config(aws, queue, wait_time_seconds=1)
+    cfg |= {"shutdown_grace": 1, "shutdown_flush": 2}
+    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "30"}).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
+    worker.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert await asyncio.to_thread(worker.wait, 40) == 0, worker.log()
+    assert time.monotonic() - stopped_at < 1 + 2 + 1.5, worker.log()
+    lines = [json.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
+    [left] = [line for line in lines if line["event"] == "threads_left_behind"]
+    assert left["threads"]
+    assert await aws.total(queue.url) == 1  # released at the grace: it runs again elsewhere
+
+
+async def test_a_plain_function_batch_keeps_its_leases_through_the_grace_and_runs_once(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    # The thread cannot be stopped: past the grace its messages stay leased (never released
+    # for a second worker to run while it still runs), and its result counts when it ends
+    # before the final deadline: deleted, not run again.
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    await aws.send_many(queue.url, [{"n": i} for i in range(3)], "rows_sync")
+    cfg = config(aws, queue, wait_time_seconds=1, visibility_timeout=4)
+    cfg |= {"shutdown_grace": 1, "shutdown_flush": 8}
+    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": str(record), "WORK_SECONDS": "4"}).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 3, timeout=30)
+    worker.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0, worker.log()
+    started, done = read_records(record)
+    assert len(started) == 3
+    assert sorted(done) == sorted(started)  # the thread finished within grace + flush
+    events = [json.loads(line)["event"] for line in worker.log().splitlines() if line.startswith("{")]
+    assert "message_released" not in events
+    assert "handler_thread_still_running" in events
+    assert await aws.total(queue.url) == 0  # its result counted: deleted, not run again

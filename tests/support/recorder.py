@@ -44,3 +44,21 @@ def work_sync(payload: dict[str, object], message: Message) -> None:
     _record("start", message)
     time.sleep(float(os.environ.get("WORK_SECONDS", "0.5")))
     _record("done", message)
+
+
+@router.handler("work_in_thread")
+async def work_in_thread(payload: dict[str, object], message: Message) -> None:
+    """An async handler whose work is a blocking call in ``asyncio.to_thread``: cancelled,
+    the coroutine stops, the thread does not."""
+    _record("start", message)
+    await asyncio.to_thread(time.sleep, float(os.environ.get("WORK_SECONDS", "0.5")))
+    _record("done", message)
+
+
+@router.batch_handler("rows_sync", max_size=10, max_wait=0.2)
+def rows_sync(payloads: list[dict[str, object]], messages: list[Message]) -> None:
+    for message in messages:
+        _record("start", message)
+    time.sleep(float(os.environ.get("WORK_SECONDS", "0.5")))
+    for message in messages:
+        _record("done", message)

@@ -9,7 +9,11 @@ import gc
 import os
 import signal
 import sys
-from typing import Annotated, Literal
+import threading
+import time
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -120,14 +124,52 @@ def run(
     settings = load_settings(config)
     configure_logging(log_level or settings.log.level, log_format or settings.log.format)
     check_idempotency(settings, load_registries(settings))  # bad handler modules: before any AWS call
-    code = asyncio.run(serve(settings))
-    if handler_threads_running():
-        # A plain-function handler is still running past the final deadline; its message
-        # was never released and reappears after its visibility timeout. Do not wait.
+    code = run_loop(serve(settings))
+    left = threads_left_behind()
+    if left:
+        # A thread is still running past the final deadline: a plain-function handler (its
+        # message was never released and reappears after its visibility timeout) or an
+        # async handler's ``asyncio.to_thread`` call. Python would wait for them at exit;
+        # the process must end by shutdown_grace + shutdown_flush, so it does not.
+        get_logger().warning("threads_left_behind", threads=left, handler_threads=handler_threads_running())
         flush_logs()
         sys.stderr.flush()
         os._exit(code)
     raise typer.Exit(code)
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run(main)``, without its last step: joining the default thread pool would
+    wait for every ``asyncio.to_thread`` call still running, for as long as they take."""
+    loop = asyncio.new_event_loop()
+    pool = ThreadPoolExecutor(thread_name_prefix="asyncio")
+    loop.set_default_executor(pool)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            loop.close()
+
+
+def threads_left_behind(wait: float = 0.2) -> list[str]:
+    """The names of the threads still running (idle pool threads end within ``wait``)."""
+    deadline = time.monotonic() + wait
+    left = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.daemon:
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread.name)
+    return left
 
 
 def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") -> None:

@@ -229,7 +229,13 @@ class Acker:
                     # close, or close's own deadline): back into the buffer, for close to send.
                     buffer.extend(ready[start:])
                     raise
-                chunk = leases[start : start + BATCH]
+                # Asked again now, as the request is built: while this waited for a free
+                # call, an extension of one of them may have been sent (its change waits).
+                chunk = [lease for lease in leases[start : start + BATCH] if lease.ready_to_send]
+                buffer.extend(e for e in ready[start : start + BATCH] if e[1].live and not e[1].ready_to_send)
+                if not chunk:
+                    self._calls.release()
+                    continue
                 for lease in chunk:
                     lease.sending = True
                 task = asyncio.create_task(self._send(chunk))

@@ -119,11 +119,21 @@ class Heartbeat:
         """Start calls for every due lease, as many as ``max_calls`` allows; returns once
         they are under way (a full semaphore makes it wait for a free call)."""
         due = self.due(time.monotonic())
-        for start in range(0, len(due), BATCH):
-            chunk = [lease for lease in due[start : start + BATCH] if lease.live and not lease.extending]
-            if not chunk:
-                continue
+        i = 0
+        while i < len(due):
             await self._calls.acquire()
+            # Each lease is asked again now, as the request is built: while this waited for
+            # a free call, it may have been settled, or its visibility change sent.
+            now = time.monotonic()
+            chunk: list[Lease] = []
+            while i < len(due) and len(chunk) < BATCH:
+                lease = due[i]
+                i += 1
+                if lease.wants_extension(now, self._interval):
+                    chunk.append(lease)
+            if not chunk:
+                self._calls.release()
+                continue
             for lease in chunk:
                 lease.extension_sent()
             task = asyncio.create_task(self._extend(chunk))

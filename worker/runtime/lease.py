@@ -22,10 +22,15 @@ Rules the heartbeat and the acker follow by asking the lease, never by keeping s
 their own:
 
 * an extension is sent only for a live lease (``wants_extension``), and never for one
-  whose visibility change is pending: the change sets the visibility itself;
+  whose visibility change is in flight: the change sets the visibility itself (while the
+  change waits to be sent, the lease is still extended, so a slow change cannot let the
+  visibility run out before it lands);
 * a visibility change is sent only while no extension of the same lease is in flight
   (``ready_to_send``), so a late extension cannot re-hide a message that was just given a
   retry delay or made visible;
+* both ask at the moment they build a request, never earlier (a request that waited for a
+  free call asks again), so the two senders of a queue's visibility requests never have
+  two requests for one lease in flight, and the change always comes last;
 * the visibility granted by an extension counts from the moment the request was sent.
 """
 
@@ -139,8 +144,8 @@ class Lease:
             return False
         if self.state is State.RUNNING:
             pass
-        elif self.state is not State.SETTLING or self.target is not None:
-            return False  # ended, or a visibility change will set the visibility itself
+        elif self.state is not State.SETTLING or (self.target is not None and self.sending):
+            return False  # ended, or its visibility change is on its way and sets it itself
         return not self.extending and now - self.granted_at >= interval
 
     def extension_sent(self) -> None:

@@ -41,6 +41,9 @@ SYSTEM_ATTRIBUTES = [
 has SQS send, and botocore parse, the rest for every message."""
 
 log = get_logger()
+RESPONSE_SLACK = 1.0
+"""Seconds a receive's response is taken to have spent on the way at most: a message's
+visibility counts from its arrival less this (never from before the request was sent)."""
 RECEIVE_SLACK = 10.0
 """Seconds past ``wait_time_seconds`` before a receive is given up as lost."""
 
@@ -107,8 +110,13 @@ class Poller:
             self.last_receive_ok = received_at
             self._latency.observe(received_at - sent_at)
             visibility = self._settings.visibility_timeout
+            # SQS starts a message's visibility when it hands the message out: for a long
+            # poll, up to wait_time_seconds after the request was sent. Counted from the
+            # response, less the time the response may have spent on the way.
+            granted_at = max(sent_at, received_at - RESPONSE_SLACK)
             leases = [
-                self._leases.open(parse_message(m, self._type_attribute), m, sent_at, visibility) for m in raw
+                self._leases.open(parse_message(m, self._type_attribute), m, granted_at, visibility)
+                for m in raw
             ]
             got = len(leases)
             if self._tracing is not None and leases:
@@ -132,8 +140,7 @@ class Poller:
 
     async def _receive(self, wanted: int) -> tuple[list[dict[str, Any]], float]:
         """ReceiveMessage, retrying transient errors with backoff until it works. Returns
-        the messages and when the request that got them was sent (their visibility counts
-        from then). FIFO: every attempt of one receive carries the same
+        the messages and when the request that got them was sent. FIFO: every attempt of one receive carries the same
         ReceiveRequestAttemptId, so a retry after a lost response gets the same messages
         back instead of leaving them invisible."""
         params: dict[str, Any] = {
