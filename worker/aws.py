@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import difflib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -296,3 +297,17 @@ async def list_topics(sns: AwsClient) -> dict[str, str]:
         token = page.get("NextToken")
         if not token:
             return topics
+
+
+async def suggest_queue(sqs: AwsClient, name: str) -> str:
+    """`` (did you mean 'orders'?)`` when a queue with a close name exists, else ''."""
+    # Typos rarely hit the first two letters; the prefix keeps the listing to one page in
+    # accounts with thousands of queues.
+    try:
+        page = await sqs.call("list_queues", retry_for=0, QueueNamePrefix=name[:2], MaxResults=1000)
+    except Exception:
+        return ""
+    urls = page.get("QueueUrls", [])
+    names = [u.rstrip("/").rsplit("/", 1)[-1] for u in urls]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""

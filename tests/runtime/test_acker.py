@@ -25,6 +25,7 @@ from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker, retry_delay
+from worker.runtime.context import QueueContext
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease, Leases, State
 
@@ -37,7 +38,10 @@ async def test_a_message_received_twice_is_deleted_without_batch_id_clash(aws: A
     await asyncio.sleep(1)  # LocalStack makes it visible again a little late
     second = (await aws.sqs.receive_message(QueueUrl=queue.url, VisibilityTimeout=30))["Messages"][0]
     assert first["MessageId"] == second["MessageId"]
-    acker = Acker(AwsClient(aws.sqs), "dup", queue.url, QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(aws.sqs), "dup", queue.url, QueueCounters(), Metrics()),
+        flush_interval=0.01,
+    )
     ended: list[Any] = []
     leases = Leases(ended.append)
     acker.start()
@@ -227,7 +231,11 @@ async def test_a_stop_during_an_outage_ends_at_its_deadline(aws: Aws, proxy: Pro
 def _acker(client: Any, url: str, **kwargs: Any) -> tuple[Acker, QueueCounters, AwsClient]:
     sqs = AwsClient(client)
     counters = QueueCounters()
-    return Acker(sqs, "q", url, counters, Metrics(), flush_interval=0.05, **kwargs), counters, sqs
+    return (
+        Acker(QueueContext.link(sqs, "q", url, counters, Metrics()), **kwargs, flush_interval=0.05),
+        counters,
+        sqs,
+    )
 
 
 async def test_deletes_go_ten_per_request_and_nothing_is_left_behind(aws: Aws) -> None:
@@ -382,7 +390,9 @@ def _running(n: int, first: int = 0) -> list[Lease]:
 
 async def test_ten_of_a_kind_go_at_once_and_fewer_wait_for_the_flush_interval() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=1.0
+    )
     acker.start()
     for lease in _running(10):
         lease.settle_delete()
@@ -419,7 +429,9 @@ async def test_the_rest_of_a_full_batch_waits_for_more_to_join_it() -> None:
     """Leases that settle one by one under load (plain functions finishing in their threads)
     go ten to a request: the three left over from thirteen wait for the next seven."""
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=1.0
+    )
     acker.start()
     held = _running(20)
     for lease in held[:13]:
@@ -452,7 +464,9 @@ async def test_the_rest_of_a_full_batch_waits_for_more_to_join_it() -> None:
 
 async def test_a_stop_sends_a_rest_that_is_not_due_yet_at_once() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=5.0)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=5.0
+    )
     acker.start()
     held = _running(3)
     for lease in held:
@@ -470,7 +484,9 @@ async def test_ten_changes_waiting_for_their_extensions_leave_the_event_loop_run
     """Ten visibility changes, each waiting for an extension still in flight, once made the
     flush loop spin without yielding: the extensions' answers could never arrive."""
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.05
+    )
     acker.start()
     held = _running(12)
     sent_at = time.monotonic()
@@ -497,7 +513,9 @@ async def test_a_few_short_of_ten_wait_for_the_interval_with_the_event_loop_runn
     """Fewer than ten ready are not ten: miscounting them sent the flush loop round without
     ever waiting (nothing due to send, the loop frozen)."""
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.5)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.5
+    )
     acker.start()
     held = _running(count)
     started = time.monotonic()
@@ -520,7 +538,9 @@ async def test_a_refused_request_of_a_full_batch_is_sent_again_once_per_lease() 
     """Ten go while three wait; the ten are refused: each goes again once, in one request,
     never twice in a request (an entry both kept in the buffer and put back by its retry)."""
     fake = _Sqs(refuse=1)
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=1.0)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=1.0
+    )
     acker.start()
     held = _running(13)
     for lease in held:
@@ -538,7 +558,9 @@ async def test_a_refused_request_of_a_full_batch_is_sent_again_once_per_lease() 
 
 async def test_each_retry_of_an_entry_waits_twice_as_long_as_the_one_before() -> None:
     fake = _Sqs(refuse=3)
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -554,7 +576,9 @@ async def test_each_retry_of_an_entry_waits_twice_as_long_as_the_one_before() ->
 
 async def test_a_visibility_change_waiting_for_an_extension_goes_once_it_is_back() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.05
+    )
     acker.start()
     lease, other = _running(2)
     lease.extension_sent()
@@ -575,7 +599,9 @@ async def test_a_visibility_change_waiting_for_an_extension_goes_once_it_is_back
 
 async def test_a_refused_entry_is_sent_again_a_fifth_of_a_second_later_and_then_forgotten() -> None:
     fake = _Sqs(refuse=1)
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -591,7 +617,9 @@ async def test_a_refused_entry_is_sent_again_a_fifth_of_a_second_later_and_then_
 
 async def test_a_stop_sends_a_retry_waiting_for_its_backoff_at_once() -> None:
     fake = _Sqs(refuse=3)  # backoffs 0.2, 0.4, then 0.8 s
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -606,7 +634,9 @@ async def test_a_stop_sends_a_retry_waiting_for_its_backoff_at_once() -> None:
 
 async def test_deletes_and_visibility_changes_submitted_together_go_in_requests_of_their_own() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.05)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.05
+    )
     acker.start()
     held = _running(6)
     for i, lease in enumerate(held):  # delete, change, delete, change, ...
@@ -636,7 +666,9 @@ async def test_a_visibility_change_that_gets_no_answer_is_given_up_and_sent_agai
 
     fake = _Silent()
     acker = Acker(
-        AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, call_timeout=0.3
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()),
+        flush_interval=0.01,
+        call_timeout=0.3,
     )
     acker.start()
     (lease,) = _running(1)
@@ -650,7 +682,9 @@ async def test_a_visibility_change_that_gets_no_answer_is_given_up_and_sent_agai
 
 async def test_a_visibility_change_asks_for_the_leases_own_timeout() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     backoff, now = _running(2)
     backoff.settle_visibility(7)
@@ -684,7 +718,9 @@ async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> Non
     fake = _Mixed()
     counters = QueueCounters()
     registry = CollectorRegistry()
-    acker = Acker(AwsClient(fake), "q", "url", counters, Metrics(registry), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", counters, Metrics(registry)), flush_interval=0.01
+    )
     acker.start()
     held = _running(4)
     with structlog.testing.capture_logs() as logs:
@@ -718,7 +754,11 @@ async def test_a_request_that_raises_frees_its_call_and_is_sent_again() -> None:
 
     fake = _Failing()
     # One call at a time: the retry can only go if the failed call gave its place back.
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()),
+        flush_interval=0.01,
+        max_calls=1,
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -744,7 +784,9 @@ async def test_a_stop_waits_for_a_request_in_flight_until_its_deadline() -> None
             return self._answer("delete", Entries)
 
     # Answered before the deadline: confirmed, nothing left.
-    acker = Acker(AwsClient(_Slow(0.6)), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(_Slow(0.6)), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -755,7 +797,9 @@ async def test_a_stop_waits_for_a_request_in_flight_until_its_deadline() -> None
     assert 0.3 <= time.monotonic() - stopped < 1.5  # waited for the answer (0.6 s after sending)
     assert lease.state is State.SETTLED
     # Not answered by the deadline: the request is cancelled and its lease left as it was.
-    acker = Acker(AwsClient(_Slow(60)), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(_Slow(60)), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.settle_delete()
@@ -772,7 +816,9 @@ async def test_a_stop_waits_for_a_request_in_flight_until_its_deadline() -> None
 
 
 async def test_a_stop_with_nothing_pending_returns_at_once() -> None:
-    acker = Acker(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     stopped = time.monotonic()
     with structlog.testing.capture_logs() as logs:
@@ -790,7 +836,11 @@ async def test_a_stop_ends_the_flush_loop_and_is_not_held_up_by_a_full_set_of_ca
 
     fake = _Hanging()
     # One call at a time, and it hangs: the second lease waits for the call's place.
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()),
+        flush_interval=0.01,
+        max_calls=1,
+    )
     acker.start()
     first, second = _running(2)
     first.settle_delete()
@@ -809,7 +859,9 @@ async def test_a_stop_ends_the_flush_loop_and_is_not_held_up_by_a_full_set_of_ca
 
 async def test_a_stop_sends_a_change_as_soon_as_its_extension_is_back() -> None:
     fake = _Sqs()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     (lease,) = _running(1)
     lease.extension_sent()
@@ -843,7 +895,11 @@ async def test_a_stop_sends_what_was_waiting_for_a_call_when_one_frees_up() -> N
             return self._answer("delete", Entries)
 
     fake = _Held()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01, max_calls=1)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()),
+        flush_interval=0.01,
+        max_calls=1,
+    )
     acker.start()
     first, second = _running(2)
     first.settle_delete()
@@ -888,7 +944,9 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     fake = _Slow()
     counters = QueueCounters()
     registry = CollectorRegistry()
-    acker = Acker(AwsClient(fake), "q", "url", counters, Metrics(registry), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", counters, Metrics(registry)), flush_interval=0.01
+    )
     acker.start()
     ended: list[Lease] = []
     leases = Leases(ended.append)
@@ -956,7 +1014,9 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     # deleting. So a delete confirmed once the lease could have expired may not have landed,
     # and one refused as stale did not: a new delivery of either is answered once.
     fake = _Sqs() if why == "confirmed_late" else _Stale()
-    acker = Acker(AwsClient(fake), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(fake), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     leases = Leases(lambda lease: None)
     now = time.monotonic()
@@ -1000,7 +1060,9 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
     monkeypatch.setattr(module, "UNSURE_MAX", 3)
     clock = _Clock()
     monkeypatch.setattr(module, "time", clock)  # the acker's clock only
-    acker = Acker(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics(), flush_interval=0.01)
+    acker = Acker(
+        QueueContext.link(AwsClient(_Sqs()), "q", "url", QueueCounters(), Metrics()), flush_interval=0.01
+    )
     acker.start()
     leases = Leases(lambda lease: None)
     ids = [f"m{i}" for i in range(5)]

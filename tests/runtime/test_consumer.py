@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, PermanentFailure, Retry, Router
 from worker.observe.logs import configure_logging
@@ -414,3 +416,35 @@ def _assert_one_consumer_error(out: io.StringIO) -> None:
     errors = [json.loads(line) for line in out.getvalue().splitlines() if '"consumer_error"' in line]
     assert len(errors) == 1
     assert "a bug of ours" in json.dumps(errors[0])
+
+
+async def test_a_failure_between_receive_and_dispatch_leaves_no_lease_behind(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The poller's bookkeeping after a receive raises once (a bug of ours): what it received
+    # still runs (its leases were open), and the poller is restarted.
+    from worker.runtime.poller import Poller
+
+    queue = await aws.queue()
+    router = Router()
+
+    @router.handler("work")
+    async def work(payload: dict[str, int]) -> None:
+        pass
+
+    real = Poller._count
+    broken = [True]
+
+    def count(self: Poller, leases: list[Any]) -> None:
+        if broken and leases:
+            broken.clear()
+            raise RuntimeError("a bug of ours")
+        real(self, leases)
+
+    monkeypatch.setattr(Poller, "_count", count)
+    await aws.send_many(queue.url, [{"n": i} for i in range(3)], "work")
+    async with running(settings_for(aws.endpoint, queue, pollers=1, max_in_flight=10), router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.counters.succeeded == 3 and consumer.in_flight == 0, timeout=30)
+        assert consumer.counters.poller_restarts == 1
+    assert await aws.total(queue.url) == 0

@@ -24,6 +24,7 @@ from worker.aws import AwsClient
 from worker.messages.envelope import parse_message
 from worker.observe.metrics import Metrics
 from worker.runtime.acker import Acker
+from worker.runtime.context import QueueContext
 from worker.runtime.counters import QueueCounters
 from worker.runtime.heartbeat import Heartbeat, call_timeout, next_slowest
 from worker.runtime.lease import Lease, Leases, State
@@ -172,7 +173,7 @@ async def test_an_extension_refused_for_a_message_deleted_elsewhere_stops_extend
     leases, (stale,) = await leases_for(aws, queue.url, 1, visibility=1)
     await delete_elsewhere(aws, queue.url)
     sqs = AwsClient(aws.sqs)
-    heartbeat = Heartbeat(sqs, "q", queue.url, leases, 0.0, 1, QueueCounters(), Metrics())
+    heartbeat = Heartbeat(QueueContext.link(sqs, "q", queue.url, QueueCounters(), Metrics()), leases, 0.0, 1)
     await heartbeat.extend_due()
     await eventually(lambda: not stale.extending, timeout=5)
     assert stale.lost
@@ -190,7 +191,7 @@ async def test_an_extension_that_loses_the_race_to_its_delete_is_no_news(aws: Aw
     lease.settle_delete()
     await aws.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=lease.receipt_handle)
     sqs = AwsClient(aws.sqs)
-    heartbeat = Heartbeat(sqs, "q", queue.url, leases, 0.0, 1, QueueCounters(), Metrics())
+    heartbeat = Heartbeat(QueueContext.link(sqs, "q", queue.url, QueueCounters(), Metrics()), leases, 0.0, 1)
     with structlog.testing.capture_logs() as logs:
         await heartbeat.extend_due()
         await eventually(lambda: not lease.extending, timeout=5)
@@ -241,7 +242,9 @@ async def test_calls_slower_than_half_the_time_left_are_waited_for_once_seen(aws
     async with get_session().create_client(
         "sqs", endpoint_url=proxy.url, region_name="us-east-1", config=cfg
     ) as client:
-        heartbeat = Heartbeat(AwsClient(client), "q", queue.url, leases, 2.0, 4, QueueCounters(), Metrics())
+        heartbeat = Heartbeat(
+            QueueContext.link(AwsClient(client), "q", queue.url, QueueCounters(), Metrics()), leases, 2.0, 4
+        )
         first = await lease_one()
         heartbeat.start()
         await asyncio.sleep(3)  # its call (sent at 2 s or a tick later) times out by 4.5 s
@@ -274,7 +277,9 @@ def test_due_lists_the_leases_to_extend_most_urgent_first_and_counts_each_lapse_
     fresh.granted_at = now - 1
     registry = CollectorRegistry()
     counters = QueueCounters()
-    heartbeat = Heartbeat(AwsClient(None), "q", "url", leases, 2.0, 1, counters, Metrics(registry))
+    heartbeat = Heartbeat(
+        QueueContext.link(AwsClient(None), "q", "url", counters, Metrics(registry)), leases, 2.0, 1
+    )
     with structlog.testing.capture_logs() as logs:
         assert heartbeat.due(now) == [older, lapsed, edge, soon]
         assert edge.overdue is False
@@ -300,7 +305,10 @@ def test_a_lease_on_its_way_out_or_extending_is_not_due() -> None:
     changing.state, changing.target = State.SETTLING, 30  # its visibility change sets the time
     deleting.state = State.SETTLING  # a delete not yet confirmed: kept alive until it is
     heartbeat = Heartbeat(
-        AwsClient(None), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(None), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
+        leases,
+        2.0,
+        1,
     )
     assert heartbeat.due(now) == [deleting]
 
@@ -335,7 +343,10 @@ async def test_leases_that_end_while_waiting_for_a_free_call_are_not_extended_an
         lease.granted_at = now  # not due yet
     held = _HeldCalls()
     heartbeat = Heartbeat(
-        AwsClient(held), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(held), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
+        leases,
+        2.0,
+        1,
     )
     await heartbeat.extend_due()  # x's call goes out and holds the only call
     for lease in a + b + c:
@@ -356,7 +367,10 @@ async def test_stop_cancels_the_calls_in_flight_and_frees_their_leases() -> None
     leases, (lease,) = _leases_at(time.monotonic(), [1.0])
     held = _HeldCalls()
     heartbeat = Heartbeat(
-        AwsClient(held), "q", "url", leases, 2.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(held), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
+        leases,
+        2.0,
+        1,
     )
     heartbeat.start()
     await eventually(lambda: len(held.calls) == 1)
@@ -380,7 +394,10 @@ async def test_a_bug_in_a_tick_is_logged_and_the_heartbeat_beats_on() -> None:
 
     leases = _BrokenOnce()
     heartbeat = Heartbeat(
-        AwsClient(None), "q", "url", leases, 0.4, 1, QueueCounters(), Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(None), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
+        leases,
+        0.4,
+        1,
     )
     with structlog.testing.capture_logs() as logs:
         heartbeat.start()
@@ -406,7 +423,10 @@ async def test_a_failed_extension_call_is_logged_once_and_its_leases_wait_for_th
     expiries = [lease.expires_at for lease in out]
     counters = QueueCounters()
     heartbeat = Heartbeat(
-        AwsClient(_Refusing()), "q", "url", leases, 2.0, 2, counters, Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(_Refusing()), "q", "url", counters, Metrics(CollectorRegistry())),
+        leases,
+        2.0,
+        2,
     )
     with structlog.testing.capture_logs() as logs:
         await heartbeat.extend_due()
@@ -448,7 +468,10 @@ async def test_each_refused_entry_is_judged_on_its_own() -> None:
             }
 
     heartbeat = Heartbeat(
-        AwsClient(_Refusing()), "q", "url", leases, 0.0, 1, QueueCounters(), Metrics(CollectorRegistry())
+        QueueContext.link(AwsClient(_Refusing()), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
+        leases,
+        0.0,
+        1,
     )
     with structlog.testing.capture_logs() as logs:
         await heartbeat.extend_due()
@@ -477,7 +500,9 @@ async def test_a_granted_extension_moves_the_expiry_counts_and_times_the_call() 
     leases, out = _leases_at(now, [1.0, 1.1, 1.2])
     registry = CollectorRegistry()
     counters = QueueCounters()
-    heartbeat = Heartbeat(AwsClient(_Slow()), "q", "url", leases, 2.0, 1, counters, Metrics(registry))
+    heartbeat = Heartbeat(
+        QueueContext.link(AwsClient(_Slow()), "q", "url", counters, Metrics(registry)), leases, 2.0, 1
+    )
     heartbeat.slowest = 0.0
     await heartbeat.extend_due()
     await eventually(lambda: not any(lease.extending for lease in out))
@@ -514,8 +539,12 @@ async def test_an_extension_that_waited_for_a_free_call_never_overwrites_a_chang
     leases, out = await leases_for(aws, queue.url, 11, visibility=30)
     counters, metrics = QueueCounters(), Metrics(CollectorRegistry())
     held = _Held(aws.sqs, 1.5)
-    heartbeat = Heartbeat(AwsClient(held), "q", queue.url, leases, 0.0, 1, counters, metrics)
-    acker = Acker(AwsClient(aws.sqs), "q", queue.url, counters, metrics, flush_interval=0.01)
+    heartbeat = Heartbeat(
+        QueueContext.link(AwsClient(held), "q", queue.url, counters, metrics), leases, 0.0, 1
+    )
+    acker = Acker(
+        QueueContext.link(AwsClient(aws.sqs), "q", queue.url, counters, metrics), flush_interval=0.01
+    )
     acker.start()
     last = max(out, key=lambda lease: lease.expires_at)  # the last due: the one that waits
     extending = asyncio.create_task(heartbeat.extend_due())
@@ -542,9 +571,15 @@ async def test_a_lease_whose_change_waits_for_a_free_call_is_still_extended(aws:
     queue = await aws.queue(visibility=3)
     leases, out = await leases_for(aws, queue.url, 11, visibility=3)
     counters, metrics = QueueCounters(), Metrics(CollectorRegistry())
-    heartbeat = Heartbeat(AwsClient(aws.sqs), "q", queue.url, leases, 1.0, 4, counters, metrics)
+    heartbeat = Heartbeat(
+        QueueContext.link(AwsClient(aws.sqs), "q", queue.url, counters, metrics), leases, 1.0, 4
+    )
     held = _Held(aws.sqs, 2.0)
-    acker = Acker(AwsClient(held), "q", queue.url, counters, metrics, flush_interval=0.01, max_calls=1)
+    acker = Acker(
+        QueueContext.link(AwsClient(held), "q", queue.url, counters, metrics),
+        flush_interval=0.01,
+        max_calls=1,
+    )
     heartbeat.start()
     acker.start()
     for lease in out:

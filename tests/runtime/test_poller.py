@@ -12,8 +12,7 @@ from tests.conftest import Aws, TestQueue, eventually, running, settings_for
 from worker import Router
 from worker.aws import AwsClient
 from worker.messages.envelope import Message
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease, Leases
 from worker.runtime.limiter import Limiter
 from worker.runtime.poller import Poller
@@ -37,6 +36,29 @@ class Spy(AwsClient):
         return await super().once(operation, limit, **params)
 
 
+class _Intake:
+    """What a consumer gives its pollers, by hand."""
+
+    def __init__(
+        self,
+        slots: Slots,
+        leases: Leases,
+        limiter: Limiter | None,
+        stopping: list[bool],
+        dispatch: Callable[[list[Lease]], None],
+        retire: Callable[[], bool] | None,
+    ) -> None:
+        self.slots, self.leases, self.limiter = slots, leases, limiter
+        self._stopping, self.dispatch, self._retire = stopping, dispatch, retire
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping[0]
+
+    def retire(self, index: int) -> bool:
+        return self._retire is not None and self._retire()
+
+
 def poller(
     aws: Aws,
     url: str,
@@ -51,23 +73,10 @@ def poller(
     settings = settings_for(aws.endpoint, queue, wait_time_seconds=1, visibility_timeout=30).queues["q"]
     got: list[Lease] = []
     slots = slots or Slots(settings.in_flight_bounds.high)
-    p = Poller(
-        lambda: stopping[0],
-        sqs,
-        "q",
-        url,
-        fifo,
-        settings,
-        slots,
-        Leases(lambda lease: slots.release()),
-        QueueCounters(),
-        "type",
-        got.extend,
-        Metrics(),
-        lambda message: "t",
-        limiter,
-        retire,
-    )
+    intake = _Intake(slots, Leases(lambda lease: slots.release()), limiter, stopping, got.extend, retire)
+    ctx = QueueContext.link(sqs, "q", url)
+    ctx.settings = settings
+    p = Poller(ctx, intake, fifo)
     return p, got
 
 

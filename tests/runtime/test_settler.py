@@ -52,7 +52,9 @@ class _World:
         self.counters = QueueCounters()
         self.registry = CollectorRegistry()
         metrics = Metrics(self.registry)
-        self.acker = Acker(AwsClient(fake), "q", "url", self.counters, metrics, flush_interval=0.01)
+        self.acker = Acker(
+            QueueContext.link(AwsClient(fake), "q", "url", self.counters, metrics), flush_interval=0.01
+        )
         target = QueueTarget("q", "q", "url", False, 3, None)
         self.settler = Settler(_context(self.counters, metrics), target, self.acker, None, _label)  # type: ignore[arg-type]
         self.discarded: list[tuple[State, Message]] = []
@@ -117,7 +119,7 @@ async def test_each_redelivery_of_a_plain_message_is_taken_over_counted_and_logg
     counters = QueueCounters()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    acker = Acker(AwsClient(fake), "q.fifo", "url", counters, metrics, flush_interval=0.01)
+    acker = Acker(QueueContext.link(AwsClient(fake), "q.fifo", "url", counters, metrics), flush_interval=0.01)
     target = QueueTarget("orders", "q.fifo", "url", True, 3, None)
     settler = Settler(_context(counters, metrics), target, acker, None, _label)  # type: ignore[arg-type]
     leases = Leases(lambda lease: None)

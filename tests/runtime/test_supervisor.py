@@ -305,7 +305,31 @@ async def test_queues_are_resolved_together_and_the_first_failure_in_order_is_re
     with pytest.raises(AwsNotFound) as failure:
         await Supervisor(settings, registries).run()
     # As if resolved one after another: the first missing queue in configuration order.
-    assert str(failure.value) == f"queues.{missing}: queue 'no-such-queue-here' does not exist"
+    # With where it was looked for, as every command says it (configuration.md).
+    assert str(failure.value).startswith(
+        f"queues.{missing}: queue 'no-such-queue-here' does not exist "
+        f"(region us-east-1, endpoint {aws.endpoint})"
+    )
+
+
+async def test_a_missing_queue_at_start_suggests_a_close_name(aws: Aws) -> None:
+    from worker.aws import AwsNotFound
+    from worker.messages.routing import Registry, Router
+    from worker.runtime.supervisor import Supervisor
+    from worker.settings import load_settings
+
+    queue = await aws.queue()
+    typo = queue.name[:-1] + ("x" if queue.name[-1] != "x" else "y")
+    settings = load_settings(
+        None,
+        {
+            "aws": {"endpoint_url": aws.endpoint, "region": "us-east-1"},
+            "queues": {"orders": {"name": typo, "handlers": ["tests.support.noop"]}},
+        },
+    )
+    with pytest.raises(AwsNotFound) as failure:
+        await Supervisor(settings, {"orders": Registry(Router().routes)}).run()
+    assert f"did you mean {queue.name!r}" in str(failure.value)
 
 
 async def test_a_server_that_keeps_failing_at_start_is_unreachable_not_refused() -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import difflib
 import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from worker.aws import AwsClient, aws_client, error_code, is_transient
+from worker.aws import AwsClient, aws_client, error_code, is_transient, suggest_queue
 from worker.errors import (
     ConfigError,
     NotFoundError,
@@ -233,20 +232,6 @@ def explain(exc: BaseException, conn: Connection | None, service: str = "sqs") -
             return UnreachableError(f"the endpoint did not answer as {service.upper()}{where}")
         return RefusedError(f"AWS: {text}{where}")
     return None
-
-
-async def suggest_queue(sqs: AwsClient, name: str) -> str:
-    """`` (did you mean 'orders'?)`` when a queue with a close name exists, else ''."""
-    # Typos rarely hit the first two letters; the prefix keeps the listing to one page in
-    # accounts with thousands of queues.
-    try:
-        page = await sqs.call("list_queues", retry_for=0, QueueNamePrefix=name[:2], MaxResults=1000)
-    except Exception:
-        return ""
-    urls = page.get("QueueUrls", [])
-    names = [u.rstrip("/").rsplit("/", 1)[-1] for u in urls]
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
 def jsonable(value: Any) -> Any:

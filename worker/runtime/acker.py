@@ -27,17 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
 
-from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
+from worker.aws import STALE_RECEIPT_CODES, error_code
 from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease, State
-
-if TYPE_CHECKING:
-    from worker.observe.tracing import Tracing
 
 BATCH = 10
 FIRST_BACKOFF = 0.2
@@ -57,24 +52,21 @@ def retry_delay(attempt: int) -> float:
 class Acker:
     def __init__(
         self,
-        sqs: AwsClient,
-        queue: str,
-        url: str,
-        counters: QueueCounters,
-        metrics: Metrics,
+        ctx: QueueContext,
         flush_interval: float = 0.05,
-        max_calls: int = 4,
+        max_calls: int | None = None,
         call_timeout: float = 10.0,
-        tracing: Tracing | None = None,
     ) -> None:
-        self._tracing = tracing
-        self._sqs = sqs
-        self._queue = queue
-        self._url = url
-        self._counters = counters
+        """``max_calls``: default the queue's ``settle_calls``."""
+        self._tracing = ctx.tracing
+        self._sqs = ctx.client
+        queue = self._queue = ctx.key
+        self._url = ctx.url
+        self._counters = ctx.counters
+        metrics = ctx.metrics
         self._interval = flush_interval
         self._call_timeout = call_timeout
-        self._calls = asyncio.Semaphore(max_calls)
+        self._calls = asyncio.Semaphore(max_calls or ctx.settings.settle_calls)
         # (monotonic time submitted, lease), oldest first
         self._deletes: list[tuple[float, Lease]] = []
         self._changes: list[tuple[float, Lease]] = []

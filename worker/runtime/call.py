@@ -66,6 +66,9 @@ class Call:
     value: Any = None
     """What the handler (or an idempotent replay) returned: for a batch, the failures."""
     replayed: bool = False
+    traced: bool = False
+    """A failure of this call was logged with its traceback: the other messages it failed
+    for are logged without it (one traceback per call, not one per message)."""
 
     def __post_init__(self) -> None:
         self.live = list(self.items)

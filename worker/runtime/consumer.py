@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
 
-from worker.aws import AwsClient
 from worker.observe.logs import get_logger
 from worker.runtime.acker import Acker
 from worker.runtime.context import QueueContext
@@ -25,15 +23,14 @@ from worker.runtime.runner import Runner
 from worker.runtime.settler import Settler
 from worker.runtime.slots import Slots
 from worker.runtime.target import QueueTarget
-from worker.settings import WorkerSettings
 
 log = get_logger()
 
 
 class Consumer:
-    def __init__(
-        self, ctx: QueueContext, target: QueueTarget, sqs: AwsClient, worker: WorkerSettings
-    ) -> None:
+    def __init__(self, ctx: QueueContext, target: QueueTarget, flush_interval: float = 0.05) -> None:
+        """``ctx``: the queue's context, its client counting this queue's requests;
+        ``flush_interval``: ``delete_flush_interval``."""
         self.ctx = ctx
         self.target = target
         settings = self.settings = ctx.settings
@@ -42,7 +39,6 @@ class Consumer:
         metrics = self.metrics = ctx.metrics
         name = target.key
         metrics.init_queue(name, ctx.registry.types)  # every series at 0 before the first event
-        sqs = sqs.counting(metrics.queue_requests(name))  # every request of this queue's roles
         flight, polls = settings.in_flight_bounds, settings.poller_bounds
         self.limiter: Limiter | None = None
         """Adaptive concurrency (None when both the limit and the pollers are fixed)."""
@@ -50,52 +46,15 @@ class Consumer:
             self.limiter = Limiter(flight, polls, settings.batch_size, time.monotonic())
         self.slots = Slots(flight.high if self.limiter is None else self.limiter.limit)
         self.leases = Leases(self._lease_ended)
-        self.acker = Acker(
-            sqs,
-            name,
-            target.url,
-            self.counters,
-            metrics,
-            worker.delete_flush_interval,
-            max_calls=settings.settle_calls,
-            tracing=ctx.tracing,
-        )
-        self.heartbeat = Heartbeat(
-            sqs,
-            name,
-            target.url,
-            self.leases,
-            settings.extend_every,
-            settings.heartbeat_calls,
-            self.counters,
-            metrics,
-        )
-        self.dead_letters = DeadLetters(sqs, name, target.dead_letter_url, target.fifo)
+        self.acker = Acker(ctx, flush_interval)
+        self.heartbeat = Heartbeat(ctx, self.leases)
+        self.dead_letters = DeadLetters(ctx.client, name, target.dead_letter_url, target.fifo)
         self.idempotency = ctx.idempotency
         self.processor = Processor(ctx)
         self.settler = Settler(ctx, target, self.acker, self.dead_letters, self.processor.type_label)
         self.runner = Runner(ctx, self.processor, self.settler, target.fifo)
-        self.pollers = [
-            Poller(
-                lambda: self.stopping,
-                sqs,
-                name,
-                target.url,
-                target.fifo,
-                settings,
-                self.slots,
-                self.leases,
-                self.counters,
-                worker.message_type_attribute,
-                self.runner.dispatch,
-                metrics,
-                self.processor.type_label,
-                self.limiter,
-                None if self.limiter is None else functools.partial(self._retire, i),
-                ctx.tracing,
-            )
-            for i in range(polls.high)
-        ]
+        self.dispatch = self.runner.dispatch
+        self.pollers = [Poller(ctx, self, target.fifo, i) for i in range(polls.high)]
         self._running: dict[int, asyncio.Task[None]] = {}
         """The pollers started and not retired, by index in ``pollers``."""
         self._control_task: asyncio.Task[None] | None = None
@@ -159,7 +118,7 @@ class Consumer:
                 )
         self._pollers_gauge.set(len(self._running))
 
-    def _retire(self, index: int) -> bool:
+    def retire(self, index: int) -> bool:
         """Asked by poller ``index`` between receives: True (and it returns at once) when it
         is one too many."""
         if self.limiter is None or len(self._running) <= self.limiter.pollers:

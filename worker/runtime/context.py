@@ -17,6 +17,8 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from worker.aws import AwsClient
+from worker.messages.envelope import Message
 from worker.messages.resources import Resources
 from worker.messages.routing import Registry
 from worker.observe.metrics import Metrics
@@ -71,6 +73,41 @@ class QueueContext:
     group_metrics: bool = False
     """Also count outcomes per MessageGroupId (``health.group_metrics``)."""
     halt: Halt = field(default_factory=Halt)
+    sqs: AwsClient | None = None
+    """The queue's SQS client, counting this queue's requests (None without a queue)."""
+    url: str = ""
+    type_attribute: str = "type"
+    """The message attribute that names a message's type (``message_type_attribute``)."""
+
+    def type_label(self, message: Message) -> str:
+        """The ``type`` label of metrics for ``message``: its type when a handler serves
+        it, else ``unknown`` (a label per unknown type would have no bound)."""
+        known = message.type is not None and self.registry.get(message.type) is not None
+        return message.type if known and message.type else "unknown"
+
+    @property
+    def client(self) -> AwsClient:
+        assert self.sqs is not None, "a role that calls SQS needs a context with a client"
+        return self.sqs
+
+    @classmethod
+    def link(
+        cls,
+        sqs: AwsClient,
+        key: str = "q",
+        url: str = "url",
+        counters: QueueCounters | None = None,
+        metrics: Metrics | None = None,
+        **settings: object,
+    ) -> QueueContext:
+        """A context for roles that talk to one queue, without a worker around them (tests,
+        embedding): ``settings`` are ``QueueSettings`` fields."""
+        queue_settings = QueueSettings(handlers=["<link>"], **settings)  # type: ignore[arg-type]
+        ctx = cls.standalone(key, queue_settings, Registry({}))
+        ctx.sqs, ctx.url = sqs, url
+        ctx.counters = counters or QueueCounters()
+        ctx.metrics = metrics or Metrics()
+        return ctx
 
     @classmethod
     def standalone(

@@ -20,10 +20,9 @@ import asyncio
 import time
 from typing import Any
 
-from worker.aws import STALE_RECEIPT_CODES, AwsClient, error_code
+from worker.aws import STALE_RECEIPT_CODES, error_code
 from worker.observe.logs import get_logger
-from worker.observe.metrics import Metrics
-from worker.runtime.counters import QueueCounters
+from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease, Leases, State
 
 BATCH = 10
@@ -57,20 +56,17 @@ def next_slowest(took: float, slowest: float) -> float:
 
 class Heartbeat:
     def __init__(
-        self,
-        sqs: AwsClient,
-        queue: str,
-        url: str,
-        leases: Leases,
-        interval: float,
-        max_calls: int,
-        counters: QueueCounters,
-        metrics: Metrics,
+        self, ctx: QueueContext, leases: Leases, interval: float | None = None, max_calls: int | None = None
     ) -> None:
-        self._sqs = sqs
-        self._queue = queue
-        self._url = url
+        """``interval`` and ``max_calls``: default the queue's ``extend_every`` and
+        ``heartbeat_calls``."""
+        self._sqs = ctx.client
+        queue = self._queue = ctx.key
+        self._url = ctx.url
         self._leases = leases
+        interval = ctx.settings.extend_every if interval is None else interval
+        max_calls = max_calls or ctx.settings.heartbeat_calls
+        counters, metrics = ctx.counters, ctx.metrics
         self._interval = interval
         self._tick = min(0.5, interval / 4)
         self._calls = asyncio.Semaphore(max_calls)

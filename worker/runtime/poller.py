@@ -15,20 +15,16 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from worker.aws import AwsClient, error_code, is_transient
-from worker.messages.envelope import Message, parse_message
+from worker.aws import error_code, is_transient
+from worker.messages.envelope import parse_message
 from worker.observe.logs import get_logger
-from worker.observe.metrics import Metrics
+from worker.runtime.context import QueueContext
 from worker.runtime.counters import QueueCounters
 from worker.runtime.lease import Lease, Leases
 from worker.runtime.limiter import Limiter
 from worker.runtime.slots import Slots
-from worker.settings import QueueSettings
-
-if TYPE_CHECKING:
-    from worker.observe.tracing import Tracing
 
 SYSTEM_ATTRIBUTES = [
     "ApproximateReceiveCount",
@@ -48,6 +44,24 @@ RECEIVE_SLACK = 10.0
 """Seconds past ``wait_time_seconds`` before a receive is given up as lost."""
 
 
+class Intake(Protocol):
+    """What a queue's pollers share (the consumer): the slots they take before they ask,
+    the leases they open, where received messages go, and whether to go on."""
+
+    slots: Slots
+    leases: Leases
+    limiter: Limiter | None
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def dispatch(self, leases: list[Lease]) -> None: ...
+
+    def retire(self, index: int) -> bool:
+        """Asked by poller ``index`` between receives: True when it is one too many."""
+        ...
+
+
 class Poller:
     """Receives for one queue, one long poll at a time, and hands each message to
     ``dispatch`` with its lease open. A receive that was started is always let finish (a
@@ -55,41 +69,22 @@ class Poller:
     messages, hidden from everyone for a visibility timeout); ``stop`` only keeps a new
     one from starting."""
 
-    def __init__(
-        self,
-        stopping: Callable[[], bool],
-        sqs: AwsClient,
-        queue: str,
-        url: str,
-        fifo: bool,
-        settings: QueueSettings,
-        slots: Slots,
-        leases: Leases,
-        counters: QueueCounters,
-        type_attribute: str,
-        dispatch: Callable[[list[Lease]], None],
-        metrics: Metrics,
-        type_label: Callable[[Message], str],
-        limiter: Limiter | None = None,
-        retire: Callable[[], bool] | None = None,
-        tracing: Tracing | None = None,
-    ) -> None:
-        self._stopping = stopping
-        self._sqs = sqs
-        self._queue = queue
-        self._url = url
+    def __init__(self, ctx: QueueContext, intake: Intake, fifo: bool, index: int = 0) -> None:
+        self._intake = intake
+        self._sqs = ctx.client
+        queue = self._queue = ctx.key
+        self._url = ctx.url
         self._fifo = fifo
-        self._settings = settings
-        self._slots = slots
-        self._leases = leases
-        self._counters = counters
-        self._type_attribute = type_attribute
-        self._dispatch = dispatch
-        self._metrics = metrics
-        self._type_label = type_label
-        self._limiter = limiter
-        self._retire = retire
-        self._tracing = tracing
+        self._settings = ctx.settings
+        self._slots = intake.slots
+        self._leases = intake.leases
+        self._counters = ctx.counters
+        self._type_attribute = ctx.type_attribute
+        metrics = self._metrics = ctx.metrics
+        self._type_label = ctx.type_label
+        self._limiter = intake.limiter
+        self._index = index
+        self._tracing = ctx.tracing
         self._latency = metrics.receive_latency.labels(queue)
         self._received: dict[str, Any] = {}
         self.last_receive_ok: float | None = None
@@ -99,7 +94,7 @@ class Poller:
         batch = self._settings.batch_size
         starved = self._slots.free < batch
         wanted = await self._slots.acquire(batch, self._settings.batch_wait)
-        if self._stopping():
+        if self._intake.stopping:
             self._slots.release(wanted)
             return 0
         got = 0
@@ -119,12 +114,14 @@ class Poller:
                 for m in raw
             ]
             got = len(leases)
-            if self._tracing is not None and leases:
-                self._traced(leases, sent_at)
-            if self._limiter is not None:
-                self._limiter.received(wanted, got, starved)
-            self._count(leases)
-            self._dispatch(leases)
+            try:  # (bookkeeping that fails must not leave the leases open and undispatched)
+                if self._tracing is not None and leases:
+                    self._traced(leases, sent_at)
+                if self._limiter is not None:
+                    self._limiter.received(wanted, got, starved)
+                self._count(leases)
+            finally:
+                self._intake.dispatch(leases)
             return got
         finally:
             self.receiving = False
@@ -193,9 +190,9 @@ class Poller:
     async def poll_forever(self) -> None:
         """Receive until the worker stops, or until ``retire`` says this poller is one too
         many (asked between receives only: a receive is never abandoned)."""
-        while not self._stopping():
+        while not self._intake.stopping:
             await self.receive_once()
-            if self._retire is not None and self._retire():
+            if self._intake.retire(self._index):
                 return
 
 

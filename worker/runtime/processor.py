@@ -219,7 +219,7 @@ class Processor:
                 return CANCELLED
             # The handler's own CancelledError (an inner task it cancelled): a failure.
             outcome = Outcome("failed", self.backoff(item.attempt), "CancelledError raised by the handler")
-            return self._failed_with(item, started, outcome, "message_failed", exc_info=True)
+            return self._failed_with(item, started, outcome, "message_failed", exc_info=True, call=call)
         if isinstance(exc, PermanentFailure):
             self.rejected.add(message.message_id, exc.reason)
             outcome = Outcome("rejected", 0, exc.reason)
@@ -234,7 +234,7 @@ class Processor:
                 item, started, Outcome("failed", self.backoff(item.attempt), why), "message_timeout"
             )
         outcome = Outcome("failed", self.backoff(item.attempt), f"{type(exc).__name__}: {exc}"[:500])
-        return self._failed_with(item, started, outcome, "message_failed", exc_info=exc)
+        return self._failed_with(item, started, outcome, "message_failed", exc_info=exc, call=call)
 
     def _succeeded(self, item: Item, started: float, label: str, replayed: bool) -> Outcome:
         """``label``: the type of the route that ran."""
@@ -278,6 +278,7 @@ class Processor:
         event: str,
         *,
         exc_info: bool | BaseException = False,
+        call: Call | None = None,
     ) -> Outcome:
         message = item.message
         counters = self.ctx.counters
@@ -291,6 +292,10 @@ class Processor:
             if self._groups is not None and message.group_id is not None:
                 self._groups.labels(self.queue, message.group_id, outcome.kind).inc()
         self._child("duration", label).observe(duration)
+        if exc_info is not False and call is not None:
+            if call.traced:
+                exc_info = False  # the same exception: its traceback was logged once
+            call.traced = True
         decision = item.decision = decide(outcome, item.attempt, self.ctx.policy)
         item.lease.failures += 1  # failed for this message: its next run in place is its next attempt
         action = decision.action
@@ -313,8 +318,7 @@ class Processor:
         return child
 
     def type_label(self, message: Any) -> str:
-        known = message.type is not None and self.registry.get(message.type) is not None
-        return message.type if known and message.type else "unknown"
+        return self.ctx.type_label(message)
 
 
 def _chain(chain: list[Step]) -> Next:

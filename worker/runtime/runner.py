@@ -48,7 +48,14 @@ class Runner:
 
     # -- dispatch ----------------------------------------------------------------------------
     def dispatch(self, leases: list[Lease]) -> None:
-        """Start what was received (every lease of ``leases`` is live and RUNNING)."""
+        """Start what was received (every lease of ``leases`` is live and RUNNING); never
+        raises: a bug of ours gives the messages back instead of leaving them leased."""
+        try:
+            self._dispatch(leases)
+        except Exception:
+            self._bug(leases)
+
+    def _dispatch(self, leases: list[Lease]) -> None:
         leases = [lease for lease in leases if not self._settler.already_handled(lease)]
         if self.stopping:
             # A receive that completed during shutdown: nothing will run, give them back.

@@ -30,6 +30,7 @@ from worker.aws import (
     error_code,
     is_transient,
     sqs_client,
+    suggest_queue,
 )
 from worker.errors import ConfigError, WorkerError
 from worker.idempotency.store import IdempotencyStore, MemoryStore
@@ -52,7 +53,10 @@ if TYPE_CHECKING:
 log = get_logger()
 
 
-async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry_for: float) -> QueueTarget:
+async def resolve_queue(
+    sqs: AwsClient, key: str, settings: QueueSettings, retry_for: float, where: str = ""
+) -> QueueTarget:
+    """``where``: the region and endpoint the client calls, for the error of a missing queue."""
     name = settings.queue_name(key)
     try:
         url = settings.url
@@ -62,7 +66,11 @@ async def resolve_queue(sqs: AwsClient, key: str, settings: QueueSettings, retry
             await sqs.call("get_queue_attributes", retry_for=retry_for, QueueUrl=url, AttributeNames=["All"])
         ).get("Attributes", {})
     except Exception as exc:
-        raise _start_error(exc, f"queues.{key}: queue {name!r}", retry_for) from None
+        error = _start_error(exc, f"queues.{key}: queue {name!r}", retry_for)
+        if isinstance(error, AwsNotFound):
+            hint = await suggest_queue(sqs, name)
+            error = AwsNotFound(f"{error} ({where}){hint}" if where else f"{error}{hint}")
+        raise error from None
     redrive = json.loads(attributes["RedrivePolicy"]) if attributes.get("RedrivePolicy") else {}
     fifo = attributes.get("FifoQueue") == "true"
     dlq_arn = redrive.get("deadLetterTargetArn")
@@ -201,7 +209,7 @@ class Supervisor:
                 if self.tracing is None and self._tracing_choice == "environment":
                     self.tracing = self._start_tracing()  # a provider a start-up hook installed
                 self.consumers = [
-                    Consumer(self._context(t, executor, payloads, store), t, self._client(t.key), s)
+                    Consumer(self._context(t, executor, payloads, store), t, s.delete_flush_interval)
                     for t in targets
                 ]
                 for consumer in self.consumers:
@@ -268,6 +276,10 @@ class Supervisor:
             tracing=tracing,
             idempotency=idempotency,
             group_metrics=s.health.group_metrics,
+            # Every request of this queue's roles is counted as the queue's.
+            sqs=self._client(target.key).counting(self.metrics.queue_requests(target.key)),
+            url=target.url,
+            type_attribute=s.message_type_attribute,
         )
 
     def _start_tracing(self) -> Tracing | None:
@@ -315,6 +327,13 @@ class Supervisor:
                         f"handler {route.source} needs {', '.join(missing)}, which no start-up hook provided"
                     )
 
+    def _where(self, key: str) -> str:
+        """Where ``key``'s queue is looked for: its region and endpoint."""
+        aws = self.settings.aws
+        region = self.settings.queues[key].region_in(aws) or aws.resolved_region() or "no region"
+        endpoint = aws.resolved_endpoint("sqs")
+        return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
+
     def _client(self, key: str) -> AwsClient:
         """The SQS client of the queue's region."""
         return self._clients[self.settings.queues[key].region_in(self.settings.aws)]
@@ -326,7 +345,13 @@ class Supervisor:
         # the one a resolution one queue after another would have reported.
         tasks = [
             asyncio.create_task(
-                resolve_queue(self._client(key).counting(self.metrics.queue_requests(key)), key, q, timeout)
+                resolve_queue(
+                    self._client(key).counting(self.metrics.queue_requests(key)),
+                    key,
+                    q,
+                    timeout,
+                    self._where(key),
+                )
             )
             for key, q in self.settings.queues.items()
         ]
