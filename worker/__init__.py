@@ -12,7 +12,7 @@ from worker.messages.outcomes import PermanentFailure, Retry
 from worker.messages.payloads import PayloadPointer
 from worker.messages.records import IdempotencyRecord
 from worker.messages.resources import Resources
-from worker.messages.routing import CallNext, Middleware, Router, replayed
+from worker.messages.routing import BatchMiddleware, CallNext, Middleware, Router, replayed
 
 if TYPE_CHECKING:
     from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
@@ -33,6 +33,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "BatchMiddleware",
     "CallNext",
     "IdempotencyRecord",
     "Message",

@@ -989,7 +989,7 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) in (None, 0)
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
     assert acker._deleting == {}
-    assert acker._unsure == {}  # a superseded lease's late answer: the new delivery's delete landed
+    assert list(acker._unsure) == []  # a superseded lease's late answer: the new delivery's delete landed
     await acker.close(time.monotonic() + 1)
 
 
@@ -1084,5 +1084,5 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
     )
     clock.ahead = module.UNSURE_FOR + 1
     assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None  # too old
-    assert acker._unsure == {}  # pruned on the way: nothing kept past the window
+    assert list(acker._unsure) == []  # pruned on the way: nothing kept past the window
     await acker.close(time.monotonic() + 1)

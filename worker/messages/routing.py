@@ -50,6 +50,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 CallNext = Callable[[], Awaitable[Any]]
 Middleware = Callable[[Message, CallNext], Awaitable[Any]]
+BatchMiddleware = Callable[[list[Message], CallNext], Awaitable[Any]]
+"""A middleware whose first parameter is ``list[Message]``: it wraps batch handlers' calls."""
+AnyMiddleware = Middleware | BatchMiddleware
+M = TypeVar("M", Middleware, BatchMiddleware)
 """``async def mw(message, call_next)``: ``await call_next()`` runs the rest of the chain and
 the handler and returns the handler's result (for an idempotent handler's replay: the
 stored result of the run that completed); raising (``Retry``, ``PermanentFailure``,
@@ -252,7 +256,7 @@ class Router:
     _routes: dict[str, Route] = field(default_factory=dict)
     startup: list[Hook] = field(default_factory=list)
     shutdown: list[Hook] = field(default_factory=list)
-    middlewares: list[Middleware] = field(default_factory=list)
+    middlewares: list[AnyMiddleware] = field(default_factory=list)
 
     def add(
         self,
@@ -336,7 +340,7 @@ class Router:
         self.shutdown.append(hook)
         return hook
 
-    def middleware(self, fn: Middleware) -> Middleware:
+    def middleware(self, fn: M) -> M:
         """Wrap every handler call of the queues this module serves (in registration order:
         the first registered is the outermost)."""
         self.middlewares.append(fn)
@@ -353,7 +357,7 @@ class Registry:
     def __init__(
         self,
         routes: dict[str, Route],
-        middlewares: list[Middleware] | None = None,
+        middlewares: list[AnyMiddleware] | None = None,
         routers: list[Router] | None = None,
     ) -> None:
         self._routes = routes

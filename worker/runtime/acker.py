@@ -33,6 +33,7 @@ from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
 from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease, State
+from worker.runtime.memory import Recent
 
 BATCH = 10
 FIRST_BACKOFF = 0.2
@@ -73,9 +74,11 @@ class Acker:
         self._open: dict[int, Lease] = {}
         self._deleting: dict[str, Lease] = {}
         """Leases whose delete is pending, by message id (``pending_delete``)."""
-        self._unsure: dict[str, tuple[float, str, Message | None]] = {}
-        """Messages handled here whose delete may not have landed, by message id: (remembered
-        until, why, its offloaded body if it may go), oldest first (``unsure_delete``)."""
+        self._unsure: Recent[tuple[str, Message | None]] = Recent(
+            UNSURE_MAX, UNSURE_FOR, lambda: time.monotonic()
+        )
+        """Messages handled here whose delete may not have landed, by message id: (why, its
+        offloaded body if it may go), oldest first (``unsure_delete``)."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -125,31 +128,12 @@ class Acker:
         ran already, so the caller deletes the new delivery instead of running it. Answered
         once per message, for ``UNSURE_FOR`` seconds; with the earlier delivery's offloaded
         body when it may go (``Lease.discard``: kept while the delete was unsure)."""
-        if not self._unsure:
-            return None
-        self._prune(time.monotonic())  # (deadlines are in insertion order: what is left is live)
-        entry = self._unsure.pop(lease.message.message_id, None)
-        return None if entry is None else (entry[1], entry[2])
+        return self._unsure.take(lease.message.message_id)
 
     def unsure(self, lease: Lease) -> bool:
         """Whether ``lease``'s message is remembered as deleted unsurely (``unsure_delete``),
         without answering for it: its offloaded body must stay for the redelivery."""
         return lease.message.message_id in self._unsure
-
-    def _remember_unsure(self, lease: Lease, why: str, now: float) -> None:
-        self._prune(now)
-        self._unsure.pop(lease.message.message_id, None)  # (re-inserted last: oldest first)
-        if len(self._unsure) >= UNSURE_MAX:
-            del self._unsure[next(iter(self._unsure))]
-        self._unsure[lease.message.message_id] = (now + UNSURE_FOR, why, lease.discard)
-
-    def _prune(self, now: float) -> None:
-        unsure = self._unsure
-        while unsure:
-            key = next(iter(unsure))
-            if unsure[key][0] >= now:
-                return
-            del unsure[key]
 
     def supersede(self, earlier: Lease) -> None:
         """End ``earlier`` quietly (SUPERSEDED): a newer delivery deletes its message. Its
@@ -295,7 +279,7 @@ class Acker:
             failure = failed.get(i)
             if failure is None or not lease.live:  # (not live: superseded meanwhile, the one way)
                 if deleting and lease.live and (lease.overdue or lease.expires_at <= now):
-                    self._remember_unsure(lease, "confirmed_late", now)
+                    self._unsure.remember(lease.message.message_id, ("confirmed_late", lease.discard))
                 self._forget(lease)
                 lease.confirmed()
                 continue
@@ -313,7 +297,7 @@ class Acker:
                     self._delete_failed.inc()
                     # The message will be delivered again: say so loudly.
                     log.warning("delete_failed", **fields, redelivery_expected=True)
-                    self._remember_unsure(lease, "failed", now)
+                    self._unsure.remember(lease.message.message_id, ("failed", lease.discard))
                 else:
                     log.info("visibility_change_failed", **fields)
                 self._forget(lease)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from worker.runtime.idempotency import Claim
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Item:
     lease: Lease
     message: Message
@@ -42,12 +42,15 @@ class Item:
     claim: Claim | None = None
     """Its idempotency claim (the claim step; single-message idempotent routes only)."""
 
+    def __repr__(self) -> str:  # short: tracebacks with locals print it once per frame
+        return f"<Item {self.message.message_id} attempt={self.attempt} outcome={self.outcome}>"
+
 
 class Conclude(Protocol):
     def __call__(self, item: Item, exc: BaseException | None, call: Call) -> Outcome: ...
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Call:
     route: Route | None
     items: list[Item]
@@ -72,6 +75,10 @@ class Call:
 
     def __post_init__(self) -> None:
         self.live = list(self.items)
+
+    def __repr__(self) -> str:
+        route = self.route.message_type if self.route is not None else None
+        return f"<Call {route!r} {len(self.live)}/{len(self.items)} live, stage={self.stage}>"
 
     @property
     def batch(self) -> bool:

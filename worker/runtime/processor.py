@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
 from typing import Any
 
 from worker.messages.outcomes import DependencyUnavailable, PermanentFailure, Retry
@@ -47,6 +46,7 @@ from worker.runtime import steps
 from worker.runtime.call import Abandoned, Call, Item, Next, Overdue, Step
 from worker.runtime.context import QueueContext
 from worker.runtime.lease import Lease
+from worker.runtime.memory import Recent
 from worker.runtime.rules import (
     ABANDONED,
     CANCELLED,
@@ -75,25 +75,6 @@ _REASONS = {
 }
 
 
-class _Memory:
-    """The last ``MEMORY`` message ids seen for something, with a note (bounded)."""
-
-    def __init__(self) -> None:
-        self._ids: OrderedDict[str, str] = OrderedDict()
-
-    def add(self, message_id: str, note: str = "") -> bool:
-        """Remember ``message_id``; True when it was new."""
-        if message_id in self._ids:
-            return False
-        self._ids[message_id] = note
-        if len(self._ids) > MEMORY:
-            self._ids.popitem(last=False)
-        return True
-
-    def get(self, message_id: str) -> str | None:
-        return self._ids.get(message_id)
-
-
 class Processor:
     def __init__(self, ctx: QueueContext) -> None:
         self.ctx = ctx
@@ -105,8 +86,8 @@ class Processor:
         self._children: dict[tuple[str, str], Any] = {}
         self.steps: list[Step] = steps.build(ctx)
         self._run_chain = _chain(self.steps)
-        self._failed = _Memory()
-        self.rejected = _Memory()
+        self._failed: Recent[str] = Recent(MEMORY)
+        self.rejected: Recent[str] = Recent(MEMORY)
         """Ids rejected by this process: a redelivery is neither run nor logged again."""
 
     def backoff(self, attempt: int) -> int:
@@ -287,7 +268,7 @@ class Processor:
             counters.rejected += 1
         duration = _since(started)
         label = self.type_label(message)
-        if self._failed.add(message.message_id):  # once per message, whatever its attempts
+        if self._failed.add(message.message_id, ""):  # once per message, whatever its attempts
             self.ctx.metrics.failed.labels(self.queue, label, _REASONS[event]).inc()
             if self._groups is not None and message.group_id is not None:
                 self._groups.labels(self.queue, message.group_id, outcome.kind).inc()

@@ -14,7 +14,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from worker.messages.routing import Middleware
+from worker.messages.routing import AnyMiddleware
 from worker.runtime.call import Call, Next
 
 
@@ -32,7 +32,7 @@ def takes_batches(middleware: Callable[..., Any]) -> bool:
 class MiddlewareStep:
     stage = "middleware"
 
-    def __init__(self, middlewares: list[Middleware]) -> None:
+    def __init__(self, middlewares: list[AnyMiddleware]) -> None:
         self._single = [m for m in middlewares if not takes_batches(m)]
         self._batch: list[Callable[..., Awaitable[Any]]] = [m for m in middlewares if takes_batches(m)]
 

@@ -1,0 +1,402 @@
+"""The step chain (worker/runtime/steps/) and the processor's one rule from what happened to an
+outcome, server-free: messages as ReceiveMessage returns them, leases of their own, handlers
+that do what each rule needs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from pydantic import BaseModel
+
+from worker import CallNext, Message, PermanentFailure, Retry, Router
+from worker.messages.envelope import parse_message
+from worker.messages.payloads import PayloadPointer
+from worker.messages.routing import Registry, Route
+from worker.runtime.context import QueueContext
+from worker.runtime.lease import Lease, Leases
+from worker.runtime.processor import Processor
+from worker.runtime.rules import SKIPPED, Action
+from worker.runtime.steps.middleware import takes_batches
+from worker.settings import QueueSettings
+from worker.testing import sqs_message
+
+
+class Row(BaseModel):
+    n: int
+
+
+def _processor(router: Router, *, max_processing_time: float = 30, payloads: Any = None) -> Processor:
+    settings = QueueSettings(
+        handlers=["<testing>"], max_processing_time=max_processing_time, retry_backoff=[5], retry_jitter=0
+    )
+    ctx = QueueContext.standalone("q", settings, Registry.of(router), max_receive_count=3)
+    ctx.payloads = payloads
+    return Processor(ctx)
+
+
+def _lease(body: Any, message_type: str | None = "row", **attributes: str) -> Lease:
+    raw = sqs_message(body, type=message_type, attributes=attributes or None)
+    return Leases(lambda lease: None).open(parse_message(raw), raw, time.monotonic(), 30)
+
+
+def _offloaded(message_type: str = "row") -> Lease:
+    pointer = '["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3BucketName":"b","s3Key":"k"}]'
+    return _lease(pointer, message_type, ExtendedPayloadSize="9")
+
+
+class _Store:
+    """A payload store whose fetch does what ``answer`` says."""
+
+    def __init__(self, answer: Callable[[Message], Awaitable[Message | None]]) -> None:
+        self.resolve = answer
+
+
+def _route(processor: Processor, message_type: str) -> Route:
+    route = processor.registry.get(message_type)
+    assert route is not None
+    return route
+
+
+# -- the offloaded body ---------------------------------------------------------------------
+async def test_s3_that_cannot_be_reached_makes_the_message_wait_without_an_attempt() -> None:
+    router, runs = Router(), []
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        runs.append(payload.n)
+
+    async def unreachable(message: Message) -> Message | None:
+        raise ConnectionError("connection refused")
+
+    processor = _processor(router, payloads=_Store(unreachable))
+    lease = _offloaded()
+    with structlog.testing.capture_logs() as logs:
+        [item] = await processor.run(None, [lease])
+    assert item.outcome is not None
+    assert (item.outcome.kind, item.outcome.visibility) == ("waiting", 1)
+    assert item.decision is not None
+    assert (item.decision.action, item.decision.delay) == (Action.WAIT, 1)
+    assert (lease.failures, lease.waits, runs) == (0, 1, [])
+    [line] = [e for e in logs if e["event"] == "message_waiting"]
+    assert (line["dependency"], line["retry_in"]) == ("s3", 1)
+    assert "ConnectionError: connection refused" in line["detail"]
+    [again] = await processor.run(None, [lease])  # still down: waits longer
+    assert again.outcome is not None
+    assert again.outcome.visibility == 2
+    assert processor.ctx.counters.waiting == 2
+    assert processor.ctx.counters.failed == 0
+
+
+async def test_an_offloaded_body_that_is_gone_is_rejected_or_skipped_and_never_runs() -> None:
+    router, runs = Router(), []
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        runs.append(payload.n)
+
+    async def gone(message: Message) -> Message | None:
+        raise PermanentFailure("offloaded payload s3://b/k does not exist")
+
+    async def skipped(message: Message) -> Message | None:
+        return None
+
+    [rejected] = await _processor(router, payloads=_Store(gone)).run(None, [_offloaded()])
+    assert rejected.outcome is not None
+    assert (rejected.outcome.kind, rejected.outcome.reason) == (
+        "rejected",
+        "offloaded payload s3://b/k does not exist",
+    )
+    [skip] = await _processor(router, payloads=_Store(skipped)).run(None, [_offloaded()])
+    assert skip.outcome is SKIPPED
+    assert skip.decision is not None
+    assert skip.decision.action is Action.DELETE
+    [none] = await _processor(router).run(None, [_offloaded()])  # no payload store at all
+    assert none.outcome is not None
+    assert none.outcome.kind == "rejected"
+    assert "no payload store" in none.outcome.reason
+    assert runs == []
+
+
+async def test_a_fetched_body_is_what_the_handler_sees() -> None:
+    router, runs = Router(), []
+
+    @router.handler("row")
+    async def row(payload: Row, message: Message) -> None:
+        runs.append((payload.n, message.payload))
+
+    pointer = PayloadPointer("b", "k", 9)
+
+    async def fetched(message: Message) -> Message | None:
+        import dataclasses
+
+        return dataclasses.replace(message, body='{"n": 42}', payload=pointer)
+
+    [item] = await _processor(router, payloads=_Store(fetched)).run(None, [_offloaded()])
+    assert item.outcome is not None
+    assert item.outcome.kind == "succeeded"
+    assert runs == [(42, pointer)]
+    assert item.message.body == '{"n": 42}'  # the settler decides the body's fate from this
+
+
+# -- the route and the body -------------------------------------------------------------------
+async def test_unknown_and_missing_types_and_bad_bodies_are_rejected_with_their_reason() -> None:
+    router = Router()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        pass
+
+    processor = _processor(router)
+    reasons = []
+    for lease in (_lease({"n": 1}, "mystery"), _lease({"n": 1}, None), _lease({"x": 1}), _lease("{")):
+        [item] = await processor.run(None, [lease])
+        assert item.outcome is not None
+        assert item.outcome.kind == "rejected"
+        assert item.decision is not None
+        assert item.decision.action is Action.DEAD_LETTER
+        reasons.append(item.outcome.reason)
+    assert reasons[:2] == ["unknown message type 'mystery'", "message has no type"]
+    assert reasons[2].startswith("invalid payload for Row: n: Field required")
+    assert reasons[3].startswith("invalid payload for Row:")
+
+
+async def test_a_rejected_message_is_not_run_or_logged_again_when_it_comes_back() -> None:
+    router, runs = Router(), []
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        runs.append(payload.n)
+        raise PermanentFailure("never")
+
+    processor = _processor(router)
+    lease = _lease({"n": 1})
+    await processor.run(None, [lease])
+    again = Leases(lambda lease: None).open(lease.message, lease.raw, time.monotonic(), 30)
+    with structlog.testing.capture_logs() as logs:
+        [item] = await processor.run(None, [again])
+    assert item.outcome is not None
+    assert (item.outcome.kind, item.outcome.reason) == ("rejected", "never")
+    assert runs == [1]
+    assert logs == []
+
+
+# -- a batch: one call, an outcome per message -------------------------------------------------
+async def test_a_batch_call_judges_each_member_on_its_own() -> None:
+    router, calls = Router(), []
+
+    @router.batch_handler("row", max_size=10)
+    async def rows(payloads: list[Row], messages: list[Message]) -> dict[str, BaseException] | None:
+        calls.append([p.n for p in payloads])
+        return {messages[1].message_id: Retry(9, "later"), messages[2].message_id: PermanentFailure("no")}
+
+    processor = _processor(router)
+    leases = [_lease({"n": i}) for i in range(3)] + [_lease("{"), _lease({"n": 5}, "other")]
+    items = await processor.run(_route(processor, "row"), leases)
+    assert calls == [[0, 1, 2]]  # the bad body and the stranger are left out of the call
+    kinds = [
+        (i.outcome.kind if i.outcome else None, i.decision.action if i.decision else None) for i in items
+    ]
+    assert kinds == [
+        ("succeeded", Action.DELETE),
+        ("failed", Action.RETRY),
+        ("rejected", Action.DEAD_LETTER),
+        ("rejected", Action.DEAD_LETTER),
+        ("rejected", Action.DEAD_LETTER),
+    ]
+    assert items[1].decision is not None
+    assert items[1].decision.delay == 9
+    assert [lease.failures for lease in leases] == [0, 1, 1, 1, 1]  # only their own failures
+
+
+async def test_a_raising_batch_fails_every_member_with_one_traceback() -> None:
+    router = Router()
+
+    @router.batch_handler("row", max_size=10)
+    async def rows(payloads: list[Row]) -> None:
+        raise RuntimeError("all of them")
+
+    processor = _processor(router)
+    leases = [_lease({"n": i}) for i in range(3)]
+    with structlog.testing.capture_logs() as logs:
+        items = await processor.run(_route(processor, "row"), leases)
+    assert [i.outcome.kind if i.outcome else None for i in items] == ["failed"] * 3
+    failed = [e for e in logs if e["event"] == "message_failed"]
+    assert len(failed) == 3
+    assert [bool(e.get("exc_info")) for e in failed] == [True, False, False]
+    assert all(e["retry_in"] == 5 and e["attempt"] == 1 for e in failed)
+    assert [lease.failures for lease in leases] == [1, 1, 1]
+
+
+async def test_a_batch_handlers_own_cancelled_error_is_a_failure_not_a_shutdown() -> None:
+    router = Router()
+
+    @router.batch_handler("row", max_size=10)
+    async def rows(payloads: list[Row]) -> None:
+        raise asyncio.CancelledError()
+
+    processor = _processor(router)
+    items = await processor.run(_route(processor, "row"), [_lease({"n": 1}), _lease({"n": 2})])
+    assert [i.outcome.reason if i.outcome else None for i in items] == [
+        "CancelledError raised by the handler"
+    ] * 2
+    task = asyncio.current_task()
+    assert task is not None
+    assert task.cancelling() == 0
+
+
+# -- attempts -----------------------------------------------------------------------------------
+async def test_a_run_in_place_sees_its_attempt_number_and_a_wait_spends_none() -> None:
+    router, seen = Router(), []
+
+    @router.handler("row")
+    async def row(payload: Row, message: Message) -> None:
+        seen.append(message.receive_count)
+        if len(seen) < 3:
+            raise RuntimeError("again")
+
+    processor = _processor(router)
+    lease = _lease({"n": 1})
+    outcomes = [(await processor.run(None, [lease]))[0] for _ in range(3)]
+    assert seen == [1, 2, 3]
+    assert [o.attempt for o in outcomes] == [1, 2, 3]
+    assert lease.failures == 2
+    assert lease.runs == 3
+
+
+# -- the deadline ---------------------------------------------------------------------------------
+async def test_a_deadline_that_passes_while_s3_is_asked_is_a_wait_not_a_failure() -> None:
+    router = Router()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        pass
+
+    async def hanging(message: Message) -> Message | None:
+        await asyncio.sleep(3600)
+        return message
+
+    processor = _processor(router, max_processing_time=0.1, payloads=_Store(hanging))
+    [item] = await processor.run(None, [_offloaded()])
+    assert item.outcome is not None
+    assert item.outcome.kind == "waiting"
+    assert "no answer within max_processing_time" in item.outcome.reason
+    assert item.lease.failures == 0
+
+
+async def test_a_deadline_over_middleware_fails_the_message_as_a_timeout() -> None:
+    router = Router()
+
+    @router.middleware
+    async def slow(message: Message, call_next: CallNext) -> Any:
+        await asyncio.sleep(3600)
+        return await call_next()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        pass
+
+    [item] = await _processor(router, max_processing_time=0.1).run(None, [_lease({"n": 1})])
+    assert item.outcome is not None
+    assert (item.outcome.kind, item.outcome.reason) == (
+        "failed",
+        "ran longer than max_processing_time (0.1s)",
+    )
+
+
+async def test_a_thread_past_its_deadline_keeps_running_and_its_result_counts() -> None:
+    router, threads = Router(), []
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.4)
+
+    processor = _processor(router, max_processing_time=0.1)
+    with structlog.testing.capture_logs() as logs:
+        [item] = await processor.run(None, [_lease({"n": 1})])
+    assert item.outcome is not None
+    assert item.outcome.kind == "succeeded"
+    assert len(threads) == 1
+    assert [e["event"] for e in logs if e["event"] == "message_overdue"] == ["message_overdue"]
+
+
+async def test_a_shutdown_cancel_releases_and_a_cancel_without_it_fails() -> None:
+    router = Router()
+    started = asyncio.Event()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    for shutdown in (True, False):
+        processor = _processor(router)
+        started.clear()
+        task = asyncio.create_task(processor.run(None, [_lease({"n": 1})]))
+        await started.wait()
+        if shutdown:
+            processor.ctx.halt.end_grace()
+        task.cancel()
+        [item] = await task
+        assert item.decision is not None
+        assert item.decision.action is (Action.RELEASE if shutdown else Action.RETRY)
+
+
+async def test_a_thread_past_the_grace_keeps_its_lease_until_the_final_deadline() -> None:
+    router = Router()
+    release = threading.Event()
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        release.wait(5)
+
+    processor = _processor(router)
+    task = asyncio.create_task(processor.run(None, [_lease({"n": 1})]))
+    await asyncio.sleep(0.05)
+    processor.ctx.halt.end_grace()
+    task.cancel()
+    await asyncio.sleep(0.1)
+    assert not task.done()  # the thread runs: its message stays leased
+    processor.ctx.halt.end()
+    [item] = await task
+    release.set()
+    assert item.decision is not None
+    assert item.decision.action is Action.KEEP  # abandoned: left to lapse, never released
+
+
+# -- middleware -------------------------------------------------------------------------------------
+async def test_middleware_wraps_the_calls_of_its_kind() -> None:
+    router = Router()
+    seen: list[tuple[Any, ...]] = []
+
+    @router.middleware
+    async def single(message: Message, call_next: CallNext) -> Any:
+        seen.append(("single", message.type))
+        return await call_next()
+
+    @router.middleware
+    async def batch(messages: list[Message], call_next: CallNext) -> Any:
+        result = await call_next()
+        seen.append(("batch", len(messages), result))
+        return result
+
+    @router.handler("one")
+    async def one(payload: Row) -> None:
+        pass
+
+    @router.batch_handler("many", max_size=10)
+    async def many(payloads: list[Row]) -> None:
+        return None
+
+    processor = _processor(router)
+    await processor.run(None, [_lease({"n": 1}, "one")])
+    await processor.run(_route(processor, "many"), [_lease({"n": 1}, "many"), _lease({"n": 2}, "many")])
+    assert seen == [("single", "one"), ("batch", 2, None)]
+    assert takes_batches(batch)
+    assert not takes_batches(single)
+    assert not takes_batches(len)  # no signature to read: a single-message middleware
