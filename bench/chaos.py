@@ -723,6 +723,89 @@ async def permanent_fifo(endpoint: str, groups: int, per_group: int) -> Accounti
     return result
 
 
+async def fifo_batch_failures(endpoint: str, groups: int, per_group: int) -> Accounting:
+    """FIFO batch handlers: 10% of members fail and 3% are rejected, each on its own."""
+    run = Run(endpoint, "fifo-batch-failures")
+    await run.queues(fifo=True, max_receive_count=3)
+    n = groups * per_group
+    sent = await run.send(n, "rows", groups=groups)
+    run.spawn({"CHAOS_FAIL_RATE": "0.1", "CHAOS_PERMANENT_RATE": "0.03"}, retry_backoff=[0])
+    await run.settle(timeout=60 + n / 10)
+    result = await run.account(
+        sent,
+        "a FIFO batch handler; 10% of members fail, 3% are rejected, each on its own"
+        " (maxReceiveCount 3): a member's attempts count only its own failures, so no member"
+        " reaches the DLQ for another's; a member that succeeded is deleted and never run"
+        " again (dup 0), so within a batch call it may succeed before an earlier member that"
+        " failed and is retried in place",
+        groups=groups,
+        per_group=per_group,
+    )
+    rejected = run.ids("reject") & set(sent)
+    result.extra |= {
+        "failed_calls": sum(len(c) for c in run.outcomes("fail")),
+        "rejected": len(rejected),
+        "rejected_not_in_dlq": len(rejected - run.dead),
+    }
+    return result
+
+
+async def store_outage(endpoint: str, n: int, seconds: float, store: str) -> Accounting:
+    """The idempotency store refuses every connection for ``seconds`` (SQS does not)."""
+    run = Run(endpoint, f"store-outage-refused-{seconds:g}s")
+    await run.queues(max_receive_count=3)
+    store_proxy = Proxy(store)
+    try:
+        await run.use_store(store_proxy.url)
+        sent = await run.send(n, "effect")
+        run.spawn({"CHAOS_WORK_SECONDS": "0.02"}, max_in_flight=20)
+        await wait_for(lambda: run.done_count() >= n // 4, timeout=120)
+        store_proxy.faults(reset_rate=1.0)
+        await asyncio.sleep(seconds)
+        store_proxy.faults()
+        await run.settle(timeout=120 + n / 20)
+        result = await run.account(
+            sent,
+            "the idempotency store unreachable (SQS is not): a message whose claim cannot be"
+            " made waits, leased, without spending an attempt (message_waiting), and runs once"
+            " the store is back; a handler mid-transaction when the store went away fails"
+            " on its own (retried); dup counts effects",
+        )
+    finally:
+        store_proxy.stop()
+    logs = [p.read_text() for p in run.dir.glob("worker-*.log")]
+    result.extra["waiting"] = sum(text.count('"message_waiting"') for text in logs)
+    return result
+
+
+async def sigterm_plain_batches(endpoint: str, n: int, cycles: int = 3) -> Accounting:
+    """SIGTERM while plain-function batch handlers run longer than the grace allows."""
+    run = Run(endpoint, f"sigterm-plain-batches-x{cycles}")
+    await run.queues(max_receive_count=5)
+    sent = await run.send(n, "rows_sync")
+    env = {"CHAOS_WORK_SECONDS": "1.5"}
+    exits: list[float] = []
+    for _ in range(cycles):
+        proc = run.spawn(env, max_in_flight=40, pollers=2)
+        await wait_for(lambda: run.ready() == 200, timeout=60)
+        before = run.done_count()
+        await wait_for(lambda b=before: run.done_count() >= b + 10, timeout=120)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, GRACE + 15)
+        exits.append(round(time.monotonic() - start, 2))
+    run.spawn(env, max_in_flight=40, pollers=2)
+    await run.settle(timeout=120 + n / 10)
+    result = await run.account(
+        sent,
+        "plain-function batch handlers (1.5 s threads) stopped by SIGTERM: a thread still"
+        " running at the grace keeps its messages leased and its result counts when it ends"
+        " before the final deadline; nothing is released while its thread runs (dup 0)",
+    )
+    result.extra |= {"exit_seconds_per_cycle": exits, "grace": GRACE}
+    return result
+
+
 async def soak(endpoint: str, minutes: float, rate: float = 50) -> Accounting:
     run = Run(endpoint, f"soak-{minutes:g}min")
     await run.queues(max_receive_count=3)
@@ -811,9 +894,12 @@ ALL = [
     "blackhole-idempotent",
     "refused-idempotent",
     "defaults",
+    "fifo-batch-failures",
+    "store-outage",
+    "sigterm-plain-batches",
     "soak",
 ]
-IDEMPOTENT = {"sigkill-idempotent", "blackhole-idempotent", "refused-idempotent"}
+IDEMPOTENT = {"sigkill-idempotent", "blackhole-idempotent", "refused-idempotent", "store-outage"}
 
 
 async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes: float) -> list[Accounting]:
@@ -842,6 +928,9 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
         ),
         "refused-idempotent": lambda: outage(endpoint, max(n // 5, 200), size["outage"], "refused", store),
         "defaults": lambda: defaults_under_faults(endpoint, n),
+        "fifo-batch-failures": lambda: fifo_batch_failures(endpoint, groups, per_group),
+        "store-outage": lambda: store_outage(endpoint, max(n // 10, 200), size["outage"], store),
+        "sigterm-plain-batches": lambda: sigterm_plain_batches(endpoint, max(n // 20, 200)),
         "soak": lambda: soak(endpoint, soak_minutes),
     }
     try:

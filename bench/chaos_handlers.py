@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import random
+import time
 
 from worker import Message, PermanentFailure, Router
 
@@ -75,3 +76,38 @@ async def hang(payload: dict[str, int], message: Message) -> None:
             record(f"fail {message.message_id} - -1")
             raise
     record(f"ok {message.message_id} - -1")
+
+
+def _member(message: Message, seq: int) -> tuple[str, BaseException | None]:
+    """What one member of a batch comes to: (its record line's kind, its failure)."""
+    what = f"{message.message_id} {message.group_id or '-'} {seq}"
+    if permanent(message.message_id):
+        record(f"reject {what}")
+        return "reject", PermanentFailure("injected permanent")
+    if FAIL_RATE and random.random() < FAIL_RATE:
+        record(f"fail {what}")
+        return "fail", RuntimeError("injected handler failure")
+    record(f"ok {what}")
+    return "ok", None
+
+
+@router.batch_handler("rows", max_size=10, max_wait=0.2)
+async def rows(payloads: list[dict[str, int]], messages: list[Message]) -> dict[str, BaseException] | None:
+    """A batch handler: each member fails, is rejected or succeeds on its own (the rates
+    above); it reports the failed ones."""
+    await asyncio.sleep(WORK_SECONDS)
+    failed: dict[str, BaseException] = {}
+    for payload, message in zip(payloads, messages, strict=True):
+        _, failure = _member(message, payload.get("seq", -1))
+        if failure is not None:
+            failed[message.message_id] = failure
+    return failed or None
+
+
+@router.batch_handler("rows_sync", max_size=10, max_wait=0.2)
+def rows_sync(payloads: list[dict[str, int]], messages: list[Message]) -> None:
+    """A plain-function batch handler (a thread): sleeps ``CHAOS_WORK_SECONDS``, then records
+    every member as done."""
+    time.sleep(WORK_SECONDS)
+    for payload, message in zip(payloads, messages, strict=True):
+        record(f"ok {message.message_id} {message.group_id or '-'} {payload.get('seq', -1)}")

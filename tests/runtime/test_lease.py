@@ -95,10 +95,17 @@ def test_a_pending_delete_keeps_being_extended() -> None:
     assert lease.wants_extension(110.0, INTERVAL)
 
 
-def test_a_pending_visibility_change_is_never_extended() -> None:
+def test_a_visibility_change_in_flight_is_never_extended_one_waiting_for_a_call_is() -> None:
     lease, _ = make(at=100.0)
     lease.settle_visibility(0)
+    assert lease.wants_extension(129.0, INTERVAL)  # waiting: its visibility must not run out
+    assert not lease.wants_extension(100.0 + INTERVAL - 0.001, INTERVAL)  # not due yet
+    lease.sending = True  # on its way: it sets the visibility itself
     assert not lease.wants_extension(129.0, INTERVAL)
+    lease.sending = False  # failed, to be sent again: extended meanwhile
+    lease.extension_sent()
+    assert not lease.ready_to_send  # and the change waits for that extension's answer
+    assert not lease.wants_extension(129.0, INTERVAL)  # one extension at a time
 
 
 def test_an_ended_lease_is_never_extended_and_grants_are_ignored() -> None:
