@@ -778,12 +778,12 @@ async def store_outage(endpoint: str, n: int, seconds: float, store: str) -> Acc
     return result
 
 
-async def sigterm_plain_batches(endpoint: str, n: int, cycles: int = 3) -> Accounting:
+async def sigterm_plain_batches(endpoint: str, n: int, cycles: int = 2) -> Accounting:
     """SIGTERM while plain-function batch handlers run longer than the grace allows."""
     run = Run(endpoint, f"sigterm-plain-batches-x{cycles}")
     await run.queues(max_receive_count=5)
     sent = await run.send(n, "rows_sync")
-    env = {"CHAOS_WORK_SECONDS": "1.5"}
+    env = {"CHAOS_WORK_SECONDS": str(GRACE + 2)}  # past the grace, within grace + flush
     exits: list[float] = []
     for _ in range(cycles):
         proc = run.spawn(env, max_in_flight=40, pollers=2)
@@ -798,11 +798,18 @@ async def sigterm_plain_batches(endpoint: str, n: int, cycles: int = 3) -> Accou
     await run.settle(timeout=120 + n / 10)
     result = await run.account(
         sent,
-        "plain-function batch handlers (1.5 s threads) stopped by SIGTERM: a thread still"
-        " running at the grace keeps its messages leased and its result counts when it ends"
-        " before the final deadline; nothing is released while its thread runs (dup 0)",
+        f"plain-function batch handlers ({GRACE + 2} s threads, grace {GRACE} s) stopped by"
+        " SIGTERM: a thread still running at the grace keeps its messages leased and its"
+        " result counts when it ends before the final deadline; nothing is released while its"
+        " thread runs (dup 0)",
     )
-    result.extra |= {"exit_seconds_per_cycle": exits, "grace": GRACE}
+    logs = [p.read_text() for p in run.dir.glob("worker-*.log")]
+    result.extra |= {
+        "exit_seconds_per_cycle": exits,
+        "grace": GRACE,
+        "threads_past_the_grace": sum(text.count('"handler_thread_still_running"') for text in logs),
+        "released": sum(text.count('"message_released"') for text in logs),
+    }
     return result
 
 

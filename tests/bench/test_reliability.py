@@ -139,3 +139,19 @@ async def test_a_run_that_stops_on_an_error_leaves_no_process_behind(aws: Aws) -
     assert worker.poll() is not None
     assert run.proxy.proc.poll() is not None
     run.abandon()  # twice: nothing left to do
+
+
+async def test_fifo_batch_members_count_only_their_own_failures(aws: Aws) -> None:
+    result = await chaos.fifo_batch_failures(aws.endpoint, 10, 20)
+    check(result)
+    assert result.dead_lettered_unrun == 0
+    assert result.duplicate_successes == 0  # a member that succeeded never runs again
+    assert result.extra["rejected_not_in_dlq"] == 0
+
+
+async def test_an_idempotency_store_outage_sends_nothing_to_the_dlq(aws: Aws, moto_endpoint: str) -> None:
+    result = await chaos.store_outage(aws.endpoint, 200, 8.0, moto_endpoint)
+    check(result)
+    assert result.dead_lettered == 0
+    assert result.duplicate_successes == 0
+    assert result.extra["waiting"] > 0  # claims waited for the store instead of failing
