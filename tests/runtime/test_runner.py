@@ -9,6 +9,7 @@ import time
 import pytest
 from pydantic import BaseModel
 
+from bench.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
 from worker.idempotency.store import MemoryStore, Record
@@ -208,3 +209,35 @@ async def test_an_unreachable_s3_makes_an_offloaded_message_wait_without_spendin
     assert runs == ["kept"]
     assert queue.dlq_url
     assert await aws.total(queue.dlq_url) == 0
+
+
+async def test_a_redelivery_of_a_message_still_running_here_is_not_run_beside_it(
+    aws: Aws, proxy: Proxy
+) -> None:
+    # Extensions hang (black-holed): the running message's 2 s visibility runs out and SQS
+    # hands it to this worker again. The new delivery waits for the run; the run's outcome
+    # is settled with the new receipt handle (the one SQS honours): deleted, run once.
+    await asyncio.to_thread(
+        proxy.faults, blackhole_ops={"ChangeMessageVisibilityBatch": 50}, blackhole_op_seconds=30
+    )
+    queue = await aws.queue(visibility=2, max_receive_count=5)
+    runs: list[int] = []
+    router = Router()
+
+    @router.handler("slow")
+    async def slow(payload: dict[str, int], message: Message) -> None:
+        runs.append(message.receive_count)
+        await asyncio.sleep(5)
+
+    await aws.send(queue.url, {"n": 1}, "slow")
+    settings = settings_for(
+        proxy.url, queue, visibility_timeout=2, heartbeat_interval=1, wait_time_seconds=1, pollers=1
+    )
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.counters.redelivered_running >= 1, timeout=20)
+        await asyncio.to_thread(proxy.faults)  # extensions work again
+        await eventually(lambda: consumer.counters.succeeded == 1 and consumer.in_flight == 0, timeout=30)
+        await asyncio.sleep(3)  # (a second run would have started by now)
+    assert runs == [1]
+    assert await aws.total(queue.url) == 0

@@ -29,6 +29,9 @@ class QueueCounters:
     extended: int = 0
     """Visibility extensions granted."""
     delete_failed: int = 0
+    redelivered_running: int = 0
+    """Messages delivered again while still running here: not run beside it; the earlier
+    run's outcome was settled with the newer receipt handle."""
     redelivered_deleted: int = 0
     """Messages delivered again while their delete was pending here: deleted, not run again."""
     receives: int = 0

@@ -71,6 +71,7 @@ class Lease:
         "runs",
         "sending",
         "state",
+        "successor",
         "target",
         "trace",
         "visibility",
@@ -116,6 +117,10 @@ class Lease:
         as resolved, ``PayloadStore.should_discard``): the object is deleted once SQS has
         confirmed the delete in time (``SETTLED``, not remembered as unsure), and only then.
         Never set for a DLQ move or a copy that came through SNS."""
+        self.successor: Lease | None = None
+        """A newer delivery of its message that SQS made while this one still ran here (its
+        visibility ran out): it is not run beside it; this run's decision is carried out
+        with the newer receipt handle, the one SQS honours now (``Settler.execute``)."""
         self.waits = 0
         """Runs of this delivery that waited on an unreachable dependency (spend nothing)."""
         self._on_end = on_end

@@ -42,6 +42,8 @@ class Runner:
         self._fifo = fifo
         self._retried = ctx.metrics.retried
         self.tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, Lease] = {}
+        """The leases in a run now, by message id: a redelivery of one waits for it."""
         self._batchers: dict[str, Batcher] = {}
         self._stop = asyncio.Event()
         self.stopping = False
@@ -56,7 +58,11 @@ class Runner:
             self._bug(leases)
 
     def _dispatch(self, leases: list[Lease]) -> None:
-        leases = [lease for lease in leases if not self._settler.already_handled(lease)]
+        leases = [
+            lease
+            for lease in leases
+            if not self._settler.already_handled(lease) and not self._running_already(lease)
+        ]
         if self.stopping:
             # A receive that completed during shutdown: nothing will run, give them back.
             self._settler.release(leases, "shutdown")
@@ -116,12 +122,43 @@ class Runner:
             if lease.state is State.RUNNING:
                 self._settler.settle(lease, self._processor.backoff(lease.attempt))
 
+    def _running_already(self, lease: Lease) -> bool:
+        """True when ``lease``'s message is in a run here already (SQS delivered it again:
+        the earlier lease's visibility ran out). It does not run beside it, nor out of its
+        group's order; it takes over the earlier run's outcome instead (``Lease.successor``)."""
+        earlier = self._running.get(lease.message.message_id)
+        if earlier is None or earlier is lease or not earlier.live:
+            return False
+        while earlier.successor is not None:  # (delivered a third time meanwhile)
+            earlier = earlier.successor
+        earlier.successor = lease
+        self._running[lease.message.message_id] = lease
+        self._ctx.counters.redelivered_running += 1
+        log.warning(
+            "message_redelivered_while_running",
+            queue=self._ctx.key,
+            message_id=lease.message.message_id,
+            group_id=lease.message.group_id,
+            receive_count=lease.message.receive_count,
+        )
+        return True
+
     # -- the one loop ------------------------------------------------------------------------
     async def settle_run(self, route: Route | None, leases: list[Lease]) -> bool:
         """Run ``leases`` (one message, or a batch of ``route``'s type) until each is settled:
         every decision but ``WAIT`` is carried out at once; the waiting ones run again after
         their delay, kept leased. False when the run did not finish (the worker stopped, or
         a thread was abandoned): what is left is released, or left to lapse."""
+        running = self._running
+        for lease in leases:
+            running[lease.message.message_id] = lease
+        try:
+            return await self._settle_run(route, leases)
+        finally:
+            for lease in leases:
+                running.pop(lease.message.message_id, None)
+
+    async def _settle_run(self, route: Route | None, leases: list[Lease]) -> bool:
         pending = leases
         while pending:
             if self.stopping:
@@ -143,7 +180,7 @@ class Runner:
                 if not waiting:
                     delay = decision.delay  # the first waiting message's: in order, the head's
                 self._log_wait(item.lease, item.outcome.kind if item.outcome else "", delay)
-                waiting.append(item.lease)
+                waiting.append(self._settler.newest(item.lease))
             pending = waiting
             if pending and await self._wait_or_stop(delay):
                 self._settler.release(pending, "shutdown")

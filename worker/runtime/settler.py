@@ -52,7 +52,7 @@ class Settler:
         when the message must wait here instead (a FIFO message whose DLQ move failed), else
         None. A DLQ move is not cut short by the shutdown's cancel: the copy is sent once
         and its original deleted, or neither."""
-        decision, lease = item.decision, item.lease
+        decision, lease = item.decision, self.newest(item.lease)
         assert decision is not None
         assert item.outcome is not None
         action = decision.action
@@ -80,6 +80,14 @@ class Settler:
                     return None
                 return Decision(Action.WAIT, self._policy.backoff_for(lease.attempt))
         return None  # WAIT: the caller runs it again; KEEP: left to lapse
+
+    def newest(self, lease: Lease) -> Lease:
+        """The newest delivery of ``lease``'s message (``Lease.successor``: SQS delivered it
+        again while it ran here); the earlier ones end quietly (superseded)."""
+        while lease.successor is not None:
+            earlier, lease = lease, lease.successor
+            self._acker.supersede(earlier)
+        return lease
 
     def retry_later(self, lease: Lease, decision: Decision) -> None:
         label = self._type_label(lease.message)
