@@ -302,7 +302,8 @@ def test_a_lease_on_its_way_out_or_extending_is_not_due() -> None:
     leases, (extending, lost, changing, deleting) = _leases_at(now, [1.0, 1.0, 1.0, 2.0])
     extending.extension_sent()
     lost.lost = True
-    changing.state, changing.target = State.SETTLING, 30  # its visibility change sets the time
+    changing.state, changing.target = State.SETTLING, 30  # its visibility change is on its way
+    changing.sending = True  # (it sets the time itself; one still waiting for a call is due)
     deleting.state = State.SETTLING  # a delete not yet confirmed: kept alive until it is
     heartbeat = Heartbeat(
         QueueContext.link(AwsClient(None), "q", "url", QueueCounters(), Metrics(CollectorRegistry())),
@@ -565,16 +566,16 @@ async def test_an_extension_that_waited_for_a_free_call_never_overwrites_a_chang
 
 
 async def test_a_lease_whose_change_waits_for_a_free_call_is_still_extended(aws: Aws) -> None:
-    # Visibility changes slow (one call at a time, 2 s each) and leases of 3 s: the
-    # eleventh change waits ~2 s for its call. It is extended meanwhile, so its visibility
-    # does not run out before its change (a 20 s retry delay) lands.
-    queue = await aws.queue(visibility=3)
-    leases, out = await leases_for(aws, queue.url, 11, visibility=3)
+    # Visibility changes slow (one call at a time, 2.5 s each) and leases of 4 s: the
+    # eleventh change waits 2.5 s for its call and lands at 5 s. It is extended meanwhile, so
+    # its visibility does not run out before its change (a 20 s retry delay) lands.
+    queue = await aws.queue(visibility=4)
+    leases, out = await leases_for(aws, queue.url, 11, visibility=4)
     counters, metrics = QueueCounters(), Metrics(CollectorRegistry())
     heartbeat = Heartbeat(
         QueueContext.link(AwsClient(aws.sqs), "q", queue.url, counters, metrics), leases, 1.0, 4
     )
-    held = _Held(aws.sqs, 2.0)
+    held = _Held(aws.sqs, 2.5)
     acker = Acker(
         QueueContext.link(AwsClient(held), "q", queue.url, counters, metrics),
         flush_interval=0.01,

@@ -234,7 +234,8 @@ async def test_a_failing_startup_hook_stops_the_worker_before_any_receive(aws: A
     from tests.conftest import settings_for
     from worker import Resources, Router
     from worker.messages.routing import Registry
-    from worker.runtime.supervisor import StartupError, Supervisor
+    from worker.runtime.hooks import StartupError
+    from worker.runtime.supervisor import Supervisor
 
     queue = await aws.queue()
     await aws.send(queue.url, {"n": 1}, "job")
@@ -262,7 +263,8 @@ async def test_a_handler_needing_a_resource_nobody_provides_is_refused_at_start(
     from tests.conftest import settings_for
     from worker import Router
     from worker.messages.routing import Registry
-    from worker.runtime.supervisor import StartupError, Supervisor
+    from worker.runtime.hooks import StartupError
+    from worker.runtime.supervisor import Supervisor
 
     class Pool:
         pass

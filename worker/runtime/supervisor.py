@@ -32,16 +32,17 @@ from worker.aws import (
     sqs_client,
     suggest_queue,
 )
-from worker.errors import ConfigError, WorkerError
+from worker.errors import ConfigError
 from worker.idempotency.store import IdempotencyStore, MemoryStore
 from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
-from worker.messages.routing import Registry, Router
+from worker.messages.routing import Registry
 from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.consumer import Consumer
 from worker.runtime.context import QueueContext, policy_of
+from worker.runtime.hooks import run_hooks
 from worker.runtime.idempotency import Idempotency
 from worker.runtime.target import QueueTarget
 from worker.settings import QueueSettings, WorkerSettings
@@ -117,10 +118,6 @@ async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float)
     except Exception as exc:
         raise _start_error(exc, f"queues.{key}: its dead-letter queue {arn}", retry_for) from None
     return str(response["QueueUrl"])
-
-
-class StartupError(WorkerError):
-    """A start-up hook failed, or a handler needs a resource no hook provided."""
 
 
 class Supervisor:
@@ -205,7 +202,7 @@ class Supervisor:
                         sqs_client(aws, pool_size=s.pool_size(keys), on_call=self.metrics.api_call)
                     )
                 targets = await self._resolve()
-                await self._hooks("startup")
+                await run_hooks(self.registries, self.resources, "startup")
                 if self.tracing is None and self._tracing_choice == "environment":
                     self.tracing = self._start_tracing()  # a provider a start-up hook installed
                 self.consumers = [
@@ -233,7 +230,7 @@ class Supervisor:
                     summary.cancel()
                     await self._shutdown()
                     self._log_summary(final=True)
-                    await self._hooks("shutdown")
+                    await run_hooks(self.registries, self.resources, "shutdown")
         finally:
             executor.shutdown(wait=False, cancel_futures=True)
             if self.health is not None:
@@ -294,38 +291,6 @@ class Supervisor:
         if tracing is not None:
             log.info("tracing_started")
         return tracing
-
-    def _routers(self) -> list[Router]:
-        """Every router of every queue, each once (one module may serve several queues)."""
-        seen: dict[int, Router] = {}
-        for registry in self.registries.values():
-            for router in registry.routers:
-                seen.setdefault(id(router), router)
-        return list(seen.values())
-
-    async def _hooks(self, phase: Literal["startup", "shutdown"]) -> None:
-        """Run every router's start-up (before the first receive) or shutdown hooks (after
-        the last settle, in reverse). A failing start-up hook stops the worker."""
-        hooks = [h for r in self._routers() for h in (r.startup if phase == "startup" else r.shutdown)]
-        if phase == "shutdown":
-            hooks.reverse()
-        for hook in hooks:
-            name = f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', repr(hook))}"
-            try:
-                await hook(self.resources)
-            except Exception as exc:
-                if phase == "startup":
-                    raise StartupError(f"start-up hook {name} failed: {type(exc).__name__}: {exc}") from exc
-                log.error("shutdown_hook_failed", hook=name, error=f"{type(exc).__name__}: {exc}"[:500])
-            else:
-                log.info(f"{phase}_hook_done", hook=name)
-        for registry in self.registries.values():
-            for route in registry.routes.values():
-                missing = [k.__name__ for k in route.resources if k not in self.resources]
-                if phase == "startup" and missing:
-                    raise StartupError(
-                        f"handler {route.source} needs {', '.join(missing)}, which no start-up hook provided"
-                    )
 
     def _where(self, key: str) -> str:
         """Where ``key``'s queue is looked for: its region and endpoint."""
