@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from pydantic import BaseModel
 
-from worker import CallNext, Message, PermanentFailure, Retry, Router
+from worker import CallNext, IdempotencyRecord, Message, PermanentFailure, Retry, Router, replayed
 from worker.messages.envelope import parse_message
 from worker.messages.payloads import PayloadPointer
 from worker.messages.routing import Registry, Route
@@ -400,3 +400,113 @@ async def test_middleware_wraps_the_calls_of_its_kind() -> None:
     assert takes_batches(batch)
     assert not takes_batches(single)
     assert not takes_batches(len)  # no signature to read: a single-message middleware
+
+
+# -- the idempotency claim ------------------------------------------------------------------------
+def _idempotent_processor(router: Router, store: Any) -> Processor:
+    from worker.runtime.idempotency import Idempotency
+
+    processor = _processor(router)
+    processor.ctx.idempotency = Idempotency(store, "q", 3600, 15, max_receive_count=3)
+    return Processor(processor.ctx)
+
+
+async def test_an_idempotent_handler_runs_once_per_key_and_its_copy_is_replayed() -> None:
+    from worker.idempotency.store import MemoryStore
+
+    router, runs, seen = Router(), [], []
+
+    @router.middleware
+    async def watch(message: Message, call_next: CallNext) -> Any:
+        result = await call_next()
+        seen.append((replayed(), result))
+        return result
+
+    @router.handler("pay", idempotent=True)
+    async def pay(payload: Row, record: IdempotencyRecord) -> dict[str, int]:
+        runs.append(record.key)
+        return {"paid": payload.n}
+
+    store = MemoryStore()
+    processor = _idempotent_processor(router, store)
+    first = _lease({"n": 7}, "pay", **{"idempotency-key": "k1"})
+    copy = _lease({"n": 7}, "pay", **{"idempotency-key": "k1"})
+    [one] = await processor.run(None, [first])
+    [two] = await processor.run(None, [copy])
+    assert one.outcome is not None
+    assert one.outcome.kind == "succeeded"
+    assert two.outcome is not None
+    assert two.outcome.reason.startswith("replayed")
+    assert runs == ["q:k1"]
+    assert seen == [(False, {"paid": 7}), (True, {"paid": 7})]  # the copy sees the stored result
+
+
+async def test_a_failed_idempotent_run_releases_its_claim_so_the_next_attempt_runs() -> None:
+    from worker.idempotency.store import MemoryStore
+
+    router, runs = Router(), []
+
+    @router.handler("pay", idempotent=True)
+    async def pay(payload: Row) -> None:
+        runs.append(payload.n)
+        if len(runs) == 1:
+            raise RuntimeError("declined")
+
+    store = MemoryStore()
+    processor = _idempotent_processor(router, store)
+    lease = _lease({"n": 1}, "pay", **{"idempotency-key": "k2"})
+    [failed] = await processor.run(None, [lease])
+    assert failed.outcome is not None
+    assert failed.outcome.kind == "failed"
+    assert store.records == {}  # released
+    [ok] = await processor.run(None, [lease])
+    assert ok.outcome is not None
+    assert ok.outcome.kind == "succeeded"
+    assert runs == [1, 1]
+
+
+async def test_a_store_that_cannot_be_reached_makes_the_claim_wait_without_an_attempt() -> None:
+    from worker.idempotency.store import MemoryStore
+
+    router, runs = Router(), []
+
+    @router.handler("pay", idempotent=True)
+    async def pay(payload: Row) -> None:
+        runs.append(payload.n)
+
+    class _Down(MemoryStore):
+        async def claim(self, record: Any, now: float) -> Any:
+            raise ConnectionError("no route to the store")
+
+    processor = _idempotent_processor(router, _Down())
+    lease = _lease({"n": 1}, "pay")
+    with structlog.testing.capture_logs() as logs:
+        [item] = await processor.run(None, [lease])
+    assert item.outcome is not None
+    assert item.outcome.kind == "waiting"
+    assert item.decision is not None
+    assert item.decision.action is Action.WAIT
+    assert (lease.failures, runs) == (0, [])
+    [line] = [e for e in logs if e["event"] == "message_waiting"]
+    assert line["dependency"] == "idempotency store"
+
+
+async def test_a_batch_member_whose_fetched_type_is_another_route_is_rejected_alone() -> None:
+    router, calls = Router(), []
+
+    @router.batch_handler("row", max_size=10)
+    async def rows(payloads: list[Row]) -> None:
+        calls.append([p.n for p in payloads])
+
+    @router.handler("other")
+    async def other(payload: Row) -> None:
+        pass
+
+    processor = _processor(router)
+    items = await processor.run(_route(processor, "row"), [_lease({"n": 1}), _lease({"n": 2}, "other")])
+    assert calls == [[1]]
+    assert items[1].outcome is not None
+    assert (items[1].outcome.kind, items[1].outcome.reason) == (
+        "rejected",
+        "message type 'other' does not belong in a batch of 'row'",
+    )
