@@ -241,3 +241,33 @@ async def test_a_redelivery_of_a_message_still_running_here_is_not_run_beside_it
         await asyncio.sleep(3)  # (a second run would have started by now)
     assert runs == [1]
     assert await aws.total(queue.url) == 0
+
+
+async def test_a_shutdown_during_the_workers_own_dlq_move_finishes_the_move_once(
+    aws: Aws, proxy: Proxy
+) -> None:
+    # The DLQ copy's SendMessage takes 2 s; the grace ends after 0.5 s. The move is not cut
+    # short: the copy lands once and the original is deleted (nothing left running, no
+    # second copy after a redelivery).
+    queue = await aws.queue(max_receive_count=3)
+    router = Router()
+
+    @router.handler("bad")
+    async def bad(payload: dict[str, int]) -> None:
+        from worker import PermanentFailure
+
+        raise PermanentFailure("never")
+
+    await aws.send(queue.url, {"n": 1}, "bad")
+    settings = settings_for(proxy.url, queue, shutdown_grace=0.5, shutdown_flush=5)
+    await asyncio.to_thread(proxy.faults, op_latency={"SendMessage": 2.0})
+    async with running(settings, router) as worker:
+        consumer = worker.consumers[0]
+        await eventually(lambda: consumer.counters.rejected == 1, timeout=20, every=0.05)
+        assert consumer.counters.dead_lettered == 0  # the move is on its way as the stop begins
+    await asyncio.to_thread(proxy.faults)
+    assert consumer.counters.dead_lettered == 1
+    assert consumer.in_flight == 0
+    assert await aws.total(queue.url) == 0
+    assert queue.dlq_url
+    assert len(await aws.drain(queue.dlq_url)) == 1
