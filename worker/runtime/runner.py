@@ -167,11 +167,13 @@ class Runner:
             items = await self._processor.run(route, pending)
             waiting: list[Lease] = []
             delay = 0
+            abandoned = False
             for item in items:
                 decision = item.decision
                 assert decision is not None
                 if decision.action is Action.KEEP:
-                    return False  # a thread still runs: its leases (and its group's) lapse
+                    abandoned = True  # a thread still runs: its leases (and its group's) lapse
+                    continue
                 if decision.action is not Action.WAIT:
                     fallback = await self._settler.execute(item)
                     if fallback is None:
@@ -181,6 +183,8 @@ class Runner:
                     delay = decision.delay  # the first waiting message's: in order, the head's
                 self._log_wait(item.lease, item.outcome.kind if item.outcome else "", delay)
                 waiting.append(self._settler.newest(item.lease))
+            if abandoned:
+                return False
             pending = waiting
             if pending and await self._wait_or_stop(delay):
                 self._settler.release(pending, "shutdown")
