@@ -729,7 +729,7 @@ async def test_each_entry_of_a_partly_failed_batch_gets_its_own_outcome() -> Non
             acker.submit(lease)
         await eventually(lambda: not any(lease.live for lease in held), timeout=3, every=0.01)
     # Nothing kept for any of them (read before `pending`, which sweeps ended leases).
-    assert (acker._open, acker._retries, acker._timers, acker._deleting) == ({}, {}, {}, {})
+    assert (acker._open, acker._retries, acker._timers, acker.deliveries._deleting) == ({}, {}, {}, {})
     assert [receipts for _, _, receipts in fake.calls] == [["r0", "r1", "r2", "r3"], ["r1"]]
     assert [lease.state for lease in held] == [State.SETTLED, State.SETTLED, State.LAPSED, State.LAPSED]
     assert counters.delete_failed == 2
@@ -962,18 +962,20 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
 
     again = Message("m0", "{}", {}, "t", 2, receipt_handle="r-new")
     new = leases.open(again, {}, time.monotonic(), 30)
-    assert acker.pending_delete(old) is None  # itself
+    assert acker.deliveries.pending_delete(old) is None  # itself
     assert (
-        acker.pending_delete(leases.open(Message("m1", "{}", {}, "t", 2, receipt_handle="r1b"), {}, 0, 30))
+        acker.deliveries.pending_delete(
+            leases.open(Message("m1", "{}", {}, "t", 2, receipt_handle="r1b"), {}, 0, 30)
+        )
         is None
     )
-    assert acker.pending_delete(new) is old
+    assert acker.deliveries.pending_delete(new) is old
     acker.supersede(old)
     assert id(old) not in acker._open  # forgotten: nothing of it is kept
-    assert "m0" not in acker._deleting
+    assert "m0" not in acker.deliveries._deleting
     assert old.state is State.SUPERSEDED
     assert ended == [other, old]
-    assert acker.pending_delete(new) is None  # once
+    assert acker.deliveries.pending_delete(new) is None  # once
 
     with structlog.testing.capture_logs() as logs:
         new.settle_delete()
@@ -988,8 +990,10 @@ async def test_a_new_delivery_takes_over_a_pending_delete_and_the_old_lease_ends
     assert counters.lapsed == 0
     assert registry.get_sample_value("sqs_worker_delete_failed_total", {"queue": "q"}) in (None, 0)
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
-    assert acker._deleting == {}
-    assert list(acker._unsure) == []  # a superseded lease's late answer: the new delivery's delete landed
+    assert acker.deliveries._deleting == {}
+    assert (
+        list(acker.deliveries._unsure) == []
+    )  # a superseded lease's late answer: the new delivery's delete landed
     await acker.close(time.monotonic() + 1)
 
 
@@ -1031,14 +1035,16 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_or_failed_stale_i
     retry.settle_visibility(0)
     acker.submit(retry)
     await eventually(lambda: not any(x.live for x in (late, timely, overdue, retry)), timeout=3, every=0.01)
-    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m2")) == (why, None)
-    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m5")) is None
-    assert acker.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
+    assert acker.deliveries.unsure_delete(_delivery(leases, 2, now, message_id="m2")) == (why, None)
+    assert acker.deliveries.unsure_delete(_delivery(leases, 2, now, message_id="m5")) is None
+    assert acker.deliveries.pending_delete(_delivery(leases, 2, now)) is None  # not pending any more
     if why == "confirmed_late":
-        assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m1")) is None  # in time: landed
-    assert acker.unsure_delete(_delivery(leases, 2, now)) == (why, None)
-    assert acker.unsure_delete(_delivery(leases, 3, now)) is None  # once
-    assert acker.unsure_delete(_delivery(leases, 2, now, message_id="m9")) is None
+        assert (
+            acker.deliveries.unsure_delete(_delivery(leases, 2, now, message_id="m1")) is None
+        )  # in time: landed
+    assert acker.deliveries.unsure_delete(_delivery(leases, 2, now)) == (why, None)
+    assert acker.deliveries.unsure_delete(_delivery(leases, 3, now)) is None  # once
+    assert acker.deliveries.unsure_delete(_delivery(leases, 2, now, message_id="m9")) is None
     await acker.close(time.monotonic() + 1)
 
 
@@ -1071,18 +1077,20 @@ async def test_what_may_not_have_landed_is_forgotten_after_its_window_and_beyond
         lease.settle_delete()
         acker.submit(lease)
     await eventually(lambda: not any(lease.live for lease in late), timeout=3, every=0.01)
-    assert list(acker._unsure) == ids[2:]  # the cap: the oldest went first
+    assert list(acker.deliveries._unsure) == ids[2:]  # the cap: the oldest went first
     again = _delivery(leases, 2, time.monotonic() - 31, message_id="m3")
     again.settle_delete()
     acker.submit(again)
     await eventually(lambda: not again.live, timeout=3, every=0.01)
-    assert list(acker._unsure) == ["m2", "m4", "m3"]  # remembered again: the newest now, none lost
-    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m0")) is None
-    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == (
+    assert list(acker.deliveries._unsure) == ["m2", "m4", "m3"]  # remembered again: the newest now, none lost
+    assert acker.deliveries.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m0")) is None
+    assert acker.deliveries.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m2")) == (
         "confirmed_late",
         None,
     )
     clock.ahead = module.UNSURE_FOR + 1
-    assert acker.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None  # too old
-    assert list(acker._unsure) == []  # pruned on the way: nothing kept past the window
+    assert (
+        acker.deliveries.unsure_delete(_delivery(leases, 3, time.monotonic(), message_id="m4")) is None
+    )  # too old
+    assert list(acker.deliveries._unsure) == []  # pruned on the way: nothing kept past the window
     await acker.close(time.monotonic() + 1)

@@ -187,7 +187,7 @@ async def test_a_delete_confirmed_after_the_visibility_ran_out_keeps_the_body_fo
         await outage.deletes_land_after_the_visibility(proxy)
         await eventually(lambda: consumer.in_flight == 0, timeout=20)  # the delete confirmed
         assert consumer.counters.delete_failed == 0
-        assert message_id in consumer.acker._unsure  # remembered: a redelivery is deleted
+        assert message_id in consumer.acker.deliveries._unsure  # remembered: a redelivery is deleted
         await asyncio.sleep(1)
         assert await asyncio.to_thread(s3_object_exists, aws.endpoint, bucket_name, key)
         await asyncio.to_thread(proxy.faults)

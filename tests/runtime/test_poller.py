@@ -186,4 +186,4 @@ async def test_a_lease_counts_from_the_receive_response_not_from_the_long_polls_
         await aws.send(queue.url, {"n": 1}, "work")
         await eventually(lambda: consumer.counters.succeeded == 1 and consumer.in_flight == 0, timeout=20)
         assert consumer.counters.overdue == 0
-        assert not consumer.acker._unsure  # its delete was confirmed in time
+        assert not consumer.acker.deliveries._unsure  # its delete was confirmed in time

@@ -29,11 +29,10 @@ import contextlib
 import time
 
 from worker.aws import STALE_RECEIPT_CODES, error_code
-from worker.messages.envelope import Message
 from worker.observe.logs import get_logger
 from worker.runtime.context import QueueContext
+from worker.runtime.deliveries import Deliveries
 from worker.runtime.lease import Lease, State
-from worker.runtime.memory import Recent
 
 BATCH = 10
 FIRST_BACKOFF = 0.2
@@ -43,6 +42,15 @@ UNSURE_FOR = 900.0
 UNSURE_MAX = 10_000
 """At most this many such messages are remembered (the oldest go first)."""
 log = get_logger()
+
+
+def _entry(i: int, lease: Lease) -> dict[str, object]:
+    """A request entry: a delete's, or a visibility change's (positional ids, so unique even
+    when one message was received twice)."""
+    entry: dict[str, object] = {"Id": str(i), "ReceiptHandle": lease.receipt_handle}
+    if lease.target is not None:
+        entry["VisibilityTimeout"] = lease.target
+    return entry
 
 
 def retry_delay(attempt: int) -> float:
@@ -72,13 +80,8 @@ class Acker:
         self._deletes: list[tuple[float, Lease]] = []
         self._changes: list[tuple[float, Lease]] = []
         self._open: dict[int, Lease] = {}
-        self._deleting: dict[str, Lease] = {}
-        """Leases whose delete is pending, by message id (``pending_delete``)."""
-        self._unsure: Recent[tuple[str, Message | None]] = Recent(
-            UNSURE_MAX, UNSURE_FOR, lambda: time.monotonic()
-        )
-        """Messages handled here whose delete may not have landed, by message id: (why, its
-        offloaded body if it may go), oldest first (``unsure_delete``)."""
+        self.deliveries = Deliveries(UNSURE_MAX, UNSURE_FOR, lambda: time.monotonic())
+        """What it knows of the deletes it sends, for redeliveries of handled messages."""
         self._retries: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._filled = asyncio.Event()
@@ -95,7 +98,7 @@ class Acker:
         assert lease.state is State.SETTLING
         self._open[id(lease)] = lease
         if lease.target is None:
-            self._deleting[lease.message.message_id] = lease
+            self.deliveries.deleting(lease)
         buffer = self._deletes if lease.target is None else self._changes
         buffer.append((time.monotonic(), lease))
         self._wake.set()
@@ -108,32 +111,6 @@ class Acker:
         for key in [key for key, lease in self._open.items() if not lease.live]:
             self._forget(self._open[key])
         return len(self._open)
-
-    def pending_delete(self, lease: Lease) -> Lease | None:
-        """The lease of an earlier delivery of ``lease``'s message whose delete is still
-        pending here, or None. SQS delivered the message again (the delete's retries did
-        not land before its visibility ran out, e.g. through an outage): its handler ran
-        already, so the caller deletes it with the new receipt handle, the one SQS honours
-        now, instead of running it twice, and ends the earlier lease (``supersede``).
-        (A lease leaves ``_deleting`` whenever it ends: every end goes through ``_forget``.)"""
-        earlier = self._deleting.get(lease.message.message_id)
-        return None if earlier is lease else earlier
-
-    def unsure_delete(self, lease: Lease) -> tuple[str, Message | None] | None:
-        """Why the delete of an earlier delivery of ``lease``'s message, handled here and no
-        longer pending, may not have landed, or None: ``"confirmed_late"`` (SQS confirmed it
-        only after the lease's visibility could have run out: a delete with a receipt handle
-        older than the latest delivery's succeeds without deleting) or ``"failed"`` (its
-        receipt handle no longer worked). SQS hands such a message out again; its handler
-        ran already, so the caller deletes the new delivery instead of running it. Answered
-        once per message, for ``UNSURE_FOR`` seconds; with the earlier delivery's offloaded
-        body when it may go (``Lease.discard``: kept while the delete was unsure)."""
-        return self._unsure.take(lease.message.message_id)
-
-    def unsure(self, lease: Lease) -> bool:
-        """Whether ``lease``'s message is remembered as deleted unsurely (``unsure_delete``),
-        without answering for it: its offloaded body must stay for the redelivery."""
-        return lease.message.message_id in self._unsure
 
     def supersede(self, earlier: Lease) -> None:
         """End ``earlier`` quietly (SUPERSEDED): a newer delivery deletes its message. Its
@@ -232,29 +209,12 @@ class Acker:
     async def _call(self, chunk: list[Lease]) -> None:
         deleting = chunk[0].target is None
         try:
-            if deleting:
-                response = await self._sqs.once(
-                    "delete_message_batch",
-                    self._call_timeout,
-                    QueueUrl=self._url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": lease.receipt_handle} for i, lease in enumerate(chunk)
-                    ],
-                )
-            else:
-                response = await self._sqs.once(
-                    "change_message_visibility_batch",
-                    self._call_timeout,
-                    QueueUrl=self._url,
-                    Entries=[
-                        {
-                            "Id": str(i),
-                            "ReceiptHandle": lease.receipt_handle,
-                            "VisibilityTimeout": lease.target,
-                        }
-                        for i, lease in enumerate(chunk)
-                    ],
-                )
+            response = await self._sqs.once(
+                "delete_message_batch" if deleting else "change_message_visibility_batch",
+                self._call_timeout,
+                QueueUrl=self._url,
+                Entries=[_entry(i, lease) for i, lease in enumerate(chunk)],
+            )
         except asyncio.CancelledError:
             for lease in chunk:
                 lease.sending = False
@@ -279,7 +239,7 @@ class Acker:
             failure = failed.get(i)
             if failure is None or not lease.live:  # (not live: superseded meanwhile, the one way)
                 if deleting and lease.live and (lease.overdue or lease.expires_at <= now):
-                    self._unsure.remember(lease.message.message_id, ("confirmed_late", lease.discard))
+                    self.deliveries.remember(lease, "confirmed_late")
                 self._forget(lease)
                 lease.confirmed()
                 continue
@@ -297,7 +257,7 @@ class Acker:
                     self._delete_failed.inc()
                     # The message will be delivered again: say so loudly.
                     log.warning("delete_failed", **fields, redelivery_expected=True)
-                    self._unsure.remember(lease.message.message_id, ("failed", lease.discard))
+                    self.deliveries.remember(lease, "failed")
                 else:
                     log.info("visibility_change_failed", **fields)
                 self._forget(lease)
@@ -309,8 +269,7 @@ class Acker:
     def _forget(self, lease: Lease) -> None:
         self._open.pop(id(lease), None)
         self._retries.pop(id(lease), None)
-        if self._deleting.get(lease.message.message_id) is lease:
-            del self._deleting[lease.message.message_id]
+        self.deliveries.ended(lease)
 
     def _again(self, lease: Lease) -> None:
         """Back into the buffer after a backoff, while the lease lives."""

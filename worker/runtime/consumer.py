@@ -167,7 +167,7 @@ class Consumer:
             message is not None
             and lease.state is State.SETTLED
             and self.payloads is not None
-            and not self.acker.unsure(lease)
+            and not self.acker.deliveries.unsure(lease)
         ):
             # Deleted from SQS in time: its offloaded body goes too (it may: Lease.discard;
             # never raises). Not when the delete was confirmed so late that SQS may hand the

@@ -107,7 +107,7 @@ class Settler:
         still pending (``Acker.pending_delete``) or may not have landed
         (``Acker.unsure_delete``): it is deleted with its new receipt handle and does not
         run again."""
-        earlier = self._acker.pending_delete(lease)
+        earlier = self._acker.deliveries.pending_delete(lease)
         if earlier is not None:
             why = "pending"
             # Its offloaded body (if it may go) goes once this delete lands; taken from the
@@ -115,7 +115,7 @@ class Settler:
             lease.discard, earlier.discard = earlier.discard, None
             self._acker.supersede(earlier)
         else:
-            unsure = self._acker.unsure_delete(lease)
+            unsure = self._acker.deliveries.unsure_delete(lease)
             if unsure is None:
                 return False
             why, lease.discard = unsure  # a body kept as its delete was unsure goes now
