@@ -120,6 +120,34 @@ async def _dead_letter_url(sqs: AwsClient, key: str, arn: str, retry_for: float)
     return str(response["QueueUrl"])
 
 
+async def resolve_queues(settings: WorkerSettings, clients: dict[str, AwsClient]) -> list[QueueTarget]:
+    """Every configured queue (``clients``: each one's SQS client), within
+    ``aws.startup_timeout`` in all. All at once; each result is taken in configuration
+    order, so a failure is the one a resolution one queue after another would report."""
+    timeout = settings.aws.startup_timeout
+    tasks = [
+        asyncio.create_task(resolve_queue(clients[key], key, q, timeout, _where(settings, key)))
+        for key, q in settings.queues.items()
+    ]
+    try:
+        async with asyncio.timeout(timeout):
+            return [await task for task in tasks]
+    except TimeoutError:
+        raise AwsUnreachable(f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)") from None
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _where(settings: WorkerSettings, key: str) -> str:
+    """Where ``key``'s queue is looked for: its region and endpoint."""
+    aws = settings.aws
+    region = settings.queues[key].region_in(aws) or aws.resolved_region() or "no region"
+    endpoint = aws.resolved_endpoint("sqs")
+    return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -292,45 +320,16 @@ class Supervisor:
             log.info("tracing_started")
         return tracing
 
-    def _where(self, key: str) -> str:
-        """Where ``key``'s queue is looked for: its region and endpoint."""
-        aws = self.settings.aws
-        region = self.settings.queues[key].region_in(aws) or aws.resolved_region() or "no region"
-        endpoint = aws.resolved_endpoint("sqs")
-        return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
-
     def _client(self, key: str) -> AwsClient:
         """The SQS client of the queue's region."""
         return self._clients[self.settings.queues[key].region_in(self.settings.aws)]
 
     async def _resolve(self) -> list[QueueTarget]:
         """Every configured queue, within ``aws.startup_timeout`` in all."""
-        timeout = self.settings.aws.startup_timeout
-        # All queues at once; each result is taken in configuration order, so a failure is
-        # the one a resolution one queue after another would have reported.
-        tasks = [
-            asyncio.create_task(
-                resolve_queue(
-                    self._client(key).counting(self.metrics.queue_requests(key)),
-                    key,
-                    q,
-                    timeout,
-                    self._where(key),
-                )
-            )
-            for key, q in self.settings.queues.items()
-        ]
-        try:
-            async with asyncio.timeout(timeout):
-                return [await task for task in tasks]
-        except TimeoutError:
-            raise AwsUnreachable(
-                f"cannot reach SQS (gave up after aws.startup_timeout {timeout:g}s)"
-            ) from None
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        clients = {
+            key: self._client(key).counting(self.metrics.queue_requests(key)) for key in self.settings.queues
+        }
+        return await resolve_queues(self.settings, clients)
 
     async def _shutdown(self) -> None:
         """Stop receiving and let handlers finish within ``shutdown_grace``; then
