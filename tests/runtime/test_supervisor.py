@@ -320,7 +320,7 @@ async def test_a_missing_queue_at_start_suggests_a_close_name(aws: Aws) -> None:
     from worker.runtime.supervisor import Supervisor
     from worker.settings import load_settings
 
-    queue = await aws.queue()
+    queue = await aws.queue(prefix="zsuggest")  # (a prefix few queues of the test server share)
     typo = queue.name[:-1] + ("x" if queue.name[-1] != "x" else "y")
     settings = load_settings(
         None,
