@@ -5,6 +5,7 @@ that do what each rule needs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -510,3 +511,193 @@ async def test_a_batch_member_whose_fetched_type_is_another_route_is_rejected_al
         "rejected",
         "message type 'other' does not belong in a batch of 'row'",
     )
+
+
+# -- what the mutation run found untested ------------------------------------------------------
+async def test_the_lag_is_observed_once_per_delivery_from_the_sent_timestamp() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from worker.observe.metrics import Metrics
+
+    router = Router()
+
+    @router.handler("row")
+    async def row(payload: Row, message: Message) -> None:
+        if message.receive_count == 1:
+            raise RuntimeError("again")
+
+    registry = CollectorRegistry()
+    processor = _processor(router)
+    processor.ctx.metrics = Metrics(registry)
+    processor = Processor(processor.ctx)
+    late, ahead = _lease({"n": 1}), _lease({"n": 2})
+    for lease, shift in ((late, -10.0), (ahead, +60.0)):  # sent 10 s ago; a clock a minute ahead
+        lease.message = dataclasses.replace(
+            lease.message, sent_timestamp_ms=int((time.time() + shift) * 1000)
+        )
+    await processor.run(None, [late])
+    await processor.run(None, [late])  # run again in place: not a second observation
+    labels = {"queue": "q", "type": "row"}
+    assert registry.get_sample_value("sqs_worker_message_lag_seconds_count", labels) == 1
+    assert 9.5 < (registry.get_sample_value("sqs_worker_message_lag_seconds_sum", labels) or 0) < 11
+    await processor.run(None, [ahead])
+    assert registry.get_sample_value("sqs_worker_message_lag_seconds_count", labels) == 2
+    assert 9.5 < (registry.get_sample_value("sqs_worker_message_lag_seconds_sum", labels) or 0) < 11  # +0
+
+
+class Pool:
+    """A resource a start-up hook would provide."""
+
+
+async def test_handlers_get_their_resources_single_and_batch() -> None:
+    router, got = Router(), []
+
+    @router.handler("one")
+    async def one(payload: Row, pool: Pool) -> None:
+        got.append(("one", pool))
+
+    @router.batch_handler("many", max_size=10)
+    async def many(payloads: list[Row], pool: Pool) -> None:
+        got.append(("many", pool))
+
+    processor = _processor(router)
+    pool = Pool()
+    processor.ctx.resources.add(pool)
+    processor = Processor(processor.ctx)
+    await processor.run(None, [_lease({"n": 1}, "one")])
+    await processor.run(_route(processor, "many"), [_lease({"n": 1}, "many")])
+    assert got == [("one", pool), ("many", pool)]
+
+
+async def test_a_plain_function_runs_in_the_workers_pool_counted_while_it_runs() -> None:
+    from worker.runtime.steps.invoke import handler_threads_running
+
+    router = Router()
+    during: list[tuple[str, int]] = []
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        during.append((threading.current_thread().name, handler_threads_running()))
+
+    await _processor(router).run(None, [_lease({"n": 1})])
+    assert during[0][0].startswith("handler")  # the worker's pool, not asyncio's default one
+    assert during[0][1] == 1
+    assert handler_threads_running() == 0
+
+
+async def test_a_thread_handlers_overdue_line_names_its_messages_and_limit() -> None:
+    router = Router()
+
+    @router.batch_handler("row", max_size=10)
+    def rows(payloads: list[Row]) -> None:
+        time.sleep(0.3)
+
+    processor = _processor(router, max_processing_time=0.1)
+    leases = [_lease({"n": 1}), _lease({"n": 2})]
+    with structlog.testing.capture_logs() as logs:
+        await processor.run(_route(processor, "row"), leases)
+    [line] = [e for e in logs if e["event"] == "message_overdue"]
+    assert line["queue"] == "q"
+    assert line["message_ids"] == [lease.message.message_id for lease in leases]
+    assert line["limit"] == 0.1
+    assert line["detail"].startswith("thread still running")
+
+
+async def test_a_cancel_without_the_shutdown_fails_a_thread_run() -> None:
+    router = Router()
+    release = threading.Event()
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        release.wait(5)
+
+    processor = _processor(router)
+    task = asyncio.create_task(processor.run(None, [_lease({"n": 1})]))
+    await asyncio.sleep(0.05)
+    task.cancel()  # not the shutdown (no Halt): e.g. a bug's clean-up
+    [item] = await task
+    release.set()
+    assert item.outcome is not None
+    assert item.outcome.kind == "failed"
+
+
+async def test_past_the_grace_a_thread_that_ends_counts_and_a_second_cancel_leaves_it_behind() -> None:
+    router = Router()
+    release = threading.Event()
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        release.wait(5)
+
+    async def in_task(processor: Processor, cancels: int) -> tuple[Any, int, list[Any]]:
+        async def go() -> tuple[Any, int, list[Any]]:
+            with structlog.testing.capture_logs() as logs:
+                inner = asyncio.create_task(processor.run(None, [_lease({"n": 1})]))
+                await asyncio.sleep(0.05)
+                processor.ctx.halt.end_grace()
+                for _ in range(cancels):
+                    inner.cancel()
+                    await asyncio.sleep(0.05)
+                if cancels == 1:
+                    release.set()
+                [item] = await inner
+            return item, 0, logs
+
+        return await asyncio.create_task(go())
+
+    ended, _, logs = await in_task(_processor(router), 1)
+    assert ended.outcome.kind == "succeeded"  # its result counted
+    assert [(e["event"], e["messages"]) for e in logs if e["event"].startswith("handler_thread")] == [
+        ("handler_thread_still_running", 1)
+    ]
+    release.clear()
+    left, _, logs = await in_task(_processor(router), 2)
+    release.set()
+    assert left.decision.action is Action.KEEP
+    assert [(e["event"], e["messages"]) for e in logs if e["event"].startswith("handler_thread")] == [
+        ("handler_thread_still_running", 1),
+        ("handler_thread_abandoned", 1),
+    ]
+
+
+async def test_a_single_call_runs_when_only_batch_middleware_is_registered() -> None:
+    router, runs = Router(), []
+
+    @router.middleware
+    async def batch_only(messages: list[Message], call_next: CallNext) -> Any:
+        return await call_next()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        runs.append(payload.n)
+
+    [item] = await _processor(router).run(None, [_lease({"n": 3})])
+    assert item.outcome is not None
+    assert item.outcome.kind == "succeeded"
+    assert runs == [3]
+
+
+def test_a_middleware_whose_annotations_cannot_be_read_wraps_single_calls() -> None:
+    async def unreadable(message: NoSuchName, call_next: CallNext) -> Any:  # type: ignore[name-defined] # noqa: F821
+        return await call_next()
+
+    assert not takes_batches(unreadable)
+
+
+async def test_a_plain_handler_beside_an_idempotent_one_runs_without_a_record() -> None:
+    from worker.idempotency.store import MemoryStore
+
+    router, runs = Router(), []
+
+    @router.handler("pay", idempotent=True)
+    async def pay(payload: Row) -> None:
+        pass
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        runs.append(payload.n)
+
+    [item] = await _idempotent_processor(router, MemoryStore()).run(None, [_lease({"n": 4})])
+    assert item.outcome is not None
+    assert item.outcome.kind == "succeeded"
+    assert runs == [4]

@@ -61,8 +61,6 @@ class Call:
     stage: str = "start"
     """The step running now (``Step.stage``): a deadline that passes during a dependency's
     step is that dependency's fault, not the handler's."""
-    overdue: bool = False
-    """Its deadline (``max_processing_time``) passed."""
     in_thread: bool = False
     """A plain-function handler's thread is running: the deadline does not cancel it."""
     task: asyncio.Task[Any] | None = None

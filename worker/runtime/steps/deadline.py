@@ -53,8 +53,7 @@ class Deadlines:
         return False
 
     def _expire(self, slot: int) -> None:
-        for call in self._slots.pop(slot, {}).values():
-            call.overdue = True
+        for call in self._slots.pop(slot).values():  # (each slot's one timer)
             if call.in_thread:
                 log.warning(
                     "message_overdue",
