@@ -181,7 +181,7 @@ class Runner:
                     decision = fallback
                 if not waiting:
                     delay = decision.delay  # the first waiting message's: in order, the head's
-                self._log_wait(item.lease, item.outcome.kind if item.outcome else "", delay)
+                self._log_wait(item.lease, item.outcome.kind if item.outcome else "", decision.delay)
                 waiting.append(self._settler.newest(item.lease))
             if abandoned:
                 return False
