@@ -27,6 +27,9 @@ SCENARIOS = """\
 | sigkill-x2+idempotency | sigkill-x2 with an idempotent handler and the DynamoDB store (moto's server) | duplicate effects 0; SQS still delivers again, those deliveries are settled without running |
 | outage-*+idempotency | the two outages with the idempotent handler and the store | as sigkill: redeliveries replayed, effects once |
 | defaults-auto-faults-x2 | the worker's own concurrency defaults (pollers and max_in_flight `auto`: the adaptive limiter) with 5% handler failures, 10% of calls answered with errors, 10% of delete entries failed and two SIGKILLs | as the scenarios above together: nothing lost or dead-lettered unrun; duplicates only from the kills, at most the auto limit's bound per kill |
+| fifo-batch-failures | a FIFO batch handler, 20 groups x 50; 10% of members fail and 3% are rejected, each on its own (backoff 0 s, maxReceiveCount 3) | no member in the DLQ for another's failures; a member that succeeded is never run again (dup 0); rejected ones in the DLQ |
+| store-outage-refused | the idempotency store (moto's DynamoDB behind the fault proxy) refuses every connection for the outage; SQS does not (maxReceiveCount 3) | claims wait leased (`message_waiting`) without spending attempts: nothing in the DLQ, effects once |
+| sigterm-plain-batches | plain-function batch handlers whose threads run 2 s past the grace, SIGTERM twice, restarting each time | threads past the grace keep their leases and their results count: nothing released while a thread runs, no loss, no duplicate |
 | soak | steady load with 1% failures for 30 minutes | RSS at the end within 10% of after warm-up; no growth in tasks or open files |
 """
 
