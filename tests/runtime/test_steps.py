@@ -641,18 +641,20 @@ async def test_past_the_grace_a_thread_that_ends_counts_and_a_second_cancel_leav
                 if cancels == 1:
                     release.set()
                 [item] = await inner
-            return item, 0, logs
+            return item, inner.cancelling(), logs  # (cancels taken back: the outcome says)
 
         return await asyncio.create_task(go())
 
-    ended, _, logs = await in_task(_processor(router), 1)
+    ended, cancelling, logs = await in_task(_processor(router), 1)
     assert ended.outcome.kind == "succeeded"  # its result counted
+    assert cancelling == 0
     assert [(e["event"], e["messages"]) for e in logs if e["event"].startswith("handler_thread")] == [
         ("handler_thread_still_running", 1)
     ]
     release.clear()
-    left, _, logs = await in_task(_processor(router), 2)
+    left, cancelling, logs = await in_task(_processor(router), 2)
     release.set()
+    assert cancelling == 0
     assert left.decision.action is Action.KEEP
     assert [(e["event"], e["messages"]) for e in logs if e["event"].startswith("handler_thread")] == [
         ("handler_thread_still_running", 1),
@@ -701,3 +703,21 @@ async def test_a_plain_handler_beside_an_idempotent_one_runs_without_a_record() 
     assert item.outcome is not None
     assert item.outcome.kind == "succeeded"
     assert runs == [4]
+
+
+async def test_a_member_left_out_of_a_batch_does_not_keep_the_others_out() -> None:
+    router, calls = Router(), []
+
+    @router.batch_handler("row", max_size=10)
+    async def rows(payloads: list[Row]) -> None:
+        calls.append([p.n for p in payloads])
+
+    @router.handler("other")
+    async def other(payload: Row) -> None:
+        pass
+
+    processor = _processor(router)
+    leases = [_lease({"n": 0}, "mystery"), _lease({"n": 1}, "other"), _lease("{"), _lease({"n": 3})]
+    items = await processor.run(_route(processor, "row"), leases)
+    assert calls == [[3]]  # the three before it were rejected one by one; it still ran
+    assert [i.outcome.kind if i.outcome else None for i in items] == ["rejected"] * 3 + ["succeeded"]
