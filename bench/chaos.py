@@ -381,7 +381,8 @@ async def sigkill(endpoint: str, n: int, kills: int = 2, store: str | None = Non
     in_flight_at_kill = []
     for k in range(kills):
         target = n * (k + 1) // (kills + 1)
-        await wait_for(lambda t=target: run.done_count() >= t, timeout=120)
+        # (moto's DynamoDB slows as its tables grow: the store's run waits longer)
+        await wait_for(lambda t=target: run.done_count() >= t, timeout=600 if store else 120)
         in_flight_at_kill.append(50)  # max_in_flight: the most that can be redone
         proc.kill()
         proc.wait()
@@ -906,14 +907,53 @@ ALL = [
     "sigterm-plain-batches",
     "soak",
 ]
+_RESULT_PREFIXES = [
+    ("handler-failures", "failures"),
+    ("sigkill-x", "sigkill"),
+    ("sigterm-plain-batches", "sigterm-plain-batches"),
+    ("sigterm-x", "sigterm"),
+    ("outage-blackhole", "blackhole"),
+    ("outage-refused", "refused"),
+    ("api-errors", "throttled"),
+    ("hanging-handler", "hang"),
+    ("fifo-2-workers", "fifo"),
+    ("fifo-failures", "fifo-failures"),
+    ("fifo-batch-failures", "fifo-batch-failures"),
+    ("send-after-stop", "send-after-stop"),
+    ("permanent-fifo", "permanent-fifo"),
+    ("defaults-auto", "defaults"),
+    ("store-outage", "store-outage"),
+    ("soak", "soak"),
+]
+
+
+def option_of(result: str) -> str:
+    """The ``--scenarios`` name of a result's scenario name (``--resume``)."""
+    if result.endswith("+idempotency"):
+        for kind in ("sigkill", "blackhole", "refused"):
+            if kind in result:
+                return f"{kind}-idempotent"
+    return next((option for prefix, option in _RESULT_PREFIXES if result.startswith(prefix)), result)
+
+
 IDEMPOTENT = {"sigkill-idempotent", "blackhole-idempotent", "refused-idempotent", "store-outage"}
 
 
-async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes: float) -> list[Accounting]:
+async def run_all(
+    endpoint: str,
+    scenarios: list[str],
+    quick: bool,
+    soak_minutes: float,
+    done: list[Accounting] | None = None,
+    save: Path | None = None,
+) -> list[Accounting]:
+    """Run ``scenarios`` (those in ``done`` are taken as they are, not run again); with
+    ``save``, the results so far are written there after each scenario."""
     size = QUICK if quick else FULL
     n = int(size["n"])
     groups, per_group = int(size["fifo_groups"]), int(size["fifo_per_group"])
-    results: list[Accounting] = []
+    results: list[Accounting] = list(done or [])
+    finished = {r.scenario for r in results}
     store = ""
     moto: subprocess.Popen[bytes] | None = None
     plan = {
@@ -942,6 +982,8 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
     }
     try:
         for name in scenarios:
+            if name in {option_of(f) for f in finished}:
+                continue
             if name in IDEMPOTENT:
                 # A fresh moto per store scenario: it copies every table for each
                 # transaction and, grown over a whole run, answers TransactWriteItems with
@@ -956,6 +998,8 @@ async def run_all(endpoint: str, scenarios: list[str], quick: bool, soak_minutes
                     moto = None
             results.append(result)
             print(render([result], header=not results[:-1]), flush=True)
+            if save is not None:
+                await asyncio.to_thread(save.write_text, json.dumps([asdict(r) for r in results], indent=2))
     finally:
         if moto is not None:
             moto.kill()
@@ -972,12 +1016,17 @@ def main() -> int:
     p.add_argument("--scenarios", default=",".join(s for s in ALL if s != "soak"))
     p.add_argument("--quick", action="store_true", help="CI sizes")
     p.add_argument("--soak-minutes", type=float, default=30)
-    p.add_argument("--json")
+    p.add_argument("--json", help="write the results here (after each scenario)")
+    p.add_argument("--resume", help="a --json file of an interrupted run: its scenarios are kept, not run")
     p.add_argument("--docs", action="store_true", help="write docs/reliability.md")
     args = p.parse_args()
     started = time.time()
     with sqs_endpoint(args.endpoint) as endpoint:
-        results = asyncio.run(run_all(endpoint, args.scenarios.split(","), args.quick, args.soak_minutes))
+        done = [Accounting(**r) for r in json.loads(Path(args.resume).read_text())] if args.resume else None
+        save = Path(args.json) if args.json else None
+        results = asyncio.run(
+            run_all(endpoint, args.scenarios.split(","), args.quick, args.soak_minutes, done, save)
+        )
     print()
     print(render(results))
     if args.json:
