@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Aws, TestQueue, eventually
+from tests.servers import free_port
 from tests.support.process import WorkerProcess, read_records
 
 
@@ -193,12 +194,25 @@ async def test_sigterm_works_when_nobody_reads_the_log(
     aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
 ) -> None:
     queue = await aws.queue()
-    worker = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=1), {"RECORD_FILE": "/dev/null"})
+    port = free_port()
+    cfg = config(aws, queue, wait_time_seconds=1)
+    cfg["health"] = {"enabled": True, "host": "127.0.0.1", "port": port, "ready_window": 5}
+    worker = WorkerProcess(tmp_path, cfg, {"RECORD_FILE": "/dev/null"})
     worker.start(closed_log=True)
     procs.append(worker)
-    await asyncio.sleep(4)  # started; its stderr pipe is closed
+    await eventually(lambda: _ready(port), timeout=60)  # started (signals wired); stderr closed
     worker.signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 10) == 0
+
+
+def _ready(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("silent", [False, True])
