@@ -395,9 +395,12 @@ async def test_middleware_wraps_the_calls_of_its_kind() -> None:
         return None
 
     processor = _processor(router)
-    await processor.run(None, [_lease({"n": 1}, "one")])
-    await processor.run(_route(processor, "many"), [_lease({"n": 1}, "many"), _lease({"n": 2}, "many")])
+    one_items = await processor.run(None, [_lease({"n": 1}, "one")])
+    many_items = await processor.run(
+        _route(processor, "many"), [_lease({"n": 1}, "many"), _lease({"n": 2}, "many")]
+    )
     assert seen == [("single", "one"), ("batch", 2, None)]
+    assert [i.outcome.kind if i.outcome else None for i in one_items + many_items] == ["succeeded"] * 3
     assert takes_batches(batch)
     assert not takes_batches(single)
     assert not takes_batches(len)  # no signature to read: a single-message middleware
