@@ -493,6 +493,7 @@ async def test_a_store_that_cannot_be_reached_makes_the_claim_wait_without_an_at
     assert (lease.failures, runs) == (0, [])
     [line] = [e for e in logs if e["event"] == "message_waiting"]
     assert line["dependency"] == "idempotency store"
+    assert line["detail"] == "ConnectionError: no route to the store"
 
 
 async def test_a_batch_member_whose_fetched_type_is_another_route_is_rejected_alone() -> None:
@@ -702,10 +703,12 @@ async def test_a_plain_handler_beside_an_idempotent_one_runs_without_a_record() 
     async def row(payload: Row) -> None:
         runs.append(payload.n)
 
-    [item] = await _idempotent_processor(router, MemoryStore()).run(None, [_lease({"n": 4})])
+    store = MemoryStore()
+    [item] = await _idempotent_processor(router, store).run(None, [_lease({"n": 4})])
     assert item.outcome is not None
     assert item.outcome.kind == "succeeded"
     assert runs == [4]
+    assert store.records == {}  # no claim was made for it
 
 
 async def test_a_member_left_out_of_a_batch_does_not_keep_the_others_out() -> None:
@@ -724,3 +727,44 @@ async def test_a_member_left_out_of_a_batch_does_not_keep_the_others_out() -> No
     items = await processor.run(_route(processor, "row"), leases)
     assert calls == [[3]]  # the three before it were rejected one by one; it still ran
     assert [i.outcome.kind if i.outcome else None for i in items] == ["rejected"] * 3 + ["succeeded"]
+
+
+async def test_a_deadline_that_passes_while_the_store_is_asked_is_a_wait() -> None:
+    from worker.idempotency.store import MemoryStore
+
+    router = Router()
+
+    @router.handler("pay", idempotent=True)
+    async def pay(payload: Row) -> None:
+        pass
+
+    class _Hanging(MemoryStore):
+        async def claim(self, record: Any, now: float) -> Any:
+            await asyncio.sleep(3600)
+
+    processor = _idempotent_processor(router, _Hanging())
+    processor.ctx.settings = processor.ctx.settings.model_copy(update={"max_processing_time": 0.1})
+    processor = Processor(processor.ctx)
+    [item] = await processor.run(None, [_lease({"n": 1}, "pay")])
+    assert item.outcome is not None
+    assert item.outcome.kind == "waiting"
+    assert item.outcome.reason.startswith("idempotency store unavailable")
+
+
+async def test_threads_running_at_once_are_each_counted() -> None:
+    from worker.runtime.steps.invoke import handler_threads_running
+
+    router = Router()
+    both = threading.Barrier(2, timeout=5)
+    seen: list[int] = []
+
+    @router.handler("row")
+    def row(payload: Row) -> None:
+        both.wait()
+        seen.append(handler_threads_running())
+        both.wait()
+
+    processor = _processor(router)
+    await asyncio.gather(processor.run(None, [_lease({"n": 1})]), processor.run(None, [_lease({"n": 2})]))
+    assert seen == [2, 2]
+    assert handler_threads_running() == 0
