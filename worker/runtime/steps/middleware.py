@@ -33,11 +33,11 @@ class MiddlewareStep:
     stage = "middleware"
 
     def __init__(self, middlewares: list[AnyMiddleware]) -> None:
-        self._single = [m for m in middlewares if not takes_batches(m)]
+        self._single: list[Callable[..., Awaitable[Any]]] = [m for m in middlewares if not takes_batches(m)]
         self._batch: list[Callable[..., Awaitable[Any]]] = [m for m in middlewares if takes_batches(m)]
 
     async def __call__(self, call: Call, call_next: Next) -> None:
-        chain: list[Callable[..., Awaitable[Any]]] = self._batch if call.batch else list(self._single)
+        chain: list[Callable[..., Awaitable[Any]]] = self._batch if call.batch else self._single
         if not chain:
             await call_next(call)
             return
