@@ -9,7 +9,11 @@
 #   docker buildx imagetools inspect ghcr.io/astral-sh/uv:0.13.0
 # Dependabot (package-ecosystem "docker") or Renovate can keep tag and digest current.
 #
-#   docker build -t sqs-worker:local --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) .
+#   docker build -t sqs-worker:local \
+#     --build-arg VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+#     --build-arg REVISION=$(git rev-parse HEAD) .
+# (The version lives in pyproject.toml alone; the running worker reads it from the installed
+# metadata: `worker --version`.)
 
 FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea AS build
 # uv from its own image (a static binary), the version that uv.lock is checked with.
@@ -34,7 +38,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --extra tracing --no-editable
 
 FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
-ARG VERSION=0.1.0
+ARG VERSION=unknown
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/example/sqs-worker
 LABEL org.opencontainers.image.title="sqs-worker" \

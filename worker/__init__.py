@@ -3,33 +3,67 @@
 Handler modules import what they need from here::
 
     from worker import Message, PermanentFailure, Retry, Router
+
+Every name is imported on first use (PEP 562): the ``worker`` command imports this package
+before anything else, and ``worker --version``, ``worker --help`` and the operator commands
+must not pay for pydantic models and the router they never use.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from worker.messages.envelope import Message
-from worker.messages.outcomes import PermanentFailure, Retry
-from worker.messages.payloads import PayloadPointer
-from worker.messages.records import IdempotencyRecord
-from worker.messages.resources import Resources
-from worker.messages.routing import BatchMiddleware, CallNext, Middleware, Router, replayed
-
 if TYPE_CHECKING:
+    from worker.messages.envelope import Message
+    from worker.messages.outcomes import PermanentFailure, Retry
+    from worker.messages.payloads import PayloadPointer
+    from worker.messages.records import IdempotencyRecord
+    from worker.messages.resources import Resources
+    from worker.messages.routing import BatchMiddleware, CallNext, Middleware, Router, replayed
     from worker.messages.s3events import S3Event, S3EventRecord, S3TestEvent
 
-_LAZY = {"S3Event", "S3EventRecord", "S3TestEvent"}
-"""Imported on first use: the S3 event models cost a worker that handles no S3 events
-start-up time (their pydantic classes), so a handler module that names them pays it."""
+DISTRIBUTION = "aio-sqs-worker"
+"""The name this project is installed under (``pip install aio-sqs-worker``)."""
+
+_HOMES = {
+    "Message": "worker.messages.envelope",
+    "PermanentFailure": "worker.messages.outcomes",
+    "Retry": "worker.messages.outcomes",
+    "PayloadPointer": "worker.messages.payloads",
+    "IdempotencyRecord": "worker.messages.records",
+    "Resources": "worker.messages.resources",
+    "BatchMiddleware": "worker.messages.routing",
+    "CallNext": "worker.messages.routing",
+    "Middleware": "worker.messages.routing",
+    "Router": "worker.messages.routing",
+    "replayed": "worker.messages.routing",
+    "S3Event": "worker.messages.s3events",
+    "S3EventRecord": "worker.messages.s3events",
+    "S3TestEvent": "worker.messages.s3events",
+}
+
+
+def _version() -> str:
+    """The installed distribution's version: one place, pyproject.toml, read back from the
+    installed metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # pragma: no cover - imported from a tree that is not installed
+        return "0+unknown"
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from worker.messages import s3events
-
-        value = getattr(s3events, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'worker' has no attribute {name!r}")
+    if name == "__version__":
+        value: Any = _version()
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+    else:
+        raise AttributeError(f"module 'worker' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 __all__ = [
@@ -46,6 +80,6 @@ __all__ = [
     "S3Event",
     "S3EventRecord",
     "S3TestEvent",
+    "__version__",
     "replayed",
 ]
-__version__ = "0.1.0"

@@ -95,7 +95,59 @@ def test_every_command_has_a_description_and_the_cli_has_version_and_completion(
             assert sub.help, f"worker {name} {sub.name} has no description"
     version = invoke(capsys, "--version")
     assert version.code == 0
-    assert version.out.startswith("worker (sqs-worker) ")
+    assert version.out.startswith("worker (aio-sqs-worker) ")
+
+
+HELP_COMMANDS = [
+    [],
+    ["run"],
+    ["check"],
+    ["demo"],
+    ["provision"],
+    ["send"],
+    ["publish"],
+    ["stats"],
+    ["iam-policy"],
+    ["dlq"],
+    ["dlq", "show"],
+    ["dlq", "redrive"],
+]
+
+
+@pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "worker")
+def test_help_shows_no_type_for_flags_and_wraps_whole_paragraphs(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Was: every flag followed by "<bool>", the commands' descriptions cut at the column
+    width ("(a...") and docstrings wrapped where their source lines end, mid-sentence."""
+    import typer.main
+
+    result = invoke(capsys, *command, "--help")
+    assert result.code == 0
+    assert "<bool>" not in result.out
+    assert "..." not in result.out.replace("[ARGS]...", "")
+    flat = " ".join(result.out.split())
+    target = typer.main.get_command(app)
+    for name in command:
+        target = target.commands[name]  # type: ignore[attr-defined]
+    for paragraph in (target.help or "").split("\n\n"):
+        assert " ".join(paragraph.split()) in flat  # every paragraph there, whole
+    for sub in getattr(target, "commands", {}).values():
+        first = " ".join((sub.help or "").split("\n\n")[0].split())
+        assert first in flat, f"the description of {sub.name} is cut"
+    for param in target.params:
+        if getattr(param, "is_flag", False) and param.help:
+            # A flag's line: its names, then its help; no type in between.
+            line = next(line for line in result.out.splitlines() if param.opts[0] in line.split(",")[-1])
+            assert line.split(param.opts[0], 1)[1].strip().startswith(param.help.split()[0]), line
+
+
+def test_help_keeps_no_hard_line_breaks_of_the_docstrings(capsys: pytest.CaptureFixture[str]) -> None:
+    out = invoke(capsys, "stats", "--help").out
+    # The docstring breaks after "also"; the help text is wrapped where the width ends.
+    assert "With --metrics-url, also\n" not in out
+    lines = out.splitlines()
+    assert all(len(line) <= 100 for line in lines)
 
 
 def test_usage_errors_are_one_line_exit_2_with_did_you_mean(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Literal
 
 import pytest
 import structlog
 
 from worker import Message, Router
 from worker.observe import logs
-from worker.observe.logs import configure_logging, flush_logs
+from worker.observe.logs import _Tolerant, configure_logging, flush_logs, get_logger
 from worker.testing import HandlerKit, sqs_message
 
 
@@ -202,3 +203,74 @@ def test_structlog_is_imported_without_rich_and_rich_still_works() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "True", "True"]
+
+
+class _Broken:
+    def write(self, text: str) -> int:
+        raise RuntimeError("boom")  # raised under a worker frame (_Tolerant.write)
+
+
+def _failure() -> RuntimeError:
+    try:
+        _Tolerant(_Broken()).write("x")
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("no failure")
+
+
+def _log_three_attempts(level: str, fmt: Literal["console", "json"]) -> str:
+    out = io.StringIO()
+    configure_logging(level, fmt, stream=out)
+    log = get_logger()
+    exc = _failure()
+    common = {"queue": "billing", "group_id": None, "reason": "RuntimeError: boom", "exc_info": exc}
+    log.warning("message_failed", attempt=1, attempts_max=3, retry_in=10, dead_letter_next=False, **common)
+    log.info("message_retry_scheduled", queue="billing", retry_in=10, dead_letter_next=False)
+    log.warning("message_failed", attempt=2, attempts_max=3, retry_in=60, dead_letter_next=False, **common)
+    log.warning("message_failed", attempt=3, attempts_max=3, retry_in=None, dead_letter_next=True, **common)
+    log.warning("message_rejected", attempt=1, reason="bad order", retry_in=None, dead_letter_next=True)
+    flush_logs()
+    return out.getvalue()
+
+
+def test_on_a_terminal_a_retried_failure_is_one_line_and_the_last_shows_the_users_traceback() -> None:
+    text = _log_three_attempts("info", "console")
+    lines = text.splitlines()
+    assert "message_failed: RuntimeError: boom (attempt 1 of 3, next try in 10 s) queue=billing" in lines[0]
+    assert "message_failed: RuntimeError: boom (attempt 2 of 3, next try in 60 s)" in lines[1]
+    assert "message_failed: RuntimeError: boom (attempt 3 of 3, dead-letter next)" in lines[2]
+    assert "message_rejected: bad order (not retried: dead-letter next)" in lines[-1]
+    assert "message_retry_scheduled" not in text  # the failure line said it
+    assert "group_id" not in text  # no field without a value
+    assert text.count("Traceback") == 1  # once, on the last failure before the DLQ
+    assert "test_logs.py" in text  # the caller's frames
+    assert "_failure" in text
+    assert "worker/observe/logs.py" not in text  # not the worker's own
+    assert "RuntimeError: boom" in lines[-2]
+
+
+def test_on_a_terminal_at_debug_every_failure_keeps_its_traceback() -> None:
+    text = _log_three_attempts("debug", "console")
+    assert text.count("Traceback") == 3
+    assert "message_retry_scheduled" in text
+
+
+def test_json_lines_of_a_failure_keep_their_fields_and_every_traceback() -> None:
+    lines = [json.loads(line) for line in _log_three_attempts("info", "json").splitlines()]
+    assert [line["event"] for line in lines] == [
+        "message_failed",
+        "message_retry_scheduled",
+        "message_failed",
+        "message_failed",
+        "message_rejected",
+    ]
+    first = lines[0]
+    assert {k: first[k] for k in ("attempt", "retry_in", "dead_letter_next", "reason")} == {
+        "attempt": 1,
+        "retry_in": 10,
+        "dead_letter_next": False,
+        "reason": "RuntimeError: boom",
+    }
+    assert "attempts_max" not in first  # the console's alone
+    assert first["group_id"] is None
+    assert all("exception" in line for line in lines[:4] if line["event"] == "message_failed")

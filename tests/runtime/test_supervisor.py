@@ -114,10 +114,42 @@ async def test_second_signal_exits_at_once(aws: Aws, tmp_path: Path, procs: list
     await asyncio.sleep(0.5)
     worker.signal(signal.SIGINT)
     started = time.monotonic()
-    assert await asyncio.to_thread(worker.wait, 10) == 1
+    assert await asyncio.to_thread(worker.wait, 10) == 130  # stopped by Ctrl-C: interrupted
     assert time.monotonic() - started < 3
     assert read_records(record)[1] == []  # not finished, so not deleted: it will come back
     assert await aws.total(queue.url) == 1
+
+
+async def test_ctrl_c_says_what_it_waits_for_and_exits_130(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    worker = WorkerProcess(tmp_path, config(aws, queue, wait_time_seconds=2), {"WORK_SECONDS": "0"}).start()
+    procs.append(worker)
+    await eventually(lambda: "consumer_started" in worker.log(), timeout=30)
+    worker.signal(signal.SIGINT)
+    assert await asyncio.to_thread(worker.wait, 20) == 130, worker.log()
+    line = next(json.loads(x) for x in worker.log().splitlines() if '"signal_received"' in x)
+    assert line["waiting_for"] == "no running messages and the open long polls (up to 2 s); then deletes are flushed"
+    assert line["at_most_seconds"] == 20  # shutdown_grace 10 + shutdown_flush 10
+    assert "second Ctrl-C" in line["hint"]
+
+
+async def test_sigterm_stop_exits_0_and_a_second_sigterm_exits_1(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
+) -> None:
+    queue = await aws.queue()
+    record = tmp_path / "record.txt"
+    await aws.send(queue.url, {"n": 1}, "work")
+    worker = WorkerProcess(
+        tmp_path, config(aws, queue), {"RECORD_FILE": str(record), "WORK_SECONDS": "60"}
+    ).start()
+    procs.append(worker)
+    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
+    worker.signal(signal.SIGTERM)
+    await asyncio.sleep(0.5)
+    worker.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 10) == 1
 
 
 async def test_stop_lets_long_polls_return_so_messages_sent_right_after_are_not_hidden(

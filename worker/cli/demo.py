@@ -28,8 +28,18 @@ from worker.ops.topology import load_topology
 from worker.runtime.supervisor import Supervisor, load_registries
 from worker.settings import WorkerSettings, load_settings
 
-CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
-TOPOLOGY = CONFIG.with_name("topology.yaml")
+
+def _demo_root() -> Path:
+    """Where the demo's handlers/ and config/ are: inside the installed package (the wheel
+    maps the repository's own files to worker/_demo/, pyproject.toml), or, in a checkout,
+    the repository itself. One copy of the example code either way."""
+    packaged = Path(__file__).resolve().parents[1] / "_demo"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2]
+
+
+ROOT = _demo_root()
+CONFIG = ROOT / "config" / "demo.yaml"
+TOPOLOGY = ROOT / "config" / "topology.yaml"
 # billing: A-1001, A-1002 charged, A-1002 refunded; shipping: 4 reservations, 2 bookings;
 # invoicing: A-1002 (paid by invoice: the body filter matches).
 # DLQ: A-1003 (fails every time), A-1004 (permanent), an unknown type, a non-JSON body.
@@ -171,7 +181,8 @@ def run_demo(endpoint_url: str | None = None, log_level: str = "info") -> int:
             from moto.server import ThreadedMotoServer
         except ImportError:
             print(
-                "worker demo: the embedded server needs moto: pip install 'sqs-worker[demo]'", file=sys.stderr
+                "worker demo: the embedded server needs moto: pip install 'aio-sqs-worker[demo]'",
+                file=sys.stderr,
             )
             return 2
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -184,6 +195,9 @@ def run_demo(endpoint_url: str | None = None, log_level: str = "info") -> int:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     os.environ.setdefault("SHIPPING_CARRIER_SECONDS", "6")  # longer than the 4 s visibility
     settings = load_settings(CONFIG, {"aws": {"region": "us-east-1", "endpoint_url": endpoint}})
+    # The demo's handlers come first, whatever directory the command runs in (a project's
+    # own `handlers` package must not stand in for them).
+    sys.path.insert(0, str(ROOT))
     configure_logging(log_level, "auto")
     try:
         return asyncio.run(_run(settings))

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from worker.cli.common import DEFAULT_CONFIG, ConfigOption, explain, report
-from worker.errors import EXIT_FAILED, EXIT_OK, WorkerError
+from worker.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, WorkerError
 from worker.observe.logs import configure_logging, flush_logs, get_logger
 from worker.observe.metrics import NullMetrics
 from worker.runtime.steps.invoke import handler_threads_running
@@ -57,14 +57,14 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
             supervisor.request_stop()
         try:
             if first:
-                log.info("signal_received", signal=sig.name, action="graceful_shutdown")
+                log.info("signal_received", signal=sig.name, action="graceful_shutdown", **_waits(supervisor))
             else:
                 log.warning("shutdown_forced", signal=sig.name)
         except Exception:
             pass
         if not first:
             flush_logs()
-            os._exit(EXIT_FAILED)
+            os._exit(EXIT_INTERRUPTED if sig == signal.SIGINT else EXIT_FAILED)
 
     wired: list[signal.Signals] = []
     if handle_signals:
@@ -83,7 +83,23 @@ async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
         frozen.cancel()
         for sig in wired:
             loop.remove_signal_handler(sig)
-    return EXIT_OK
+    # Ctrl-C's stop, however clean, ends as an interrupted command does (130); SIGTERM's
+    # clean stop is a success.
+    return EXIT_INTERRUPTED if received[:1] == [signal.SIGINT] else EXIT_OK
+
+
+def _waits(supervisor: Supervisor) -> dict[str, object]:
+    """What a stop waits for, and for how long at most, for the ``signal_received`` line."""
+    settings = supervisor.settings
+    running = sum(c.in_flight for c in supervisor.consumers)
+    polls = max((q.wait_time_seconds for q in settings.queues.values()), default=0)
+    limit = settings.shutdown_grace + settings.shutdown_flush
+    waiting = f"{running} running message{'s' if running != 1 else ''}" if running else "no running messages"
+    return {
+        "waiting_for": f"{waiting} and the open long polls (up to {polls} s); then deletes are flushed",
+        "at_most_seconds": limit,
+        "hint": "a second Ctrl-C (or signal) stops at once; running messages then come back after their visibility timeout",
+    }
 
 
 async def _freeze_after_start(supervisor: Supervisor) -> None:

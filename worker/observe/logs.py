@@ -21,10 +21,12 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -59,7 +61,14 @@ def configure_logging(
     shared: list[structlog.typing.Processor] = [_context]
     renderer: list[structlog.typing.Processor]
     if use_console:
-        renderer = [structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)]
+        renderer = [
+            _Readable(debug=level == "debug"),
+            structlog.dev.ConsoleRenderer(
+                exception_formatter=_user_traceback,
+                sort_keys=False,
+                colors=out.isatty() and not os.environ.get("NO_COLOR"),  # no-color.org
+            ),
+        ]
         line = renderer
     else:
         renderer = [_JsonLine(binary=False)]
@@ -222,9 +231,99 @@ class _JsonLine:
     def __call__(self, logger: object, name: str, event: structlog.typing.EventDict) -> str | bytes:
         if "exc_info" in event:
             event = self._exceptions(logger, name, event)
+        event.pop(ATTEMPTS_KEY, None)
         event["event"] = event.pop("event")
         line = _dumps(event)
         return line if self._binary else line.decode()
+
+
+# -- the console: a terminal a person reads ---------------------------------------------
+ATTEMPTS_KEY = "attempts_max"
+"""The console's "attempt n of m": a message's failure line carries it; the JSON line drops
+it (JSON lines keep the fields they always had)."""
+
+_FAILURE_DETAILS = (
+    "reason",
+    "attempt",
+    ATTEMPTS_KEY,
+    "retry_in",
+    "dead_letter_next",
+    "duration",
+    "receive_count",
+)
+_WORKER_DIR = str(Path(__file__).resolve().parents[1])
+_DEMO_DIR = str(Path(_WORKER_DIR) / "_demo")
+_ASYNCIO_DIR = str(Path(asyncio.__file__).resolve().parent)
+
+
+class _Readable:
+    """The console's shape of a message's failure: one line, ``message_failed: ValueError:
+    card declined (attempt 2 of 3, next try in 10 s)``, its traceback left out while the
+    message will be tried again; the last failure before the DLQ (or any failure at
+    ``--log-level debug``) keeps it. The settle line that repeats the failure line's
+    decision is left out, and so is any field without a value."""
+
+    def __init__(self, debug: bool) -> None:
+        self._debug = debug
+
+    def __call__(
+        self, logger: object, name: str, event: structlog.typing.EventDict
+    ) -> structlog.typing.EventDict:
+        if event.get("event") == "message_retry_scheduled" and not self._debug:
+            raise structlog.DropEvent
+        if "attempt" in event and "dead_letter_next" in event:
+            self._failure(event)
+        for key in [key for key, value in event.items() if value is None]:
+            del event[key]
+        return event
+
+    def _failure(self, event: structlog.typing.EventDict) -> None:
+        last = bool(event.get("dead_letter_next"))
+        if not last and not self._debug:
+            event.pop("exc_info", None)
+        if event["event"] == "message_rejected":
+            details = ["not retried: dead-letter next"]
+        else:
+            attempts = f" of {event[ATTEMPTS_KEY]}" if event.get(ATTEMPTS_KEY) else ""
+            details = [f"attempt {event.get('attempt')}{attempts}"]
+            if last:
+                details.append("dead-letter next")
+            elif event.get("retry_in") is not None:
+                details.append(f"next try in {event['retry_in']:g} s")
+        event["event"] = f"{event['event']}: {event.get('reason') or ''} ({', '.join(details)})"
+        for key in _FAILURE_DETAILS:
+            event.pop(key, None)
+
+
+def _user_traceback(sio: Any, exc_info: Any) -> None:
+    """The traceback without the worker's own frames (nor asyncio's): what is left is the
+    handler's code and the libraries it called."""
+    import traceback
+
+    shown = traceback.TracebackException(*exc_info) if isinstance(exc_info, tuple) else None
+    if shown is None:
+        structlog.dev.plain_traceback(sio, exc_info)
+        return
+    for part in _chain(shown):
+        kept = [
+            frame
+            for frame in part.stack
+            if not (
+                frame.filename.startswith((_WORKER_DIR, _ASYNCIO_DIR))
+                and not frame.filename.startswith(_DEMO_DIR)
+            )
+        ]
+        part.stack = traceback.StackSummary.from_list(kept)
+    sio.write("\n" + "".join(shown.format()).rstrip("\n"))
+
+
+def _chain(shown: Any) -> list[Any]:
+    parts, seen = [], set()
+    while shown is not None and id(shown) not in seen:
+        seen.add(id(shown))
+        parts.append(shown)
+        shown = shown.__cause__ or (None if shown.__suppress_context__ else shown.__context__)
+    return parts
 
 
 # -- output -------------------------------------------------------------------------------

@@ -285,6 +285,7 @@ class Processor:
             event,
             duration=duration,
             attempt=item.attempt,
+            attempts_max=self.ctx.policy.max_receive_count,  # the console's "n of m" (not in JSON)
             reason=outcome.reason,
             retry_in=decision.delay if action in (Action.RETRY, Action.WAIT) else None,
             dead_letter_next=decision.last_try or action is Action.DEAD_LETTER,
