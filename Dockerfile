@@ -33,7 +33,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # The project itself; hatchling needs README.md (pyproject's `readme`) to build it.
 COPY README.md ./
 COPY worker ./worker
+# The demo's handlers and configuration go into the wheel as data (pyproject.toml).
 COPY handlers ./handlers
+COPY config ./config
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --extra tracing --no-editable
 
@@ -41,7 +43,7 @@ FROM python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1
 ARG VERSION=unknown
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/example/sqs-worker
-LABEL org.opencontainers.image.title="sqs-worker" \
+LABEL org.opencontainers.image.title="aio-sqs-worker" \
       org.opencontainers.image.description="An asyncio worker service for AWS SQS and SNS" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="MIT" \
@@ -54,7 +56,11 @@ COPY --from=build /app/.venv /app/.venv
 # Example configuration (config/worker.yaml sets no region: AWS_REGION decides). On
 # Kubernetes a ConfigMap is mounted over /app/config (deploy/k8s).
 COPY config ./config
+# The service's handler modules: a plug-in directory, imported from the working directory
+# (`--app-dir`, $WORKER_APP_DIR), not a package of the installed distribution.
+COPY handlers ./handlers
 ENV PATH=/app/.venv/bin:$PATH \
+    WORKER_APP_DIR=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_HEALTH__ENABLED=true \

@@ -1,12 +1,12 @@
 """pytest fixtures for integration tests of your handlers against a real SQS server.
 
-Enable it in your ``conftest.py``::
-
-    pytest_plugins = ["worker.pytest_plugin"]
+Installed with the package, pytest loads it on its own (the ``pytest11`` entry point named
+``worker``): any project that depends on aio-sqs-worker has the fixture; ``-p no:worker``
+turns it off.
 
 ``sqs_endpoint`` is the URL of a local SQS-compatible server for the test session: the one
 in ``$SQS_WORKER_TEST_ENDPOINT`` (e.g. ``docker compose up localstack``), else moto's server
-started in-process (``pip install "sqs-worker[demo]"``; quick tests only: moto has a receive
+started in-process (``pip install "aio-sqs-worker[demo]"``; quick tests only: moto has a receive
 race under concurrency). Credentials are set to dummies for the session.
 """
 

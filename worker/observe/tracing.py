@@ -112,7 +112,7 @@ def _exporter_from_environment() -> Any | None:
         return OTLPSpanExporter()
     except ImportError:
         raise ConfigError(
-            f"{source} is set but the OpenTelemetry SDK is not installed: pip install 'sqs-worker[tracing]'"
+            f"{source} is set but the OpenTelemetry SDK is not installed: pip install 'aio-sqs-worker[tracing]'"
         ) from None
 
 
