@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -70,7 +69,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def project(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """docs/getting-started.md's ``myservice``: its own ``handlers/``, a pyproject.toml
     depending on the wheel (``[tool.uv.sources]``), ``uv sync``."""
     root = tmp_path_factory.mktemp("myservice")
@@ -92,7 +91,7 @@ aio-sqs-worker = {{ path = "{wheel.as_posix()}" }}
 """
     )
     _uv("sync", "--python", sys.executable, cwd=root)
-    yield root
+    return root
 
 
 def _worker(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> str:
