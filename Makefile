@@ -1,7 +1,7 @@
 # One word per habit. Everything runs through uv (python3 -m pip install uv).
 UV ?= python3 -m uv
 
-.PHONY: install lint typecheck test check demo run bench compare chaos soak audit mutation docs docs-build
+.PHONY: install lint typecheck test test-compare check demo run bench compare chaos soak audit mutation docs docs-build
 install:
 	$(UV) sync --locked
 lint:
@@ -12,6 +12,10 @@ typecheck:
 	$(UV) run mypy
 test:
 	$(UV) run pytest
+# The quick comparison with Celery on SQS and sqs-consumer (installs both, and Node.js, into
+# .cache/compare on first use): not in the default run.
+test-compare:
+	$(UV) run pytest -m comparison -n 0
 check: lint typecheck test
 demo:
 	$(UV) run worker demo

@@ -20,6 +20,7 @@ from bench.external import InstallError, ensure_celery, ensure_node
 from tests.servers import ROOT
 
 
+@pytest.mark.comparison
 @pytest.mark.timeout(600)  # a first install on a fresh machine downloads Node.js and Celery
 def test_quick_comparison_of_every_consumer(endpoint: str, tmp_path: Path) -> None:
     try:
