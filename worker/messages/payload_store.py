@@ -1,4 +1,4 @@
-"""Offloaded bodies in S3: fetch, put and delete them (aiobotocore, the worker's AWS chain).
+"""Offloaded bodies in S3: fetch, put and delete them (aioboto3's S3 transfer, the worker's AWS chain).
 
 The worker's side, per received message (``Message.payload`` set by ``parse_message``)::
 
@@ -11,6 +11,16 @@ The worker's side, per received message (``Message.payload`` set by ``parse_mess
 The producer's side is ``put``. The S3 client is opened on first use, so a worker that never
 meets an offloaded message never talks to S3. Credentials, region and endpoint come from
 the same chain as SQS's (``AwsSettings``, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``).
+
+Bodies go up through aioboto3's ``upload_fileobj``: one PUT under ``PART`` (8 MiB), else a
+multipart upload of 8 MiB parts, ``PARTS_AT_ONCE`` in flight (the extended client's 2 GB is
+256 parts). One announced under ``PART`` comes down in one GET (its user metadata with it);
+a bigger one, or one of unknown size, through ``download_fileobj``: ranged GETs as many at
+once, pinned to the ETag a HEAD read with the metadata, into one buffer. A transfer is one
+operation to AwsClient's retry policy (botocore's are off, as for every client): a
+transient error in any part starts it over, from a fresh stream or into a fresh buffer. A
+failed multipart upload is aborted; one cancelled midway leaves its parts to the bucket's
+``AbortIncompleteMultipartUpload`` lifecycle rule.
 """
 
 from __future__ import annotations
@@ -18,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import io
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aioboto3  # type: ignore[import-untyped]
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, error_code
@@ -34,6 +46,17 @@ from worker.observe.logs import get_logger
 from worker.settings import AwsSettings, PayloadSettings
 
 MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "404", "NotFound"})
+PART = 8 * 1024 * 1024
+"""Bodies of this size or more are transferred in parts of this size."""
+PARTS_AT_ONCE = 8
+"""Parts in flight per transfer (and parts read ahead of them, per upload)."""
+TRANSFER = TransferConfig(
+    multipart_threshold=PART,
+    multipart_chunksize=PART,
+    max_concurrency=PARTS_AT_ONCE,
+    max_io_queue=PARTS_AT_ONCE,
+    io_chunksize=PART,
+)
 log = get_logger()
 
 
@@ -62,10 +85,35 @@ async def s3_client(
         retries={"total_max_attempts": 1, "mode": "standard"},
         s3={"addressing_style": "path" if style else "auto"},
     )
-    async with get_session().create_client(
+    async with aioboto3.Session().client(
         "s3", region_name=aws.resolved_region(), endpoint_url=endpoint, config=config
     ) as client:
         yield AwsClient(client, retry_for=retry_for)
+
+
+class Transfers:
+    """aioboto3's managed transfers as operations for ``AwsClient.call`` (which retries an
+    operation with the same arguments): each attempt reads from a fresh stream or writes
+    into a fresh buffer."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def upload(self, *, Body: bytes, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        await self.client.upload_fileobj(io.BytesIO(Body), Bucket, Key, ExtraArgs=extra, Config=TRANSFER)
+        return {}
+
+    async def download(self, *, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        buffer = io.BytesIO()
+        try:
+            await self.client.download_fileobj(Bucket, Key, buffer, ExtraArgs=extra, Config=TRANSFER)
+        except Exception as exc:
+            # aioboto3 hides a part's ClientError behind a bare Exception: the retry policy
+            # and the missing-object check need its code.
+            if type(exc) is Exception and isinstance(exc.__cause__, ClientError):
+                raise exc.__cause__ from None
+            raise
+        return {"Body": buffer.getvalue()}  # the buffer's own bytes, not a copy
 
 
 class PayloadStore:
@@ -80,10 +128,11 @@ class PayloadStore:
         aws: AwsSettings | None = None,
         retry_for: float | None = 120.0,
     ) -> None:
-        """``s3``: a client to use; else one is opened from ``aws`` on first use (and closed
-        by ``close``; ``connect`` does both)."""
+        """``s3``: a client to use (an aioboto3 one: its transfers are used); else one is
+        opened from ``aws`` on first use (and closed by ``close``; ``connect`` does both)."""
         self.settings = settings or PayloadSettings()
         self._s3 = s3
+        self._transfers: AwsClient | None = None
         self._aws = aws or AwsSettings()
         self._retry_for = retry_for
         self._stack = contextlib.AsyncExitStack()
@@ -116,13 +165,28 @@ class PayloadStore:
                     )
         return self._s3
 
+    async def transfers(self) -> AwsClient:
+        """``Transfers`` over the S3 client, with its retry policy."""
+        if self._transfers is None:
+            s3 = await self.client()
+            self._transfers = AwsClient(Transfers(s3.client), s3.on_call, s3.retry_for)
+        return self._transfers
+
     # -- objects -------------------------------------------------------------------------
     async def fetch(self, pointer: PayloadPointer) -> tuple[bytes, dict[str, str]]:
         """The stored body and its user metadata. PayloadMissing when the object (or its
         bucket) does not exist."""
         s3 = await self.client()
+        where: dict[str, Any] = {"Bucket": pointer.bucket, "Key": pointer.key}
         try:
-            response = await s3.call("get_object", Bucket=pointer.bucket, Key=pointer.key)
+            if pointer.size is not None and pointer.size < PART:
+                response = await s3.call("get_object", **where)
+                async with response["Body"] as stream:
+                    data: bytes = await stream.read()
+            else:
+                response = await s3.call("head_object", **where)
+                got = await (await self.transfers()).call("download", **where, IfMatch=response["ETag"])
+                data = got["Body"]
         except ClientError as exc:
             if error_code(exc) in MISSING_CODES:
                 raise PayloadMissing(
@@ -130,8 +194,6 @@ class PayloadStore:
                     "deleted after an earlier delivery, expired by a lifecycle rule, or never written"
                 ) from None
             raise
-        async with response["Body"] as stream:
-            data: bytes = await stream.read()
         return data, dict(response.get("Metadata") or {})
 
     async def put(
@@ -150,9 +212,8 @@ class PayloadStore:
             raise ValueError("no bucket to offload to: set payloads.bucket (or pass bucket=)")
         data = body.encode("utf-8") if isinstance(body, str) else body
         name = key or f"{self.settings.prefix}{uuid.uuid4()}"
-        s3 = await self.client()
         extra: dict[str, Any] = {"Metadata": {READERS_METADATA: readers}} if readers else {}
-        await s3.call("put_object", Bucket=target, Key=name, Body=data, **extra)
+        await (await self.transfers()).call("upload", Bucket=target, Key=name, Body=data, **extra)
         return PayloadPointer(target, name, len(data), legacy=legacy)
 
     async def delete(self, pointer: PayloadPointer) -> None:
