@@ -123,6 +123,7 @@ async def test_provisioned_bucket_notifies_its_queue_and_the_handler_gets_the_up
     assert attrs["MaximumMessageSize"] == "1048576"
     rules = (await s3.call("get_bucket_lifecycle_configuration", Bucket=bucket))["Rules"]
     assert [(r["ID"], r["Expiration"]["Days"]) for r in rules] == [("sqs-worker-expire-0", 7)]
+    assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}  # cancelled uploads' parts
     config = await s3.call("get_bucket_notification_configuration", Bucket=bucket)
     [notify] = config["QueueConfigurations"]
     assert notify["Id"] == f"sqs-worker-{queue}-0"

@@ -611,13 +611,16 @@ def bucket_encryption(spec: BucketSpec) -> dict[str, Any]:
 
 
 def bucket_lifecycle(spec: BucketSpec) -> list[dict[str, Any]]:
-    """The lifecycle rules provision manages (ids ``sqs-worker-expire-<n>``)."""
+    """The lifecycle rules provision manages (ids ``sqs-worker-expire-<n>``). Each also
+    clears the parts of multipart uploads left incomplete for a day (an offloaded body's
+    upload cancelled midway: a stopped producer)."""
     return [
         {
             "ID": f"{MANAGED_ID}expire-{i}",
             "Filter": {"Prefix": rule.prefix},
             "Status": "Enabled",
             "Expiration": {"Days": rule.expire_days},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
         }
         for i, rule in enumerate(spec.lifecycle)
     ]
