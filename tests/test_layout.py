@@ -17,12 +17,12 @@ from tests.servers import ROOT
 
 
 def _graph() -> grimp.ImportGraph:
-    return grimp.build_graph("worker", "handlers", "bench", include_external_packages=False)
+    return grimp.build_graph("worker", "handlers", "benchmarks", include_external_packages=False)
 
 
 def test_no_import_cycle_between_modules() -> None:
     graph = _graph()
-    modules = {m for m in graph.modules if "." in m or m in ("worker", "handlers", "bench")}
+    modules = {m for m in graph.modules if "." in m or m in ("worker", "handlers", "benchmarks")}
     order: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
     for module in modules:
         # A package's __init__ re-exporting its children is not a cycle of roles.

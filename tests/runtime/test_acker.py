@@ -16,7 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from prometheus_client import CollectorRegistry
 
-from bench.harness import Proxy
+from benchmarks.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from tests.support import outage
 from tests.support.receipts import delete_elsewhere, leases_for

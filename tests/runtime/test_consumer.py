@@ -20,7 +20,7 @@ from worker import Message, PermanentFailure, Retry, Router
 from worker.observe.logs import configure_logging
 
 if TYPE_CHECKING:
-    from bench.harness import Proxy
+    from benchmarks.harness import Proxy
 
 
 async def test_fifo_order_per_group_holds_under_failures_while_groups_run_in_parallel(aws: Aws) -> None:

@@ -16,7 +16,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 from prometheus_client import CollectorRegistry
 
-from bench.harness import Proxy
+from benchmarks.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from tests.support.receipts import delete_elsewhere, leases_for
 from worker import Message, Retry, Router

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from bench.harness import Proxy
+from benchmarks.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from tests.support import outage
 from tests.support.reference import s3_object_exists, sqs_extended_client

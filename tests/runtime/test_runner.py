@@ -9,7 +9,7 @@ import time
 import pytest
 from pydantic import BaseModel
 
-from bench.harness import Proxy
+from benchmarks.harness import Proxy
 from tests.conftest import Aws, eventually, running, settings_for
 from worker import Message, Router
 from worker.idempotency.store import MemoryStore, Record

@@ -1,4 +1,4 @@
-"""An outage of SQS's deletes and extensions, through the fault proxy (bench/proxy.py), for
+"""An outage of SQS's deletes and extensions, through the fault proxy (benchmarks/proxy.py), for
 the tests of what a worker does with a handled message whose delete did not land in time."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench.harness import Proxy
+    from benchmarks.harness import Proxy
 
 OUTAGE: dict[str, Any] = {
     "batch_entry_fail_rate": 1.0,  # every delete entry fails (retryable)

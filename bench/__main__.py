@@ -1,3 +1,0 @@
-from bench.run import main
-
-raise SystemExit(main())
