@@ -61,6 +61,27 @@ def test_compose_file_is_valid() -> None:
     assert services["provision"]["command"][0] == "provision"
 
 
+def test_compose_waits_for_the_workers_whole_stop_and_a_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: stop_grace_period equal to grace + flush, no time left to exit before SIGKILL.
+    The same rule as the Deployment's terminationGracePeriodSeconds."""
+    worker = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["worker"]
+    for key in list(os.environ):
+        if key.startswith("WORKER_"):
+            monkeypatch.delenv(key)
+    _, image_env = _dockerfile()
+    environment = {k: str(v) for k, v in worker["environment"].items() if k.startswith("WORKER_")}
+    for key, value in {**image_env, **environment}.items():
+        if key.startswith("WORKER_"):
+            monkeypatch.setenv(key, value)
+    settings = load_settings(ROOT / "config" / "worker.yaml")
+    period = worker["stop_grace_period"]
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", period)
+    assert period, period
+    assert match, period
+    seconds = int(match.group(1) or 0) * 60 + int(match.group(2) or 0)
+    assert seconds >= settings.shutdown_grace + settings.shutdown_flush + 5, (period, settings.shutdown_grace)
+
+
 K8S = ROOT / "deploy" / "k8s"
 KEDA_OVERLAY = K8S / "overlays" / "keda"
 BASE_KINDS = {"ServiceAccount", "ConfigMap", "Deployment", "PodDisruptionBudget"}

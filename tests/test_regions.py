@@ -53,7 +53,7 @@ async def test_a_queue_in_one_region_subscribed_to_a_topic_in_another(aws: Aws) 
         plan = await prov.plan()
         text = render_plan(plan)
         assert f"{p}-eu ({EU})" in text
-        assert f"{p}-orders " in text
+        assert f"  {p}-orders\n" in text
         await prov.apply(plan)
         eu_url = prov.existing.queue_urls[f"{p}-eu"]
         topic_arn = prov.existing.topic_arns[f"{p}-orders"]
@@ -193,12 +193,27 @@ async def test_dlq_and_iam_policy_find_queues_in_the_region_the_file_gives(aws: 
     )
     assert shown.returncode == 0, shown.stderr
     assert [m["excerpt"] for m in json.loads(shown.stdout)] == ['{"dead": true}']
+    # Was: with --region, the queue was looked for there, not where the file puts it.
+    for queue in (f"{p}-eu", f"{p}-eu-dlq"):
+        shown = await asyncio.to_thread(run_worker, ["dlq", "show", queue, "-t", str(path), "--json", *where])
+        assert shown.returncode == 0, shown.stderr
+        assert [m["excerpt"] for m in json.loads(shown.stdout)] == ['{"dead": true}']
+        assert f"queue {queue!r} is in {EU}, as {path} says (not --region us-east-1)" in shown.stderr
     # stats reads every queue in its region: the eu queue's DLQ holds the message.
     stats = await asyncio.to_thread(run_worker, ["stats", "-t", str(path), "--json", *where])
     assert stats.returncode == 0, stats.stderr
     rows = {r["name"]: r for r in json.loads(stats.stdout)}
     assert (rows[f"{p}-eu"]["dlq"], rows[f"{p}-eu"]["dlq_depth"]) == (f"{p}-eu-dlq", 1)
     assert rows[f"{p}-us"]["dlq_depth"] is None
+    # Each row says its region (was: never shown); the table has the column as they differ.
+    assert (rows[f"{p}-eu"]["region"], rows[f"{p}-us"]["region"]) == (EU, "us-east-1")
+    shown = await asyncio.to_thread(run_worker, ["stats", "-t", str(path), *where])
+    assert shown.returncode == 0, shown.stderr
+    header, *lines = shown.stdout.splitlines()
+    assert header.split()[:3] == ["queue", "region", "visible"]
+    table = {line.split()[0]: line.split() for line in lines}
+    assert table[f"{p}-eu"][1:3] == [EU, "0"]
+    assert table[f"{p}-us"][1] == "us-east-1"
     policy = await asyncio.to_thread(run_worker, ["iam-policy", "-t", str(path), *where])
     assert policy.returncode == 0, policy.stderr
     statements = {s["Sid"]: s for s in json.loads(policy.stdout)["worker"]["Statement"]}

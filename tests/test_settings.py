@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker.settings import AwsSettings, ConfigError, load_settings
+from worker.settings import CREDENTIALS_REFUSED, AwsSettings, ConfigError, load_settings
 
 
 def test_environment_overrides_nested_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,10 +458,43 @@ def test_unknown_keys_are_named_never_echoed(config: Path, monkeypatch: pytest.M
         + "    visiblity_timeout: 10\n    colour: red\n    pollers: 0\n"
     )
     message = error_of(config)
-    assert message.startswith(f"invalid configuration ({config}): aws.aws_secret_access_key: unknown field")
+    assert message.startswith(
+        f"invalid configuration ({config}): aws.aws_secret_access_key: credentials are never read"
+    )
     assert message.endswith(
         "; and 3 more: queues.billing.pollers, queues.billing.visiblity_timeout, queues.billing.colour"
     )
+    assert "hunter2" not in message
+
+
+def test_misspelt_required_top_level_field_is_one_error_with_a_suggestion(config: Path) -> None:
+    """Was: "queues: required; and 1 more: queue", no did-you-mean."""
+    config.write_text(WORKER_YAML.replace("queues:", "queue:", 1))
+    assert (
+        error_of(config) == f"invalid configuration ({config}): queue: unknown field (did you mean 'queues'?)"
+    )
+    config.write_text(WORKER_YAML.replace("handlers:", "handler:", 1))
+    assert error_of(config) == (
+        f"invalid configuration ({config}): queues.billing.handler: unknown field (did you mean 'handlers'?)"
+    )
+    config.write_text(WORKER_YAML + "shutdown_grase: 5\n")
+    assert error_of(config) == (
+        f"invalid configuration ({config}): shutdown_grase: unknown field (did you mean 'shutdown_grace'?)"
+    )
+
+
+@pytest.mark.parametrize(
+    "key", ["access_key_id", "secret_access_key", "session_token", "profile", "aws_access_key_id", "Profile"]
+)
+def test_credentials_in_the_file_get_the_credentials_message(config: Path, key: str) -> None:
+    """Was: "aws.access_key_id: unknown field", where the docs promise the credentials chain."""
+    config.write_text(f"aws:\n  {key}: hunter2\n" + WORKER_YAML + "    colour: red\n")
+    message = error_of(config)
+    assert message == (
+        f"invalid configuration ({config}): aws.{key}: {CREDENTIALS_REFUSED}; and 1 more: queues.billing.colour"
+    )
+    assert "AWS_ACCESS_KEY_ID" in message
+    assert "AWS_PROFILE" in message
     assert "hunter2" not in message
 
 
@@ -476,13 +509,12 @@ def test_unknown_key_suggests_the_field(config: Path) -> None:
 def test_secrets_in_the_environment_are_never_echoed(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORKER_AWS__SECRET_ACCESS_KEY", "hunter2")
     message = error_of(config)
-    assert (
-        message
-        == "invalid configuration (WORKER_AWS__SECRET_ACCESS_KEY): aws.secret_access_key: unknown field"
+    assert message == (
+        "invalid configuration (WORKER_AWS__SECRET_ACCESS_KEY): aws.secret_access_key: " + CREDENTIALS_REFUSED
     )
     monkeypatch.setenv("WORKER_AWS", '{"session_token": "hunter3"}')
     message = error_of(config)
-    assert message.startswith("invalid configuration (WORKER_AWS): aws.session_token: unknown field")
+    assert message.startswith("invalid configuration (WORKER_AWS): aws.session_token: credentials are never")
     assert "hunter" not in message
     monkeypatch.setenv("WORKER_AWS", '{"session_token": "hunter3"')  # not JSON: not echoed either
     message = error_of(config)
@@ -526,3 +558,41 @@ def test_payload_settings(config: Path, monkeypatch: pytest.MonkeyPatch) -> None
         "invalid configuration (WORKER_PAYLOADS__THRESHOLD): payloads.threshold: "
         "Input should be less than or equal to 1048576 (got '2000000')"
     )
+
+
+def test_an_endpoint_is_every_services_and_a_service_variable_overrides_it(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The most specific first: a setting for the one service (idempotency.endpoint_url),
+    AWS_ENDPOINT_URL_<SERVICE>, aws.endpoint_url / --endpoint-url, AWS_ENDPOINT_URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://general:1")
+    aws = AwsSettings()
+    assert {s: aws.resolved_endpoint(s) for s in ("sqs", "dynamodb")} == {
+        "sqs": "http://general:1",
+        "dynamodb": "http://general:1",
+    }
+    config.write_text("aws:\n  endpoint_url: http://localstack:4566\n" + WORKER_YAML)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "http://dynamodb-local:8000")
+    settings = load_settings(config)
+    assert settings.aws.endpoint_and_source("sqs") == ("http://localstack:4566", "aws.endpoint_url")
+    assert settings.aws.endpoint_and_source("s3") == ("http://localstack:4566", "aws.endpoint_url")
+    assert settings.aws.endpoint_and_source("dynamodb") == (
+        "http://dynamodb-local:8000",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+    )
+    assert settings.store_aws().resolved_endpoint("dynamodb") == "http://dynamodb-local:8000"
+    config.write_text(
+        "aws:\n  endpoint_url: http://localstack:4566\nidempotency:\n  endpoint_url: http://ddb:9\n"
+        + WORKER_YAML
+    )
+    store = load_settings(config).store_aws()
+    assert store.endpoint_and_source("dynamodb") == ("http://ddb:9", "idempotency.endpoint_url")
+    assert store.model_copy(update={"region": "eu-west-1"}).resolved_endpoint("dynamodb") == "http://ddb:9"
+    assert store.resolved_endpoint("sqs") == "http://localstack:4566"
+    # The command line's --endpoint-url is the general one too.
+    cli = AwsSettings.build(endpoint_url="http://127.0.0.1:4566")
+    assert cli.endpoint_and_source("dynamodb", "--endpoint-url")[1] == "AWS_ENDPOINT_URL_DYNAMODB"
+    assert cli.endpoint_and_source("sns", "--endpoint-url") == ("http://127.0.0.1:4566", "--endpoint-url")
+    # A service variable is used even with aws.endpoint_url set: it is checked too.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "dynamodb-local:8000")
+    assert error_of(config).startswith("invalid configuration (AWS_ENDPOINT_URL_DYNAMODB): aws.endpoint_url:")

@@ -159,10 +159,21 @@ class AwsClient:
         except Exception as exc:
             if self.on_call:
                 self.on_call(operation, error_code(exc) or "error")
+            self._mark(exc)
             raise
         if self.on_call:
             self.on_call(operation, "ok")
         return result
+
+    def _mark(self, exc: Exception) -> None:
+        """Tell whoever explains ``exc`` which service and region it came from
+        (``aws_service``, ``aws_region``): a command calls several."""
+        meta = getattr(self.client, "meta", None)
+        if meta is None or hasattr(exc, "aws_service"):
+            return
+        with contextlib.suppress(Exception):
+            exc.aws_service = meta.service_model.service_name  # type: ignore[attr-defined]
+            exc.aws_region = meta.region_name  # type: ignore[attr-defined]
 
     async def call(
         self,

@@ -29,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -140,18 +141,30 @@ class _Section(BaseModel):
     _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
 
+SERVICES = ("sqs", "sns", "s3", "dynamodb", "cloudwatch")
+"""The AWS services the worker and its commands call (``AWS_ENDPOINT_URL_<SERVICE>`` each)."""
+
+
 class AwsSettings(_Section):
     """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
-    standard AWS chain (environment, shared files, SSO, container and instance roles)."""
+    standard AWS chain (environment, shared files, SSO, container and instance roles).
+
+    A service's endpoint, the most specific first: a setting for that service alone
+    (``idempotency.endpoint_url`` for DynamoDB), ``AWS_ENDPOINT_URL_<SERVICE>``, then
+    ``endpoint_url`` (``aws.endpoint_url``, a command's ``--endpoint-url``: every service),
+    then ``AWS_ENDPOINT_URL``, else AWS's own endpoint."""
 
     region: str | None = None
     """AWS region; falls back to AWS_REGION, then AWS_DEFAULT_REGION."""
     endpoint_url: str | None = None
-    """Custom endpoint (LocalStack, moto); falls back to AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL."""
+    """Custom endpoint of every service (LocalStack, moto); AWS_ENDPOINT_URL_<SERVICE> overrides
+    it for one service; falls back to AWS_ENDPOINT_URL."""
     connect_timeout: float = Field(default=5.0, gt=0)
     """Seconds to open a connection to an AWS endpoint."""
     startup_timeout: float = Field(default=30.0, ge=0)
     """How long start-up retries transient AWS errors before giving up."""
+    _service_endpoints: dict[str, tuple[str, str]] = PrivateAttr(default_factory=dict)
+    """service -> (endpoint, the setting it came from): a setting for one service alone."""
 
     @field_validator("region")
     @classmethod
@@ -171,23 +184,48 @@ class AwsSettings(_Section):
             or None
         )
 
-    def resolved_endpoint(self, service: str = "sqs") -> str | None:
-        return (
-            self.endpoint_url
-            or os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}", "").strip()
-            or os.environ.get("AWS_ENDPOINT_URL", "").strip()
-            or None
-        )
+    def with_endpoint(self, service: str, endpoint: str, source: str) -> AwsSettings:
+        """A copy whose ``service`` calls go to ``endpoint`` (named ``source`` in messages),
+        whatever the other settings and variables say."""
+        copy = self.model_copy()
+        copy._service_endpoints = {**self._service_endpoints, service: (endpoint, source)}
+        return copy
 
-    def check(self, services: Iterable[str] = ("sqs", "sns", "s3", "cloudwatch")) -> None:
-        """Validate the standard AWS variables this configuration falls back to (the fields
-        themselves are validated on construction): an ``AWS_ENDPOINT_URL`` /
-        ``AWS_ENDPOINT_URL_<SERVICE>`` must be an absolute http(s) URL, ``AWS_REGION`` /
-        ``AWS_DEFAULT_REGION`` a region name. ConfigError, one line, naming the variable."""
-        fallbacks: list[tuple[str, str]] = []
+    def endpoint_and_source(
+        self, service: str = "sqs", general: str = "aws.endpoint_url"
+    ) -> tuple[str | None, str]:
+        """``service``'s endpoint (None: AWS's own) and what set it: a setting for that
+        service, ``AWS_ENDPOINT_URL_<SERVICE>``, ``general`` (what ``endpoint_url`` is called
+        where it came from: ``aws.endpoint_url``, ``--endpoint-url``), ``AWS_ENDPOINT_URL``."""
+        if service in self._service_endpoints:
+            return self._service_endpoints[service]
+        name = f"AWS_ENDPOINT_URL_{service.upper()}"
+        for value, source in (
+            (os.environ.get(name, "").strip(), name),
+            (self.endpoint_url, general),
+            (os.environ.get("AWS_ENDPOINT_URL", "").strip(), "AWS_ENDPOINT_URL"),
+        ):
+            if value:
+                return value, source
+        return None, "AWS"
+
+    def resolved_endpoint(self, service: str = "sqs") -> str | None:
+        """``service``'s endpoint, the most specific first (see the class); None: AWS's own."""
+        return self.endpoint_and_source(service)[0]
+
+    def check(self, services: Iterable[str] = SERVICES) -> None:
+        """Validate the standard AWS variables this configuration uses (the fields
+        themselves are validated on construction): an ``AWS_ENDPOINT_URL_<SERVICE>`` (always
+        used when set) and ``AWS_ENDPOINT_URL`` (without ``endpoint_url``) must be an absolute
+        http(s) URL, ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` a region name. ConfigError, one
+        line, naming the variable."""
+        fallbacks: list[tuple[str, str]] = [
+            (f"AWS_ENDPOINT_URL_{s.upper()}", "endpoint_url")
+            for s in dict.fromkeys(services)
+            if s not in self._service_endpoints
+        ]
         if self.endpoint_url is None:
-            names = [f"AWS_ENDPOINT_URL_{s.upper()}" for s in services] + ["AWS_ENDPOINT_URL"]
-            fallbacks += [(name, "endpoint_url") for name in dict.fromkeys(names)]
+            fallbacks.append(("AWS_ENDPOINT_URL", "endpoint_url"))
         if self.region is None:
             # The first one set is the one used; an empty one counts as unset.
             used = next(
@@ -495,7 +533,7 @@ class IdempotencySettings(_Section):
     as long as duplicates can arrive: SQS keeps a message up to its retention period)."""
     endpoint_url: str | None = None
     """DynamoDB endpoint when it is not ``aws.endpoint_url`` (e.g. DynamoDB Local next to
-    LocalStack); ``AWS_ENDPOINT_URL_DYNAMODB`` also works when ``aws.endpoint_url`` is unset."""
+    LocalStack); ``AWS_ENDPOINT_URL_DYNAMODB`` does the same (this setting wins over it)."""
 
     @field_validator("endpoint_url")
     @classmethod
@@ -571,10 +609,11 @@ class WorkerSettings(BaseSettings):
         return self
 
     def store_aws(self) -> AwsSettings:
-        """The AWS settings of the idempotency store (its own endpoint, if it has one)."""
+        """The AWS settings of the idempotency store (its own endpoint, if it has one: it
+        wins over ``AWS_ENDPOINT_URL_DYNAMODB`` and ``aws.endpoint_url``)."""
         if self.idempotency.endpoint_url is None:
             return self.aws
-        return self.aws.model_copy(update={"endpoint_url": self.idempotency.endpoint_url})
+        return self.aws.with_endpoint("dynamodb", self.idempotency.endpoint_url, "idempotency.endpoint_url")
 
     def pool_size(self, keys: Iterable[str] | None = None) -> int:
         """HTTP connections of the queues ``keys`` (default all): every long poll, extension
@@ -658,16 +697,56 @@ def _walk(model: type[BaseModel] | None, loc: Sequence[str | int]) -> tuple[Loc,
     return tuple(out), ann, tagged
 
 
+_CREDENTIAL_KEYS = frozenset(
+    {
+        "access_key",
+        "access_key_id",
+        "secret_key",
+        "secret_access_key",
+        "session_token",
+        "security_token",
+        "credentials",
+        "profile",
+        "profile_name",
+    }
+)
+CREDENTIALS_REFUSED = (
+    "credentials are never read from the configuration: they come from the standard AWS chain "
+    "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, or AWS_PROFILE with the "
+    "~/.aws files or SSO, or a container or instance role); remove it"
+)
+"""What an unknown key that names a credential (``aws.secret_access_key``, ``profile``, …) gets
+instead of "unknown field" (docs/security.md, "Credentials")."""
+
+
+def is_credential_key(name: object) -> bool:
+    """Does an unknown key name an AWS credential or profile (``aws_`` prefix, case and
+    dashes aside)?"""
+    if not isinstance(name, str):
+        return False
+    key = name.strip().lower().replace("-", "_")
+    return key.removeprefix("aws_") in _CREDENTIAL_KEYS
+
+
+def _close_field(loc: Loc, model: type[BaseModel] | None) -> str | None:
+    """For an unknown key at ``loc``: the field of its mapping with the closest name, if any."""
+    parent = _walk(model, loc[:-1])[1] if loc else None
+    if isinstance(parent, type) and issubclass(parent, BaseModel) and isinstance(loc[-1], str):
+        close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
+        return close[0] if close else None
+    return None
+
+
 def _describe(err: Mapping[str, Any], loc: Loc, model: type[BaseModel] | None) -> str:
     path = ".".join(str(p) for p in loc)
     kind = err.get("type")
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-    if kind == "extra_forbidden":
+    if kind == "extra_forbidden" and loc and is_credential_key(loc[-1]):
+        msg = CREDENTIALS_REFUSED
+    elif kind == "extra_forbidden":
         msg = "unknown field"
-        parent = _walk(model, loc[:-1])[1] if loc else None
-        if isinstance(parent, type) and issubclass(parent, BaseModel) and isinstance(loc[-1], str):
-            close = difflib.get_close_matches(loc[-1], list(parent.model_fields), n=1)
-            msg += f" (did you mean {close[0]!r}?)" if close else ""
+        close = _close_field(loc, model)
+        msg += f" (did you mean {close!r}?)" if close else ""
     elif kind == "missing":
         msg = "required"
     value = err.get("input")
@@ -706,7 +785,25 @@ def format_validation_error(
         superseded = any(len(other) > len(loc) and other[: len(loc)] == loc for other in deeper)
         if not (tagged and isinstance(err.get("input"), dict | list) and superseded):
             kept.setdefault(loc, err)
-    (loc, first), *rest = kept.items()
+    # A misspelt required field is one mistake, not two: its "unknown field (did you mean
+    # ...)" is reported and the "required" of the field it meant is dropped. A credential in
+    # the file comes first, then such typos, then the rest in pydantic's order.
+    typos: set[Loc] = set()
+    for loc, err in list(kept.items()):
+        if err.get("type") == "extra_forbidden" and not is_credential_key(loc[-1] if loc else None):
+            close = _close_field(loc, model)
+            meant = (*loc[:-1], close) if close else None
+            if meant in kept and kept[meant].get("type") == "missing":
+                typos.add(loc)
+                del kept[meant]
+
+    def rank(item: tuple[Loc, dict[str, Any]]) -> int:
+        loc, err = item
+        if err.get("type") == "extra_forbidden" and loc and is_credential_key(loc[-1]):
+            return 0
+        return 1 if loc in typos else 2
+
+    (loc, first), *rest = sorted(kept.items(), key=rank)
     origin = (source(loc, str(first.get("type")), str(first.get("msg", ""))) if source else None) or where
     line = f"{what} ({origin}): {_describe(first, loc, model)}"
     if rest:

@@ -426,3 +426,69 @@ async def test_publish_without_type_warns_when_every_subscription_filters_on_it(
     )
     assert code == 0, err
     assert "warning" not in err
+
+
+async def test_redrive_with_a_limit_shows_the_limit_in_its_bar_and_summary(aws: Aws) -> None:
+    """Was: `--limit 3` of 9 showed a 9/9 bar and "left in DLQ 9"."""
+    queue = await aws.queue(max_receive_count=1)
+    assert queue.dlq_url
+    for i in range(9):
+        await aws.send(queue.dlq_url, {"n": i}, "t")
+    code, out, err = await asyncio.to_thread(cli, aws, "dlq", "redrive", queue.name, "--limit", "3")
+    assert code == 0, err
+    assert "moved 3 of 9, skipped 6, failed 0; left in DLQ 6 (manual)" in out
+    assert "3/3" in err
+    assert "9/9" not in err
+    assert await aws.total(queue.dlq_url) == 6
+
+
+async def test_dlq_show_times_are_sent_and_dead_lettered_not_the_first_look(aws: Aws) -> None:
+    """Was: a "first received" column: ApproximateFirstReceiveTimestamp, which for a message
+    nobody had received in the DLQ is the moment `dlq show` first looked."""
+    from worker.cli.dlq import _ts
+
+    queue = await aws.queue(max_receive_count=1)
+    assert queue.dlq_url
+    # One moved by SQS's redrive policy: received once, given back, received again.
+    await aws.send(queue.url, {"by": "sqs"}, "t")
+    original = None
+    for _ in range(2):
+        got = await aws.sqs.receive_message(
+            QueueUrl=queue.url, WaitTimeSeconds=1, VisibilityTimeout=0, MessageSystemAttributeNames=["All"]
+        )
+        original = original or got["Messages"][0]["Attributes"]["SentTimestamp"]
+    assert original is not None
+    # One the worker moved: a copy with the reason and the original id.
+    await aws.sqs.send_message(
+        QueueUrl=queue.dlq_url,
+        MessageBody='{"by": "worker"}',
+        MessageAttributes={
+            "worker.failure_reason": {"DataType": "String", "StringValue": "unknown type 'x'"},
+            "worker.original_message_id": {"DataType": "String", "StringValue": "m-1"},
+        },
+    )
+
+    dlq_url = queue.dlq_url
+
+    async def both() -> bool:
+        return await aws.total(dlq_url) == 2
+
+    await eventually(both, timeout=10)
+    await asyncio.sleep(1.5)  # a look later than either event
+    code, out, err = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name, "--json")
+    assert code == 0, err
+    shown = {json.loads(m["excerpt"])["by"]: m for m in json.loads(out)}
+    by_sqs, by_worker = shown["sqs"], shown["worker"]
+    assert (by_sqs["moved_by_worker"], by_sqs["dead_lettered_ms"]) == (False, None)
+    assert by_sqs["original_sent_ms"] == int(original)  # SQS keeps the original SentTimestamp
+    assert (by_worker["moved_by_worker"], by_worker["original_sent_ms"]) == (True, None)
+    assert by_worker["dead_lettered_ms"] == by_worker["sent_ms"]
+    assert by_worker["dead_lettered_ms"] < by_worker["first_received_ms"]  # the look came later
+    code, out, _ = await asyncio.to_thread(cli, aws, "dlq", "show", queue.name)
+    header = next(line for line in out.splitlines() if line.startswith("message id"))
+    assert "sent" in header
+    assert "dead-lettered" in header
+    assert "first received" not in header
+    assert _ts(int(original)) in out
+    assert _ts(by_worker["dead_lettered_ms"]) in out
+    assert _ts(by_worker["first_received_ms"]) not in out  # 1.5 s after every other time shown

@@ -125,7 +125,6 @@ def test_help_shows_no_type_for_flags_and_wraps_whole_paragraphs(
     result = invoke(capsys, *command, "--help")
     assert result.code == 0
     assert "<bool>" not in result.out
-    assert "..." not in result.out.replace("[ARGS]...", "")
     flat = " ".join(result.out.split())
     target = typer.main.get_command(app)
     for name in command:
@@ -135,11 +134,14 @@ def test_help_shows_no_type_for_flags_and_wraps_whole_paragraphs(
     for sub in getattr(target, "commands", {}).values():
         first = " ".join((sub.help or "").split("\n\n")[0].split())
         assert first in flat, f"the description of {sub.name} is cut"
+    lines = [line.strip() for line in result.out.splitlines()]
     for param in target.params:
-        if getattr(param, "is_flag", False) and param.help:
+        text = getattr(param, "help", None)
+        if getattr(param, "is_flag", False) and text:
             # A flag's line: its names, then its help; no type in between.
-            line = next(line for line in result.out.splitlines() if param.opts[0] in line.split(",")[-1])
-            assert line.split(param.opts[0], 1)[1].strip().startswith(param.help.split()[0]), line
+            names = ", ".join(sorted(param.opts, key=len))
+            line = next(line for line in lines if line.startswith(names))
+            assert line.removeprefix(names).strip().startswith(text.split()[0]), line
 
 
 def test_help_keeps_no_hard_line_breaks_of_the_docstrings(capsys: pytest.CaptureFixture[str]) -> None:

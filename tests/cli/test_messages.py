@@ -93,3 +93,31 @@ async def test_group_and_deduplication_errors_are_one_line_naming_the_option_and
         assert run.code == EXIT_USAGE, (args, run.err)
         assert expected in run.one_line_error(), (args, run.err)
     assert await aws.total(queue.url) == 0  # nothing was sent for any of them
+
+
+async def test_send_body_from_a_file_sends_its_bytes_exactly(
+    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: ``--body @FILE`` parsed the JSON and sent ``json.dumps`` of it: keys re-spaced,
+    non-ASCII escaped, numbers rewritten, the file's newlines gone."""
+    queue = await aws.queue()
+    text = '{\r\n  "b":1.50,  "a" : "café ☕",\r\n  "n": 1e3\r\n}\n'
+    body = tmp_path / "order.json"
+    body.write_bytes(text.encode("utf-8"))
+    run = await ainvoke(capsys, "send", queue.name, "--type", "job", "--body", f"@{body}", *at(aws))
+    assert run.code == 0, run.err
+    lines = tmp_path / "orders.jsonl"
+    lines.write_text('{"z": 1,   "é": "x"}\n{"n":2.0}\n', encoding="utf-8")
+    run = await ainvoke(capsys, "send", queue.name, "--type", "job", "--file", str(lines), *at(aws))
+    assert run.code == 0, run.err
+    got = sorted(m["Body"] for m in await aws.drain(queue.url))
+    assert got == sorted([text, '{"z": 1,   "é": "x"}', '{"n":2.0}'])
+    # Still checked: a file that is not JSON is refused, unless --raw.
+    body.write_text("{not json")
+    run = await ainvoke(capsys, "send", queue.name, "--body", f"@{body}", *at(aws))
+    assert run.code == EXIT_USAGE
+    assert "--body: body is not valid JSON" in run.one_line_error()
+    body.write_bytes(b"\xff\xfe")
+    run = await ainvoke(capsys, "send", queue.name, "--body", f"@{body}", "--raw", *at(aws))
+    assert run.code == EXIT_USAGE
+    assert "not UTF-8 text" in run.one_line_error()

@@ -123,7 +123,9 @@ async def test_provisioned_bucket_notifies_its_queue_and_the_handler_gets_the_up
     assert attrs["MaximumMessageSize"] == "1048576"
     rules = (await s3.call("get_bucket_lifecycle_configuration", Bucket=bucket))["Rules"]
     assert [(r["ID"], r["Expiration"]["Days"]) for r in rules] == [("sqs-worker-expire-0", 7)]
-    assert rules[0]["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}  # cancelled uploads' parts
+    assert rules[0]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 1
+    }  # cancelled uploads' parts
     config = await s3.call("get_bucket_notification_configuration", Bucket=bucket)
     [notify] = config["QueueConfigurations"]
     assert notify["Id"] == f"sqs-worker-{queue}-0"
@@ -225,7 +227,7 @@ async def test_provision_command_with_a_bucket(aws: Aws, tmp_path: Path) -> None
     args = ["provision", "-t", str(path), "--endpoint-url", aws.endpoint, "--region", "us-east-1"]
     dry = await asyncio.to_thread(run_worker, [*args, "--dry-run"])
     assert dry.returncode == 0, dry.stderr
-    assert f"+ bucket       {p}-files" in dry.stdout
+    assert f"+ bucket       create  {p}-files" in dry.stdout
     done = await asyncio.to_thread(run_worker, args)
     assert done.returncode == 0, done.stderr
     again = await asyncio.to_thread(run_worker, args)

@@ -129,9 +129,50 @@ async def test_limit_counts_the_rest_as_skipped(aws: Aws) -> None:
     result = await dlq.redrive(AwsClient(aws.sqs), await pair_of(aws, queue), limit=2, progress=progress)
     assert (result.total, result.moved, result.skipped, result.failed, result.left) == (6, 2, 4, 0, 4)
     assert result.method == "manual"
-    assert_progress_ends_at_total(progress, 6)
+    # With a limit the bar counts what is moved, up to the limit (was: 6/6, all looked at).
+    assert_progress_ends_at_total(progress, 2)
     assert await aws.total(queue.url) == 2
     assert await aws.total(queue.dlq_url) == 4
+
+
+class LaggingCounts(AwsClient):
+    """SQS's approximate counts as they can be right after a delete: still the old ones."""
+
+    def __init__(self, client: object) -> None:
+        super().__init__(client)
+        self.first: dict[str, Any] | None = None
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        if operation == "get_queue_attributes" and "All" not in params.get("AttributeNames", []):
+            if self.first is None:
+                self.first = await super().call(operation, **params)
+            return self.first
+        return await super().call(operation, **params)
+
+
+async def test_a_limited_run_says_what_it_left_whatever_the_lagging_count_says(aws: Aws) -> None:
+    """Was: "--limit 3" of 9 said "left in DLQ 9" (SQS's count before the deletes showed)
+    and its bar 9/9."""
+    queue = await aws.queue(max_receive_count=1)
+    assert queue.dlq_url
+    await seed(aws, queue.dlq_url, ["a"] * 9)
+    progress = Progress()
+    sqs = LaggingCounts(aws.sqs)
+    result = await dlq.redrive(sqs, await dlq.resolve(sqs, queue.name), limit=3, progress=progress)
+    assert (result.total, result.moved, result.skipped, result.left) == (9, 3, 6, 6)
+    assert progress.calls[-1] == (3, 3)
+    assert await aws.total(queue.dlq_url) == 6
+    # Fewer to move than the limit: the bar ends where the run did, short of the limit.
+    progress = Progress()
+    result = await dlq.redrive(
+        AwsClient(aws.sqs),
+        await pair_of(aws, queue),
+        message_type="none-of-these",
+        limit=3,
+        progress=progress,
+    )
+    assert (result.total, result.moved, result.skipped, result.left) == (6, 0, 6, 6)
+    assert progress.calls[-1] == (0, 3)
 
 
 @pytest.mark.parametrize("how", ["sqs", "worker"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -239,7 +240,7 @@ async def test_prune_refuses_a_non_empty_dlq_and_detaches_its_sources(aws: Aws) 
     }
     assert prune[0].dead_letter_of == sorted([f"{prefix}-a", foreign.name])
     text = render_plan(prune)
-    assert f"- queue        {prefix}-a-dlq" in text
+    assert f"- queue        delete  {prefix}-a-dlq" in text
     assert "holds 3 message(s)" in text
     assert f"dead-letter queue of {', '.join(sorted([f'{prefix}-a', foreign.name]))}" in text
     assert "The queues to delete hold 3 message(s)." in text
@@ -355,3 +356,62 @@ async def test_prune_scope_is_the_name_in_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--prune needs `name:` in the topology file") as refused:
         await p.plan_prune()  # before any AWS call (the clients here have none)
     assert "\n" not in str(refused.value)
+
+
+def test_render_plan_keeps_its_columns_with_long_names() -> None:
+    """Was: an alarm name longer than the name column pushed its action out of line."""
+    long = "team-" + "a-very-long-queue-name-" * 3 + "dlq-not-empty"
+    text = render_plan(
+        [
+            Change("queue", "q", "create"),
+            Change("alarm", long, "create"),
+            Change("alarm", "short", "unchanged"),
+            Change("subscription", "t -> https://example.com/hook", "pending"),
+            Change("queue", "shared", "foreign", owner="team-b", scope="team-a"),
+        ]
+    )
+    rows = [line for line in text.splitlines()[:-1] if not line.startswith(" ")]
+    assert len(rows) == 5
+    # The name is the last column, and every name starts at the same offset.
+    starts = {
+        row.rindex(name) for row, name in zip(rows, ["q", long, "short", "t -> https", "shared"], strict=True)
+    }
+    assert len(starts) == 1, text
+    assert rows[1].endswith(long)
+
+
+async def test_a_second_topology_sees_the_first_ones_queue_as_owned_by_it(aws: Aws) -> None:
+    """Was: another topology's queue showed as "= unchanged", and an update would have
+    re-tagged it as the second file's (so its --prune could delete it)."""
+    a, b = f"oa{uuid.uuid4().hex[:6]}", f"ob{uuid.uuid4().hex[:6]}"
+    shared = f"{a}-shared"
+    await provision(aws, Topology.model_validate({"name": a, "queues": {shared: {}}}))
+    unmanaged = f"{b}-by-hand"
+    await aws.sqs.create_queue(QueueName=unmanaged)
+    second = Topology.model_validate(
+        {
+            "name": b,
+            "queues": {shared: {"visibility_timeout": 99}, f"{b}-own": {}, unmanaged: {}},
+            "alarms": {"defaults": False},
+        }
+    )
+    p = Provisioner(second, AwsClient(aws.sqs), AwsClient(aws.sns), cloudwatch=AwsClient(aws.cloudwatch))
+    plan = await p.plan()
+    by_name = {c.name: c for c in plan}
+    assert by_name[shared].action == "foreign"
+    assert by_name[shared].owner == a
+    assert by_name[shared].diff == {"VisibilityTimeout": ("30", "99")}
+    assert (by_name[unmanaged].action, by_name[unmanaged].managed) == ("unchanged", False)
+    text = render_plan(plan)
+    assert f"! queue        owned by topology '{a}'  {shared}" in text
+    assert f"its sqs-worker-topology tag names '{a}', not this file's '{b}'" in text
+    assert re.search(rf"^! queue {{8}}unchanged, not managed +{unmanaged}$", text, re.MULTILINE), text
+    assert "not made by provision (no managed-by: sqs-worker tag)" in text
+    assert not re.search(rf"^= .*{shared}$", text, re.MULTILINE)
+    assert text.endswith("1 of another topology (left as they are), 1 not managed by provision.")
+    await p.apply(plan)
+    # The other topology's queue is left as it is: attributes and tags.
+    url = (await aws.sqs.get_queue_url(QueueName=shared))["QueueUrl"]
+    attrs = await aws.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["VisibilityTimeout"])
+    assert attrs["Attributes"]["VisibilityTimeout"] == "30"
+    assert (await aws.sqs.list_queue_tags(QueueUrl=url))["Tags"]["sqs-worker-topology"] == a

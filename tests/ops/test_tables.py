@@ -4,11 +4,14 @@ shape refused; the store works on what provision made; the worker's IAM policy g
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from tests.conftest import Aws
@@ -36,7 +39,7 @@ async def test_provision_creates_the_table_once_with_its_time_to_live(
     p = Provisioner(topology, AwsClient(aws.sqs), AwsClient(aws.sns), dynamodb=dynamodb)
     plan = await p.plan()
     assert [(c.kind, c.name, c.action) for c in plan] == [("table", name, "create")]
-    assert render_plan(plan).startswith(f"+ table        {name}")
+    assert render_plan(plan).startswith(f"+ table        create  {name}\n")
     await p.apply(plan)
 
     table = (await dynamodb.call("describe_table", TableName=name))["Table"]
@@ -118,3 +121,31 @@ async def test_the_worker_policy_grants_its_idempotency_table() -> None:
         AwsClient(None), AwsClient(None), topology, memory, "123456789012", "eu-west-1"
     )
     assert all(s["Sid"] != "IdempotencyRecords" for s in policies["worker"]["Statement"])
+
+
+async def test_provision_endpoint_url_is_every_services_and_a_service_variable_overrides_it(
+    aws: Aws, moto_endpoint: str, tmp_path: Path
+) -> None:
+    """Was: --endpoint-url, documented as the SQS/SNS endpoint, also sent DynamoDB to
+    LocalStack (which has none here), and AWS_ENDPOINT_URL_DYNAMODB could not say otherwise;
+    the error named neither the service nor the endpoint."""
+    from tests.cli.test_cli import run_worker
+
+    name = f"idem-{uuid.uuid4().hex[:8]}"
+    queue = f"tq-{uuid.uuid4().hex[:8]}"
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(yaml.safe_dump({"name": "ep", "queues": {queue: {}}, "tables": {name: {}}}))
+    args = ["provision", "-t", str(topology), "--endpoint-url", aws.endpoint, "--region", "us-east-1"]
+    refused = await asyncio.to_thread(
+        run_worker, [*args, "--timeout", "1"], {"AWS_ENDPOINT_URL_DYNAMODB": ""}
+    )
+    assert refused.returncode == 5, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert f"(DynamoDB, region us-east-1, endpoint {aws.endpoint} from --endpoint-url)" in line
+    assert "if DynamoDB is served elsewhere, set AWS_ENDPOINT_URL_DYNAMODB" in line
+    done = await asyncio.to_thread(run_worker, args, {"AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint})
+    assert done.returncode == 0, done.stderr
+    assert f"+ table        create  {name}" in done.stdout
+    async with aws_client("dynamodb", AwsSettings(endpoint_url=moto_endpoint, region="us-east-1")) as moto:
+        assert (await moto.call("describe_table", TableName=name))["Table"]["TableName"] == name
+    assert (await aws.sqs.get_queue_url(QueueName=queue))["QueueUrl"]  # SQS went to LocalStack

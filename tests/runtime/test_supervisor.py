@@ -130,7 +130,10 @@ async def test_ctrl_c_says_what_it_waits_for_and_exits_130(
     worker.signal(signal.SIGINT)
     assert await asyncio.to_thread(worker.wait, 20) == 130, worker.log()
     line = next(json.loads(x) for x in worker.log().splitlines() if '"signal_received"' in x)
-    assert line["waiting_for"] == "no running messages and the open long polls (up to 2 s); then deletes are flushed"
+    assert (
+        line["waiting_for"]
+        == "no running messages and the open long polls (up to 2 s); then deletes are flushed"
+    )
     assert line["at_most_seconds"] == 20  # shutdown_grace 10 + shutdown_flush 10
     assert "second Ctrl-C" in line["hint"]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -38,6 +39,40 @@ T = TypeVar("T")
 DEFAULT_CONFIG = "config/worker.yaml"
 DEFAULT_TOPOLOGY = "config/topology.yaml"
 DEFAULT_TIMEOUT = 5.0
+
+# -- help -------------------------------------------------------------------------------------
+HELP_WIDTH = 100
+"""The widest --help gets (narrower terminals: their width)."""
+
+
+class HelpGroup(typer.core.TyperGroup):
+    """A command group whose --help lists each command with its whole first paragraph,
+    wrapped at word boundaries (click cuts it at the column width, mid-sentence, with
+    "...")."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:  # (typer's vendored click types)
+        rows: list[tuple[str, str]] = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            text = command.short_help or (command.help or "").partition("\f")[0].split("\n\n")[0]
+            rows.append((name, " ".join(text.split())))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+HELP_SETTINGS: dict[str, Any] = {
+    # click's plain help, not typer's rich panels: flags get no "<bool>" type column, and
+    # each help text is one paragraph wrapped at word boundaries (typer's rich mode keeps
+    # the docstrings' own line breaks, and so breaks sentences mid-line).
+    "rich_markup_mode": None,
+    "cls": HelpGroup,
+    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
+}
+"""The keyword arguments of every ``typer.Typer`` of the CLI (the app and its groups)."""
+
 
 # -- options shared by several commands -----------------------------------------------------
 ConfigOption = Annotated[
@@ -64,7 +99,11 @@ EndpointOption = Annotated[
     str | None,
     typer.Option(
         "--endpoint-url",
-        help="SQS/SNS endpoint, e.g. LocalStack. Default: AWS_ENDPOINT_URL, else AWS.",
+        help=(
+            "Endpoint of every AWS service the command calls (SQS, SNS, S3, DynamoDB, CloudWatch), "
+            "e.g. LocalStack; AWS_ENDPOINT_URL_<SERVICE> overrides it for one service. "
+            "Default: AWS_ENDPOINT_URL, else AWS."
+        ),
         rich_help_panel="AWS",
     ),
 ]
@@ -102,12 +141,24 @@ class Connection:
             connect_timeout=self.timeout,
         )
 
-    def where(self, service: str = "sqs") -> str:
+    def endpoint(self, service: str = "sqs") -> tuple[str | None, str]:
+        """``service``'s endpoint (None: AWS's own) and what set it (``--endpoint-url``,
+        ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``)."""
         # Unvalidated: this names where a call went even when the values are the problem.
         aws = AwsSettings.model_construct(region=self.region, endpoint_url=self.endpoint_url)
+        return aws.endpoint_and_source(service, "--endpoint-url")
+
+    def where(self, service: str = "sqs") -> str:
+        """The service, region and endpoint a call went to, for an error message."""
+        aws = AwsSettings.model_construct(region=self.region, endpoint_url=self.endpoint_url)
         region = aws.resolved_region() or "no region"
-        endpoint = aws.resolved_endpoint(service)
-        return f"region {region}, endpoint {endpoint}" if endpoint else f"region {region}"
+        endpoint, source = self.endpoint(service)
+        name = service_name(service)
+        return (
+            f"{name}, region {region}, endpoint {endpoint} from {source}"
+            if endpoint
+            else f"{name}, region {region}"
+        )
 
     @contextlib.asynccontextmanager
     async def client(self, service: str) -> AsyncIterator[AwsClient]:
@@ -177,6 +228,37 @@ CREDENTIAL_CODES = frozenset(
 )
 
 
+SERVICE_NAMES = {"sqs": "SQS", "sns": "SNS", "s3": "S3", "dynamodb": "DynamoDB", "cloudwatch": "CloudWatch"}
+
+
+def service_name(service: str) -> str:
+    return SERVICE_NAMES.get(service, service)
+
+
+def _failed_call(exc: BaseException, conn: Connection | None, service: str) -> tuple[Connection | None, str]:
+    """The connection and service of the call that raised ``exc``: an AwsClient marks what
+    it raises with its service and region (``worker.aws.AwsClient.once``), so a command that
+    calls several services, in several regions, names the one that failed."""
+    failed = getattr(exc, "aws_service", None)
+    region = getattr(exc, "aws_region", None)
+    if conn is not None and region and region != conn.region:
+        conn = dataclasses.replace(conn, region=region)
+    return conn, (failed if isinstance(failed, str) and failed else service)
+
+
+def _elsewhere(conn: Connection | None, service: str) -> str:
+    """For a service that did not answer at a shared endpoint: how to send it elsewhere."""
+    if conn is None or service == "sqs":
+        return ""
+    endpoint, source = conn.endpoint(service)
+    if endpoint is None or source.startswith("AWS_ENDPOINT_URL_"):
+        return ""
+    return (
+        f"; {source} is the endpoint of every service: if {service_name(service)} is served "
+        f"elsewhere, set AWS_ENDPOINT_URL_{service.upper()}"
+    )
+
+
 def _first_line(text: str, limit: int = 240) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -187,9 +269,12 @@ def _looks_like_html(text: str) -> bool:
 
 
 def explain(exc: BaseException, conn: Connection | None, service: str = "sqs") -> WorkerError | None:
-    """The one-line WorkerError for ``exc``, with where the call went; None: not ours to
-    explain (a bug: let it raise with its traceback)."""
+    """The one-line WorkerError for ``exc``, with where the call went (the service, its
+    region and endpoint); None: not ours to explain (a bug: let it raise with its
+    traceback)."""
+    conn, service = _failed_call(exc, conn, service)
     where = f" ({conn.where(service)})" if conn else ""
+    name = service_name(service)
     if isinstance(exc, NotFoundError | RefusedError | UnreachableError):
         text = str(exc)
         return type(exc)(text if where.strip(" ()") in text else text + where)
@@ -213,23 +298,27 @@ def explain(exc: BaseException, conn: Connection | None, service: str = "sqs") -
         message = str(exc.response.get("Error", {}).get("Message", "") or "")
         if _looks_like_html(message) or _looks_like_html(str(exc)) or (not code and status):
             return UnreachableError(
-                f"the endpoint did not answer as {service.upper()} (HTTP {status}){where}"
+                f"the endpoint did not answer as {name} (HTTP {status}){where}{_elsewhere(conn, service)}"
             )
         if code in NOT_FOUND_CODES:
             return NotFoundError(f"{_first_line(message) or code}{where}")
         if code in CREDENTIAL_CODES:
             return RefusedError(f"AWS refused the credentials: {code}: {_first_line(message)}{where}")
         if is_transient(exc):
-            return UnreachableError(f"AWS kept failing: {code}: {_first_line(message)}{where}")
+            return UnreachableError(
+                f"{name} kept failing: {code}: {_first_line(message)}{where}{_elsewhere(conn, service)}"
+            )
         return RefusedError(f"AWS refused: {code}: {_first_line(message)}{where}")
     if isinstance(exc, TimeoutError) or is_transient(exc):
         timeout = f" within {conn.timeout:g}s" if conn else ""
         detail = _first_line(str(exc)) or type(exc).__name__
-        return UnreachableError(f"no answer from {service.upper()}{timeout}: {detail}{where}")
+        return UnreachableError(f"no answer from {name}{timeout}: {detail}{where}{_elsewhere(conn, service)}")
     if isinstance(exc, BotoCoreError):
         text = _first_line(str(exc))
         if _looks_like_html(str(exc)):
-            return UnreachableError(f"the endpoint did not answer as {service.upper()}{where}")
+            return UnreachableError(
+                f"the endpoint did not answer as {name}{where}{_elsewhere(conn, service)}"
+            )
         return RefusedError(f"AWS: {text}{where}")
     return None
 

@@ -114,6 +114,27 @@ async def _dlq_messages(sqs: Any, url: str) -> list[dict[str, Any]]:
     return list(response.get("Messages") or [])
 
 
+EXCERPT = 60
+"""Characters of a dead-lettered body the summary shows ("…" when there is more)."""
+
+
+def _dead_letter_lines(key: str, raw: dict[str, Any]) -> str:
+    """A DLQ message for the summary: its queue, type and body (the published message of an
+    SNS envelope; cut with "…"), and the reason: the ``worker.failure_reason`` the worker
+    stamps when it dead-letters a message itself, else SQS's redrive policy moved it."""
+    from worker.messages.envelope import parse_message
+    from worker.messages.outcomes import REASON_ATTRIBUTE
+
+    message = parse_message(raw)
+    body = " ".join(message.body.split())
+    excerpt = body if len(body) <= EXCERPT else body[: EXCERPT - 1] + "…"
+    reason = message.attributes.get(REASON_ATTRIBUTE) or (
+        "moved by SQS's redrive policy, which records no reason (see message_failed in the log)"
+    )
+    kind = message.type or "(none)"
+    return f"  {key}-dlq  type={kind:<16} body={excerpt}\n      reason: {reason}"
+
+
 async def _run(settings: WorkerSettings) -> int:
     session = get_session()
     endpoint = settings.aws.resolved_endpoint()
@@ -148,23 +169,9 @@ async def _run(settings: WorkerSettings) -> int:
             dead += [(key, m) for m in in_dlq]
             s = consumer.counters
             print(f"{key:<10}{s.received:>9}{s.succeeded:>5}{s.failed:>8}{s.extended:>10}{len(in_dlq):>8}")
-        print(
-            "\nmessages in dead-letter queues (reasons are in the log above: message_failed / message_rejected):"
-        )
+        print("\nmessages in dead-letter queues, with why they are there:")
         for key, m in dead:
-            attrs = {k: v.get("StringValue") for k, v in (m.get("MessageAttributes") or {}).items()}
-            body = m["Body"]
-            try:
-                inner = json.loads(body)
-                if isinstance(inner, dict) and inner.get("Type") == "Notification":
-                    body, attrs = (
-                        inner["Message"],
-                        {k: v["Value"] for k, v in inner.get("MessageAttributes", {}).items()},
-                    )
-            except ValueError:
-                pass
-            kind = attrs.get("type") or "(none)"
-            print(f"  {key}-dlq  type attribute={kind:<16} body={body[:60]}")
+            print(_dead_letter_lines(key, m))
         ok = sum(c.counters.succeeded for c in supervisor.consumers)
         print(f"\n{ok} handled successfully, {len(dead)} dead-lettered; worker stopped cleanly.")
         if (ok, len(dead)) != EXPECTED:

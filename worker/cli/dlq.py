@@ -11,6 +11,7 @@ import typer
 
 from worker.cli.common import (
     DEFAULT_TIMEOUT,
+    HELP_SETTINGS,
     Connection,
     EndpointOption,
     JsonOption,
@@ -19,14 +20,17 @@ from worker.cli.common import (
     jsonable,
     run_async,
 )
-from worker.cli.output import out, print_json, progress, table
+from worker.cli.output import info, out, print_json, progress, table
 from worker.errors import EXIT_FAILED
 from worker.ops import dlq as dlq_ops
 from worker.ops.topology import load_topology
 from worker.settings import url_region
 
 app = typer.Typer(
-    name="dlq", help="Inspect dead-letter queues and move their messages back.", no_args_is_help=True
+    name="dlq",
+    help="Inspect dead-letter queues and move their messages back.",
+    no_args_is_help=True,
+    **HELP_SETTINGS,
 )
 
 QueueArgument = Annotated[
@@ -37,7 +41,7 @@ QueueTopologyOption = Annotated[
     typer.Option(
         "--topology",
         "-t",
-        help="A topology file: a queue of it is looked for in the region the file gives it.",
+        help="A topology file: a queue of it is looked for in the region the file gives it (not --region's).",
     ),
 ]
 
@@ -45,15 +49,19 @@ QueueTopologyOption = Annotated[
 def connection(
     queue: str, region: str | None, endpoint_url: str | None, timeout: float, topology: str | None
 ) -> Connection:
-    """Where the queue lives: --region, else the region of its URL, else the region the
-    topology gives it, else the session's."""
-    if region is None:
-        region = url_region(queue)
-    if region is None and topology is not None:
+    """Where the queue lives, as ``stats`` and ``iam-policy`` find it: the region of its URL;
+    else, for a queue of the topology, the region the file gives it (its own ``region:``, else
+    the file's), whatever ``--region`` says; else ``--region``, else the file's region, else
+    the session's."""
+    found = url_region(queue)
+    if found is None and topology is not None:
         spec = load_topology(topology)
         if queue in spec.queues:
-            region = spec.region_of("queue", queue)
-    return Connection(region, endpoint_url, timeout)
+            found = spec.region_of("queue", queue)
+            if found is not None and region is not None and region != found:
+                info(f"queue {queue!r} is in {found}, as {topology} says (not --region {region})")
+        region = region or spec.region
+    return Connection(found or region, endpoint_url, timeout)
 
 
 def _ts(ms: int | None) -> str:
@@ -90,16 +98,20 @@ def show(
                 m.message_id,
                 m.type,
                 m.receive_count,
-                _ts(m.first_received_ms),
+                _ts(m.original_sent_ms),
+                _ts(m.dead_lettered_ms),
                 m.size,
                 m.reason or "-",
                 m.excerpt,
             )
             for m in messages
         ]
+        # "sent": when a message SQS's redrive moved was sent to its source queue (SQS keeps
+        # SentTimestamp; it records no dead-letter time). "dead-lettered": when the worker
+        # moved a copy (the copy's SentTimestamp). Each is "-" where it is not known.
         console.print(
             table(
-                ["message id", "type", "receives", "first received", "size", "reason", "body"],
+                ["message id", "type", "receives", "sent", "dead-lettered", "size", "reason", "body"],
                 rows,
                 right=["receives", "size"],
             )

@@ -64,13 +64,16 @@ def _money(value: float) -> str:
 
 
 def _stats_table(rows: list[QueueRow], costs: bool) -> Table:
-    columns = ["queue", "visible", "in flight", "delayed", "DLQ", "oldest"]
+    """The rows as a table; with a region column when they are in more than one region."""
+    regions = len({r.region for r in rows}) > 1
+    columns = ["queue", *(["region"] if regions else []), "visible", "in flight", "delayed", "DLQ", "oldest"]
     measured = ["req/msg", "req/s", "$/month"] if costs else []
     return table(
         [*columns, *measured, "dead-letter queue"],
         [
             (
                 r.name,
+                *([r.region] if regions else []),
                 r.visible,
                 r.in_flight,
                 r.delayed,

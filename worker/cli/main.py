@@ -14,19 +14,15 @@ from typing import Annotated
 
 import typer
 
-from worker.cli.common import explain, report
+from worker.cli.common import HELP_SETTINGS, explain, report
 from worker.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, WorkerError
 
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        import worker
 
-        try:
-            v = version("sqs-worker")
-        except PackageNotFoundError:  # pragma: no cover - running from a source tree
-            v = "unknown"
-        typer.echo(f"worker (sqs-worker) {v}")
+        typer.echo(f"worker ({worker.DISTRIBUTION}) {worker.__version__}")
         raise typer.Exit()
 
 
@@ -60,7 +56,7 @@ def build_app(only_run: bool = False) -> typer.Typer:
         help="An asyncio worker service for AWS SQS and SNS: consume, provision, send, inspect.",
         no_args_is_help=True,
         pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
+        **HELP_SETTINGS,
     )
     app.callback()(_root)
     app.command()(run.run)

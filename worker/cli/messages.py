@@ -36,7 +36,10 @@ from worker.producer import BatchResult, Offload, OutgoingMessage, Producer, gro
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Message type: the 'type' attribute the worker dispatches on.")
 ]
-BodyOption = Annotated[str | None, typer.Option("--body", help="JSON body, or @FILE to read it from a file.")]
+BodyOption = Annotated[
+    str | None,
+    typer.Option("--body", help="JSON body, or @FILE: a file's content; either is sent exactly as given."),
+]
 FileOption = Annotated[
     str | None, typer.Option("--file", help="JSON-lines file, one body per line ('-': stdin); batches of 10.")
 ]
@@ -133,6 +136,8 @@ def _parse_attrs(pairs: list[str]) -> dict[str, str]:
 
 
 def _body(text: str, raw: bool, where: str) -> Any:
+    """``text`` parsed as JSON (checked, for what the command reads of it: its type, a group
+    field); with ``raw``, ``text`` itself."""
     if raw:
         return text
     try:
@@ -142,11 +147,27 @@ def _body(text: str, raw: bool, where: str) -> Any:
 
 
 def read_bodies(body: str | None, file: str | None, raw: bool) -> list[Any]:
-    return [b for _, b in _read(body, file, raw)]
+    """Each body, parsed (or, with ``raw``, as text)."""
+    return [parsed for _, _, parsed in _read(body, file, raw)]
 
 
-def _read(body: str | None, file: str | None, raw: bool) -> list[tuple[str, Any]]:
-    """Each body with where it came from (``--body``, or ``FILE:LINE``)."""
+def _read_file(body: str) -> str:
+    """The text of ``--body @FILE``: its bytes exactly (no newline translation), as UTF-8."""
+    path = body[1:]
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"--body {body}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--body {body}: not UTF-8 text (byte {exc.start}); SQS bodies are text") from None
+
+
+def _read(body: str | None, file: str | None, raw: bool) -> list[tuple[str, str, Any]]:
+    """Each body with where it came from (``--body``, or ``FILE:LINE``): its text, sent as it
+    is (never re-serialised: the bytes of ``@FILE``, the line of ``--file``), and the text
+    parsed as JSON (checked; the text itself with ``raw``)."""
     if body is not None and file is not None:
         raise ConfigError("give --body or --file, not both")
     if file is None:
@@ -154,20 +175,15 @@ def _read(body: str | None, file: str | None, raw: bool) -> list[tuple[str, Any]
             raise ConfigError(
                 "nothing to send: give --body JSON (or @FILE) or --file FILE.jsonl (- for stdin)"
             )
-        text = body
-        if text.startswith("@"):
-            try:
-                text = Path(text[1:]).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"--body {body}: {exc.strerror}") from None
-        return [("--body", _body(text, raw, "--body"))]
+        text = _read_file(body) if body.startswith("@") else body
+        return [("--body", text, _body(text, raw, "--body"))]
     try:
         stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
         raise ConfigError(f"--file {file}: {exc.strerror}") from None
     with stream:
         lines = [(n, line.rstrip("\n")) for n, line in enumerate(stream, 1) if line.strip()]
-    return [(f"{file}:{n}", _body(line, raw, f"{file}:{n}")) for n, line in lines]
+    return [(f"{file}:{n}", line, _body(line, raw, f"{file}:{n}")) for n, line in lines]
 
 
 def _typeless(bodies: list[Any], message_type: str | None) -> bool:
@@ -264,8 +280,8 @@ def send(
     """Send one message, or many from a JSON-lines file, to a queue (up to 1 MiB each;
     larger with --s3-bucket)."""
     offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
-    messages = _outgoing(type_, body, file, attr, (group_id, group_from), dedup_id, raw, delay=delay)
-    if _typeless([m.body for m in messages], type_):
+    messages, parsed = _outgoing(type_, body, file, attr, (group_id, group_from), dedup_id, raw, delay=delay)
+    if _typeless(parsed, type_):
         info(
             'note: no --type and no "type" in the body: the worker dispatches on the message type and '
             "rejects a message without one (unless the queue's worker is configured otherwise)"
@@ -300,7 +316,7 @@ def publish(
     """Publish one message, or many from a JSON-lines file, to a topic (up to 256 KiB each;
     larger with --s3-bucket)."""
     offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
-    messages = _outgoing(
+    messages, _ = _outgoing(
         type_,
         body,
         file,
@@ -326,8 +342,9 @@ def _outgoing(
     dedup_id: str | None,
     raw: bool,
     **extra: Any,
-) -> list[OutgoingMessage]:
-    """The messages to send; ``group``: (``--group-id``, ``--group-from``)."""
+) -> tuple[list[OutgoingMessage], list[Any]]:
+    """The messages to send, each body the text given (sent as it is), and those bodies
+    parsed; ``group``: (``--group-id``, ``--group-from``)."""
     group_id, group_from = group
     if dedup_id and file is not None:
         raise ConfigError("--dedup-id applies to one message; with --file each message gets its own")
@@ -342,12 +359,13 @@ def _outgoing(
         "dedup_id": dedup_id,
         **{k: v for k, v in extra.items() if v not in (None, False)},
     }
-    messages = []
-    for i, (where, b) in enumerate(_read(body, file, raw)):
+    messages, parsed = [], []
+    for i, (where, text, b) in enumerate(_read(body, file, raw)):
         if group_from is not None:
             try:
                 common["group_id"] = group_of(b, group_from)
             except ValueError as exc:
                 raise ConfigError(f"--group-from {group_from}: message {i} ({where}): {exc}") from None
-        messages.append(OutgoingMessage(b, **common))
-    return messages
+        messages.append(OutgoingMessage(text, **common))
+        parsed.append(b)
+    return messages, parsed

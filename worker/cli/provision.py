@@ -77,9 +77,14 @@ def provision(
             else:
                 info(f"topology {spec.name!r} ({topology}): what it creates is tagged with this name")
             typer.echo(render_plan(changes + deletions))
-            pending = [c for c in changes + deletions if c.action != "unchanged"]
+            pending = [c for c in changes + deletions if c.action not in ("unchanged", "foreign")]
             if not pending:
-                typer.echo(f"No changes: AWS matches {topology}.")
+                foreign = sum(1 for c in changes if c.action == "foreign")
+                typer.echo(
+                    f"No changes to make; {foreign} resource(s) of another topology left as they are (marked '!')."
+                    if foreign
+                    else f"No changes: AWS matches {topology}."
+                )
                 return 0
             if dry_run:
                 typer.echo("Dry run: nothing changed.")

@@ -68,12 +68,25 @@ class DeadMessage:
     type: str | None
     receive_count: int
     first_received_ms: int | None
+    """ApproximateFirstReceiveTimestamp as SQS reports it: not when the message was
+    dead-lettered (a copy the worker moved is first received by ``dlq show`` itself)."""
     sent_ms: int | None
+    """SentTimestamp: for a message SQS's redrive policy moved, when it was sent to its
+    source queue (SQS keeps it); for a copy the worker moved, when the copy was sent."""
     size: int
     excerpt: str
     reason: str | None = None
     """Why it is here, when the worker moved it (``worker.failure_reason``); None when SQS's
     redrive did (the handler's failures are in the worker's logs)."""
+    moved_by_worker: bool = False
+    """A copy the worker's own DLQ move sent (it carries ``worker.original_message_id`` or
+    ``worker.failure_reason``)."""
+    dead_lettered_ms: int | None = None
+    """When it was dead-lettered, where that is known: the SentTimestamp of a copy the worker
+    moved. None for a message SQS's redrive policy moved: SQS records no such time."""
+    original_sent_ms: int | None = None
+    """When it was first sent to its source queue, where that is known: the SentTimestamp of
+    a message SQS's redrive policy moved. None for a copy the worker moved."""
 
 
 @dataclass
@@ -95,8 +108,10 @@ class RedriveResult:
     """Copies this run sent that were back in the DLQ before it ended (they failed again);
     left there, not moved again."""
     left: int = 0
-    """Messages in the DLQ when the run ended (visible, in flight and delayed, as SQS counts
-    them); includes ``returned`` and whatever arrived during the run."""
+    """Messages left in the DLQ: for the manual run, what it counted itself (skipped, failed,
+    never reached, copies that came back, and arrivals it received), not SQS's approximate
+    count, which lags a delete by up to a minute; for the move task, SQS's count when the
+    task completed (visible, in flight and delayed)."""
     method: str = "manual"
     failures: list[str] = field(default_factory=list)
     """One line per failed message: its id, and SQS's error code and message."""
@@ -195,6 +210,7 @@ async def peek(
                 size, excerpt = len(raw["Body"].encode()), m.body[:80].replace("\n", " ")
                 if m.payload is not None:
                     size, excerpt = m.payload.size or size, f"(in S3: {m.payload.uri})"
+                by_worker = ORIGINAL_ID_ATTRIBUTE in m.attributes or REASON_ATTRIBUTE in m.attributes
                 found.setdefault(
                     m.message_id,
                     DeadMessage(
@@ -206,6 +222,9 @@ async def peek(
                         size=size,
                         excerpt=excerpt,
                         reason=m.attributes.get(REASON_ATTRIBUTE),
+                        moved_by_worker=by_worker,
+                        dead_lettered_ms=m.sent_timestamp_ms if by_worker else None,
+                        original_sent_ms=None if by_worker else m.sent_timestamp_ms,
                     ),
                 )
     finally:
@@ -245,7 +264,10 @@ async def redrive(
 
     ``progress(done, total)``: ``total`` is the DLQ's depth at the start (messages to move
     for the move task), ``done`` how many have been looked at (moved, for the move task);
-    the last call is ``(total, total)``. Not called when the DLQ was empty.
+    the last call is ``(total, total)``. With ``limit``, ``total`` is the most the run moves
+    (``limit``, or the depth when smaller) and ``done`` the messages it moved (or failed to);
+    the last call is ``(done, total)``, short of ``total`` only when fewer were there to move.
+    Not called when the DLQ was empty.
     """
     total = (await queue_counts(sqs, pair.dlq_url))[0]
     if message_type is None and limit is None and use_move_task:
@@ -376,14 +398,27 @@ async def _manual(
             if chosen:
                 await _move(sqs, pair, chosen, fifo, run, result)
             if progress and total:
-                progress(len(run.seen), total)
+                progress(*_done(result, run, total, limit))
     finally:
         await _make_visible(sqs, pair.dlq_url, list(run.held.values()))
     result.returned = len(run.returned)
-    result.left = await depth(sqs, pair.dlq_url)
+    # What the run left: what it holds (skipped, failed, came back, arrived) and what it never
+    # got to. SQS's ApproximateNumberOfMessages would still count the moved ones for a while.
+    result.left = len(run.held) + max(0, total - len(run.seen))
     if progress and total:
-        progress(total, total)
+        progress(*_done(result, run, total, limit, last=True))
     return result
+
+
+def _done(
+    result: RedriveResult, run: _Run, total: int, limit: int | None, last: bool = False
+) -> tuple[int, int]:
+    """``(done, total)`` for the progress bar: messages looked at of the depth, or, with a
+    limit, messages moved (or failed) of the most the run moves."""
+    if limit is None:
+        return (total if last else len(run.seen)), total
+    goal = min(limit, total)
+    return min(result.moved + result.failed, goal), goal
 
 
 async def _move(

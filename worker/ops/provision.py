@@ -32,6 +32,8 @@ from worker.ops.queue_stats import queue_counts
 from worker.ops.tables import Table, apply_table, desired_view, read_table
 from worker.ops.topology import (
     MANAGED_ID,
+    MANAGED_TAG,
+    MANAGED_VALUE,
     TOPOLOGY_TAG,
     SubscriptionSpec,
     Topology,
@@ -47,7 +49,9 @@ from worker.ops.topology import (
 )
 
 Kind = Literal["queue", "topic", "subscription", "bucket", "table", "alarm"]
-Action = Literal["create", "update", "unchanged", "delete", "pending"]
+Action = Literal["create", "update", "unchanged", "delete", "pending", "foreign"]
+"""``foreign``: it exists and is tagged as another topology's (``Change.owner``): left as it
+is, neither updated nor tagged as this file's."""
 JSON_ATTRIBUTES = frozenset(
     {
         "RedrivePolicy",
@@ -81,14 +85,22 @@ class Change:
     """A queue to delete: the queues whose RedrivePolicy points at it (names)."""
     region: str | None = None
     """Where it lives when that is not the session's region."""
+    owner: str | None = None
+    """A ``foreign`` queue or topic: the topology its ``sqs-worker-topology`` tag names."""
+    managed: bool = True
+    """False: it exists without the ``managed-by: sqs-worker`` tag (made outside provision)."""
+    scope: str | None = None
+    """The topology name of the file planned (for what the plan says of ``owner``)."""
 
 
 @dataclass
 class _Existing:
     queue_urls: dict[str, str] = field(default_factory=dict)
     queue_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    queue_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     topic_arns: dict[str, str] = field(default_factory=dict)
     topic_attrs: dict[str, dict[str, str]] = field(default_factory=dict)
+    topic_tags: dict[str, dict[str, str]] = field(default_factory=dict)
     # label ("topic -> queue", "topic -> https://...") -> (subscription arn, attributes);
     # the arn is "PendingConfirmation" (attributes empty) for an unconfirmed endpoint
     subscriptions: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
@@ -282,6 +294,7 @@ class Provisioner:
             ex.queue_urls[name] = url
             attrs = await sqs.call("get_queue_attributes", QueueUrl=url, AttributeNames=["All"])
             ex.queue_attrs[name] = attrs.get("Attributes", {})
+            ex.queue_tags[name] = (await sqs.call("list_queue_tags", QueueUrl=url)).get("Tags") or {}
         listed: dict[str | None, dict[str, str]] = {}
         for name in self.topology.topics:
             region = self._region("topic", name)
@@ -294,6 +307,8 @@ class Provisioner:
                 ex.topic_attrs[name] = (await sns.call("get_topic_attributes", TopicArn=arn)).get(
                     "Attributes", {}
                 )
+                found = (await sns.call("list_tags_for_resource", ResourceArn=arn)).get("Tags") or []
+                ex.topic_tags[name] = {t["Key"]: t["Value"] for t in found}
         queue_by_arn = {attrs.get("QueueArn"): name for name, attrs in ex.queue_attrs.items()}
         for topic, arn in ex.topic_arns.items():
             sns = await self.client("sns", self._region("topic", topic))
@@ -424,8 +439,16 @@ class Provisioner:
             else:
                 d = diff_attributes(ex.topic_attrs[name], desired)
                 changes.append(
-                    Change(
-                        "topic", name, "update" if d else "unchanged", d, ex.topic_arns[name], region=region
+                    self._owned(
+                        Change(
+                            "topic",
+                            name,
+                            "update" if d else "unchanged",
+                            d,
+                            ex.topic_arns[name],
+                            region=region,
+                        ),
+                        ex.topic_tags.get(name, {}),
                     )
                 )
         for name in self.topology.queue_order():
@@ -440,8 +463,16 @@ class Provisioner:
                 if "FifoQueue" in d:
                     raise ConfigError(f"queues.{name}: FifoQueue cannot be changed on an existing queue")
                 changes.append(
-                    Change(
-                        "queue", name, "update" if d else "unchanged", d, ex.queue_urls[name], region=region
+                    self._owned(
+                        Change(
+                            "queue",
+                            name,
+                            "update" if d else "unchanged",
+                            d,
+                            ex.queue_urls[name],
+                            region=region,
+                        ),
+                        ex.queue_tags.get(name, {}),
                     )
                 )
         for sub in self.topology.subscriptions:
@@ -514,7 +545,22 @@ class Provisioner:
                 )
         return changes
 
+    def _owned(self, change: Change, tags: dict[str, str]) -> Change:
+        """``change`` of an existing queue or topic, with who owns it: another topology's
+        (tagged by provision for another ``name:``) becomes ``foreign``, left as it is; one
+        without the managed-by tag is marked not managed (an update tags it as this file's)."""
+        change.scope = self.scope
+        if tags.get(MANAGED_TAG) != MANAGED_VALUE:
+            change.managed = False
+            return change
+        owner = tags.get(TOPOLOGY_TAG)
+        if owner is not None and owner != self.scope:
+            change.owner, change.action = owner, "foreign"
+        return change
+
     async def apply(self, changes: list[Change]) -> None:
+        """Create and update what ``changes`` says; ``foreign`` ones (another topology's)
+        are not touched."""
         ex = self.existing
         tags = self.topology.tags()
         for c in (c for c in changes if c.kind == "topic"):
@@ -546,7 +592,7 @@ class Provisioner:
                 ]
                 ex.queue_urls[c.name] = url
                 await self._refresh_queue(c.name)
-        for c in (c for c in changes if c.kind == "queue" and c.action != "delete"):
+        for c in (c for c in changes if c.kind == "queue" and c.action not in ("delete", "foreign")):
             url = ex.queue_urls[c.name]
             sqs = await self.client("sqs", self._region("queue", c.name))
             missing = diff_attributes(ex.queue_attrs[c.name], self.desired_queue(c.name))
@@ -842,17 +888,38 @@ def pretty_value(attribute: str, value: str | None) -> str:
     return value
 
 
+def _label(c: Change) -> str:
+    """What the plan says will happen to ``c`` (its action column)."""
+    if c.action == "pending":
+        return "pending confirmation"
+    if c.action == "foreign":
+        return f"owned by topology {c.owner!r}"
+    return c.action if c.managed else f"{c.action}, not managed"
+
+
 def render_plan(changes: list[Change]) -> str:
-    """The plan as text: one line per resource; for an update every changed attribute with
-    its old and new value in full (policies as JSON, ``-`` old / ``+`` new lines); for a
-    queue to delete its message count and the queues using it as their DLQ."""
-    symbols = {"create": "+", "update": "~", "unchanged": "=", "delete": "-", "pending": "?"}
+    """The plan as text: one line per resource (mark, kind, action, then the name, last, so
+    that a long name never pushes the columns out of line); for an update every changed
+    attribute with its old and new value in full (policies as JSON, ``-`` old / ``+`` new
+    lines); for a queue to delete its message count and the queues using it as their DLQ;
+    for a resource of another topology, or one provision did not make, who owns it."""
+    symbols = {"create": "+", "update": "~", "unchanged": "=", "delete": "-", "pending": "?", "foreign": "!"}
+    width = max((len(_label(c)) for c in changes), default=0)
     lines: list[str] = []
     for c in changes:
         name = f"{c.name} ({c.region})" if c.region else c.name
-        action = "pending confirmation" if c.action == "pending" else c.action
-        lines.append(f"{symbols[c.action]} {c.kind:<12} {name:<40} {action}")
-        if c.action == "update":
+        symbol = symbols[c.action] if c.managed else "!"
+        lines.append(f"{symbol} {c.kind:<12} {_label(c):<{width}}  {name}")
+        if c.action == "foreign":
+            scope = f", not this file's {c.scope!r}" if c.scope else ""
+            differs = f"; {len(c.diff)} attribute(s) differ from this file" if c.diff else ""
+            lines.append(f"      left as it is: its {TOPOLOGY_TAG} tag names {c.owner!r}{scope}{differs}")
+        elif not c.managed:
+            takes = (
+                f"; the update tags it as topology {c.scope!r}" if c.action == "update" and c.scope else ""
+            )
+            lines.append(f"      not made by provision (no {MANAGED_TAG}: {MANAGED_VALUE} tag){takes}")
+        if c.action in ("update", "foreign"):
             for attr, (old, new) in c.diff.items():
                 lines += _render_change(attr, old, new)
         elif c.action == "delete" and c.kind == "queue":
@@ -865,9 +932,12 @@ def render_plan(changes: list[Change]) -> str:
                 )
     counts = {a: sum(1 for c in changes if c.action == a) for a in symbols}
     pending = f", {counts['pending']} pending confirmation" if counts["pending"] else ""
+    foreign = f", {counts['foreign']} of another topology (left as they are)" if counts["foreign"] else ""
+    unmanaged = sum(1 for c in changes if not c.managed)
+    not_managed = f", {unmanaged} not managed by provision" if unmanaged else ""
     lines.append(
         f"Plan: {counts['create']} to create, {counts['update']} to update, "
-        f"{counts['delete']} to delete, {counts['unchanged']} unchanged{pending}."
+        f"{counts['delete']} to delete, {counts['unchanged']} unchanged{pending}{foreign}{not_managed}."
     )
     doomed = sum(c.messages or 0 for c in changes if c.action == "delete")
     if doomed:

@@ -23,6 +23,8 @@ class QueueRow:
     dlq_depth: int | None
     oldest_age: float | None
     """Seconds; from CloudWatch's ApproximateAgeOfOldestMessage where the server reports it."""
+    region: str | None = None
+    """Where the queue was read: the region the topology gives it, else the session's."""
     # From the workers' metrics (``worker stats --metrics-url``; ``request_cost.QueueCost``);
     # None: not measured (no metrics read, or no worker reported the queue).
     requests: int | None = None
@@ -113,13 +115,14 @@ async def queue_stats(
     for name, spec in topology.queues.items():
         if name in dlqs:
             continue  # shown in its source queue's row
-        region = topology.region_of("queue", name)
-        region = None if region == session_region or regional is None else region
+        given = topology.region_of("queue", name)
+        region = None if given == session_region or regional is None else given
         client = sqs if region is None or regional is None else await regional("sqs", region)
         visible, in_flight, delayed = await _counts(client, name)
         dlq = spec.dead_letter.queue if spec.dead_letter else None
         dlq_depth = sum(await _counts(client, dlq)) if dlq else None  # a DLQ is in its source's region
+        age = await oldest.get(name, region)
         rows.append(
-            QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, await oldest.get(name, region))
+            QueueRow(name, visible, in_flight, delayed, dlq, dlq_depth, age, region=region or session_region)
         )
     return rows
