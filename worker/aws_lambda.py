@@ -55,7 +55,9 @@ def to_receive_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 
 class LambdaRunner:
-    def __init__(self, registry: Registry, type_attribute: str = "type") -> None:
+    def __init__(
+        self, registry: Registry, type_attribute: str = "type", settings: QueueSettings | None = None
+    ) -> None:
         for route in registry.idempotent:
             # The record is tied to the worker's lease of the message; Lambda's poller holds it.
             raise ConfigError(
@@ -66,10 +68,12 @@ class LambdaRunner:
         self.type_attribute = type_attribute
         self.resources = Resources()
         self.loop = asyncio.new_event_loop()
-        settings = QueueSettings(handlers=["<lambda>"])
-        self._processor = Processor(
-            QueueContext.standalone("lambda", settings, registry, resources=self.resources)
+        settings = settings or QueueSettings(handlers=["<lambda>"])
+        ctx = QueueContext.standalone(
+            "lambda", settings, registry, resources=self.resources, type_attribute=type_attribute
         )
+        self._types = ctx.types
+        self._processor = Processor(ctx)
         self._leases = Leases(lambda lease: None)
         self._started = False
 
@@ -86,7 +90,7 @@ class LambdaRunner:
         stopped_groups: set[str] = set()
         for record in event.get("Records") or []:
             raw = to_receive_entry(record)
-            message = parse_message(raw, self.type_attribute)
+            message = parse_message(raw, self._types)
             # Groups are ordered on FIFO queues only: on a standard queue a MessageGroupId
             # names a fair queue's tenant, and its messages are independent.
             group = message.group_id if _from_fifo(record) else None
@@ -111,9 +115,12 @@ def _from_fifo(record: dict[str, Any]) -> bool:
     return "MessageDeduplicationId" in (record.get("attributes") or {})
 
 
-def make_handler(*routers: Router, type_attribute: str = "type") -> LambdaHandler:
-    """A Lambda handler for ``routers``."""
-    return LambdaRunner(Registry.of(*routers), type_attribute)
+def make_handler(
+    *routers: Router, type_attribute: str = "type", settings: QueueSettings | None = None
+) -> LambdaHandler:
+    """A Lambda handler for ``routers``; ``settings``: a queue's settings (its ``types``:
+    where messages carry their type, the default type)."""
+    return LambdaRunner(Registry.of(*routers), type_attribute, settings)
 
 
 _default: LambdaRunner | None = None

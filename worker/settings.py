@@ -285,6 +285,41 @@ MIN_ACK_CALLS = 8
 """The fewest settle calls in flight a queue allows by default (``QueueSettings.settle_calls``)."""
 
 
+TypeSource = Literal["attribute", "cloudevents", "field", "s3", "eventbridge"]
+TYPE_SOURCES: tuple[TypeSource, ...] = ("attribute", "cloudevents", "field", "s3", "eventbridge")
+
+
+class TypeSettings(_Section):
+    """Where a queue's messages carry their type, and what serves the ones without
+    (docs/handlers.md, "The message type")."""
+
+    sources: list[TypeSource] = Field(default_factory=lambda: list(TYPE_SOURCES), min_length=1)
+    """Where to look, in order: ``attribute`` (``attribute``, default
+    ``message_type_attribute``), ``cloudevents`` (a ``ce-type`` attribute or a structured
+    CloudEvent body), ``field`` (a JSON body field), ``s3`` (an S3 event notification),
+    ``eventbridge`` (an EventBridge event's ``detail-type``)."""
+    attribute: str | None = Field(default=None, min_length=1)
+    """The message attribute of the ``attribute`` source (default: ``message_type_attribute``)."""
+    field: str = Field(default="type", pattern=r"^[^.]+(\.[^.]+)*$")
+    """The JSON body field of the ``field`` source, a dotted path (``meta.kind``)."""
+    default: str | None = Field(default=None, min_length=1)
+    """The message type a message without one is handled as (its handler serves it). Without
+    it, a router's ``@router.default()`` handler serves them, else they are rejected."""
+    unknown: Literal["reject", "default"] = "reject"
+    """A message whose type no handler serves: ``reject`` (to the DLQ) or ``default`` (the
+    default handler serves it too)."""
+
+    @field_validator("sources")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        repeated = sorted({s for s in value if value.count(s) > 1})
+        if repeated:
+            raise PydanticCustomError(
+                "repeated", "each source at most once (repeated: {r})", {"r": ", ".join(repeated)}
+            )
+        return value
+
+
 class QueueSettings(_Section):
     """One consumed queue. The key under ``queues:`` is its logical name."""
 
@@ -310,6 +345,9 @@ class QueueSettings(_Section):
     an AWS ``url`` and no region, the URL's region."""
     handlers: list[str] = Field(min_length=1)
     """Importable modules, each exposing ``router`` (a ``worker.Router``)."""
+    types: TypeSettings = Field(default_factory=TypeSettings)
+    """Where messages carry their type and what serves untyped ones (``types.sources``,
+    ``types.field``, ``types.default``, ``types.unknown``)."""
     pollers: int | Literal["auto"] = AUTO
     """Concurrent long polls, 1 to 64. A number alone is fixed; ``auto`` adapts between
     ``min_pollers`` (default 1) and 16; a number with ``min_pollers`` is the upper bound of

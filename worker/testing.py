@@ -138,8 +138,14 @@ class HandlerKit:
             else None
         )
         ctx = QueueContext.standalone(
-            "test", self.settings, self.registry, resources=self.resources, executor=self._executor
+            "test",
+            self.settings,
+            self.registry,
+            resources=self.resources,
+            executor=self._executor,
+            type_attribute=type_attribute,
         )
+        self._types = ctx.types
         ctx.idempotency = idempotency
         self._processor = Processor(ctx)
         self._leases = Leases(lambda lease: None)
@@ -160,7 +166,7 @@ class HandlerKit:
 
     async def run(self, raw: dict[str, Any]) -> Result:
         """Handle one message as the worker would; what would happen to it."""
-        message = parse_message(raw, self.type_attribute)
+        message = parse_message(raw, self._types)
         lease = self._leases.open(message, raw, time.monotonic(), self.settings.visibility_timeout)
         outcome = await self._processor.run_one(lease)
         if outcome.kind == "succeeded":

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from tests.conftest import Aws, eventually, running
 from worker import Message, Router
 from worker.messages.envelope import parse_message
+from worker.messages.types import TypeRules
 from worker.settings import load_settings
 
 
@@ -45,7 +46,7 @@ def test_type_comes_from_attribute_then_body_and_bad_bodies_do_not_raise() -> No
         "Body": '{"type": "from.body"}',
         "MessageAttributes": {"kind": {"DataType": "String", "StringValue": "from.attr"}},
     }
-    assert parse_message(with_attr, type_attribute="kind").type == "from.attr"
+    assert parse_message(with_attr, TypeRules("kind")).type == "from.attr"
     assert parse_message(with_attr).type == "from.body"
     for body in ["", "not json", "[1, 2]", '{"type": 5}', '{"Type": "Notification", "TopicArn": 1}']:
         assert parse_message({"MessageId": "1", "ReceiptHandle": "r", "Body": body}).type is None

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from worker import Message, Router, S3Event, S3EventRecord
-from worker.messages.envelope import body_type, parse_message
+from worker.messages.envelope import parse_message
 from worker.messages.routing import HandlerError, Registry, families
 from worker.messages.s3events import S3TestEvent
 from worker.messages.s3types import s3_event_type
+from worker.messages.types import resolve
 from worker.testing import sns_message, sqs_message
 
 
@@ -50,14 +51,14 @@ TEST_EVENT = json.dumps(
 
 
 def test_the_message_type_is_the_event_type() -> None:
-    assert body_type(notification()) == "s3:ObjectCreated:Put"
-    assert body_type(notification(record("ObjectRemoved:Delete"))) == "s3:ObjectRemoved:Delete"
-    assert body_type(TEST_EVENT) == "s3:TestEvent"
+    assert resolve(notification(), {}).type == "s3:ObjectCreated:Put"
+    assert resolve(notification(record("ObjectRemoved:Delete")), {}).type == "s3:ObjectRemoved:Delete"
+    assert resolve(TEST_EVENT, {}).type == "s3:TestEvent"
     assert s3_event_type({"Records": []}) is None
     assert s3_event_type({"Records": [{"eventSource": "aws:sqs", "eventName": "x"}]}) is None
     assert s3_event_type({"Event": "s3:TestEvent"}) is None  # not from S3
     # A type attribute or a "type" field still come first.
-    assert body_type(json.dumps({"type": "mine", "Records": [record()]})) == "mine"
+    assert resolve(json.dumps({"type": "mine", "Records": [record()]}), {}).type == "mine"
     assert parse_message(sqs_message(notification())).type == "s3:ObjectCreated:Put"
     # S3 -> SNS -> SQS: the envelope is unwrapped first.
     assert parse_message(sns_message(notification(), raw_delivery=False)).type == "s3:ObjectCreated:Put"

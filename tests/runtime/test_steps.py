@@ -54,7 +54,10 @@ class _Store:
     """A payload store whose fetch does what ``answer`` says."""
 
     def __init__(self, answer: Callable[[Message], Awaitable[Message | None]]) -> None:
-        self.resolve = answer
+        self._answer = answer
+
+    async def resolve(self, message: Message, rules: object = None) -> Message | None:
+        return await self._answer(message)
 
 
 def _route(processor: Processor, message_type: str) -> Route:

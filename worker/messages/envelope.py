@@ -8,9 +8,11 @@ Three shapes arrive on a queue:
   (``{"Type": "Notification", "Message": ..., "MessageAttributes": {...}}``), which is
   unwrapped here so handlers see the published message and its attributes.
 
-The message type is the configured attribute (default ``type``), else the ``type`` field of
-a JSON object body, else, for an S3 event notification, ``s3:`` + its event name
-(``s3:ObjectCreated:Put``; ``s3:TestEvent``: see ``worker.messages.s3types``).
+The message type comes from the queue's sources, in its order (``worker.messages.types``):
+the type attribute (default ``type``), CloudEvents attributes or a structured CloudEvent,
+a JSON body field (default ``type``), an S3 event notification (``s3:ObjectCreated:Put``),
+an EventBridge event's ``detail-type``. A CloudEvent's or EventBridge event's envelope is
+unwrapped as SNS's is: ``body`` is its data/detail, ``metadata`` the envelope's fields.
 
 A message offloaded to S3 in the extended-client format (the reserved attribute
 ``ExtendedPayloadSize`` or ``SQSLargePayloadSize``, on the message or in the SNS envelope,
@@ -24,7 +26,9 @@ needs JSON, a reserved attribute without a valid pointer by ``PayloadStore.resol
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +39,7 @@ from worker.messages.payloads import (
     find_pointer,
     reserved_attribute,
 )
-from worker.messages.s3types import s3_event_type
+from worker.messages.types import DEFAULT_RULES, TypeRules, resolve
 
 _SNS_TYPES = frozenset({"Notification"})
 IDEMPOTENCY_KEY_ATTRIBUTE = "idempotency-key"
@@ -66,6 +70,14 @@ class Message:
     """Set when the body was offloaded to S3 (extended-client format): where it is kept.
     The worker replaces ``body`` with the stored one before the handler runs."""
     receipt_handle: str = field(default="", repr=False)
+    envelope: str | None = None
+    """``cloudevents`` or ``eventbridge`` when ``body`` was unwrapped from such an event."""
+    source: str | None = None
+    """The event's source (EventBridge ``source``, CloudEvents ``source``)."""
+    metadata: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """The envelope's own fields: an EventBridge event's ``id``, ``detail-type``, ``time``,
+    ``region``, ``account``, ``resources``; a CloudEvent's ``id``, ``type``, ``time``,
+    ``subject``, extensions... (empty without an envelope)."""
 
     def json(self) -> Any:
         """The body decoded as JSON (raises ValueError when it is not JSON)."""
@@ -100,24 +112,28 @@ def _sns_envelope(body: str) -> dict[str, Any] | None:
     return None
 
 
-def body_type(body: str) -> str | None:
-    """The message type a body gives: a JSON object's ``type`` field, else the event type
-    of an S3 notification; None for anything else (never raises)."""
-    if not body.lstrip().startswith("{"):
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # deep nesting must not take the poller down
-        return None
-    if not isinstance(data, dict):
-        return None
-    value = data.get("type")
-    if isinstance(value, str) and value:
-        return value
-    return s3_event_type(data)
+def with_body(message: Message, body: str, rules: TypeRules = DEFAULT_RULES) -> Message:
+    """``message`` with another body (an offloaded one, fetched): its type, when the
+    message had none, and its envelope come from that body, by the queue's rules."""
+    if (
+        message.type is not None
+        and message.envelope is None
+        and '"specversion"' not in body
+        and ('"detail-type"' not in body)
+    ):
+        return dataclasses.replace(message, body=body)
+    typed = resolve(body, message.attributes, rules)
+    return dataclasses.replace(
+        message,
+        body=typed.body,
+        type=message.type or typed.type,
+        envelope=typed.envelope,
+        source=typed.source,
+        metadata=typed.metadata or {},
+    )
 
 
-def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
+def parse_message(raw: dict[str, Any], rules: TypeRules = DEFAULT_RULES) -> Message:
     body = str(raw.get("Body", ""))
     attributes = _sqs_attributes(raw)
     system = raw.get("Attributes") or {}
@@ -140,13 +156,13 @@ def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
             pass  # the attribute stays, PayloadStore.resolve reports the bad pointer
         else:
             attributes = {k: v for k, v in attributes.items() if k not in RESERVED_ATTRIBUTES}
-    message_type = attributes.get(type_attribute) or body_type(body)
+    typed = resolve(body, attributes, rules)
     sent = system.get("SentTimestamp")
     return Message(
         message_id=str(raw["MessageId"]),
-        body=body,
+        body=typed.body,
         attributes=attributes,
-        type=message_type,
+        type=typed.type,
         receive_count=int(system.get("ApproximateReceiveCount", 1)),
         group_id=system.get("MessageGroupId"),
         dedup_id=system.get("MessageDeduplicationId"),
@@ -154,4 +170,7 @@ def parse_message(raw: dict[str, Any], type_attribute: str = "type") -> Message:
         topic_arn=topic_arn,
         payload=payload,
         receipt_handle=str(raw["ReceiptHandle"]),
+        envelope=typed.envelope,
+        source=typed.source,
+        metadata=typed.metadata or {},
     )

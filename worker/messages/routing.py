@@ -87,6 +87,8 @@ messages not named succeeded."""
 
 
 WILDCARD = ":*"
+DEFAULT_ROUTE = "(default)"
+"""The ``message_type`` of a default handler's route (and its metrics' ``type`` label)."""
 
 
 def families(message_type: str) -> list[str]:
@@ -257,6 +259,28 @@ class Router:
     startup: list[Hook] = field(default_factory=list)
     shutdown: list[Hook] = field(default_factory=list)
     middlewares: list[AnyMiddleware] = field(default_factory=list)
+    default_route: Route | None = None
+    """The handler of messages without a type (``@router.default()``)."""
+    default_takes_unknown: bool = False
+    """It also serves messages of a type no handler serves."""
+
+    def default(
+        self, *, unknown: bool = False, model: type[BaseModel] | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Register the decorated function for messages that carry no type (a plain JSON or
+        text body, an AWS service's notification), and with ``unknown=True`` also for types
+        no handler serves. Its first parameter decides what it gets, as for typed handlers:
+        a pydantic model, ``dict``/``Any`` (the parsed JSON), ``str`` (the raw text) or
+        ``Message``. A queue's ``types.default`` setting names a typed handler instead."""
+
+        def register(fn: Callable[P, R]) -> Callable[P, R]:
+            route = _route(DEFAULT_ROUTE, fn, model)
+            if self.default_route is not None:
+                raise HandlerError(f"two default handlers: {self.default_route.source} and {route.source}")
+            self.default_route, self.default_takes_unknown = route, unknown
+            return fn
+
+        return register
 
     def add(
         self,
@@ -365,10 +389,18 @@ class Registry:
         self.routers = list(routers or [])
         """The routers it was built from (their start-up and shutdown hooks)."""
 
+    default: Route | None = None
+    """The default handler of the routers (``@router.default()``), if one has one."""
+    default_takes_unknown: bool = False
+
     @classmethod
     def of(cls, *routers: Router) -> Registry:
         """A registry of these routers (tests, the testing kit, embedding)."""
         routes: dict[str, Route] = {}
+        defaults = [r for r in routers if r.default_route is not None]
+        if len(defaults) > 1:
+            sources = [r.default_route.source for r in defaults[:2] if r.default_route is not None]
+            raise HandlerError(f"two default handlers: {' and '.join(sources)}")
         for router in routers:
             for message_type, route in router.routes.items():
                 if message_type in routes:
@@ -377,7 +409,11 @@ class Registry:
                         f"{routes[message_type].source} and {route.source}"
                     )
                 routes[message_type] = route
-        return cls(routes, [m for r in routers for m in r.middlewares], list(routers))
+        registry = cls(routes, [m for r in routers for m in r.middlewares], list(routers))
+        if defaults:
+            registry.default = defaults[0].default_route
+            registry.default_takes_unknown = defaults[0].default_takes_unknown
+        return registry
 
     @classmethod
     def from_modules(cls, modules: list[str]) -> Registry:
@@ -406,8 +442,8 @@ class Registry:
                 raise HandlerError(f"handler module {name!r} has no `router = Router()`")
             routers.append(router)
         registry = cls.of(*routers)
-        if not registry.types:
-            raise HandlerError(f"handler modules {modules} register no message type")
+        if not registry.types and registry.default is None:
+            raise HandlerError(f"handler modules {modules} register no message type and no default handler")
         return registry
 
     @property

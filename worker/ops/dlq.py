@@ -34,6 +34,7 @@ from worker.aws import MISSING_QUEUE, AwsClient, error_code, next_page
 from worker.errors import ConfigError, NotFoundError, WorkerError
 from worker.messages.envelope import parse_message
 from worker.messages.outcomes import ORIGINAL_ID_ATTRIBUTE, REASON_ATTRIBUTE
+from worker.messages.types import TypeRules
 from worker.ops.queue_stats import queue_counts
 
 UNSUPPORTED = frozenset(
@@ -203,7 +204,7 @@ async def peek(
                 break
             for raw in batch:
                 receipts.append(raw["ReceiptHandle"])
-                m = parse_message(raw, type_attribute)
+                m = parse_message(raw, TypeRules(type_attribute))
                 system = raw.get("Attributes") or {}
                 first = system.get("ApproximateFirstReceiveTimestamp")
                 # An offloaded body (extended-client pointer): its size and where it is kept.
@@ -388,7 +389,9 @@ async def _manual(
                     run.hold(raw)
                     continue
                 run.seen.add(message_id)
-                wanted = message_type is None or parse_message(raw, type_attribute).type == message_type
+                wanted = (
+                    message_type is None or parse_message(raw, TypeRules(type_attribute)).type == message_type
+                )
                 room = limit is None or result.moved + len(chosen) < limit
                 if wanted and room:
                     chosen.append(raw)

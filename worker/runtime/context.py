@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from worker.aws import AwsClient
 from worker.messages.envelope import Message
 from worker.messages.resources import Resources
-from worker.messages.routing import Registry
+from worker.messages.routing import Registry, Route
+from worker.messages.types import DEFAULT_RULES, TypeRules
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.rules import Policy
@@ -76,14 +77,29 @@ class QueueContext:
     sqs: AwsClient | None = None
     """The queue's SQS client, counting this queue's requests (None without a queue)."""
     url: str = ""
-    type_attribute: str = "type"
-    """The message attribute that names a message's type (``message_type_attribute``)."""
+    types: TypeRules = DEFAULT_RULES
+    """Where this queue's messages carry their type (``QueueSettings.types``)."""
+
+    def route_of(self, message_type: str | None) -> Route | None:
+        """The one place a message finds its handler: its type's route; else, for a message
+        without a type (or of a type nobody serves, when the queue says so), the default
+        handler: the route of ``types.default``, else a router's ``@router.default()``."""
+        route = self.registry.get(message_type)
+        if route is not None:
+            return route
+        registry, types = self.registry, self.settings.types
+        if message_type is not None and types.unknown != "default" and not registry.default_takes_unknown:
+            return None
+        return registry.get(types.default) if types.default else registry.default
 
     def type_label(self, message: Message) -> str:
         """The ``type`` label of metrics for ``message``: its type when a handler serves
-        it, else ``unknown`` (a label per unknown type would have no bound)."""
-        known = message.type is not None and self.registry.get(message.type) is not None
-        return message.type if known and message.type else "unknown"
+        it, the default route's when the default handler does, else ``unknown`` (a label
+        per unknown type would have no bound)."""
+        if message.type is not None and self.registry.get(message.type) is not None:
+            return message.type
+        route = self.route_of(message.type)
+        return route.message_type if route is not None else "unknown"
 
     @property
     def client(self) -> AwsClient:
@@ -120,6 +136,7 @@ class QueueContext:
         max_receive_count: int | None = None,
         resources: Resources | None = None,
         executor: Executor | None = None,
+        type_attribute: str = "type",
     ) -> QueueContext:
         """A context without a queue behind it (the testing kit, the Lambda entry point)."""
         return cls(
@@ -130,7 +147,15 @@ class QueueContext:
             executor or ThreadPoolExecutor(max_workers=8, thread_name_prefix="handler"),
             Metrics(),
             resources=resources or Resources(),
+            types=rules_of(settings, type_attribute),
         )
+
+
+def rules_of(settings: QueueSettings, type_attribute: str) -> TypeRules:
+    """A queue's type rules: its ``types`` settings, the attribute defaulting to the
+    worker's ``message_type_attribute``."""
+    types = settings.types
+    return TypeRules(types.attribute or type_attribute, tuple(types.sources), types.field)
 
 
 def policy_of(settings: QueueSettings, fifo: bool, max_receive_count: int | None) -> Policy:

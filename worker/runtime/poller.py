@@ -79,7 +79,7 @@ class Poller:
         self._slots = intake.slots
         self._leases = intake.leases
         self._counters = ctx.counters
-        self._type_attribute = ctx.type_attribute
+        self._types = ctx.types
         metrics = self._metrics = ctx.metrics
         self._type_label = ctx.type_label
         self._limiter = intake.limiter
@@ -110,8 +110,7 @@ class Poller:
             # response, less the time the response may have spent on the way.
             granted_at = max(sent_at, received_at - RESPONSE_SLACK)
             leases = [
-                self._leases.open(parse_message(m, self._type_attribute), m, granted_at, visibility)
-                for m in raw
+                self._leases.open(parse_message(m, self._types), m, granted_at, visibility) for m in raw
             ]
             got = len(leases)
             try:  # (bookkeeping that fails must not leave the leases open and undispatched)

@@ -67,10 +67,10 @@ class Runner:
             # A receive that completed during shutdown: nothing will run, give them back.
             self._settler.release(leases, "shutdown")
             return
-        registry = self._ctx.registry
+        route_of = self._ctx.route_of
         if not self._fifo:
             for lease in leases:
-                route = registry.get(lease.message.type)
+                route = route_of(lease.message.type)
                 if route is not None and route.batch is not None:
                     self._batcher(route).add(lease)
                 else:
@@ -207,10 +207,10 @@ class Runner:
     async def _run_group(self, leases: list[Lease]) -> bool:
         """A FIFO group's messages in order: a run of one, or of consecutive messages of one
         batch type; the next run starts when the one before it is settled."""
-        registry = self._ctx.registry
+        route_of = self._ctx.route_of
         i = 0
         while i < len(leases):
-            route = registry.get(leases[i].message.type)
+            route = route_of(leases[i].message.type)
             run = [leases[i]]
             if route is not None and route.batch is not None:
                 for lease in leases[i + 1 :]:

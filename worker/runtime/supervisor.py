@@ -41,7 +41,7 @@ from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
 from worker.runtime.consumer import Consumer
-from worker.runtime.context import QueueContext, policy_of
+from worker.runtime.context import QueueContext, policy_of, rules_of
 from worker.runtime.hooks import run_hooks
 from worker.runtime.idempotency import Idempotency
 from worker.runtime.target import QueueTarget
@@ -304,7 +304,7 @@ class Supervisor:
             # Every request of this queue's roles is counted as the queue's.
             sqs=self._client(target.key).counting(self.metrics.queue_requests(target.key)),
             url=target.url,
-            type_attribute=s.message_type_attribute,
+            types=rules_of(s.queues[target.key], s.message_type_attribute),
         )
 
     def _start_tracing(self) -> Tracing | None:

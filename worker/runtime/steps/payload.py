@@ -24,6 +24,7 @@ class PayloadStep:
 
     def __init__(self, ctx: QueueContext) -> None:
         self._store = ctx.payloads
+        self._types = ctx.types
 
     async def __call__(self, call: Call, call_next: Next) -> None:
         offloaded = [
@@ -47,7 +48,7 @@ class PayloadStep:
             )
             return
         try:
-            resolved = await self._store.resolve(item.message)
+            resolved = await self._store.resolve(item.message, self._types)
         except PermanentFailure as exc:
             call.conclude(item, exc)
             return

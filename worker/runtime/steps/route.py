@@ -16,13 +16,13 @@ class RouteStep:
     stage = "route"
 
     def __init__(self, ctx: QueueContext) -> None:
-        self._registry = ctx.registry
+        self._route_of = ctx.route_of
 
     async def __call__(self, call: Call, call_next: Next) -> None:
         call.stage = self.stage
         for item in list(call.live):
             message = item.message
-            route = self._registry.get(message.type)
+            route = self._route_of(message.type)
             if route is None:
                 why = f"unknown message type {message.type!r}" if message.type else "message has no type"
                 call.conclude(item, PermanentFailure(why))
