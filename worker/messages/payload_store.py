@@ -39,9 +39,10 @@ from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
 from botocore.exceptions import ClientError
 
 from worker.aws import AwsClient, error_code
-from worker.messages.envelope import Message, body_type
+from worker.messages.envelope import Message, with_body
 from worker.messages.outcomes import PermanentFailure
 from worker.messages.payloads import READERS_METADATA, PayloadPointer, reserved_attribute
+from worker.messages.types import DEFAULT_RULES, TypeRules
 from worker.observe.logs import get_logger
 from worker.settings import AwsSettings, PayloadSettings
 
@@ -222,9 +223,9 @@ class PayloadStore:
         await s3.call("delete_object", Bucket=pointer.bucket, Key=pointer.key)
 
     # -- the worker's two steps ----------------------------------------------------------
-    async def resolve(self, message: Message) -> Message | None:
-        """``message`` with its stored body (and the type that body gives, when no attribute
-        gave one); ``message`` itself when it was not offloaded.
+    async def resolve(self, message: Message, rules: TypeRules = DEFAULT_RULES) -> Message | None:
+        """``message`` with its stored body (and the type that body gives by the queue's
+        ``rules``, when nothing else gave one); ``message`` itself when it was not offloaded.
 
         A missing object raises PayloadMissing (a PermanentFailure: rejected with the
         reason), or, with ``ignore_missing``, returns None: the caller deletes the message
@@ -266,7 +267,7 @@ class PayloadStore:
         sole = metadata.get(READERS_METADATA) == "one" and message.topic_arn is None
         if sole:
             pointer = dataclasses.replace(pointer, sole_reader=True)
-        return dataclasses.replace(message, body=text, type=message.type or body_type(text), payload=pointer)
+        return dataclasses.replace(with_body(message, text, rules), payload=pointer)
 
     def should_discard(self, message: Message) -> bool:
         """Whether this message's object may be deleted once the message was handled and
