@@ -119,7 +119,7 @@ class LocalStack:
         env = {
             **os.environ,
             "GATEWAY_LISTEN": f"127.0.0.1:{self.port}",
-            "SERVICES": "sqs,sns,s3,cloudwatch",
+            "SERVICES": "sqs,sns,s3,cloudwatch,events",
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "DNS_ADDRESS": "0",
             "OVERRIDE_IN_DOCKER": "0",
