@@ -596,7 +596,8 @@ class WorkerSettings(BaseSettings):
     """The queues to consume, by key (the key is the queue's name unless ``name`` or ``url``
     says otherwise, and the ``queue`` label of its metrics)."""
     message_type_attribute: str = Field(default="type", min_length=1)
-    """Message attribute that carries the message type; the JSON body's ``type`` is the fallback."""
+    """Message attribute that carries the message type (the ``attribute`` source of every
+    queue's ``types.sources``; ``types.attribute`` overrides it for one queue)."""
     shutdown_grace: float = Field(default=30.0, ge=0)
     """Seconds running handlers get to finish after SIGTERM before they are cancelled."""
     shutdown_flush: float = Field(default=10.0, ge=0, le=300)
