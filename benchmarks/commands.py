@@ -63,10 +63,74 @@ def _time(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def _queue(endpoint: str, name: str) -> None:
+def _queue(endpoint: str, name: str, env: dict[str, str]) -> None:
     import boto3  # type: ignore[import-untyped]
 
-    boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1").create_queue(QueueName=name)
+    boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    ).create_queue(QueueName=name)
+
+
+RESULTS = ROOT / "benchmarks" / "commands-results.json"
+LAZY = (
+    "What is lazy: the commands' signatures come from `worker.cli.options` (Typer and the "
+    "standard library only), and a command imports what it works with (aiobotocore, the "
+    "settings models, rich, aioboto3, tracing, the other commands) when it runs; `worker send` "
+    "skips Typer's pydantic conversion of plain option values (`worker.cli.options.PlainValue`) "
+    "and the settings models (`worker.aws_target`), and every command freezes its objects at "
+    "exit (`worker.cli.entry`). `tests/cli/test_startup.py` fails when a command imports "
+    "what it should not."
+)
+
+
+def section(path: Path = RESULTS) -> str:
+    """docs/benchmarks.md's "Command start-up" section from a results file (the benchmark
+    report keeps it when it rewrites the page)."""
+    if not path.exists():
+        return "## Command start-up\n\nNot run: `python -m benchmarks.commands --docs`.\n"
+    data = json.loads(path.read_text())
+    rows = []
+    for row in data["rows"]:
+        target = row["target"]
+        verdict = (
+            ""
+            if target is None
+            else f"<= {target:g}x: " + ("met" if row["ratio"] <= target else "**missed**")
+        )
+        rows.append(
+            f"| `{row['command']}` | {row['ratio']:.2f}x | {verdict} | {row['median_s'] * 1000:.0f} ms |"
+        )
+    return (
+        "## Command start-up\n\n"
+        "How long a command takes, process start to exit, against importing aiobotocore alone "
+        '(`python -c "import aiobotocore.session"`, the floor of any command that calls AWS): '
+        "`--version` and `--help` at most 1.0x, `worker send` (one message to a LocalStack queue) "
+        f"at most 1.5x. Medians of {data['runs']} interleaved runs, bytecode compiled, 2 cores, "
+        f"Python {data['python']} (`benchmarks/commands-results.json`):\n\n"
+        "| command | ratio | target | median |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n    python -m benchmarks.commands --runs 15 --endpoint http://127.0.0.1:4566 --docs\n\n"
+        + LAZY
+        + "\n"
+    )
+
+
+def write_section(doc: Path = ROOT / "docs" / "benchmarks.md") -> None:
+    """Replace the page's "Command start-up" section (or add it before "How it is measured")."""
+    text = doc.read_text()
+    new = section()
+    start = text.find("## Command start-up\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + new + (text[end:] if end >= 0 else "")
+    else:
+        anchor = text.find("## How it is measured")
+        text = text[:anchor] + new + "\n" + text[anchor:] if anchor >= 0 else text + "\n" + new
+    doc.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--endpoint", default=os.environ.get("SQS_WORKER_TEST_ENDPOINT"))
     parser.add_argument("--queue", default="bench-commands")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--docs", action="store_true", help="write the results and docs/benchmarks.md's section"
+    )
     args = parser.parse_args(argv)
     env = {
         **os.environ,
@@ -84,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in (ROOT / "worker", Path(sysconfig.get_paths()["purelib"])):
         compileall.compile_dir(str(path), quiet=2, workers=0)
     if args.endpoint:
-        _queue(args.endpoint, args.queue)
+        _queue(args.endpoint, args.queue, env)
     commands = _commands(args.endpoint, args.queue)
     for argv_ in commands.values():  # warm the page cache
         _time(argv_, env)
@@ -103,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             {"command": name, "median_s": round(median, 4), "ratio": round(ratio, 3), "target": target}
         )
         print(f"{name:<42} {median * 1000:7.0f} ms  {ratio:5.2f}x  {verdict}")
-    if args.json:
+    out: Path | None = args.json or (RESULTS if args.docs else None)
+    if out is not None:
         result = {"python": sys.version.split()[0], "runs": args.runs, "rows": rows}
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.docs:
+        write_section()
     return 0
 
 

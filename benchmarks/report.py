@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.commands import section as commands_section
 from benchmarks.result import CAPACITY_LEGEND, LEGEND, ROOT, Capacity, Result, render, render_capacity
 from benchmarks.targets import evaluate, render_targets
 
@@ -352,6 +353,7 @@ Default settings at run time: {", ".join(f"{k} {v}" for k, v in data.get("defaul
 
 {"```" + chr(10) + render_capacity(capacity) + chr(10) + chr(10) + CAPACITY_LEGEND + chr(10) + "```" if capacity else "Not run."}
 
+{commands_section()}
 {NOTES}"""
     out = docs / "benchmarks.md"
     out.write_text(text)

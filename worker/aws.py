@@ -30,10 +30,12 @@ from botocore.exceptions import (
 
 from worker.errors import NotFoundError, RefusedError, UnreachableError, WorkerError
 from worker.observe.logs import get_logger
-from worker.settings import AwsSettings
 
 if TYPE_CHECKING:
     from tenacity import RetryCallState
+
+    from worker.aws_target import AwsTarget
+    from worker.settings import AwsSettings
 
 TRANSIENT_CODES = frozenset(
     {
@@ -243,7 +245,7 @@ class AwsClient:
 @contextlib.asynccontextmanager
 async def aws_client(
     service: str,
-    aws: AwsSettings,
+    aws: AwsSettings | AwsTarget,
     pool_size: int = 16,
     on_call: Callable[[str, str], None] | None = None,
     *,

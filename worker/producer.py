@@ -37,15 +37,13 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
 
 from botocore.exceptions import ClientError
-from pydantic import BaseModel
 
 from worker.aws import MISSING_QUEUE, AwsClient, aws_client, error_code, list_topics
 from worker.errors import EXIT_FAILED, EXIT_NOT_FOUND, ConfigError, NotFoundError
 from worker.messages.envelope import IDEMPOTENCY_KEY_ATTRIBUTE
-from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import (
     DEFAULT_THRESHOLD,
     MAX_ATTRIBUTES,
@@ -56,7 +54,14 @@ from worker.messages.payloads import (
     message_bytes,
     pointer_attribute,
 )
-from worker.settings import AwsSettings, PayloadSettings
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    # Imported where used: sending without offloading needs neither the S3 store (aioboto3)
+    # nor the settings models (the ``worker send`` command builds its clients without them).
+    from worker.messages.payload_store import PayloadStore
+    from worker.settings import AwsSettings, PayloadSettings
 
 MAX_BYTES = SQS_MAX_BYTES
 """The most SQS accepts in one message (SNS: ``SNS_MAX_BYTES``)."""
@@ -158,10 +163,17 @@ GroupBy: TypeAlias = str | Callable[[Any], str | None]
 attribute, its value a string or an integer), or a function of the body (None: no group)."""
 
 
+def _is_model(body: object) -> TypeGuard[BaseModel]:
+    """Whether ``body`` is a pydantic model. pydantic is not imported for it: a body can only
+    be a model once pydantic is (``worker send`` sends text and needs none of it)."""
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(body, pydantic.BaseModel)
+
+
 def group_of(body: Any, field_name: str) -> str:
     """The group id a body's field ``field_name`` holds; ValueError (its reason) when the
     body has no such field or its value is not a non-empty string or an integer."""
-    if isinstance(body, BaseModel):
+    if _is_model(body):
         if field_name not in type(body).model_fields:
             raise ValueError(f"the body has no {field_name!r} field")
         value = getattr(body, field_name)
@@ -199,7 +211,7 @@ def _grouped(i: int, message: OutgoingMessage, group_by: GroupBy | None) -> Outg
 
 
 def encode_body(body: BaseModel | dict[str, Any] | list[Any] | str) -> str:
-    if isinstance(body, BaseModel):
+    if _is_model(body):
         return body.model_dump_json()
     if isinstance(body, str):
         return body
@@ -250,7 +262,11 @@ class Producer:
         self.sns = sns
         self.type_attribute = type_attribute
         self.offload = offload
-        self.payloads = payloads if payloads is not None or offload is None else PayloadStore()
+        if payloads is None and offload is not None:
+            from worker.messages.payload_store import PayloadStore
+
+            payloads = PayloadStore()
+        self.payloads = payloads
         self._queue_urls: dict[str, str] = {}
         self._topic_arns: dict[str, str] = {}
 
@@ -263,6 +279,9 @@ class Producer:
         offload: Offload | None = None,
         path_style: bool | None = None,
     ) -> AsyncIterator[Producer]:
+        from worker.messages.payload_store import PayloadStore
+        from worker.settings import AwsSettings, PayloadSettings
+
         aws = aws or AwsSettings()
         async with (
             aws_client("sqs", aws) as sqs,

@@ -38,7 +38,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from worker.aws_target import SERVICES, AwsTarget, check_endpoint_url, check_region
+from worker.aws_target import shown as _shown
 from worker.errors import ConfigError
+from worker.type_sources import TYPE_SOURCES, TypeSource
 
 __all__ = [
     "AUTO",
@@ -59,42 +62,6 @@ __all__ = [
 
 ENV_PREFIX = "WORKER_"
 Loc = tuple[str | int, ...]
-
-# botocore's own rule (botocore.utils.validate_region_name): checked here so that a bad
-# region is a configuration error at start, not a traceback from the first client.
-_REGION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?$")
-
-
-def _shown(value: object, limit: int = 60) -> str:
-    """A value for an error message: shortened, with any ``user:password@`` of a URL hidden."""
-    text = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)?[^/@\s]*@", r"\1***@", str(value))
-    text = text if len(text) <= limit else text[: limit - 1] + "…"
-    return repr(text) if isinstance(value, str) else text
-
-
-def check_endpoint_url(value: str) -> str:
-    """``value`` stripped if it is an absolute http(s) URL with a host; ValueError otherwise."""
-    text = value.strip()
-    parts = urlsplit(text)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or " " in text:
-        hint = f"; write http://{text}" if text and "://" not in text and " " not in text else ""
-        raise ValueError(f"{_shown(text)} is not an absolute http(s) URL with a host{hint}")
-    return text
-
-
-def check_region(value: str) -> str:
-    """``value`` stripped if it is a region name botocore accepts; ValueError otherwise."""
-    text = value.strip()
-    if not text:
-        raise ValueError("empty; leave it unset to use AWS_REGION / AWS_DEFAULT_REGION")
-    if not _REGION_NAME.match(text):
-        raise ValueError(f"{_shown(text)} is not a region name (e.g. eu-west-1)")
-    return text
-
 
 _REGION_SHAPE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _LOCALSTACK_PATH = re.compile(r"^/queue/([a-z0-9-]+)/\d+/")
@@ -141,10 +108,6 @@ class _Section(BaseModel):
     _no_flags = field_validator("*", mode="before")(_refuse_flag)
 
 
-SERVICES = ("sqs", "sns", "s3", "dynamodb", "cloudwatch")
-"""The AWS services the worker and its commands call (``AWS_ENDPOINT_URL_<SERVICE>`` each)."""
-
-
 class AwsSettings(_Section):
     """Where the AWS calls go (``aws:``). Credentials are never set here: they come from the
     standard AWS chain (environment, shared files, SSO, container and instance roles).
@@ -176,13 +139,13 @@ class AwsSettings(_Section):
     def _endpoint(cls, value: str | None) -> str | None:
         return None if value is None else check_endpoint_url(value)
 
+    def target(self) -> AwsTarget:
+        """Where the calls go: what resolves the region and each service's endpoint
+        (``worker.aws_target``, shared with the commands that build no settings)."""
+        return AwsTarget(self.region, self.endpoint_url, self.connect_timeout, self._service_endpoints)
+
     def resolved_region(self) -> str | None:
-        return (
-            self.region
-            or os.environ.get("AWS_REGION", "").strip()
-            or os.environ.get("AWS_DEFAULT_REGION", "").strip()
-            or None
-        )
+        return self.target().resolved_region()
 
     def with_endpoint(self, service: str, endpoint: str, source: str) -> AwsSettings:
         """A copy whose ``service`` calls go to ``endpoint`` (named ``source`` in messages),
@@ -197,21 +160,11 @@ class AwsSettings(_Section):
         """``service``'s endpoint (None: AWS's own) and what set it: a setting for that
         service, ``AWS_ENDPOINT_URL_<SERVICE>``, ``general`` (what ``endpoint_url`` is called
         where it came from: ``aws.endpoint_url``, ``--endpoint-url``), ``AWS_ENDPOINT_URL``."""
-        if service in self._service_endpoints:
-            return self._service_endpoints[service]
-        name = f"AWS_ENDPOINT_URL_{service.upper()}"
-        for value, source in (
-            (os.environ.get(name, "").strip(), name),
-            (self.endpoint_url, general),
-            (os.environ.get("AWS_ENDPOINT_URL", "").strip(), "AWS_ENDPOINT_URL"),
-        ):
-            if value:
-                return value, source
-        return None, "AWS"
+        return self.target().endpoint_and_source(service, general)
 
     def resolved_endpoint(self, service: str = "sqs") -> str | None:
         """``service``'s endpoint, the most specific first (see the class); None: AWS's own."""
-        return self.endpoint_and_source(service)[0]
+        return self.target().resolved_endpoint(service)
 
     def check(self, services: Iterable[str] = SERVICES) -> None:
         """Validate the standard AWS variables this configuration uses (the fields
@@ -219,27 +172,7 @@ class AwsSettings(_Section):
         used when set) and ``AWS_ENDPOINT_URL`` (without ``endpoint_url``) must be an absolute
         http(s) URL, ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` a region name. ConfigError, one
         line, naming the variable."""
-        fallbacks: list[tuple[str, str]] = [
-            (f"AWS_ENDPOINT_URL_{s.upper()}", "endpoint_url")
-            for s in dict.fromkeys(services)
-            if s not in self._service_endpoints
-        ]
-        if self.endpoint_url is None:
-            fallbacks.append(("AWS_ENDPOINT_URL", "endpoint_url"))
-        if self.region is None:
-            # The first one set is the one used; an empty one counts as unset.
-            used = next(
-                (n for n in ("AWS_REGION", "AWS_DEFAULT_REGION") if os.environ.get(n, "").strip()), None
-            )
-            fallbacks += [(used, "region")] if used else []
-        for name, field_name in fallbacks:
-            value = os.environ.get(name, "")
-            if not value.strip():
-                continue
-            try:
-                (check_endpoint_url if field_name == "endpoint_url" else check_region)(value)
-            except ValueError as exc:
-                raise ConfigError(f"invalid configuration ({name}): aws.{field_name}: {exc}") from None
+        self.target().check(services)
 
     @classmethod
     def build(cls, sources: Mapping[str, str] | None = None, **values: Any) -> AwsSettings:
@@ -283,10 +216,6 @@ AUTO_MAX_IN_FLIGHT = 1000
 """``max_in_flight: auto``'s upper bound (lowered to the heartbeat's capacity at 1 s per call)."""
 MIN_ACK_CALLS = 8
 """The fewest settle calls in flight a queue allows by default (``QueueSettings.settle_calls``)."""
-
-
-TypeSource = Literal["attribute", "cloudevents", "field", "s3", "eventbridge"]
-TYPE_SOURCES: tuple[TypeSource, ...] = ("attribute", "cloudevents", "field", "s3", "eventbridge")
 
 
 class TypeSettings(_Section):
@@ -556,6 +485,38 @@ class PayloadSettings(_Section):
     """S3 path-style addressing; default: on when a custom endpoint is set (LocalStack, MinIO)."""
 
 
+class BreakerSettings(_Section):
+    """The circuit breaker of each dependency a handler declares (``dependencies=[...]``)
+    or raises ``DependencyUnavailable`` for (docs/flow-control.md)."""
+
+    failures: int = Field(default=5, ge=1, le=1000)
+    """Consecutive failures of a dependency's routes that open its breaker."""
+    failure_ratio: float = Field(default=0.5, gt=0, le=1)
+    """A failure ratio over ``window`` that opens it (once ``min_calls`` ran in the window)."""
+    window: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds of calls the failure ratio is taken over."""
+    min_calls: int = Field(default=20, ge=1)
+    """Calls in the window before the ratio counts."""
+    open_for: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds an open breaker waits before one probe message runs (doubled after a failed
+    probe, up to ``max_open_for``)."""
+    max_open_for: float = Field(default=30.0, gt=0, le=3600)
+    """The longest an open breaker waits between probes: after the dependency is back, full
+    flow resumes within this many seconds (and a second)."""
+    max_wait: float = Field(default=900.0, gt=0, le=43_200)
+    """Seconds a received message waits, leased, for an open breaker (or an unreachable S3
+    or idempotency store) before it is given back to the queue: visible at once, its next
+    receive counts as an attempt. Keeps a long outage from holding messages forever."""
+
+    @model_validator(mode="after")
+    def _open_times(self) -> BreakerSettings:
+        if self.max_open_for < self.open_for:
+            raise ValueError(
+                f"max_open_for ({self.max_open_for:g}) must be at least open_for ({self.open_for:g})"
+            )
+        return self
+
+
 class IdempotencySettings(_Section):
     """Where idempotent handlers (``@router.handler(..., idempotent=True)``) record the
     messages they ran (``idempotency:``; see ``worker.runtime.idempotency``)."""
@@ -616,6 +577,9 @@ class WorkerSettings(BaseSettings):
     """Large bodies kept in S3 (extended-client format)."""
     idempotency: IdempotencySettings = Field(default_factory=IdempotencySettings)
     """The store of idempotent handlers' runs."""
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    """Circuit breakers of handlers' dependencies (``failures``, ``failure_ratio``,
+    ``window``, ``min_calls``, ``open_for``, ``max_open_for``, ``max_wait``)."""
 
     @classmethod
     def settings_customise_sources(

@@ -17,7 +17,7 @@ from worker.aws_lambda import make_handler
 from worker.messages.envelope import parse_message
 from worker.messages.routing import HandlerError
 from worker.messages.types import TypeRules
-from worker.settings import QueueSettings
+from worker.settings import QueueSettings, TypeSettings
 from worker.testing import HandlerKit
 
 
@@ -41,7 +41,7 @@ class Seen:
 
 
 def _settings(**types: Any) -> QueueSettings:
-    return QueueSettings(handlers=["<test>"], retry_jitter=0, types=types)
+    return QueueSettings(handlers=["<test>"], retry_jitter=0, types=TypeSettings(**types))
 
 
 async def _run(router: Router, raw: dict[str, Any], **types: Any) -> Any:

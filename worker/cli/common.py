@@ -1,5 +1,8 @@
-"""What the commands share: option types, the AWS connection options, and the one error
+"""What the commands share when they run: the AWS connection of a command, and the one error
 style (every failure becomes a ``WorkerError`` with a one-line message and its exit code).
+
+The options and defaults the commands declare are ``worker.cli.options`` (light: Typer reads
+them to build the app); this module imports aiobotocore and is imported by a command's body.
 """
 
 from __future__ import annotations
@@ -11,10 +14,8 @@ import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
-import typer.core
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -24,6 +25,8 @@ from botocore.exceptions import (
 )
 
 from worker.aws import AwsClient, aws_client, error_code, is_transient, suggest_queue
+from worker.aws_target import AwsTarget, check_endpoint_url, check_region
+from worker.cli.options import DEFAULT_TIMEOUT
 from worker.errors import (
     ConfigError,
     NotFoundError,
@@ -32,97 +35,11 @@ from worker.errors import (
     WorkerError,
 )
 from worker.observe.logs import configure_logging
-from worker.settings import AwsSettings
+
+if TYPE_CHECKING:
+    from worker.settings import AwsSettings
 
 T = TypeVar("T")
-
-DEFAULT_CONFIG = "config/worker.yaml"
-DEFAULT_TOPOLOGY = "config/topology.yaml"
-DEFAULT_TIMEOUT = 5.0
-
-# -- help -------------------------------------------------------------------------------------
-HELP_WIDTH = 100
-"""The widest --help gets (narrower terminals: their width)."""
-
-
-class HelpGroup(typer.core.TyperGroup):
-    """A command group whose --help lists each command with its whole first paragraph,
-    wrapped at word boundaries (click cuts it at the column width, mid-sentence, with
-    "...")."""
-
-    def format_commands(self, ctx: Any, formatter: Any) -> None:  # (typer's vendored click types)
-        rows: list[tuple[str, str]] = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is None or command.hidden:
-                continue
-            text = command.short_help or (command.help or "").partition("\f")[0].split("\n\n")[0]
-            rows.append((name, " ".join(text.split())))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-HELP_SETTINGS: dict[str, Any] = {
-    # click's plain help, not typer's rich panels: flags get no "<bool>" type column, and
-    # each help text is one paragraph wrapped at word boundaries (typer's rich mode keeps
-    # the docstrings' own line breaks, and so breaks sentences mid-line).
-    "rich_markup_mode": None,
-    "cls": HelpGroup,
-    "context_settings": {"help_option_names": ["-h", "--help"], "max_content_width": HELP_WIDTH},
-}
-"""The keyword arguments of every ``typer.Typer`` of the CLI (the app and its groups)."""
-
-
-# -- options shared by several commands -----------------------------------------------------
-ConfigOption = Annotated[
-    str,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="WORKER_CONFIG",
-        help="The worker configuration (YAML).",
-        show_envvar=True,
-    ),
-]
-TopologyOption = Annotated[
-    str,
-    typer.Option(
-        "--topology",
-        "-t",
-        envvar="WORKER_TOPOLOGY",
-        help="The topology file (queues, topics, subscriptions).",
-        show_envvar=True,
-    ),
-]
-EndpointOption = Annotated[
-    str | None,
-    typer.Option(
-        "--endpoint-url",
-        help=(
-            "Endpoint of every AWS service the command calls (SQS, SNS, S3, DynamoDB, CloudWatch), "
-            "e.g. LocalStack; AWS_ENDPOINT_URL_<SERVICE> overrides it for one service. "
-            "Default: AWS_ENDPOINT_URL, else AWS."
-        ),
-        rich_help_panel="AWS",
-    ),
-]
-RegionOption = Annotated[
-    str | None,
-    typer.Option(
-        "--region", help="AWS region. Default: AWS_REGION, AWS_DEFAULT_REGION.", rich_help_panel="AWS"
-    ),
-]
-TimeoutOption = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        min=0.1,
-        help="Seconds to wait for an answer from AWS, retries included, before giving up.",
-        rich_help_panel="AWS",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 @dataclass(frozen=True)
@@ -134,6 +51,10 @@ class Connection:
     timeout: float = DEFAULT_TIMEOUT
 
     def settings(self) -> AwsSettings:
+        """The options as ``AwsSettings`` (what the S3 payload store takes), checked:
+        ConfigError, one line, naming the option that was wrong."""
+        from worker.settings import AwsSettings
+
         return AwsSettings.build(
             {"endpoint_url": "--endpoint-url", "region": "--region", "connect_timeout": "--timeout"},
             region=self.region,
@@ -141,17 +62,31 @@ class Connection:
             connect_timeout=self.timeout,
         )
 
+    def target(self) -> AwsTarget:
+        """Where the calls go, checked as ``settings()`` checks the options, without the
+        settings models (pydantic, pydantic-settings: a command that only calls AWS need not
+        import them). A value the checks refuse is reported by ``settings()``, whose message
+        names the option."""
+        try:
+            region = None if self.region is None else check_region(self.region)
+            endpoint = None if self.endpoint_url is None else check_endpoint_url(self.endpoint_url)
+        except ValueError:
+            return self.settings().target()  # raises the ConfigError naming the option
+        if not self.timeout > 0:
+            return self.settings().target()
+        target = AwsTarget(region, endpoint, self.timeout)
+        target.check()
+        return target
+
     def endpoint(self, service: str = "sqs") -> tuple[str | None, str]:
         """``service``'s endpoint (None: AWS's own) and what set it (``--endpoint-url``,
         ``AWS_ENDPOINT_URL_<SERVICE>``, ``AWS_ENDPOINT_URL``)."""
-        # Unvalidated: this names where a call went even when the values are the problem.
-        aws = AwsSettings.model_construct(region=self.region, endpoint_url=self.endpoint_url)
-        return aws.endpoint_and_source(service, "--endpoint-url")
+        # Unchecked: this names where a call went even when the values are the problem.
+        return AwsTarget(self.region, self.endpoint_url).endpoint_and_source(service, "--endpoint-url")
 
     def where(self, service: str = "sqs") -> str:
         """The service, region and endpoint a call went to, for an error message."""
-        aws = AwsSettings.model_construct(region=self.region, endpoint_url=self.endpoint_url)
-        region = aws.resolved_region() or "no region"
+        region = AwsTarget(self.region, self.endpoint_url).resolved_region() or "no region"
         endpoint, source = self.endpoint(service)
         name = service_name(service)
         return (
@@ -166,7 +101,7 @@ class Connection:
         # one-second long polls of `dlq` and the server's own time).
         async with aws_client(
             service,
-            self.settings(),
+            self.target(),
             read_timeout=self.timeout + 2,
             retry_for=self.timeout,
         ) as c:

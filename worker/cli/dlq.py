@@ -5,26 +5,23 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from worker.cli.common import (
+from worker.cli.options import (
     DEFAULT_TIMEOUT,
     HELP_SETTINGS,
-    Connection,
     EndpointOption,
     JsonOption,
     RegionOption,
     TimeoutOption,
-    jsonable,
-    run_async,
 )
-from worker.cli.output import info, out, print_json, progress, table
 from worker.errors import EXIT_FAILED
-from worker.ops import dlq as dlq_ops
-from worker.ops.topology import load_topology
-from worker.settings import url_region
+
+if TYPE_CHECKING:
+    from worker.cli.common import Connection
+    from worker.ops import dlq as dlq_ops
 
 app = typer.Typer(
     name="dlq",
@@ -53,6 +50,11 @@ def connection(
     else, for a queue of the topology, the region the file gives it (its own ``region:``, else
     the file's), whatever ``--region`` says; else ``--region``, else the file's region, else
     the session's."""
+    from worker.cli.common import Connection
+    from worker.cli.output import info
+    from worker.ops.topology import load_topology
+    from worker.settings import url_region
+
     found = url_region(queue)
     if found is None and topology is not None:
         spec = load_topology(topology)
@@ -79,6 +81,10 @@ def show(
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """List a DLQ's messages without consuming them (each look counts as a receive)."""
+    from worker.cli.common import jsonable, run_async
+    from worker.cli.output import out, print_json, table
+    from worker.ops import dlq as dlq_ops
+
     conn = connection(queue, region, endpoint_url, timeout, topology)
 
     async def go() -> tuple[dlq_ops.DlqPair, list[dlq_ops.DeadMessage]]:
@@ -133,6 +139,10 @@ def redrive(
 ) -> None:
     """Move DLQ messages back to their source queue, each at most once, up to the depth the
     DLQ had when the command started."""
+    from worker.cli.common import run_async
+    from worker.cli.output import progress
+    from worker.ops import dlq as dlq_ops
+
     conn = connection(queue, region, endpoint_url, timeout, topology)
 
     async def go() -> tuple[dlq_ops.DlqPair, dlq_ops.RedriveResult]:

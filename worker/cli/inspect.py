@@ -3,46 +3,29 @@ least-privilege IAM policies for them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 import typer
-from rich.console import ConsoleRenderable, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from worker.cli.common import (
+from worker.cli.options import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOPOLOGY,
-    Connection,
     EndpointOption,
     JsonOption,
     RegionOption,
     TimeoutOption,
     TopologyOption,
-    jsonable,
-    regional_clients,
-    run_async,
 )
-from worker.cli.output import err, info, out, print_json, table, warn
-from worker.ops.iam import iam_policies
-from worker.ops.queue_stats import OldestAge, QueueRow, queue_stats
-from worker.ops.request_cost import (
-    FIFO_PRICE_PER_MILLION,
-    PRICE_PER_MILLION,
-    PRICES_AS_OF,
-    CostMeter,
-    QueueCost,
-    Rates,
-)
-from worker.ops.request_cost import metrics_url as metrics_url_of
-from worker.ops.topology import load_topology
-from worker.settings import load_settings
+from worker.ops.prices import FIFO_PRICE_PER_MILLION, PRICE_PER_MILLION, PRICES_AS_OF
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from worker.ops.queue_stats import QueueRow
+    from worker.ops.request_cost import QueueCost, Rates
 
 DEFAULT_SAMPLE = 5.0
 """Seconds between the two reads of the workers' metrics for a single ``stats``."""
@@ -65,6 +48,8 @@ def _money(value: float) -> str:
 
 def _stats_table(rows: list[QueueRow], costs: bool) -> Table:
     """The rows as a table; with a region column when they are in more than one region."""
+    from worker.cli.output import table
+
     regions = len({r.region for r in rows}) > 1
     columns = ["queue", *(["region"] if regions else []), "visible", "in flight", "delayed", "DLQ", "oldest"]
     measured = ["req/msg", "req/s", "$/month"] if costs else []
@@ -197,6 +182,21 @@ def stats(
     the SQS requests per message the workers measured and the monthly request cost at the
     current rate. With --json --watch, one JSON line per refresh.
     """
+    import asyncio
+
+    import aiohttp
+    from rich.console import ConsoleRenderable, Group
+    from rich.live import Live
+    from rich.text import Text
+
+    from worker.cli.common import Connection, jsonable, regional_clients, run_async
+    from worker.cli.output import err, info, out, print_json, warn
+    from worker.ops.queue_stats import OldestAge, queue_stats
+    from worker.ops.request_cost import CostMeter
+    from worker.ops.request_cost import metrics_url as metrics_url_of
+    from worker.ops.topology import load_topology
+    from worker.settings import load_settings
+
     spec = load_topology(topology)
     conn = Connection(region or spec.region, endpoint_url, timeout)  # the file's region: its default
     urls = [metrics_url_of(u) for u in metrics_url or []]
@@ -222,9 +222,9 @@ def stats(
                     if err().is_terminal and not json_:
                         info(f"reading the workers' metrics twice, {sample:g}s apart, for requests/s ...")
                     await asyncio.sleep(sample)
-            on_aws = not conn.settings().resolved_endpoint("cloudwatch")
+            on_aws = not conn.target().resolved_endpoint("cloudwatch")
             oldest = OldestAge(cloudwatch.client if on_aws else None, client)
-            here = conn.settings().resolved_region()
+            here = conn.target().resolved_region()
             live: Live | None = None
             told = False
             try:
@@ -287,6 +287,12 @@ def iam_policy(
     timeout: TimeoutOption = DEFAULT_TIMEOUT,
 ) -> None:
     """Print the least-privilege IAM policies of the worker and of the producer (JSON)."""
+    from worker.cli.common import Connection, regional_clients, run_async
+    from worker.cli.output import print_json
+    from worker.ops.iam import iam_policies
+    from worker.ops.topology import load_topology
+    from worker.settings import load_settings
+
     spec = load_topology(topology)
     worker = load_settings(config) if config else None
     default = spec.region or (worker.aws.resolved_region() if worker is not None else None)
@@ -300,7 +306,7 @@ def iam_policy(
                 spec,
                 worker,
                 account_id,
-                conn.settings().resolved_region(),
+                conn.target().resolved_region(),
                 regional=client,
             )
 

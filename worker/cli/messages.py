@@ -7,31 +7,23 @@ a standard one's tenant for SQS fair queues."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from worker.cli.common import (
-    DEFAULT_TIMEOUT,
-    Connection,
-    EndpointOption,
-    RegionOption,
-    TimeoutOption,
-    run_async,
-)
-from worker.cli.output import info, progress, warn
+from worker.cli.options import DEFAULT_TIMEOUT, EndpointOption, RegionOption, TimeoutOption
 from worker.errors import EXIT_FAILED, ConfigError
-from worker.messages.payload_store import PayloadStore
 from worker.messages.payloads import DEFAULT_THRESHOLD, SQS_MAX_BYTES
-from worker.observe import tracing_switch
-from worker.producer import BatchResult, Offload, OutgoingMessage, Producer, group_of
+
+if TYPE_CHECKING:
+    from worker.cli.common import Connection
+    from worker.producer import BatchResult, Offload, OutgoingMessage, Producer
 
 TypeOption = Annotated[
     str | None, typer.Option("--type", help="Message type: the 'type' attribute the worker dispatches on.")
@@ -115,6 +107,8 @@ ThresholdOption = Annotated[
 
 def offload_of(bucket: str | None, prefix: str, offload: str, threshold: int) -> Offload | None:
     """The producer's offloading from the command line (None: no bucket, no offloading)."""
+    from worker.producer import Offload
+
     mode = offload.strip().lower()
     if mode not in ("auto", "always"):
         raise ConfigError(f"--offload {offload!r}: expected auto or always")
@@ -204,21 +198,32 @@ def _report(result: BatchResult, count: int, verb: str) -> None:
 @contextlib.asynccontextmanager
 async def _producer(conn: Connection, offload: Offload | None) -> AsyncIterator[Producer]:
     """A producer; with tracing asked for by the OTEL_* variables, its sends are spans
-    whose context goes into the messages (exported before the command ends)."""
+    whose context goes into the messages (exported before the command ends). The S3 store
+    (and aioboto3) only with offloading."""
+    from worker.observe import tracing_switch
+    from worker.producer import Producer
+
     traced = False
     if tracing_switch.requested():
         from worker.observe.tracing import configure
 
         traced = configure("sqs-worker-cli") is not None
     try:
-        async with (
-            conn.client("sqs") as sqs,
-            conn.client("sns") as sns,
-            PayloadStore.connect(conn.settings(), retry_for=conn.timeout) as payloads,
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            sqs = await stack.enter_async_context(conn.client("sqs"))
+            sns = await stack.enter_async_context(conn.client("sns"))
+            payloads = None
+            if offload is not None:
+                from worker.messages.payload_store import PayloadStore
+
+                payloads = await stack.enter_async_context(
+                    PayloadStore.connect(conn.settings(), retry_for=conn.timeout)
+                )
             yield Producer(sqs, sns, offload=offload, payloads=payloads)
     finally:
         if traced:
+            import asyncio
+
             from worker.observe.tracing import shutdown
 
             await asyncio.to_thread(shutdown)
@@ -232,6 +237,8 @@ async def _deliver(
     """One message quietly; many with a progress bar."""
     if len(messages) == 1:
         return await deliver(messages, None)
+    from worker.cli.output import progress
+
     with progress(label, len(messages)) as update:
         return await deliver(messages, update)
 
@@ -246,6 +253,7 @@ async def _send(
 async def _publish(
     conn: Connection, topic: str, messages: list[OutgoingMessage], typeless: bool, offload: Offload | None
 ) -> BatchResult:
+    from worker.cli.output import warn
     from worker.ops.filters import untyped_goes_nowhere
 
     async with _producer(conn, offload) as producer:
@@ -282,10 +290,14 @@ def send(
     offloading = offload_of(s3_bucket, s3_prefix, offload, offload_threshold)
     messages, parsed = _outgoing(type_, body, file, attr, (group_id, group_from), dedup_id, raw, delay=delay)
     if _typeless(parsed, type_):
+        from worker.cli.output import info
+
         info(
             'note: no --type and no "type" in the body: the worker dispatches on the message type and '
             "rejects a message without one (unless the queue's worker is configured otherwise)"
         )
+    from worker.cli.common import Connection, run_async
+
     conn = Connection(region, endpoint_url, timeout)
     result = run_async(lambda: _send(conn, queue, messages, offloading), conn, queue=queue)
     _report(result, len(messages), "sent")
@@ -328,6 +340,8 @@ def publish(
         structure_json=structure_json,
     )
     typeless = type_ is None
+    from worker.cli.common import Connection, run_async
+
     conn = Connection(region, endpoint_url, timeout)
     result = run_async(lambda: _publish(conn, topic, messages, typeless, offloading), conn, service="sns")
     _report(result, len(messages), "published")
@@ -345,6 +359,8 @@ def _outgoing(
 ) -> tuple[list[OutgoingMessage], list[Any]]:
     """The messages to send, each body the text given (sent as it is), and those bodies
     parsed; ``group``: (``--group-id``, ``--group-from``)."""
+    from worker.producer import OutgoingMessage, group_of
+
     group_id, group_from = group
     if dedup_id and file is not None:
         raise ConfigError("--dedup-id applies to one message; with --file each message gets its own")

@@ -5,25 +5,24 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from worker.cli.common import (
+from worker.cli.options import (
     DEFAULT_TIMEOUT,
     DEFAULT_TOPOLOGY,
-    Connection,
     EndpointOption,
     RegionOption,
     TimeoutOption,
     TopologyOption,
-    regional_clients,
-    run_async,
 )
-from worker.cli.output import info
 from worker.errors import UnsafeError
-from worker.ops.provision import Provisioner, render_plan
-from worker.ops.topology import Topology, load_topology
+
+if TYPE_CHECKING:
+    from worker.cli.common import Connection
+    from worker.ops.provision import Provisioner
+    from worker.ops.topology import Topology
 
 
 @contextlib.asynccontextmanager
@@ -31,6 +30,9 @@ async def provisioner(spec: Topology, conn: Connection) -> AsyncIterator[Provisi
     """A Provisioner with the session region's SQS, SNS and CloudWatch clients (S3 when the
     topology declares buckets, DynamoDB when it declares tables), opening clients for the
     other regions the file names on first use."""
+    from worker.cli.common import regional_clients
+    from worker.ops.provision import Provisioner
+
     async with regional_clients(conn) as client:
         yield Provisioner(
             spec,
@@ -63,6 +65,11 @@ def provision(
 ) -> None:
     """Make AWS match the topology file: queues, DLQs, topics, subscriptions, buckets and
     their notifications, tables, CloudWatch alarms, in every region it names (plan first)."""
+    from worker.cli.common import Connection, run_async
+    from worker.cli.output import info
+    from worker.ops.provision import render_plan
+    from worker.ops.topology import load_topology
+
     spec = load_topology(topology)
     conn = Connection(region or spec.region, endpoint_url, timeout)  # the file's region: its default
 

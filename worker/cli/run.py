@@ -4,7 +4,6 @@ and nowhere else."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import signal
@@ -12,18 +11,16 @@ import sys
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from worker.cli.common import DEFAULT_CONFIG, ConfigOption, explain, report
+from worker.cli.options import DEFAULT_CONFIG, ConfigOption
 from worker.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, WorkerError
-from worker.observe.logs import configure_logging, flush_logs, get_logger
-from worker.observe.metrics import NullMetrics
-from worker.runtime.steps.invoke import handler_threads_running
-from worker.runtime.supervisor import Supervisor, check_idempotency, load_registries
-from worker.settings import WorkerSettings, load_settings
+
+if TYPE_CHECKING:
+    from worker.runtime.supervisor import Supervisor
+    from worker.settings import WorkerSettings
 
 AppDirOption = Annotated[
     str,
@@ -40,6 +37,13 @@ LogFormat = Literal["auto", "json", "console"]
 
 async def serve(settings: WorkerSettings, handle_signals: bool = True) -> int:
     """Run the worker until SIGTERM/SIGINT; a second signal exits at once."""
+    import asyncio
+
+    from worker.cli.common import explain, report
+    from worker.observe.logs import flush_logs, get_logger
+    from worker.observe.metrics import NullMetrics
+    from worker.runtime.supervisor import Supervisor, load_registries
+
     log = get_logger()
     registries = load_registries(settings)
     # Without the health server nobody can scrape the metrics: record none (and leave
@@ -136,6 +140,11 @@ def run(
     ] = None,
 ) -> None:
     """Consume the configured queues until SIGTERM or SIGINT (a second signal exits at once)."""
+    from worker.observe.logs import configure_logging, flush_logs, get_logger
+    from worker.runtime.steps.invoke import handler_threads_running
+    from worker.runtime.supervisor import check_idempotency, load_registries
+    from worker.settings import load_settings
+
     import_path(app_dir)
     settings = load_settings(config)
     configure_logging(log_level or settings.log.level, log_format or settings.log.format)
@@ -157,6 +166,9 @@ def run(
 def run_loop(main: Coroutine[Any, Any, int]) -> int:
     """``asyncio.run(main)``, without its last step: joining the default thread pool would
     wait for every ``asyncio.to_thread`` call still running, for as long as they take."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
     loop = asyncio.new_event_loop()
     pool = ThreadPoolExecutor(thread_name_prefix="asyncio")
     loop.set_default_executor(pool)
@@ -190,6 +202,9 @@ def threads_left_behind(wait: float = 0.2) -> list[str]:
 
 def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") -> None:
     """Validate the configuration and import the handler modules, without calling AWS."""
+    from worker.runtime.supervisor import check_idempotency, load_registries
+    from worker.settings import load_settings
+
     import_path(app_dir)
     settings = load_settings(config)
     registries = load_registries(settings)

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.messages.s3types import s3_event_type
-from worker.settings import TYPE_SOURCES as SOURCES
-from worker.settings import TypeSource as Source
+from worker.type_sources import TYPE_SOURCES as SOURCES
+from worker.type_sources import TypeSource as Source
 
 CLOUDEVENTS_PREFIXES = ("ce-", "ce_")
 """Binary-mode CloudEvents attribute prefixes (HTTP's ``ce-``, Kafka's ``ce_``)."""

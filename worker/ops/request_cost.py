@@ -27,13 +27,10 @@ import aiohttp
 
 from worker.errors import EXIT_UNREACHABLE, ConfigError, WorkerError
 from worker.observe.metrics import NS
+from worker.ops.prices import FIFO_PRICE_PER_MILLION as FIFO_PRICE_PER_MILLION  # (re-exported)
+from worker.ops.prices import PRICE_PER_MILLION as PRICE_PER_MILLION
+from worker.ops.prices import PRICES_AS_OF as PRICES_AS_OF
 
-PRICE_PER_MILLION = 0.40
-"""US dollars per million requests to a standard queue (US East (N. Virginia), the first
-100 billion requests a month; list price as of June 2026; other regions differ)."""
-FIFO_PRICE_PER_MILLION = 0.50
-"""The same for FIFO queues."""
-PRICES_AS_OF = "June 2026"
 SECONDS_PER_MONTH = 30 * 86_400
 """A month of 30 days."""
 
