@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from worker.messages.envelope import Message
-    from worker.messages.outcomes import PermanentFailure, Retry
+    from worker.messages.outcomes import DependencyUnavailable, PermanentFailure, Retry
     from worker.messages.payloads import PayloadPointer
     from worker.messages.records import IdempotencyRecord
     from worker.messages.resources import Resources
@@ -28,6 +28,7 @@ DISTRIBUTION = "aio-sqs-worker"
 
 _HOMES = {
     "Message": "worker.messages.envelope",
+    "DependencyUnavailable": "worker.messages.outcomes",
     "PermanentFailure": "worker.messages.outcomes",
     "Retry": "worker.messages.outcomes",
     "PayloadPointer": "worker.messages.payloads",
@@ -69,6 +70,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BatchMiddleware",
     "CallNext",
+    "DependencyUnavailable",
     "IdempotencyRecord",
     "Message",
     "Middleware",

@@ -35,10 +35,13 @@ class PermanentFailure(Exception):
 
 class DependencyUnavailable(Exception):
     """Something the message's run depends on (S3 for an offloaded body, the idempotency
-    store) cannot be reached: not the handler's failure. The message waits, leased, and
-    runs again when it is back; none of its attempts is spent."""
+    store, a dependency a handler declares) cannot be reached: not the message's failure.
+    The message waits, leased, and runs again when it is back; none of its attempts is
+    spent. Raised by a handler, it opens the dependency's circuit breaker at once, for
+    ``retry_after`` seconds when given (docs/flow-control.md)."""
 
-    def __init__(self, dependency: str, detail: str = "") -> None:
+    def __init__(self, dependency: str, detail: str = "", *, retry_after: float | None = None) -> None:
         super().__init__(f"{dependency} unavailable: {detail}" if detail else f"{dependency} unavailable")
         self.dependency = dependency
         self.detail = detail
+        self.retry_after = retry_after

@@ -31,7 +31,7 @@ import inspect
 import json
 import sys
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar, get_type_hints
 
@@ -116,6 +116,9 @@ class Route:
     """Set for batch handlers: they take lists, and report per-message results."""
     idempotent: bool = False
     """Runs once per message key (``worker.runtime.idempotency``)."""
+    dependencies: tuple[str, ...] = ()
+    """What its runs need (``dependencies=[...]``): each has a circuit breaker; while one is
+    open the route's messages wait, leased, without spending attempts."""
 
     def arguments(
         self,
@@ -191,7 +194,11 @@ def _resource(resources: Resources | None, kind: type) -> Any:
 
 
 def _route(
-    message_type: str, fn: HandlerFn, model: type[BaseModel] | None, batch: BatchSpec | None = None
+    message_type: str,
+    fn: HandlerFn,
+    model: type[BaseModel] | None,
+    batch: BatchSpec | None = None,
+    dependencies: Sequence[str] = (),
 ) -> Route:
     if not callable(fn):
         raise HandlerError(f"handler for {message_type!r} is not callable")
@@ -248,7 +255,16 @@ def _route(
         extras=tuple(extras),
         source=source,
         batch=batch,
+        dependencies=_dependencies(source, dependencies),
     )
+
+
+def _dependencies(source: str, names: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(names, str):
+        raise HandlerError(f"{source}: dependencies is a list of names, e.g. dependencies=[{names!r}]")
+    if not all(isinstance(n, str) and n for n in names):
+        raise HandlerError(f"{source}: dependencies must be non-empty names, got {list(names)!r}")
+    return tuple(dict.fromkeys(names))
 
 
 @dataclass
@@ -265,7 +281,7 @@ class Router:
     """It also serves messages of a type no handler serves."""
 
     def default(
-        self, *, unknown: bool = False, model: type[BaseModel] | None = None
+        self, *, unknown: bool = False, model: type[BaseModel] | None = None, dependencies: Sequence[str] = ()
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated function for messages that carry no type (a plain JSON or
         text body, an AWS service's notification), and with ``unknown=True`` also for types
@@ -274,7 +290,7 @@ class Router:
         ``Message``. A queue's ``types.default`` setting names a typed handler instead."""
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            route = _route(DEFAULT_ROUTE, fn, model)
+            route = _route(DEFAULT_ROUTE, fn, model, None, dependencies)
             if self.default_route is not None:
                 raise HandlerError(f"two default handlers: {self.default_route.source} and {route.source}")
             self.default_route, self.default_takes_unknown = route, unknown
@@ -290,6 +306,7 @@ class Router:
         model: type[BaseModel] | None = None,
         batch: BatchSpec | None = None,
         idempotent: bool = False,
+        dependencies: Sequence[str] = (),
     ) -> None:
         if not message_type:
             raise HandlerError("message type must be a non-empty string")
@@ -299,7 +316,7 @@ class Router:
             raise HandlerError(
                 f"message type {message_type!r}: a wildcard is a trailing ':*' (e.g. 's3:ObjectCreated:*')"
             )
-        route = _route(message_type, fn, model, batch)
+        route = _route(message_type, fn, model, batch, dependencies)
         if idempotent:
             if batch is not None:
                 raise HandlerError(
@@ -317,15 +334,22 @@ class Router:
         self._routes[message_type] = route
 
     def handler(
-        self, message_type: str, *, model: type[BaseModel] | None = None, idempotent: bool = False
+        self,
+        message_type: str,
+        *,
+        model: type[BaseModel] | None = None,
+        idempotent: bool = False,
+        dependencies: Sequence[str] = (),
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated function for ``message_type``; the function is returned
         as it is, signature and all. ``idempotent=True``: it runs once per message key
         (the ``idempotency-key`` attribute, else the FIFO deduplication id, else the
-        message id) within ``idempotency.expires_after``; needs ``idempotency.store``."""
+        message id) within ``idempotency.expires_after``; needs ``idempotency.store``.
+        ``dependencies``: what its runs need (``["payments"]``), each with a circuit breaker
+        (docs/flow-control.md)."""
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            self.add(message_type, fn, model=model, idempotent=idempotent)
+            self.add(message_type, fn, model=model, idempotent=idempotent, dependencies=dependencies)
             return fn
 
         return register
@@ -337,6 +361,7 @@ class Router:
         max_size: int = 10,
         max_wait: float = 1.0,
         model: type[BaseModel] | None = None,
+        dependencies: Sequence[str] = (),
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register a handler that takes up to ``max_size`` messages of ``message_type`` at
         once (``payloads: list[Model]``, optionally ``messages: list[Message]``), formed
@@ -348,7 +373,9 @@ class Router:
             raise HandlerError(f"batch_handler {message_type!r}: max_wait must be 0-300 seconds")
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            self.add(message_type, fn, model=model, batch=BatchSpec(max_size, max_wait))
+            self.add(
+                message_type, fn, model=model, batch=BatchSpec(max_size, max_wait), dependencies=dependencies
+            )
             return fn
 
         return register

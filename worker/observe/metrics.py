@@ -179,6 +179,21 @@ class Metrics:
             namespace=NS,
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "breaker_state",
+            "A dependency's circuit breaker: 0 closed, 1 open (its routes' messages wait, "
+            "leased), 2 half-open (one probe message runs)",
+            ["dependency"],
+            namespace=NS,
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "breaker_transitions",
+            "Circuit breaker transitions, by the state entered",
+            ["dependency", "state"],
+            namespace=NS,
+            registry=r,
+        )
         self.redelivered_deleted = Counter(
             "redelivered_while_deleting",
             "Messages SQS delivered again while their delete was still pending here (retried "

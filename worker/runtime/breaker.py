@@ -22,8 +22,11 @@ from __future__ import annotations
 import collections
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from worker.observe.logs import get_logger
 
 
 class State(enum.Enum):
@@ -161,3 +164,60 @@ class Breaker:
             self._consecutive = 0
         if old is not new and self._on_change is not None:
             self._on_change(self.name, old, new, why)
+
+
+class Breakers:
+    """The process's breakers, one per dependency name, made on first use: a dependency
+    shared by several queues' handlers has one breaker. Each transition is one log line and
+    counted; the state is a gauge (0 closed, 1 open, 2 half-open)."""
+
+    _VALUES: ClassVar[dict[State, int]] = {State.CLOSED: 0, State.OPEN: 1, State.HALF_OPEN: 2}
+
+    def __init__(
+        self, policy: BreakerPolicy, metrics: Any, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.policy = policy
+        self._metrics = metrics
+        self._clock = clock
+        self._all: dict[str, Breaker] = {}
+
+    def get(self, name: str) -> Breaker:
+        breaker = self._all.get(name)
+        if breaker is None:
+            breaker = self._all[name] = Breaker(name, self.policy, clock=self._clock, on_change=self._changed)
+            self._metrics.breaker_state.labels(name).set(0)
+        return breaker
+
+    def __iter__(self) -> Iterator[Breaker]:
+        return iter(list(self._all.values()))
+
+    def blocked(self, dependencies: Iterable[tuple[str, ...]]) -> float | None:
+        """When every one of these routes' dependency sets has an open breaker (a route
+        without dependencies is never blocked): the seconds until the first of them lets a
+        probe through; else None."""
+        soonest: float | None = None
+        for names in dependencies:
+            route_wait: float | None = None
+            for name in names:
+                breaker = self._all.get(name)
+                if breaker is not None and breaker.state is State.OPEN:
+                    route_wait = (
+                        breaker.reopens_in if route_wait is None else max(route_wait, breaker.reopens_in)
+                    )
+            if route_wait is None:
+                return None
+            soonest = route_wait if soonest is None else min(soonest, route_wait)
+        return soonest
+
+    def _changed(self, name: str, old: State, new: State, why: str) -> None:
+        self._metrics.breaker_state.labels(name).set(self._VALUES[new])
+        self._metrics.breaker_transitions.labels(name, new.value).inc()
+        log = get_logger()
+        event = {
+            State.OPEN: "breaker_opened",
+            State.HALF_OPEN: "breaker_half_open",
+            State.CLOSED: "breaker_closed",
+        }
+        (log.info if new is State.CLOSED else log.warning)(
+            event[new], dependency=name, was=old.value, why=why
+        )

@@ -30,6 +30,7 @@ from worker.settings import QueueSettings
 if TYPE_CHECKING:
     from worker.messages.payload_store import PayloadStore
     from worker.observe.tracing import Tracing
+    from worker.runtime.breaker import Breakers
     from worker.runtime.idempotency import Idempotency
 
 
@@ -79,6 +80,11 @@ class QueueContext:
     url: str = ""
     types: TypeRules = DEFAULT_RULES
     """Where this queue's messages carry their type (``QueueSettings.types``)."""
+    breakers: Breakers | None = None
+    """The process's circuit breakers (``worker.runtime.breaker``; None: none kept)."""
+    max_wait: float = 900.0
+    """Seconds a message waits, leased, on a dependency before it is given back
+    (``breaker.max_wait``)."""
 
     def route_of(self, message_type: str | None) -> Route | None:
         """The one place a message finds its handler: its type's route; else, for a message

@@ -75,6 +75,7 @@ class Lease:
         "target",
         "trace",
         "visibility",
+        "waiting_since",
         "waits",
     )
 
@@ -123,6 +124,8 @@ class Lease:
         with the newer receipt handle, the one SQS honours now (``Settler.execute``)."""
         self.waits = 0
         """Runs of this delivery that waited on an unreachable dependency (spend nothing)."""
+        self.waiting_since: float | None = None
+        """When it first waited (monotonic): a wait is bounded (``breaker.max_wait``)."""
         self._on_end = on_end
 
     @property

@@ -80,6 +80,8 @@ class Poller:
         self._leases = intake.leases
         self._counters = ctx.counters
         self._types = ctx.types
+        self._breakers = ctx.breakers
+        self._needs = _dependency_sets(ctx)
         metrics = self._metrics = ctx.metrics
         self._type_label = ctx.type_label
         self._limiter = intake.limiter
@@ -91,6 +93,13 @@ class Poller:
         self.receiving = False
 
     async def receive_once(self) -> int:
+        if self._needs is not None and self._breakers is not None:
+            # Every route this queue serves needs a dependency whose breaker is open: a
+            # message received now could only wait (and its receive would count).
+            closed_for = self._breakers.blocked(self._needs)
+            if closed_for is not None:
+                await asyncio.sleep(min(max(closed_for, 0.05), 1.0))
+                return 0
         batch = self._settings.batch_size
         starved = self._slots.free < batch
         wanted = await self._slots.acquire(batch, self._settings.batch_wait)
@@ -228,3 +237,12 @@ async def supervise(
                 exc_info=True,
             )
             await asyncio.sleep(delay)
+
+
+def _dependency_sets(ctx: QueueContext) -> list[tuple[str, ...]] | None:
+    """Each route's dependencies, when every route of the queue has some (else None: a
+    route that needs nothing can always run, so the queue always receives)."""
+    registry = ctx.registry
+    routes = [*registry.routes.values(), *([registry.default] if registry.default is not None else [])]
+    needs = [route.dependencies for route in routes]
+    return needs if needs and all(needs) else None

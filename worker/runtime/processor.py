@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import math
 import time
 from typing import Any
 
@@ -235,11 +236,29 @@ class Processor:
         return SUCCEEDED
 
     def _waiting(self, item: Item, exc: DependencyUnavailable, started: float) -> Outcome:
+        """A dependency is down: the message waits, leased, no attempt spent, for as long
+        as the dependency said (an open breaker's time), else 1, 2, 4 .. 30 s; past
+        ``breaker.max_wait`` of waiting it is given back to the queue instead."""
         lease = item.lease
         lease.waits += 1
-        delay = wait_for(lease.waits - 1)
+        now = time.monotonic()
+        if lease.waiting_since is None:
+            lease.waiting_since = now
+        given = exc.retry_after
+        delay = wait_for(lease.waits - 1) if given is None else max(1, min(math.ceil(given), 30))
         self.ctx.counters.waiting += 1
         self.ctx.metrics.waiting.labels(self.queue, exc.dependency).inc()
+        waited = now - lease.waiting_since
+        if waited >= self.ctx.max_wait:
+            self.log.warning(
+                "message_wait_given_up",
+                dependency=exc.dependency,
+                detail=exc.detail,
+                waited=round(waited, 1),
+                waits=lease.waits,
+            )
+            item.decision = Decision(Action.RELEASE)
+            return Outcome("waiting", 0, str(exc))
         self.log.warning(
             "message_waiting",
             dependency=exc.dependency,

@@ -40,6 +40,7 @@ from worker.messages.routing import Registry
 from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
+from worker.runtime.breaker import BreakerPolicy, Breakers
 from worker.runtime.consumer import Consumer
 from worker.runtime.context import QueueContext, policy_of, rules_of
 from worker.runtime.hooks import run_hooks
@@ -167,6 +168,12 @@ class Supervisor:
         self._clients: dict[str | None, AwsClient] = {}
         self.consumers: list[Consumer] = []
         self.resources = Resources()
+        b = settings.breaker
+        self.breakers = Breakers(
+            BreakerPolicy(b.failures, b.failure_ratio, b.window, b.min_calls, b.open_for, b.max_open_for),
+            self.metrics,
+        )
+        """One circuit breaker per dependency, shared by every queue of the process."""
         """What start-up hooks provided; handlers receive it by parameter class."""
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
@@ -305,6 +312,8 @@ class Supervisor:
             sqs=self._client(target.key).counting(self.metrics.queue_requests(target.key)),
             url=target.url,
             types=rules_of(s.queues[target.key], s.message_type_attribute),
+            breakers=self.breakers,
+            max_wait=s.breaker.max_wait,
         )
 
     def _start_tracing(self) -> Tracing | None:

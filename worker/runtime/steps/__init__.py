@@ -2,7 +2,7 @@
 
 In order, outermost first: the deadline (``max_processing_time`` over everything after
 it), the offloaded body (S3), the route and the body's decoding, the lag metric, the
-idempotency claim, the user's middleware, and the handler's invocation. Each step is one
+circuit breakers of the route's dependencies, the idempotency claim, the user's middleware, and the handler's invocation. Each step is one
 module with one class; a new per-route feature (a rate limit, a concurrency cap, a circuit
 breaker) is one more module here and one more entry in ``build``.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from worker.runtime.call import Step
 from worker.runtime.context import QueueContext
+from worker.runtime.steps import breaker
 from worker.runtime.steps.claim import ClaimStep
 from worker.runtime.steps.deadline import DeadlineStep
 from worker.runtime.steps.invoke import InvokeStep
@@ -23,6 +24,9 @@ from worker.runtime.steps.route import RouteStep
 def build(ctx: QueueContext) -> list[Step]:
     """The chain for one queue's context (steps with nothing to do are left out)."""
     steps: list[Step] = [DeadlineStep(ctx), PayloadStep(ctx), RouteStep(ctx), LagStep(ctx)]
+    guard = breaker.build(ctx)
+    if guard is not None:  # before the claim: a message kept waiting claims nothing
+        steps.append(guard)
     if ctx.idempotency is not None:
         steps.append(ClaimStep(ctx.idempotency))
     if ctx.registry.middlewares:
