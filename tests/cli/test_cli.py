@@ -245,3 +245,56 @@ def test_run_imports_only_what_its_configuration_uses(tmp_path: Path, aws: Aws) 
         "worker.messages.s3events",  # no handler module names the S3 event models
     }
     assert not unused & imported
+
+
+ANY_QUEUE = """
+from typing import Any
+
+from worker import Router
+
+router = Router()
+
+
+@router.handler("greet", dependencies=["mailer"])
+async def greet(body: dict[str, Any]) -> None: ...
+"""
+
+
+def test_check_lists_how_each_queue_finds_its_handlers(tmp_path: Path) -> None:
+    (tmp_path / "anyq.py").write_text(ANY_QUEUE)
+    queues = {
+        "plain": {
+            "handlers": ["anyq"],
+            "types": {"default": "greet", "unknown": "default", "field": "meta.kind"},
+        },
+        "strict": {"handlers": ["anyq"], "types": {"sources": ["eventbridge", "attribute"]}},
+    }
+    config = write_config(tmp_path, {"aws": UNREACHABLE, "queues": queues})
+    ok = run_worker(["check", "--config", config, "--app-dir", str(tmp_path)])
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.splitlines()
+    plain = lines[lines.index("plain: plain <- greet") + 1 : lines.index("strict: strict <- greet")]
+    assert plain == [
+        "  type from: attribute 'type', then CloudEvents type, then body field 'meta.kind', then S3 event "
+        "name, then EventBridge detail-type",
+        "  greet -> anyq.greet (needs mailer)",
+        "  without a type: greet -> anyq.greet (types.default)",
+        "  unknown type: the default handler",
+    ]
+    strict = lines[lines.index("strict: strict <- greet") + 1 :]
+    assert strict[0] == "  type from: EventBridge detail-type, then attribute 'type'"
+    assert "  without a type: rejected to the DLQ (no default handler)" in strict
+    assert "  unknown type: rejected to the DLQ" in strict
+
+
+def test_a_default_type_no_handler_serves_stops_the_worker_at_start(tmp_path: Path) -> None:
+    (tmp_path / "anyq.py").write_text(ANY_QUEUE)
+    queues = {"plain": {"handlers": ["anyq"], "types": {"default": "gret"}}}
+    config = write_config(tmp_path, {"aws": UNREACHABLE, "queues": queues})
+    for command in ("check", "run"):
+        result = run_worker([command, "--config", config, "--app-dir", str(tmp_path)])
+        assert result.returncode == 2
+        assert (
+            "queues.plain.types.default: no handler of ['anyq'] serves 'gret' (types served: greet)"
+            in result.stderr
+        )

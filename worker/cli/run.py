@@ -201,8 +201,9 @@ def threads_left_behind(wait: float = 0.2) -> list[str]:
 
 
 def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") -> None:
-    """Validate the configuration and import the handler modules, without calling AWS."""
-    from worker.runtime.supervisor import check_idempotency, load_registries
+    """Validate the configuration and import the handler modules, without calling AWS; list,
+    per queue, where its messages' types come from and which handler serves what."""
+    from worker.runtime.supervisor import check_idempotency, describe_routing, load_registries
     from worker.settings import load_settings
 
     import_path(app_dir)
@@ -213,6 +214,8 @@ def check(config: ConfigOption = DEFAULT_CONFIG, app_dir: AppDirOption = ".") ->
         q = settings.queues[key]
         where = f" ({q.region})" if q.region else ""
         typer.echo(f"{key}: {q.queue_name(key)}{where} <- {', '.join(registry.types)}")
+        for line in describe_routing(q, registry, settings.message_type_attribute):
+            typer.echo(line)
     typer.echo("configuration OK")
 
 

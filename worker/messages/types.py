@@ -56,10 +56,10 @@ class TypeRules:
         """The sources in order, as ``worker check`` lists them."""
         names = {
             "attribute": f"attribute {self.attribute!r}",
-            "cloudevents": "CloudEvents (ce-type attribute, or a structured body's type)",
-            "field": f"JSON body field {self.field!r}",
-            "s3": "S3 event notification (s3:<eventName>)",
-            "eventbridge": "EventBridge event (detail-type)",
+            "cloudevents": "CloudEvents type",
+            "field": f"body field {self.field!r}",
+            "s3": "S3 event name",
+            "eventbridge": "EventBridge detail-type",
         }
         return [names[source] for source in self.sources]
 

@@ -426,5 +426,39 @@ async def open_store(settings: WorkerSettings) -> AsyncIterator[IdempotencyStore
 
 
 def load_registries(settings: WorkerSettings) -> dict[str, Registry]:
-    """Import every queue's handler modules (raises HandlerError at start, not mid-run)."""
-    return {key: Registry.from_modules(q.handlers) for key, q in settings.queues.items()}
+    """Import every queue's handler modules (raises HandlerError at start, not mid-run),
+    and check that a queue's ``types.default`` names a type its handlers serve."""
+    registries = {key: Registry.from_modules(q.handlers) for key, q in settings.queues.items()}
+    for key, registry in registries.items():
+        default = settings.queues[key].types.default
+        if default is not None and registry.get(default) is None:
+            served = ", ".join(registry.types) or "none"
+            raise ConfigError(
+                f"queues.{key}.types.default: no handler of {settings.queues[key].handlers} serves "
+                f"{default!r} (types served: {served})"
+            )
+    return registries
+
+
+def describe_routing(ctx_settings: QueueSettings, registry: Registry, type_attribute: str) -> list[str]:
+    """How a queue's messages find their handler, for ``worker check``: the type sources in
+    order, each type and its handler, where an untyped or unknown message goes."""
+    from worker.runtime.context import rules_of
+
+    rules = rules_of(ctx_settings, type_attribute)
+    types = ctx_settings.types
+    lines = [f"  type from: {', then '.join(rules.describe())}"]
+    for message_type, route in sorted(registry.routes.items()):
+        needs = f" (needs {', '.join(route.dependencies)})" if route.dependencies else ""
+        lines.append(f"  {message_type} -> {route.source}{needs}")
+    if types.default is not None:
+        default = registry.get(types.default)
+        target = f"{types.default} -> {default.source if default else '?'} (types.default)"
+    elif registry.default is not None:
+        target = f"{registry.default.source} (@router.default)"
+    else:
+        target = None
+    lines.append(f"  without a type: {target or 'rejected to the DLQ (no default handler)'}")
+    takes_unknown = target is not None and (types.unknown == "default" or registry.default_takes_unknown)
+    lines.append(f"  unknown type: {'the default handler' if takes_unknown else 'rejected to the DLQ'}")
+    return lines
