@@ -752,3 +752,30 @@ async def test_threads_running_at_once_are_each_counted() -> None:
     await asyncio.gather(processor.run(None, [_lease({"n": 1})]), processor.run(None, [_lease({"n": 2})]))
     assert seen == [2, 2]
     assert handler_threads_running() == 0
+
+
+# -- waiting on a dependency: its time and its bound -----------------------------------------
+async def test_a_dependency_that_says_when_sets_the_wait_and_a_long_wait_is_given_back() -> None:
+    from worker import DependencyUnavailable
+
+    router = Router()
+
+    @router.handler("row")
+    async def row(payload: Row) -> None:
+        raise DependencyUnavailable("payments", "503", retry_after=7.2)
+
+    processor = _processor(router)
+    lease = _lease({"n": 1})
+    [item] = await processor.run(None, [lease])
+    assert item.decision is not None
+    assert (item.decision.action, item.decision.delay) == (Action.WAIT, 8)  # its time, whole seconds
+    assert lease.failures == 0
+    assert lease.waiting_since is not None
+    processor.ctx.max_wait = 0.5
+    lease.waiting_since -= 1  # it has waited past the bound
+    with structlog.testing.capture_logs() as logs:
+        [given_back] = await processor.run(None, [lease])
+    assert given_back.decision is not None
+    assert given_back.decision.action is Action.RELEASE
+    assert [e["event"] for e in logs if e["event"].startswith("message_wait")] == ["message_wait_given_up"]
+    assert lease.failures == 0

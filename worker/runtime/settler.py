@@ -61,7 +61,8 @@ class Settler:
         elif action is Action.RETRY:
             self.retry_later(lease, decision)
         elif action is Action.RELEASE:
-            self.release([lease], "shutdown")
+            # Past the grace at shutdown, or waited on a dependency past breaker.max_wait.
+            self.release([lease], "waited too long" if item.outcome.kind == "waiting" else "shutdown")
         elif action is Action.DEAD_LETTER:
             moved = asyncio.ensure_future(self.dead_letter(lease, item.outcome))
             try:
