@@ -367,3 +367,11 @@ def test_the_lambda_entry_point_takes_the_same_rules() -> None:
         json.dumps(configured({"Records": records[:1]}, None))
         == '{"batchItemFailures": [{"itemIdentifier": "m-1"}]}'
     )
+
+
+def test_someones_json_with_a_few_eventbridge_fields_is_not_unwrapped() -> None:
+    body = '{"order": 1, "detail-type": "x", "source": "app", "detail": {"a": "é"}}'
+    message = parse_message(aws.receive_entry(body, {"type": "order.placed"}))
+    assert (message.type, message.body, message.envelope) == ("order.placed", body, None)
+    full = parse_message(aws.receive_entry(aws.eventbridge_event("x", "app", {"a": "é"})))
+    assert full.body == '{"a":"é"}'  # unwrapped, its text as sent (not escaped)

@@ -274,3 +274,15 @@ def test_json_lines_of_a_failure_keep_their_fields_and_every_traceback() -> None
     assert "attempts_max" not in first  # the console's alone
     assert first["group_id"] is None
     assert all("exception" in line for line in lines[:4] if line["event"] == "message_failed")
+
+
+def test_a_worker_bug_keeps_its_whole_traceback_and_a_rejection_without_a_dlq_says_so() -> None:
+    out = io.StringIO()
+    configure_logging("info", "console", stream=out)
+    log = get_logger()
+    log.error("consumer_error", exc_info=_failure())
+    log.warning("message_rejected", attempt=1, reason="bad order", retry_in=30, dead_letter_next=False)
+    flush_logs()
+    text = out.getvalue()
+    assert "worker/observe/logs.py" in text  # the worker's own frames: it is the worker's bug
+    assert "message_rejected: bad order (no DLQ: visible again in 30 s)" in text

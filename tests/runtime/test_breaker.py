@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from worker.runtime.breaker import Breaker, BreakerPolicy
+import time
+from typing import Any
+
+from worker import PermanentFailure, Router
+from worker.messages.envelope import parse_message
+from worker.messages.routing import Registry
+from worker.observe.metrics import NullMetrics
+from worker.runtime.breaker import Breaker, BreakerPolicy, Breakers
+from worker.runtime.context import QueueContext
+from worker.runtime.lease import Lease, Leases
+from worker.runtime.processor import Processor
+from worker.settings import QueueSettings
+from worker.testing import sqs_message
 
 
 class Clock:
@@ -110,3 +122,72 @@ def test_dependency_unavailable_opens_at_once_for_its_retry_after() -> None:
     breaker.unavailable(retry_after=10_000)
     assert breaker.reopens_in == 300
     assert changes == [("closed", "open", "dependency unavailable")]
+
+
+# -- the step: what a call tells its dependencies' breakers ----------------------------------
+def _processor_with(router: Any, breakers: Breakers) -> Processor:
+    settings = QueueSettings(handlers=["<t>"], retry_backoff=[5], retry_jitter=0)
+    ctx = QueueContext.standalone("q", settings, Registry.of(router), max_receive_count=5)
+    ctx.breakers = breakers
+    return Processor(ctx)
+
+
+def _lease(body: Any, message_type: str = "charge") -> Lease:
+    raw = sqs_message(body, type=message_type)
+    return Leases(lambda lease: None).open(parse_message(raw), raw, time.monotonic(), 30)
+
+
+async def test_a_probe_that_meets_bad_input_gives_the_probe_back_and_a_failed_probe_waits() -> None:
+    clock = Clock()
+    breakers = Breakers(BreakerPolicy(failures=1, open_for=5, max_open_for=5), NullMetrics(), clock=clock)
+    router = Router()
+    down = [True]
+
+    @router.handler("charge", dependencies=["payments"])
+    async def charge(body: dict[str, Any]) -> None:
+        if body.get("bad"):
+            raise PermanentFailure("bad order")
+        if down[0]:
+            raise ConnectionError("refused")
+
+    processor = _processor_with(router, breakers)
+    [first] = await processor.run(None, [_lease({"n": 1})])
+    assert first.outcome is not None
+    assert first.outcome.kind == "failed"  # ran before the breaker knew: an attempt
+    payments = breakers.get("payments")
+    assert _state(payments) == "open"
+    [held] = await processor.run(None, [_lease({"n": 2})])
+    assert held.outcome is not None
+    assert held.outcome.kind == "waiting"  # open: not run, no attempt
+    assert breakers.blocked([("payments",)]) is not None  # the poller would not receive
+    clock.now += 5
+    [bad] = await processor.run(None, [_lease({"bad": True})])  # the probe, but bad input
+    assert bad.outcome is not None
+    assert bad.outcome.kind == "rejected"
+    assert payments.allow()  # given back: the next message probes
+    payments.release()
+    [probe] = await processor.run(None, [_lease({"n": 3})])
+    assert probe.outcome is not None
+    assert probe.outcome.kind == "waiting"  # the probe failed: the dependency's, not the message's
+    assert probe.lease.failures == 0
+    assert _state(payments) == "open"
+    clock.now += 10
+    down[0] = False
+    [ok] = await processor.run(None, [_lease({"n": 4})])
+    assert ok.outcome is not None
+    assert ok.outcome.kind == "succeeded"
+    assert _state(payments) == "closed"
+    assert breakers.blocked([("payments",)]) is None
+
+
+def test_half_open_with_its_probe_running_blocks_receiving_and_a_free_route_never_does() -> None:
+    clock = Clock()
+    breakers = Breakers(BreakerPolicy(failures=1, open_for=5, max_open_for=5), NullMetrics(), clock=clock)
+    payments = breakers.get("payments")
+    payments.failed()
+    assert breakers.blocked([("payments",)]) == 5
+    assert breakers.blocked([("payments",), ()]) is None  # a route that needs nothing can run
+    clock.now += 5
+    assert breakers.blocked([("payments",)]) is None  # half-open: one may come in to probe
+    assert payments.allow()
+    assert breakers.blocked([("payments",)]) == 0.05  # the probe runs: look again soon

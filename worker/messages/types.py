@@ -40,7 +40,8 @@ from worker.type_sources import TypeSource as Source
 CLOUDEVENTS_PREFIXES = ("ce-", "ce_")
 """Binary-mode CloudEvents attribute prefixes (HTTP's ``ce-``, Kafka's ``ce_``)."""
 _CE_REQUIRED = ("specversion", "type", "source", "id")
-_EVENTBRIDGE_REQUIRED = ("detail-type", "source", "detail")
+_EVENTBRIDGE_REQUIRED = ("version", "id", "detail-type", "source", "account", "time", "region", "detail")
+"""Every field EventBridge puts in an event: a body with a few of them is someone's JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +172,9 @@ def _cloudevent(data: dict[str, Any], body: str) -> Typed:
     metadata = {k: v for k, v in data.items() if k not in ("data", "data_base64")}
     if "data" in data:
         inner = data["data"]
-        payload = inner if isinstance(inner, str) else json.dumps(inner, separators=(",", ":"))
+        payload = (
+            inner if isinstance(inner, str) else json.dumps(inner, separators=(",", ":"), ensure_ascii=False)
+        )
     elif isinstance(data.get("data_base64"), str):
         import base64
         import binascii
@@ -196,5 +199,5 @@ def _is_eventbridge(data: Any) -> bool:
 
 def _eventbridge(data: dict[str, Any], body: str) -> Typed:
     metadata = {k: v for k, v in data.items() if k != "detail"}
-    payload = json.dumps(data["detail"], separators=(",", ":"))
+    payload = json.dumps(data["detail"], separators=(",", ":"), ensure_ascii=False)
     return Typed(data["detail-type"], payload, "eventbridge", str(data["source"]), metadata)

@@ -64,7 +64,7 @@ def configure_logging(
         renderer = [
             _Readable(debug=level == "debug"),
             structlog.dev.ConsoleRenderer(
-                exception_formatter=_user_traceback,
+                exception_formatter=structlog.dev.plain_traceback,
                 sort_keys=False,
                 colors=out.isatty() and not os.environ.get("NO_COLOR"),  # no-color.org
             ),
@@ -279,10 +279,16 @@ class _Readable:
 
     def _failure(self, event: structlog.typing.EventDict) -> None:
         last = bool(event.get("dead_letter_next"))
-        if not last and not self._debug:
-            event.pop("exc_info", None)
-        if event["event"] == "message_rejected":
+        exc_info = event.pop("exc_info", None)
+        if exc_info and (last or self._debug):
+            event["exception"] = _user_traceback(exc_info)
+        if event["event"] == "message_rejected" and last:
             details = ["not retried: dead-letter next"]
+        elif event["event"] == "message_rejected":
+            details = [
+                "no DLQ: visible again"
+                + (f" in {event['retry_in']:g} s" if event.get("retry_in") is not None else "")
+            ]
         else:
             attempts = f" of {event[ATTEMPTS_KEY]}" if event.get(ATTEMPTS_KEY) else ""
             details = [f"attempt {event.get('attempt')}{attempts}"]
@@ -295,15 +301,19 @@ class _Readable:
             event.pop(key, None)
 
 
-def _user_traceback(sio: Any, exc_info: Any) -> None:
-    """The traceback without the worker's own frames (nor asyncio's): what is left is the
-    handler's code and the libraries it called."""
+def _user_traceback(exc_info: Any) -> str:
+    """A message failure's traceback without the worker's own frames (nor asyncio's): what
+    is left is the handler's code and the libraries it called. (Any other event's traceback,
+    a bug of the worker's, is printed whole.)"""
     import traceback
 
-    shown = traceback.TracebackException(*exc_info) if isinstance(exc_info, tuple) else None
-    if shown is None:
-        structlog.dev.plain_traceback(sio, exc_info)
-        return
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or exc_info[0] is None:
+        return ""
+    shown = traceback.TracebackException(*exc_info)
     for part in _chain(shown):
         kept = [
             frame
@@ -314,7 +324,7 @@ def _user_traceback(sio: Any, exc_info: Any) -> None:
             )
         ]
         part.stack = traceback.StackSummary.from_list(kept)
-    sio.write("\n" + "".join(shown.format()).rstrip("\n"))
+    return "".join(shown.format()).rstrip("\n")
 
 
 def _chain(shown: Any) -> list[Any]:

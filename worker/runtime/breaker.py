@@ -43,9 +43,9 @@ class BreakerPolicy:
     """A failure ratio over ``window`` seconds that opens it (with at least ``min_calls``)."""
     window: float = 30.0
     min_calls: int = 20
-    open_for: float = 30.0
+    open_for: float = 10.0
     """Seconds open before one probe is let through (doubled after a failed probe)."""
-    max_open_for: float = 300.0
+    max_open_for: float = 30.0
 
 
 Change = Callable[[str, State, State, str], None]
@@ -87,6 +87,12 @@ class Breaker:
         if self.state is not State.OPEN:
             return 0.0
         return max(0.0, self._opened_at + self._open_for - self._clock())
+
+    @property
+    def blocks(self) -> bool:
+        """Nothing may start now: open, or half-open with its probe running."""
+        state = self.state
+        return state is State.OPEN or (state is State.HALF_OPEN and self._probing)
 
     def allow(self) -> bool:
         """May a message that needs this dependency run now? Half-open, one at a time: the
@@ -132,9 +138,8 @@ class Breaker:
     def unavailable(self, retry_after: float | None = None) -> None:
         """The dependency said it is down (``DependencyUnavailable``): open at once, for
         ``retry_after`` seconds when it said how long."""
-        self._probing = False
         if retry_after is not None:
-            self._open_for = min(max(retry_after, 0.0), self.policy.max_open_for)
+            self._open_for = min(max(retry_after, 1.0), self.policy.max_open_for)
         elif self._state is State.HALF_OPEN:
             self._open_for = min(self._open_for * 2, self.policy.max_open_for)
         if self._state is State.OPEN:
@@ -158,6 +163,8 @@ class Breaker:
 
     def _move(self, new: State, why: str) -> None:
         old, self._state = self._state, new
+        if new is not State.HALF_OPEN:
+            self._probing = False  # a probe still running when it re-opened holds nothing
         if new is State.CLOSED:
             self._calls.clear()
             self._failed_in_window = 0
@@ -192,18 +199,17 @@ class Breakers:
         return iter(list(self._all.values()))
 
     def blocked(self, dependencies: Iterable[tuple[str, ...]]) -> float | None:
-        """When every one of these routes' dependency sets has an open breaker (a route
-        without dependencies is never blocked): the seconds until the first of them lets a
-        probe through; else None."""
+        """When every one of these routes' dependency sets has a blocking breaker (open, or
+        half-open with its probe running; a route without dependencies is never blocked):
+        the seconds until the first of them may let one through; else None."""
         soonest: float | None = None
         for names in dependencies:
             route_wait: float | None = None
             for name in names:
                 breaker = self._all.get(name)
-                if breaker is not None and breaker.state is State.OPEN:
-                    route_wait = (
-                        breaker.reopens_in if route_wait is None else max(route_wait, breaker.reopens_in)
-                    )
+                if breaker is not None and breaker.blocks:
+                    wait = max(breaker.reopens_in, 0.05)  # (half-open, probing: look again soon)
+                    route_wait = wait if route_wait is None else max(route_wait, wait)
             if route_wait is None:
                 return None
             soonest = route_wait if soonest is None else min(soonest, route_wait)

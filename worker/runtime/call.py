@@ -63,6 +63,8 @@ class Call:
     step is that dependency's fault, not the handler's."""
     in_thread: bool = False
     """A plain-function handler's thread is running: the deadline does not cancel it."""
+    overdue: bool = False
+    """Its deadline passed and cancelled it (``steps.deadline``)."""
     task: asyncio.Task[Any] | None = None
     value: Any = None
     """What the handler (or an idempotent replay) returned: for a batch, the failures."""

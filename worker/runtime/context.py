@@ -25,12 +25,13 @@ from worker.messages.types import DEFAULT_RULES, TypeRules
 from worker.observe.metrics import Metrics
 from worker.runtime.counters import QueueCounters
 from worker.runtime.rules import Policy
-from worker.settings import QueueSettings
+from worker.settings import QueueSettings, TypeSettings
 
 if TYPE_CHECKING:
     from worker.messages.payload_store import PayloadStore
     from worker.observe.tracing import Tracing
     from worker.runtime.breaker import Breakers
+    from worker.runtime.flow import TokenBucket
     from worker.runtime.idempotency import Idempotency
 
 
@@ -82,21 +83,23 @@ class QueueContext:
     """Where this queue's messages carry their type (``QueueSettings.types``)."""
     breakers: Breakers | None = None
     """The process's circuit breakers (``worker.runtime.breaker``; None: none kept)."""
+    start_rate: TokenBucket | None = None
+    """The queue's rate (``QueueSettings.rate``), set by the limits step: the pollers
+    receive no more than it lets start within about a second."""
     max_wait: float = 900.0
     """Seconds a message waits, leased, on a dependency before it is given back
     (``breaker.max_wait``)."""
 
     def route_of(self, message_type: str | None) -> Route | None:
-        """The one place a message finds its handler: its type's route; else, for a message
-        without a type (or of a type nobody serves, when the queue says so), the default
-        handler: the route of ``types.default``, else a router's ``@router.default()``."""
-        route = self.registry.get(message_type)
-        if route is not None:
-            return route
-        registry, types = self.registry, self.settings.types
-        if message_type is not None and types.unknown != "default" and not registry.default_takes_unknown:
-            return None
-        return registry.get(types.default) if types.default else registry.default
+        """The one place a message finds its handler (``route_for``)."""
+        return route_for(self.registry, self.settings.types, message_type)
+
+    @property
+    def routes(self) -> list[Route]:
+        """Every route a message of this queue can take: its types' and the default's."""
+        routes = list(self.registry.routes.values())
+        default = self.route_of(None)
+        return routes if default is None or default in routes else [*routes, default]
 
     def type_label(self, message: Message) -> str:
         """The ``type`` label of metrics for ``message``: its type when a handler serves
@@ -155,6 +158,18 @@ class QueueContext:
             resources=resources or Resources(),
             types=rules_of(settings, type_attribute),
         )
+
+
+def route_for(registry: Registry, types: TypeSettings, message_type: str | None) -> Route | None:
+    """A message's route: its type's; else, for a message without a type (or of a type no
+    handler serves, when the queue says so), the default handler: the route of
+    ``types.default``, else a router's ``@router.default()``."""
+    route = registry.get(message_type)
+    if route is not None:
+        return route
+    if message_type is not None and types.unknown != "default" and not registry.default_takes_unknown:
+        return None
+    return registry.get(types.default) if types.default else registry.default
 
 
 def rules_of(settings: QueueSettings, type_attribute: str) -> TypeRules:

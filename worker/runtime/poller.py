@@ -81,6 +81,7 @@ class Poller:
         self._counters = ctx.counters
         self._types = ctx.types
         self._breakers = ctx.breakers
+        self._ctx = ctx
         self._needs = _dependency_sets(ctx)
         metrics = self._metrics = ctx.metrics
         self._type_label = ctx.type_label
@@ -101,6 +102,14 @@ class Poller:
                 await asyncio.sleep(min(max(closed_for, 0.05), 1.0))
                 return 0
         batch = self._settings.batch_size
+        rate = self._ctx.start_rate
+        if rate is not None:
+            # No more than can start within about a second: the rest stay in the queue,
+            # unreceived (a receive would count against them).
+            batch = min(batch, rate.within(1.0))
+            if batch == 0:
+                await asyncio.sleep(min(1.0, 1.0 / rate.rate))
+                return 0
         starved = self._slots.free < batch
         wanted = await self._slots.acquire(batch, self._settings.batch_wait)
         if self._intake.stopping:
@@ -242,7 +251,5 @@ async def supervise(
 def _dependency_sets(ctx: QueueContext) -> list[tuple[str, ...]] | None:
     """Each route's dependencies, when every route of the queue has some (else None: a
     route that needs nothing can always run, so the queue always receives)."""
-    registry = ctx.registry
-    routes = [*registry.routes.values(), *([registry.default] if registry.default is not None else [])]
-    needs = [route.dependencies for route in routes]
+    needs = [route.dependencies for route in ctx.routes]
     return needs if needs and all(needs) else None

@@ -67,7 +67,7 @@ MEMORY = 10_000
 _MESSAGE_CONTEXT = ContextBinder("queue", "message_id", "type", "receive_count", "group_id")
 """What every log line about a message carries (handler code's lines included)."""
 _BATCH_CONTEXT = ContextBinder("queue", "type", "batch")
-_DEPENDENCY_OF_STAGE = {"payload": S3, "claim": STORE}
+_DEPENDENCY_OF_STAGE = {"payload": S3, "claim": STORE, "limits": "flow control"}
 """A deadline that passes in these steps is the dependency's fault, not the handler's."""
 _REASONS = {
     "message_failed": "error",
@@ -179,6 +179,8 @@ class Processor:
         if call.batch or len(call.items) > 1:
             self._bind(item)
         outcome = self._outcome(item, exc, call)
+        if outcome.kind != "waiting":
+            item.lease.waiting_since = None  # a wait's bound counts one stretch of waiting
         if item.decision is None:
             item.decision = decide(outcome, item.attempt, self.ctx.policy)
         return outcome
@@ -259,7 +261,7 @@ class Processor:
             )
             item.decision = Decision(Action.RELEASE)
             return Outcome("waiting", 0, str(exc))
-        self.log.warning(
+        (self.log.warning if lease.waits == 1 else self.log.debug)(
             "message_waiting",
             dependency=exc.dependency,
             detail=exc.detail,

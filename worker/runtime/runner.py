@@ -167,13 +167,14 @@ class Runner:
             items = await self._processor.run(route, pending)
             waiting: list[Lease] = []
             delay = 0
-            abandoned = False
+            abandoned = released = False
             for item in items:
                 decision = item.decision
                 assert decision is not None
                 if decision.action is Action.KEEP:
                     abandoned = True  # a thread still runs: its leases (and its group's) lapse
                     continue
+                released = released or decision.action is Action.RELEASE
                 if decision.action is not Action.WAIT:
                     fallback = await self._settler.execute(item)
                     if fallback is None:
@@ -183,8 +184,8 @@ class Runner:
                     delay = decision.delay  # the first waiting message's: in order, the head's
                 self._log_wait(item.lease, item.outcome.kind if item.outcome else "", decision.delay)
                 waiting.append(self._settler.newest(item.lease))
-            if abandoned:
-                return False
+            if abandoned or released:
+                return False  # a FIFO group stops here: what follows is released, in order
             pending = waiting
             if pending and await self._wait_or_stop(delay):
                 self._settler.release(pending, "shutdown")

@@ -443,7 +443,7 @@ def load_registries(settings: WorkerSettings) -> dict[str, Registry]:
 def describe_routing(ctx_settings: QueueSettings, registry: Registry, type_attribute: str) -> list[str]:
     """How a queue's messages find their handler, for ``worker check``: the type sources in
     order, each type and its handler, where an untyped or unknown message goes."""
-    from worker.runtime.context import rules_of
+    from worker.runtime.context import route_for, rules_of
 
     rules = rules_of(ctx_settings, type_attribute)
     types = ctx_settings.types
@@ -451,14 +451,14 @@ def describe_routing(ctx_settings: QueueSettings, registry: Registry, type_attri
     for message_type, route in sorted(registry.routes.items()):
         needs = f" (needs {', '.join(route.dependencies)})" if route.dependencies else ""
         lines.append(f"  {message_type} -> {route.source}{needs}")
-    if types.default is not None:
-        default = registry.get(types.default)
-        target = f"{types.default} -> {default.source if default else '?'} (types.default)"
-    elif registry.default is not None:
-        target = f"{registry.default.source} (@router.default)"
+    default = route_for(registry, types, None)
+    if default is None:
+        target = "rejected to the DLQ (no default handler)"
+    elif types.default is not None:
+        target = f"{types.default} -> {default.source} (types.default)"
     else:
-        target = None
-    lines.append(f"  without a type: {target or 'rejected to the DLQ (no default handler)'}")
-    takes_unknown = target is not None and (types.unknown == "default" or registry.default_takes_unknown)
-    lines.append(f"  unknown type: {'the default handler' if takes_unknown else 'rejected to the DLQ'}")
+        target = f"{default.source} (@router.default)"
+    lines.append(f"  without a type: {target}")
+    unknown = route_for(registry, types, "\x00 a type no handler serves")
+    lines.append(f"  unknown type: {'the default handler' if unknown is not None else 'rejected to the DLQ'}")
     return lines

@@ -64,6 +64,7 @@ class Deadlines:
                 )
             elif call.task is not None:
                 self._cancelled.add(id(call))
+                call.overdue = True
                 call.task.cancel()
 
 

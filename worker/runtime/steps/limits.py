@@ -1,0 +1,155 @@
+"""Rates, caps of runs at once and slow mode (``worker.runtime.flow``).
+
+A message whose route is over its limits waits here, leased (the heartbeat keeps
+extending it; none of its attempts is spent), until it may start: a token of the queue's
+and the route's rate, a place under the route's ``max_concurrency`` (one, in slow mode)
+and under ``max_per_group`` for its message group. A deadline that passes while it waits
+is a wait, not a failure (``processor._DEPENDENCY_OF_STAGE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from worker.messages.outcomes import DependencyUnavailable, PermanentFailure
+from worker.messages.routing import Route
+from worker.observe.logs import get_logger
+from worker.runtime.call import Call, Next
+from worker.runtime.context import QueueContext
+from worker.runtime.flow import Cap, SlowMode, TokenBucket
+
+log = get_logger()
+
+
+@dataclass(slots=True)
+class _RouteLimits:
+    bucket: TokenBucket | None
+    cap: Cap | None
+    slow: SlowMode
+    running: int = 0
+
+
+@dataclass(slots=True)
+class _Groups:
+    limit: int
+    running: dict[str, int] = field(default_factory=dict)
+
+
+class LimitsStep:
+    stage = "limits"
+
+    def __init__(self, ctx: QueueContext) -> None:
+        settings = ctx.settings
+        self._queue = ctx.key
+        self.bucket = TokenBucket(settings.rate, settings.burst) if settings.rate else None
+        """The queue's rate (the poller asks it how many to receive)."""
+        self._groups = _Groups(settings.max_per_group) if settings.max_per_group else None
+        self._overrides = settings.routes
+        self._slow_after = settings.slow_mode_after
+        self._routes: dict[str, _RouteLimits] = {}
+        self._changed = asyncio.Condition()
+
+    def _limits(self, route: Route) -> _RouteLimits:
+        limits = self._routes.get(route.message_type)
+        if limits is None:
+            over = self._overrides.get(route.message_type)
+            rate = over.rate if over is not None and over.rate is not None else route.rate
+            burst = over.burst if over is not None and over.burst is not None else route.burst
+            cap = over.max_concurrency if over is not None and over.max_concurrency else route.max_concurrency
+            limits = self._routes[route.message_type] = _RouteLimits(
+                TokenBucket(rate, burst) if rate else None,
+                Cap(cap) if cap else None,
+                SlowMode(self._slow_after),
+            )
+        return limits
+
+    async def __call__(self, call: Call, call_next: Next) -> None:
+        call.stage = self.stage
+        route = call.route
+        if route is None:
+            await call_next(call)
+            return
+        limits = self._limits(route)
+        wait = 0.0
+        for bucket in (self.bucket, limits.bucket):
+            if bucket is not None:
+                for _ in call.live:
+                    wait = max(wait, bucket.take())
+        if wait > 0:
+            await asyncio.sleep(wait)
+        groups = self._group_ids(call)
+        if limits.cap is not None or limits.slow.after or groups:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._may_start(limits, groups))
+        self._enter(limits, groups)
+        try:
+            await call_next(call)
+        except (PermanentFailure, DependencyUnavailable, asyncio.CancelledError):
+            raise  # bad input, a dependency's outage, a stop: nothing about the handler
+        except Exception:
+            self._failed(route, limits)
+            raise
+        else:
+            if call.batch and isinstance(call.value, dict) and len(call.value) >= len(call.items):
+                self._failed(route, limits)
+            elif limits.slow.succeeded():
+                log.info("slow_mode_ended", queue=self._queue, type=route.message_type)
+        finally:
+            self._leave(limits, groups)
+
+    def _group_ids(self, call: Call) -> list[str]:
+        if self._groups is None:
+            return []
+        return [item.message.group_id for item in call.live if item.message.group_id is not None]
+
+    def _may_start(self, limits: _RouteLimits, groups: list[str]) -> bool:
+        cap = 1 if limits.slow.on else (limits.cap.limit if limits.cap is not None else None)
+        if cap is not None and limits.running >= cap:
+            return False
+        if self._groups is not None:
+            running = self._groups.running
+            return all(running.get(g, 0) < self._groups.limit for g in groups)
+        return True
+
+    def _enter(self, limits: _RouteLimits, groups: list[str]) -> None:
+        limits.running += 1
+        if self._groups is not None:
+            for g in groups:
+                self._groups.running[g] = self._groups.running.get(g, 0) + 1
+
+    def _leave(self, limits: _RouteLimits, groups: list[str]) -> None:
+        limits.running -= 1
+        if self._groups is not None:
+            running = self._groups.running
+            for g in groups:
+                left = running[g] - 1
+                if left:
+                    running[g] = left
+                else:
+                    del running[g]
+        if limits.cap is not None or limits.slow.after or groups:
+            asyncio.get_running_loop().create_task(self._notify())
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _failed(self, route: Route, limits: _RouteLimits) -> None:
+        if limits.slow.failed():
+            log.warning(
+                "slow_mode_started",
+                queue=self._queue,
+                type=route.message_type,
+                failures=limits.slow.failures,
+                detail="one message at a time until one succeeds",
+            )
+
+
+def build(ctx: QueueContext) -> LimitsStep | None:
+    """The step, for a queue with any limit (else none: nothing to pay for)."""
+    s = ctx.settings
+    limited = any(r.rate or r.max_concurrency for r in ctx.routes)
+    if not (s.rate or s.max_per_group or s.slow_mode_after or s.routes or limited):
+        return None
+    return LimitsStep(ctx)
