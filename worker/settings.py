@@ -249,6 +249,18 @@ class TypeSettings(_Section):
         return value
 
 
+class RouteLimits(_Section):
+    """One message type's limits on one queue (``queues.<key>.routes.<type>``): they replace
+    the handler's own ``rate``/``burst``/``max_concurrency`` arguments."""
+
+    rate: float | None = Field(default=None, gt=0)
+    """Messages of this type started per second."""
+    burst: float | None = Field(default=None, ge=1)
+    """Messages that may start at once after a quiet spell (default: ``rate``)."""
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    """Runs of this type at once in a process."""
+
+
 class QueueSettings(_Section):
     """One consumed queue. The key under ``queues:`` is its logical name."""
 
@@ -277,6 +289,19 @@ class QueueSettings(_Section):
     types: TypeSettings = Field(default_factory=TypeSettings)
     """Where messages carry their type and what serves untyped ones (``types.sources``,
     ``types.field``, ``types.default``, ``types.unknown``)."""
+    rate: float | None = Field(default=None, gt=0)
+    """Messages of this queue started per second in a process (with ``burst``): it receives
+    no more than it can start within about a second (docs/flow-control.md)."""
+    burst: float | None = Field(default=None, ge=1)
+    """Messages that may start at once after a quiet spell (default: ``rate``)."""
+    max_per_group: int | None = Field(default=None, ge=1, le=10_000)
+    """Runs of one message group at once in a process: a fair queue's tenant (a standard
+    queue's MessageGroupId) cannot take every slot; the others' messages go first."""
+    slow_mode_after: int = Field(default=0, ge=0, le=1000)
+    """After this many consecutive failures of a message type, it runs one message at a time
+    until one succeeds (0: never)."""
+    routes: dict[str, RouteLimits] = Field(default_factory=dict)
+    """Per message type limits (``rate``, ``burst``, ``max_concurrency``), over the handler's."""
     pollers: int | Literal["auto"] = AUTO
     """Concurrent long polls, 1 to 64. A number alone is fixed; ``auto`` adapts between
     ``min_pollers`` (default 1) and 16; a number with ``min_pollers`` is the upper bound of

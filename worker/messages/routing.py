@@ -119,6 +119,12 @@ class Route:
     dependencies: tuple[str, ...] = ()
     """What its runs need (``dependencies=[...]``): each has a circuit breaker; while one is
     open the route's messages wait, leased, without spending attempts."""
+    rate: float | None = None
+    """Messages started per second (``rate=``; a queue's ``routes.<type>.rate`` overrides)."""
+    burst: float | None = None
+    """Messages that may start at once after a quiet spell (default: ``rate``)."""
+    max_concurrency: int | None = None
+    """Runs of this route at once in a process (``max_concurrency=``)."""
 
     def arguments(
         self,
@@ -259,6 +265,18 @@ def _route(
     )
 
 
+def _limited(route: Route, rate: float | None, burst: float | None, max_concurrency: int | None) -> Route:
+    if rate is not None and not rate > 0:
+        raise HandlerError(f"{route.source}: rate must be a positive number of messages per second")
+    if burst is not None and (rate is None or not burst >= 1):
+        raise HandlerError(f"{route.source}: burst needs a rate and must be at least 1")
+    if max_concurrency is not None and not (isinstance(max_concurrency, int) and max_concurrency >= 1):
+        raise HandlerError(f"{route.source}: max_concurrency must be a whole number of runs, at least 1")
+    if rate is None and max_concurrency is None:
+        return route
+    return dataclasses.replace(route, rate=rate, burst=burst, max_concurrency=max_concurrency)
+
+
 def _dependencies(source: str, names: Sequence[str]) -> tuple[str, ...]:
     if isinstance(names, str):
         raise HandlerError(f"{source}: dependencies is a list of names, e.g. dependencies=[{names!r}]")
@@ -307,6 +325,9 @@ class Router:
         batch: BatchSpec | None = None,
         idempotent: bool = False,
         dependencies: Sequence[str] = (),
+        rate: float | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         if not message_type:
             raise HandlerError("message type must be a non-empty string")
@@ -316,7 +337,7 @@ class Router:
             raise HandlerError(
                 f"message type {message_type!r}: a wildcard is a trailing ':*' (e.g. 's3:ObjectCreated:*')"
             )
-        route = _route(message_type, fn, model, batch, dependencies)
+        route = _limited(_route(message_type, fn, model, batch, dependencies), rate, burst, max_concurrency)
         if idempotent:
             if batch is not None:
                 raise HandlerError(
@@ -340,16 +361,29 @@ class Router:
         model: type[BaseModel] | None = None,
         idempotent: bool = False,
         dependencies: Sequence[str] = (),
+        rate: float | None = None,
+        burst: float | None = None,
+        max_concurrency: int | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Register the decorated function for ``message_type``; the function is returned
         as it is, signature and all. ``idempotent=True``: it runs once per message key
         (the ``idempotency-key`` attribute, else the FIFO deduplication id, else the
         message id) within ``idempotency.expires_after``; needs ``idempotency.store``.
-        ``dependencies``: what its runs need (``["payments"]``), each with a circuit breaker
-        (docs/flow-control.md)."""
+        ``dependencies``: what its runs need (``["payments"]``), each with a circuit breaker;
+        ``rate`` (with ``burst``): messages started per second; ``max_concurrency``: runs at
+        once (docs/flow-control.md)."""
 
         def register(fn: Callable[P, R]) -> Callable[P, R]:
-            self.add(message_type, fn, model=model, idempotent=idempotent, dependencies=dependencies)
+            self.add(
+                message_type,
+                fn,
+                model=model,
+                idempotent=idempotent,
+                dependencies=dependencies,
+                rate=rate,
+                burst=burst,
+                max_concurrency=max_concurrency,
+            )
             return fn
 
         return register
