@@ -36,7 +36,7 @@ from worker.errors import ConfigError
 from worker.idempotency.store import IdempotencyStore, MemoryStore
 from worker.messages.payload_store import PayloadStore
 from worker.messages.resources import Resources
-from worker.messages.routing import Registry
+from worker.messages.routing import DEFAULT_ROUTE, Registry
 from worker.observe import tracing_switch
 from worker.observe.logs import get_logger
 from worker.observe.metrics import Metrics
@@ -430,6 +430,12 @@ def load_registries(settings: WorkerSettings) -> dict[str, Registry]:
     and check that a queue's ``types.default`` names a type its handlers serve."""
     registries = {key: Registry.from_modules(q.handlers) for key, q in settings.queues.items()}
     for key, registry in registries.items():
+        for message_type in settings.queues[key].routes:
+            if registry.get(message_type) is None and message_type != DEFAULT_ROUTE:
+                raise ConfigError(
+                    f"queues.{key}.routes: no handler of {settings.queues[key].handlers} serves "
+                    f"{message_type!r} (types served: {', '.join(registry.types) or 'none'})"
+                )
         default = settings.queues[key].types.default
         if default is not None and registry.get(default) is None:
             served = ", ".join(registry.types) or "none"
