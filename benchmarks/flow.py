@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--docs", action="store_true")
+    parser.add_argument("--overhead", action="store_true", help="only the in-process CPU cost of limits")
     args = parser.parse_args(argv)
+    if args.overhead:
+        print(json.dumps(overhead(), indent=2))
+        return 0
     if not args.endpoint:
         parser.error("--endpoint (or SQS_WORKER_TEST_ENDPOINT): a LocalStack")
     data = asyncio.run(run(args.endpoint, args.rate, args.seconds))
@@ -129,6 +133,71 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.write_text(json.dumps(data, indent=2) + "\n")
         write_section(data)
     return 0
+
+
+def overhead(n: int = 20_000, reps: int = 5) -> dict[str, Any]:
+    """CPU per message through the processor's step chain, in process, with limits that
+    never bind (a queue rate, a route cap, a group cap, slow mode) against none: the cost
+    of the limits step itself. Interleaved reps; medians."""
+    import statistics
+    import time
+
+    from worker import Router
+    from worker.messages.envelope import parse_message
+    from worker.messages.routing import Registry
+    from worker.observe.logs import configure_logging
+    from worker.observe.metrics import NullMetrics
+    from worker.runtime.context import QueueContext
+    from worker.runtime.lease import Leases
+    from worker.runtime.processor import Processor
+    from worker.settings import QueueSettings
+    from worker.testing import sqs_message
+
+    configure_logging("warning", "json", stream=open(os.devnull, "w"))  # noqa: SIM115
+    router = Router()
+
+    @router.handler("tick")
+    async def tick(payload: dict[str, Any]) -> None:
+        return None
+
+    loose = {"rate": 1e9, "burst": 1e9, "max_per_group": 10_000, "slow_mode_after": 1000}
+
+    def processor(limits: dict[str, Any]) -> Processor:
+        settings = QueueSettings(
+            handlers=["<b>"], **limits, routes={"tick": {"max_concurrency": 10_000}} if limits else {}
+        )
+        ctx = QueueContext.standalone("b", settings, Registry.of(router))
+        ctx.metrics = NullMetrics()
+        return Processor(ctx)
+
+    raw = sqs_message({}, type="tick", group_id="g")
+    leases = Leases(lambda lease: None)
+
+    async def once(p: Processor) -> float:
+        batch = [leases.open(parse_message(raw), raw, time.monotonic(), 30) for _ in range(n)]
+        started = time.process_time()
+        for lease in batch:
+            await p.run(None, [lease])
+        return (time.process_time() - started) / n * 1e6
+
+    async def measure() -> dict[str, list[float]]:
+        plain, limited = processor({}), processor(loose)
+        assert any(type(s).__name__ == "LimitsStep" for s in limited.steps)
+        out: dict[str, list[float]] = {"none": [], "limits": []}
+        for _ in range(reps):
+            out["none"].append(await once(plain))
+            out["limits"].append(await once(limited))
+        return out
+
+    samples = asyncio.run(measure())
+    none, limited = statistics.median(samples["none"]), statistics.median(samples["limits"])
+    return {
+        "us_per_message_none": round(none, 2),
+        "us_per_message_limits": round(limited, 2),
+        "overhead_pct": round(100 * (limited - none) / none, 1),
+        "messages": n,
+        "reps": reps,
+    }
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import structlog
+
 from worker import PermanentFailure, Router
 from worker.messages.envelope import parse_message
 from worker.messages.routing import Registry
@@ -191,3 +193,80 @@ def test_half_open_with_its_probe_running_blocks_receiving_and_a_free_route_neve
     assert breakers.blocked([("payments",)]) is None  # half-open: one may come in to probe
     assert payments.allow()
     assert breakers.blocked([("payments",)]) == 0.05  # the probe runs: look again soon
+
+
+def test_a_ratio_below_the_threshold_keeps_it_closed_and_closing_resets_the_counts() -> None:
+    breaker, clock, changes = _breaker(failures=3, ratio=0.5, window=100, min_calls=4, open_for=1)
+    breaker.failed()
+    for _ in range(3):
+        breaker.succeeded()
+    assert _state(breaker) == "closed"  # 1 of 4: a quarter
+    breaker.failed()
+    breaker.failed()
+    breaker.failed()
+    assert _state(breaker) == "open"  # three in a row
+    clock.now += 1
+    assert breaker.allow()
+    breaker.succeeded()
+    assert [why for _, _, why in changes][-2:] == ["open time over: one probe", "probe succeeded"]
+    breaker.failed()
+    breaker.failed()
+    assert (
+        _state(breaker) == "closed"
+    )  # counts start again: two of three in a row, 2 of 2 calls (< min_calls)
+    breaker.failed()
+    assert _state(breaker) == "open"
+
+
+def test_unavailable_while_half_open_doubles_the_open_time_and_failed_probes_say_so() -> None:
+    breaker, clock, changes = _breaker(failures=1, open_for=4, max_open_for=100)
+    breaker.failed()
+    clock.now += 4
+    assert breaker.allow()
+    breaker.unavailable()
+    assert breaker.reopens_in == 8
+    clock.now += 8
+    assert breaker.allow()
+    breaker.failed()
+    assert changes[-1] == ("half_open", "open", "probe failed")
+    assert breaker.reopens_in == 16
+
+
+def test_blocked_needs_every_route_blocked_and_waits_for_the_soonest() -> None:
+    clock = Clock()
+    breakers = Breakers(BreakerPolicy(failures=1, open_for=5, max_open_for=50), NullMetrics(), clock=clock)
+    a, b = breakers.get("a"), breakers.get("b")
+    a.failed()
+    clock.now += 2
+    b.unavailable(retry_after=10)
+    assert breakers.blocked([("a",), ("b",)]) == 3  # the first to let a probe through
+    assert breakers.blocked([("a", "b")]) == 10  # a route needing both waits for the later
+    assert breakers.blocked([("a",), ("c",)]) is None
+
+
+def test_each_transition_is_one_log_line_and_the_gauge_follows() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from worker.observe.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    clock = Clock()
+    breakers = Breakers(BreakerPolicy(failures=1, open_for=1, max_open_for=1), metrics, clock=clock)
+    payments = breakers.get("payments")
+    gauge = metrics.breaker_state.labels("payments")
+    assert gauge._value.get() == 0
+    with structlog.testing.capture_logs() as logs:
+        payments.failed()
+        assert gauge._value.get() == 1
+        clock.now += 1
+        assert payments.allow()
+        assert gauge._value.get() == 2
+        payments.succeeded()
+    assert gauge._value.get() == 0
+    assert [(e["event"], e["dependency"], e["was"], e["why"]) for e in logs] == [
+        ("breaker_opened", "payments", "closed", "1 consecutive failures"),
+        ("breaker_half_open", "payments", "open", "open time over: one probe"),
+        ("breaker_closed", "payments", "half_open", "probe succeeded"),
+    ]
+    assert metrics.breaker_transitions.labels("payments", "open")._value.get() == 1
+    assert list(breakers) == [payments]

@@ -165,3 +165,37 @@ def test_no_limits_no_step() -> None:
     steps = [type(step).__name__ for step in _processor(router).steps]
     assert "LimitsStep" not in steps
     assert "LimitsStep" in [type(step).__name__ for step in _processor(router, max_per_group=1).steps]
+
+
+def test_a_bucket_refuses_a_rate_it_cannot_keep_and_its_burst_is_at_least_one() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="rate must be positive"):
+        TokenBucket(0)
+    assert TokenBucket(5).burst == 5  # the burst defaults to the rate
+    assert TokenBucket(0.5).burst == 1  # never less than one message
+    clock = Clock()
+    bucket = TokenBucket(2, burst=1, clock=clock)
+    assert bucket.take() == 0
+    assert bucket.take() == 0.5
+    bucket.give_back()
+    assert bucket.within(0) == 0  # -1 + 1: no token now
+    clock.now += 0.5
+    assert bucket.within(0) == 1
+
+
+def test_slow_mode_counts_each_failure_once_and_after_one_means_one() -> None:
+    from worker.runtime.flow import SlowMode
+
+    slow = SlowMode(after=3)
+    assert [slow.failed() for _ in range(4)] == [False, False, True, False]  # starts once
+    assert slow.on
+    assert slow.succeeded()
+    assert not slow.on
+    assert not slow.succeeded()  # already off
+    one = SlowMode(after=1)
+    assert one.failed()
+    assert one.on
+    off = SlowMode(after=0)
+    assert not off.failed()
+    assert not off.on

@@ -114,7 +114,6 @@ class Breaker:
         self._record(False)
         self._consecutive = 0
         if self._state is State.HALF_OPEN:
-            self._probing = False
             self._open_for = self.policy.open_for
             self._move(State.CLOSED, "probe succeeded")
 
@@ -122,7 +121,6 @@ class Breaker:
         self._record(True)
         self._consecutive += 1
         if self._state is State.HALF_OPEN:
-            self._probing = False
             self._open_for = min(self._open_for * 2, self.policy.max_open_for)
             self._open("probe failed")
             return

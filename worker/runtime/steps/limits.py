@@ -49,6 +49,7 @@ class LimitsStep:
         self._slow_after = settings.slow_mode_after
         self._routes: dict[str, _RouteLimits] = {}
         self._changed = asyncio.Condition()
+        self._waiters = 0
 
     def _limits(self, route: Route) -> _RouteLimits:
         limits = self._routes.get(route.message_type)
@@ -79,9 +80,13 @@ class LimitsStep:
         if wait > 0:
             await asyncio.sleep(wait)
         groups = self._group_ids(call)
-        if limits.cap is not None or limits.slow.after or groups:
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._may_start(limits, groups))
+        if not self._may_start(limits, groups):  # (the common case starts without a lock)
+            self._waiters += 1
+            try:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._may_start(limits, groups))
+            finally:
+                self._waiters -= 1
         self._enter(limits, groups)
         try:
             await call_next(call)
@@ -128,7 +133,7 @@ class LimitsStep:
                     running[g] = left
                 else:
                     del running[g]
-        if limits.cap is not None or limits.slow.after or groups:
+        if self._waiters:
             asyncio.get_running_loop().create_task(self._notify())
 
     async def _notify(self) -> None:
