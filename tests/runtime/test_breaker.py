@@ -197,9 +197,9 @@ def test_half_open_with_its_probe_running_blocks_receiving_and_a_free_route_neve
 
 def test_a_ratio_below_the_threshold_keeps_it_closed_and_closing_resets_the_counts() -> None:
     breaker, clock, changes = _breaker(failures=3, ratio=0.5, window=100, min_calls=4, open_for=1)
-    breaker.failed()
     for _ in range(3):
         breaker.succeeded()
+    breaker.failed()
     assert _state(breaker) == "closed"  # 1 of 4: a quarter
     breaker.failed()
     breaker.failed()

@@ -193,6 +193,7 @@ def test_slow_mode_counts_each_failure_once_and_after_one_means_one() -> None:
     assert slow.succeeded()
     assert not slow.on
     assert not slow.succeeded()  # already off
+    assert [slow.failed() for _ in range(3)] == [False, False, True]  # counted from zero again
     one = SlowMode(after=1)
     assert one.failed()
     assert one.on

@@ -1,5 +1,5 @@
-"""Flow control's state: token buckets (rates), caps of runs at once (per route, per
-message group) and slow mode. Pure bookkeeping on an injected clock; the waiting is the
+"""Flow control's state: token buckets (rates) and slow mode (the caps of runs at once
+are counts the limits step keeps). Pure bookkeeping on an injected clock; the waiting is the
 limits step's (``worker.runtime.steps.limits``) and the poller's.
 
 A rate is messages *started* per second with a burst: the bucket holds up to ``burst``
@@ -46,18 +46,6 @@ class TokenBucket:
     def give_back(self) -> None:
         """A token taken for a message that did not start after all."""
         self._tokens = min(self.burst, self._tokens + 1)
-
-
-class Cap:
-    """At most ``limit`` at once; the count is the caller's to keep right (enter/leave)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.running = 0
-
-    @property
-    def full(self) -> bool:
-        return self.running >= self.limit
 
 
 @dataclass(slots=True)

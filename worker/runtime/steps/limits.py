@@ -17,7 +17,7 @@ from worker.messages.routing import Route
 from worker.observe.logs import get_logger
 from worker.runtime.call import Call, Next
 from worker.runtime.context import QueueContext
-from worker.runtime.flow import Cap, SlowMode, TokenBucket
+from worker.runtime.flow import SlowMode, TokenBucket
 
 log = get_logger()
 
@@ -25,7 +25,8 @@ log = get_logger()
 @dataclass(slots=True)
 class _RouteLimits:
     bucket: TokenBucket | None
-    cap: Cap | None
+    cap: int | None
+    """``max_concurrency``: runs at once."""
     slow: SlowMode
     running: int = 0
 
@@ -60,7 +61,7 @@ class LimitsStep:
             cap = over.max_concurrency if over is not None and over.max_concurrency else route.max_concurrency
             limits = self._routes[route.message_type] = _RouteLimits(
                 TokenBucket(rate, burst) if rate else None,
-                Cap(cap) if cap else None,
+                cap or None,
                 SlowMode(self._slow_after),
             )
         return limits
@@ -109,7 +110,7 @@ class LimitsStep:
         return [item.message.group_id for item in call.live if item.message.group_id is not None]
 
     def _may_start(self, limits: _RouteLimits, groups: list[str]) -> bool:
-        cap = 1 if limits.slow.on else (limits.cap.limit if limits.cap is not None else None)
+        cap = 1 if limits.slow.on else limits.cap
         if cap is not None and limits.running >= cap:
             return False
         if self._groups is not None:
