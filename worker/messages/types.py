@@ -156,10 +156,14 @@ def _dotted(data: Any, path: str) -> Any:
     return data
 
 
+_CE_KEYS = tuple((prefix, prefix + "type", prefix + "specversion") for prefix in CLOUDEVENTS_PREFIXES)
+
+
 def _ce_binary(attributes: Mapping[str, str]) -> dict[str, str] | None:
-    for prefix in CLOUDEVENTS_PREFIXES:
-        kind = attributes.get(prefix + "type")
-        if kind and attributes.get(prefix + "specversion"):
+    if not attributes:
+        return None
+    for prefix, type_key, version_key in _CE_KEYS:
+        if type_key in attributes and attributes.get(version_key) and attributes[type_key]:
             return {k[len(prefix) :]: v for k, v in attributes.items() if k.startswith(prefix)}
     return None
 
