@@ -10,6 +10,7 @@ is a wait, not a failure (``processor._DEPENDENCY_OF_STAGE``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worker.messages.outcomes import DependencyUnavailable, PermanentFailure
@@ -72,23 +73,29 @@ class LimitsStep:
         if route is None:
             await call_next(call)
             return
-        limits = self._limits(route)
-        wait = 0.0
-        for bucket in (self.bucket, limits.bucket):
-            if bucket is not None:
-                for _ in call.live:
-                    wait = max(wait, bucket.take())
-        if wait > 0:
-            await asyncio.sleep(wait)
-        groups = self._group_ids(call)
-        if not self._may_start(limits, groups):  # (the common case starts without a lock)
-            self._waiters += 1
+        limits = self._routes.get(route.message_type) or self._limits(route)
+        queue_bucket, route_bucket = self.bucket, limits.bucket
+        if queue_bucket is not None or route_bucket is not None:
+            wait = 0.0
+            for bucket in (queue_bucket, route_bucket):
+                if bucket is not None:
+                    for _ in call.live:
+                        wait = max(wait, bucket.take())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        groups = self._group_ids(call) if self._groups is not None else ()
+        slow = limits.slow
+        cap = 1 if slow.on else limits.cap
+        if (cap is not None and limits.running >= cap) or (groups and not self._may_start(limits, groups)):
+            self._waiters += 1  # (the common case starts without the lock)
             try:
                 async with self._changed:
                     await self._changed.wait_for(lambda: self._may_start(limits, groups))
             finally:
                 self._waiters -= 1
-        self._enter(limits, groups)
+        limits.running += 1
+        if groups:
+            self._enter(groups)
         try:
             await call_next(call)
         except (PermanentFailure, DependencyUnavailable, asyncio.CancelledError):
@@ -99,17 +106,19 @@ class LimitsStep:
         else:
             if call.batch and isinstance(call.value, dict) and len(call.value) >= len(call.items):
                 self._failed(route, limits)
-            elif limits.slow.succeeded():
+            elif slow.failures and slow.succeeded():  # (resets the count; True if it was on)
                 log.info("slow_mode_ended", queue=self._queue, type=route.message_type)
         finally:
-            self._leave(limits, groups)
+            limits.running -= 1
+            if groups:
+                self._leave(groups)
+            if self._waiters:
+                asyncio.get_running_loop().create_task(self._notify())
 
     def _group_ids(self, call: Call) -> list[str]:
-        if self._groups is None:
-            return []
         return [item.message.group_id for item in call.live if item.message.group_id is not None]
 
-    def _may_start(self, limits: _RouteLimits, groups: list[str]) -> bool:
+    def _may_start(self, limits: _RouteLimits, groups: Sequence[str]) -> bool:
         cap = 1 if limits.slow.on else limits.cap
         if cap is not None and limits.running >= cap:
             return False
@@ -118,24 +127,21 @@ class LimitsStep:
             return all(running.get(g, 0) < self._groups.limit for g in groups)
         return True
 
-    def _enter(self, limits: _RouteLimits, groups: list[str]) -> None:
-        limits.running += 1
-        if self._groups is not None:
-            for g in groups:
-                self._groups.running[g] = self._groups.running.get(g, 0) + 1
+    def _enter(self, groups: Sequence[str]) -> None:
+        assert self._groups is not None
+        running = self._groups.running
+        for g in groups:
+            running[g] = running.get(g, 0) + 1
 
-    def _leave(self, limits: _RouteLimits, groups: list[str]) -> None:
-        limits.running -= 1
-        if self._groups is not None:
-            running = self._groups.running
-            for g in groups:
-                left = running[g] - 1
-                if left:
-                    running[g] = left
-                else:
-                    del running[g]
-        if self._waiters:
-            asyncio.get_running_loop().create_task(self._notify())
+    def _leave(self, groups: Sequence[str]) -> None:
+        assert self._groups is not None
+        running = self._groups.running
+        for g in groups:
+            left = running[g] - 1
+            if left:
+                running[g] = left
+            else:
+                del running[g]
 
     async def _notify(self) -> None:
         async with self._changed:
