@@ -26,7 +26,8 @@ import sysconfig
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.result import ROOT, replace_section
+
 TARGETS = {"worker --version": 1.0, "worker --help": 1.0, "worker send": 1.5}
 
 
@@ -120,17 +121,8 @@ def section(path: Path = RESULTS) -> str:
 
 
 def write_section(doc: Path = ROOT / "docs" / "benchmarks.md") -> None:
-    """Replace the page's "Command start-up" section (or add it before "How it is measured")."""
-    text = doc.read_text()
-    new = section()
-    start = text.find("## Command start-up\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + new + (text[end:] if end >= 0 else "")
-    else:
-        anchor = text.find("## How it is measured")
-        text = text[:anchor] + new + "\n" + text[anchor:] if anchor >= 0 else text + "\n" + new
-    doc.write_text(text)
+    """Replace the page's "Command start-up" section (``replace_section``)."""
+    replace_section(doc, "Command start-up", section(), before="How it is measured")
 
 
 def main(argv: list[str] | None = None) -> int:

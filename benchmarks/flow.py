@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.result import ROOT, replace_section
+
 RESULTS = ROOT / "benchmarks" / "flow-results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -119,16 +120,8 @@ def section(data: dict[str, Any]) -> str:
 
 
 def write_section(data: dict[str, Any]) -> None:
-    text = DOC.read_text()
-    new = section(data)
-    start = text.find("## Rate accuracy\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + new + (text[end:] if end >= 0 else "")
-    else:
-        anchor = text.find("## How it is measured")
-        text = text[:anchor] + new + "\n" + text[anchor:] if anchor >= 0 else text + "\n" + new
-    DOC.write_text(text)
+    """Replace the page's "Rate accuracy" section (``replace_section``)."""
+    replace_section(DOC, "Rate accuracy", section(data), before="How it is measured")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 from aiobotocore.session import get_session
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.result import ROOT, replace_section
+
 RESULTS = ROOT / "benchmarks" / "outage-results.json"
 DOC = ROOT / "docs" / "reliability.md"
 
@@ -193,15 +194,8 @@ def section(data: dict[str, Any]) -> str:
 
 
 def write_section(data: dict[str, Any]) -> None:
-    text = DOC.read_text()
-    new = section(data)
-    start = text.find("## Downstream outage: the circuit breaker\n")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + new + (text[end:] if end >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + new
-    DOC.write_text(text)
+    """Replace the page's "Downstream outage: the circuit breaker" section (``replace_section``)."""
+    replace_section(DOC, "Downstream outage: the circuit breaker", section(data))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,3 +161,18 @@ hold s    how long each handler keeps its message (several visibility timeouts)
 CMVB      extension calls made; overdue: lease_overdue events; failed: extension calls or
           entries that failed; dup: messages handled twice; visible: most messages seen
           visible while all should be held. Any overdue, dup or visible is a lapse."""
+
+
+def replace_section(doc: Path, heading: str, new: str, before: str | None = None) -> None:
+    """Put ``new`` in ``doc`` in place of its ``## heading`` section (up to the next ``## ``);
+    a page without it gets it before the ``before`` heading, else at the end. The benchmark
+    runs that own one section of a page written by hand or by another run use it."""
+    text = doc.read_text()
+    start = text.find(f"## {heading}\n")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + new + (text[end:] if end >= 0 else "")
+    else:
+        anchor = text.find(f"## {before}") if before else -1
+        text = text[:anchor] + new + "\n" + text[anchor:] if anchor >= 0 else text.rstrip("\n") + "\n\n" + new
+    doc.write_text(text)

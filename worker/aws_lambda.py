@@ -65,7 +65,6 @@ class LambdaRunner:
                 "(no lease to tie its record to): run it in the worker, or use Powertools' idempotency"
             )
         self.registry = registry
-        self.type_attribute = type_attribute
         self.resources = Resources()
         self.loop = asyncio.new_event_loop()
         settings = settings or QueueSettings(handlers=["<lambda>"])

@@ -127,7 +127,6 @@ class HandlerKit:
     ) -> None:
         self.registry = Registry.of(*routers)
         self.settings = settings or QueueSettings(handlers=["<testing>"], retry_jitter=0)
-        self.type_attribute = type_attribute
         self.resources = Resources()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="handler")
         self.store = MemoryStore()

@@ -101,7 +101,11 @@ async def test_fifo_messages_received_but_not_started_are_visible_again_at_once(
     assert counts == {"visible": 9, "in_flight": 0, "delayed": 0}, counts
 
 
-async def test_second_signal_exits_at_once(aws: Aws, tmp_path: Path, procs: list[WorkerProcess]) -> None:
+@pytest.mark.parametrize(("second", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 1)])
+async def test_second_signal_exits_at_once(
+    aws: Aws, tmp_path: Path, procs: list[WorkerProcess], second: signal.Signals, code: int
+) -> None:
+    """A second Ctrl-C exits as an interrupted command does (130), a second SIGTERM with 1."""
     queue = await aws.queue()
     record = tmp_path / "record.txt"
     await aws.send(queue.url, {"n": 1}, "work")
@@ -112,9 +116,9 @@ async def test_second_signal_exits_at_once(aws: Aws, tmp_path: Path, procs: list
     await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
     worker.signal(signal.SIGTERM)
     await asyncio.sleep(0.5)
-    worker.signal(signal.SIGINT)
+    worker.signal(second)
     started = time.monotonic()
-    assert await asyncio.to_thread(worker.wait, 10) == 130  # stopped by Ctrl-C: interrupted
+    assert await asyncio.to_thread(worker.wait, 10) == code
     assert time.monotonic() - started < 3
     assert read_records(record)[1] == []  # not finished, so not deleted: it will come back
     assert await aws.total(queue.url) == 1
@@ -136,23 +140,6 @@ async def test_ctrl_c_says_what_it_waits_for_and_exits_130(
     )
     assert line["at_most_seconds"] == 20  # shutdown_grace 10 + shutdown_flush 10
     assert "second Ctrl-C" in line["hint"]
-
-
-async def test_sigterm_stop_exits_0_and_a_second_sigterm_exits_1(
-    aws: Aws, tmp_path: Path, procs: list[WorkerProcess]
-) -> None:
-    queue = await aws.queue()
-    record = tmp_path / "record.txt"
-    await aws.send(queue.url, {"n": 1}, "work")
-    worker = WorkerProcess(
-        tmp_path, config(aws, queue), {"RECORD_FILE": str(record), "WORK_SECONDS": "60"}
-    ).start()
-    procs.append(worker)
-    await eventually(lambda: len(read_records(record)[0]) == 1, timeout=30)
-    worker.signal(signal.SIGTERM)
-    await asyncio.sleep(0.5)
-    worker.signal(signal.SIGTERM)
-    assert await asyncio.to_thread(worker.wait, 10) == 1
 
 
 async def test_stop_lets_long_polls_return_so_messages_sent_right_after_are_not_hidden(
