@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import structlog
 
-from worker import PermanentFailure, Router
+from worker import DependencyUnavailable, Message, PermanentFailure, Router
 from worker.messages.envelope import parse_message
 from worker.messages.routing import Registry
 from worker.observe.metrics import NullMetrics
@@ -270,3 +271,104 @@ def test_each_transition_is_one_log_line_and_the_gauge_follows() -> None:
     ]
     assert metrics.breaker_transitions.labels("payments", "open")._value.get() == 1
     assert list(breakers) == [payments]
+
+
+def _clocked(failures: int = 1, open_for: float = 5) -> tuple[Breakers, Clock]:
+    clock = Clock()
+    policy = BreakerPolicy(failures=failures, open_for=open_for, max_open_for=50)
+    return Breakers(policy, NullMetrics(), clock=clock), clock
+
+
+async def test_a_handlers_dependency_unavailable_opens_its_breaker_for_its_time_and_held_wait_it() -> None:
+    breakers, clock = _clocked(failures=100)
+    router = Router()
+
+    @router.handler("charge", dependencies=["payments", "mailer"])
+    async def charge(body: dict[str, Any]) -> None:
+        raise DependencyUnavailable("payments", "503", retry_after=7)
+
+    processor = _processor_with(router, breakers)
+    [first] = await processor.run(None, [_lease({"n": 1})])
+    assert first.decision is not None
+    assert (first.decision.action.value, first.decision.delay) == ("wait", 7)
+    assert _state(breakers.get("payments")) == "open"
+    assert _state(breakers.get("mailer")) == "closed"  # only the one that said so
+    assert breakers.get("payments").reopens_in == 7
+    clock.now += 3
+    [held] = await processor.run(None, [_lease({"n": 2})])
+    assert held.decision is not None
+    assert (held.decision.action.value, held.decision.delay) == ("wait", 4)  # until the probe may run
+    assert held.outcome is not None
+    assert held.outcome.reason == "payments unavailable: circuit open"
+
+
+async def test_a_probe_meeting_another_dependencys_outage_gives_the_probe_back() -> None:
+    breakers, clock = _clocked()
+    router = Router()
+
+    @router.handler("charge", dependencies=["payments", "mailer"])
+    async def charge(body: dict[str, Any]) -> None:
+        raise DependencyUnavailable("mailer", "down")
+
+    payments = breakers.get("payments")
+    payments.failed()
+    clock.now += 5
+    processor = _processor_with(router, breakers)
+    [item] = await processor.run(None, [_lease({"n": 1})])  # the payments probe
+    assert item.outcome is not None
+    assert item.outcome.kind == "waiting"
+    assert _state(breakers.get("mailer")) == "open"
+    assert payments.allow()  # payments was not reached: its probe is free again
+
+
+async def test_a_failed_probe_says_why_and_waits_the_breakers_time() -> None:
+    breakers, clock = _clocked(open_for=5)
+    router = Router()
+
+    @router.handler("charge", dependencies=["payments"])
+    async def charge(body: dict[str, Any]) -> None:
+        raise ConnectionError("refused")
+
+    breakers.get("payments").failed()
+    clock.now += 5
+    [probe] = await _processor_with(router, breakers).run(None, [_lease({"n": 1})])
+    assert probe.outcome is not None
+    assert probe.outcome.reason == "payments unavailable: probe failed: ConnectionError: refused"
+    assert probe.decision is not None
+    assert probe.decision.delay == 10  # open twice as long after a failed probe
+
+
+async def test_a_handler_past_its_deadline_counts_against_its_dependency() -> None:
+    breakers, _ = _clocked(failures=1)
+    router = Router()
+
+    @router.handler("charge", dependencies=["payments"])
+    async def charge(body: dict[str, Any]) -> None:
+        await asyncio.sleep(5)  # the dependency hangs
+
+    settings = QueueSettings(handlers=["<t>"], retry_backoff=[5], retry_jitter=0, max_processing_time=0.1)
+    ctx = QueueContext.standalone("q", settings, Registry.of(router), max_receive_count=5)
+    ctx.breakers = breakers
+    [item] = await Processor(ctx).run(None, [_lease({"n": 1})])
+    assert item.outcome is not None
+    assert item.outcome.kind == "failed"
+    assert _state(breakers.get("payments")) == "open"
+
+
+async def test_a_batch_counts_as_failed_only_when_every_member_failed() -> None:
+    breakers, _ = _clocked(failures=1)
+    router = Router()
+    fail_all = [False]
+
+    @router.batch_handler("rows", max_size=10, max_wait=0, dependencies=["db"])
+    async def rows(payloads: list[dict[str, Any]], messages: list[Message]) -> dict[str, BaseException]:
+        failing = messages if fail_all[0] else messages[:1]
+        return {m.message_id: ConnectionError("db") for m in failing}
+
+    processor = _processor_with(router, breakers)
+    route = processor.ctx.registry.get("rows")
+    await processor.run(route, [_lease({"n": i}, "rows") for i in range(3)])
+    assert _state(breakers.get("db")) == "closed"  # one of three failed: the db answered
+    fail_all[0] = True
+    await processor.run(route, [_lease({"n": i}, "rows") for i in range(3)])
+    assert _state(breakers.get("db")) == "open"
